@@ -1,0 +1,29 @@
+"""Small builders shared by tests: an algorithm on synthetic client data, no dataset loading."""
+
+from __future__ import annotations
+
+import torch
+
+from workbench.algorithms import REGISTRY, Client, Environment
+from workbench.config import build_config
+from workbench.data import ClientData, Normalizer
+
+
+def synthetic_client(cid: int, model_name: str, n: int = 40, classes: int = 10, seed: int = 0) -> Client:
+    """A client with random uint8 images and labels."""
+    g = torch.Generator().manual_seed(seed + cid)
+    x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, classes, (n,), generator=g)
+    return Client(cid=cid, model_name=model_name, data=ClientData(x, y, x[: n // 2], y[: n // 2]))
+
+
+def make_algorithm(**flat):
+    """An algorithm instance with set-up clients (one per model in `models`)."""
+    config = build_config({"device": "cpu", "augment": False, "batch_size": 16, **flat})
+    env = Environment(num_classes=config.num_classes, device=torch.device("cpu"),
+                      normalize=Normalizer((0.5,) * 3, (0.25,) * 3), flip=False)
+    algorithm = REGISTRY[config.run.algorithm](config, env)
+    clients = [synthetic_client(k, m) for k, m in enumerate(config.client_models())]
+    for c in clients:
+        algorithm.setup_client(c)
+    return algorithm, clients

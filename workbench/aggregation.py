@@ -1,0 +1,60 @@
+"""Server-side aggregation: pure functions over name → tensor payloads.
+
+Every update is validated (keys, shapes, dtypes, finiteness) against a reference before any
+arithmetic, so a bad update is refused with an error naming the client and the tensor, and the
+caller's global state is never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+Payload = Mapping[str, Tensor]
+
+
+class InvalidUpdateError(ValueError):
+    """A client's update does not fit the expected payload."""
+
+    def __init__(self, client: int, tensor: str | None, reason: str) -> None:
+        where = f"client {client}" + (f", tensor {tensor!r}" if tensor else "")
+        super().__init__(f"update refused ({where}): {reason}")
+        self.client, self.tensor, self.reason = client, tensor, reason
+
+
+def validate_update(client: int, update: Payload, reference: Payload) -> None:
+    """Raise InvalidUpdateError unless `update` matches `reference` in keys, shapes and dtypes and is finite."""
+    missing, extra = set(reference) - set(update), set(update) - set(reference)
+    if missing or extra:
+        raise InvalidUpdateError(client, None, f"keys differ: missing {sorted(missing)}, "
+                                               f"unexpected {sorted(extra)}")
+    for name, ref in reference.items():
+        t = update[name]
+        if not isinstance(t, Tensor):
+            raise InvalidUpdateError(client, name, f"not a tensor but {type(t).__name__}")
+        if t.shape != ref.shape:
+            raise InvalidUpdateError(client, name, f"shape {tuple(t.shape)} != {tuple(ref.shape)}")
+        if t.dtype != ref.dtype:
+            raise InvalidUpdateError(client, name, f"dtype {t.dtype} != {ref.dtype}")
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise InvalidUpdateError(client, name, "contains NaN or infinity")
+
+
+def weighted_average(updates: Mapping[int, Payload], weights: Mapping[int, float],
+                     reference: Payload | None = None) -> dict[str, Tensor]:
+    """Σ w_k θ_k / Σ w_k per tensor name, after validating every update (first one is the reference)."""
+    if not updates:
+        raise ValueError("no updates to aggregate")
+    if set(weights) != set(updates):
+        raise ValueError(f"weights given for clients {sorted(weights)}, updates from {sorted(updates)}")
+    if any(w <= 0 for w in weights.values()):
+        raise ValueError(f"aggregation weights must be positive, got {dict(weights)}")
+    reference = reference if reference is not None else next(iter(updates.values()))
+    for client, update in updates.items():
+        validate_update(client, update, reference)
+    total = float(sum(weights.values()))
+    return {name: sum(update[name].to(torch.float64) * (weights[c] / total)
+                      for c, update in updates.items()).to(ref.dtype)
+            for name, ref in reference.items()}

@@ -1,0 +1,131 @@
+"""The hooks an algorithm overrides; the round loop in `workbench.simulation` calls them.
+
+Defaults describe a method whose clients each own one private model trained with CE and that
+sends nothing; a method overrides only where it differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from workbench.accounting import FlopMeter
+from workbench.aggregation import weighted_average
+from workbench.config import ExperimentConfig
+from workbench.data import ClientData, Normalizer, eval_batches, train_batches
+from workbench.models import build_model
+from workbench.training import Batches, LossFn, PhaseStats, SGDSpec, run_phase
+
+Payload = Mapping[str, Tensor]
+
+
+@dataclass
+class Client:
+    """One client: its identity, its data and whatever the algorithm keeps on it."""
+
+    cid: int
+    model_name: str
+    data: ClientData
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What every algorithm needs from the run besides the config."""
+
+    num_classes: int
+    device: torch.device
+    normalize: Normalizer
+    flip: bool
+
+
+def derived_seed(*parts: int) -> int:
+    """A 63-bit seed derived from integers (run seed, round, client, purpose)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+class Algorithm:
+    """Base algorithm: a private model per client, CE training, no communication."""
+
+    name: ClassVar[str] = "base"
+
+    def __init__(self, config: ExperimentConfig, env: Environment) -> None:
+        self.config, self.env = config, env
+        self.meter = FlopMeter()
+
+    # ---- set-up -------------------------------------------------------------------------
+    def build(self, model_name: str, seed: int) -> nn.Module:
+        """A zoo model on the run's device."""
+        return build_model(model_name, self.env.num_classes, seed).to(self.env.device)
+
+    def setup_client(self, client: Client) -> None:
+        """Create the client's private state."""
+        client.state["model"] = self.build(client.model_name, derived_seed(self.config.run.seed,
+                                                                           client.cid, 1))
+
+    def initial_server_state(self) -> dict[str, Tensor]:
+        """The server's global state before round 1."""
+        return {}
+
+    # ---- one round ----------------------------------------------------------------------
+    def broadcast(self, server_state: Payload, client: Client) -> Payload:
+        """What the server sends a sampled client at the start of a round."""
+        return server_state
+
+    def receive(self, client: Client, payload: Payload) -> None:
+        """Apply the downloaded payload on the client."""
+
+    def local_update(self, client: Client, generator: torch.Generator) -> PhaseStats:
+        """Local training of one round."""
+        model = client.state["model"]
+        return self.phase(client, [model], lambda x, y: F.cross_entropy(model(x), y), generator,
+                          self.config.train.model_epochs, self.model_sgd(), "model")
+
+    def upload(self, client: Client) -> Payload:
+        """What the client sends to the server after local training."""
+        return {}
+
+    def aggregate(self, server_state: Payload, uploads: Mapping[int, Payload],
+                  weights: Mapping[int, float]) -> dict[str, Tensor]:
+        """New global state from the round's uploads (default: sample-weighted average)."""
+        if not uploads or not any(uploads.values()):
+            return dict(server_state)
+        return weighted_average(uploads, weights, reference=server_state or None)
+
+    # ---- evaluation ---------------------------------------------------------------------
+    def predict(self, client: Client, x: Tensor) -> Tensor:
+        """Logits (or scores) the client's deployed model gives a batch."""
+        return client.state["model"](x)
+
+    def eval_modules(self, client: Client) -> list[nn.Module]:
+        """Modules to switch to eval mode before predicting."""
+        return [m for m in client.state.values() if isinstance(m, nn.Module)]
+
+    # ---- helpers for subclasses ---------------------------------------------------------
+    def model_sgd(self) -> SGDSpec:
+        """SGD settings of private-model training."""
+        t = self.config.train
+        return SGDSpec(lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+
+    def batches(self, client: Client, generator: torch.Generator) -> Batches:
+        """A factory of one shuffled, augmented epoch over the client's training data."""
+        d, t = client.data, self.config.train
+        return lambda: train_batches(d.train_x, d.train_y, t.batch_size, generator, self.env.normalize,
+                                     self.config.data.augment, self.env.flip)
+
+    def test_batches(self, client: Client) -> Iterator[tuple[Tensor, Tensor]]:
+        """The client's local test split, normalized, in order."""
+        d = client.data
+        return eval_batches(d.test_x, d.test_y, self.config.train.eval_batch_size, self.env.normalize)
+
+    def phase(self, client: Client, modules: list[nn.Module], loss_fn: LossFn,
+              generator: torch.Generator, epochs: int, sgd: SGDSpec, phase: str) -> PhaseStats:
+        """Run one training phase, counting FLOPs per (architecture, phase, batch shape)."""
+        return run_phase(modules, loss_fn, self.batches(client, generator), epochs, sgd, self.meter,
+                         (client.model_name, phase))

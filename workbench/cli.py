@@ -1,0 +1,89 @@
+"""Command line: `python -m workbench run --rank 4 --mu 0.5 --out runs/x` and friends.
+
+Every config parameter is a `--name value` flag generated from the config's own table, so the
+CLI, the notebooks and the sweeps accept exactly the same names and values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from workbench.config import ConfigError, build_config, parameter_table
+
+
+def _add_parameters(parser: argparse.ArgumentParser) -> None:
+    """One `--name` flag per config parameter; values are parsed by build_config, not argparse."""
+    group = parser.add_argument_group("experiment parameters (see `python -m workbench params`)")
+    for name, (_, f) in parameter_table().items():
+        group.add_argument(f"--{name}", dest=f"param_{name}", default=argparse.SUPPRESS,
+                           metavar="V", help=f.metadata["help"])
+
+
+def _flat(args: argparse.Namespace, extra: list[str]) -> dict[str, str]:
+    """The parameters given on the command line; unknown `--name value` pairs are kept so that
+    build_config refuses them with its suggestions."""
+    flat = {k.removeprefix("param_"): v for k, v in vars(args).items() if k.startswith("param_")}
+    if len(extra) % 2 or not all(flag.startswith("--") for flag in extra[::2]):
+        raise ConfigError(f"cannot read arguments {extra}: expected --name value pairs")
+    flat.update({flag[2:]: value for flag, value in zip(extra[::2], extra[1::2])})
+    return flat
+
+
+def parser() -> argparse.ArgumentParser:
+    """The workbench's argument parser with its sub-commands."""
+    root = argparse.ArgumentParser(prog="python -m workbench", description=__doc__.splitlines()[0])
+    commands = root.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run one experiment and print its summary")
+    run.add_argument("--out", type=Path, default=None,
+                     help="run directory (default: runs/<algorithm>-<dataset>-<time>)")
+    run.add_argument("--quiet", action="store_true", help="no per-round progress lines")
+    _add_parameters(run)
+    commands.add_parser("params", help="list every parameter with its default and help")
+    return root
+
+
+def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
+    """Validate, run, write the run directory and print the summary."""
+    from workbench.results import format_summary
+    from workbench.simulation import run_experiment
+
+    config = build_config(_flat(args, extra))
+    out = args.out or Path("runs") / (f"{config.run.algorithm}-{config.data.dataset}-"
+                                      f"{time.strftime('%Y%m%d-%H%M%S')}")
+
+    def progress(round_: int, rounds: int, metrics: dict) -> None:
+        print(f"round {round_}/{rounds}: mean accuracy {metrics['accuracy']:.4f}", flush=True)
+
+    result = run_experiment(config, out_dir=out, progress=None if args.quiet else progress)
+    print(format_summary(result.summary))
+    print(f"run directory: {out}")
+    return 0
+
+
+def cmd_params(args: argparse.Namespace, extra: list[str]) -> int:
+    """Print every parameter, its default and its help."""
+    from workbench.config import defaults
+
+    values = defaults()
+    for name, (_, f) in parameter_table().items():
+        print(f"{name:24} {values[name]!r:34} {f.metadata['help']}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "params": cmd_params}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; configuration errors exit with status 2 and a one-line message."""
+    args, extra = parser().parse_known_args(argv)
+    try:
+        if extra and args.command != "run":
+            raise ConfigError(f"unexpected arguments {extra} for `{args.command}`")
+        return COMMANDS[args.command](args, extra)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

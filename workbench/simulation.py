@@ -1,0 +1,151 @@
+"""The one round loop: sampling, download, local update, upload, aggregation, evaluation, accounting.
+
+Algorithms plug in through the hooks of `workbench.algorithms.base.Algorithm`; nothing here
+depends on which algorithm runs. All randomness is derived from (seed, round, client), so a run
+is reproducible and can resume from any round boundary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from workbench.accounting import payload_bytes
+from workbench.algorithms import REGISTRY, Algorithm, Client, Environment
+from workbench.algorithms.base import derived_seed
+from workbench.config import ExperimentConfig
+from workbench.data import ClientData, Normalizer, client_datasets, load_dataset
+from workbench.partition import partition
+from workbench.results import Row, summarize, to_frame, write_run
+from workbench.training import evaluate
+
+Progress = Callable[[int, int, dict], None]
+
+
+@dataclass
+class RunResult:
+    """A finished run: its config, its tidy table, its summary and where it was written."""
+
+    config: ExperimentConfig
+    table: pd.DataFrame
+    summary: dict
+    run_dir: Path | None = None
+
+
+@dataclass
+class Ledger:
+    """Costs per client accumulated since that client's last evaluated row."""
+
+    flops: dict[int, int] = field(default_factory=dict)
+    up: dict[int, int] = field(default_factory=dict)
+    down: dict[int, int] = field(default_factory=dict)
+    train_loss: dict[int, float] = field(default_factory=dict)
+
+    def add(self, cid: int, flops: int, up: int, down: int, loss: float) -> None:
+        """Record one client's costs for one round."""
+        self.flops[cid] = self.flops.get(cid, 0) + flops
+        self.up[cid] = self.up.get(cid, 0) + up
+        self.down[cid] = self.down.get(cid, 0) + down
+        self.train_loss[cid] = loss
+
+    def settle(self, cid: int) -> tuple[bool, float, int, int, int]:
+        """(participated, last train loss, flops, up, down) since the last settlement; then reset."""
+        took_part = cid in self.flops
+        return (took_part, self.train_loss.pop(cid, float("nan")), self.flops.pop(cid, 0),
+                self.up.pop(cid, 0), self.down.pop(cid, 0))
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' → cuda when available, else cpu; 'cuda' without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' was asked for but torch sees no GPU; use device='auto' or 'cpu'")
+    return torch.device(name)
+
+
+def sample_clients(num_clients: int, fraction: float, seed: int, round_: int) -> list[int]:
+    """The clients taking part in a round: max(1, round(C·N)) drawn without replacement."""
+    count = max(1, int(round(fraction * num_clients)))
+    rng = np.random.default_rng([seed, round_, 7])
+    return sorted(int(c) for c in rng.choice(num_clients, size=count, replace=False))
+
+
+def make_clients(config: ExperimentConfig, device: torch.device) -> tuple[list[Client], Environment]:
+    """Load the dataset, partition it and create the clients with their data on the device."""
+    d = config.data
+    ds = load_dataset(d.dataset, d.data_dir, d.download, d.test_fraction, config.run.seed)
+    splits = partition(ds.train_y.numpy(), ds.test_y.numpy(), config.federation.num_clients,
+                       d.partition, d.classes_per_client, d.dirichlet_alpha, config.run.seed)
+    datas = [ClientData(*(t.to(device) for t in dataclasses.astuple(cd)))
+             for cd in client_datasets(ds, splits)]
+    env = Environment(num_classes=ds.num_classes, device=device,
+                      normalize=Normalizer.for_dataset(ds, device), flip=ds.flip)
+    clients = [Client(cid=k, model_name=name, data=data)
+               for k, (name, data) in enumerate(zip(config.client_models(), datas))]
+    return clients, env
+
+
+def evaluate_all(algorithm: Algorithm, clients: list[Client], ledger: Ledger, round_: int) -> list[Row]:
+    """Evaluate every client on its local test split and settle its costs into a row."""
+    rows = []
+    for c in clients:
+        accuracy, loss = evaluate(lambda x: algorithm.predict(c, x), algorithm.test_batches(c),
+                                  algorithm.eval_modules(c))
+        took_part, train_loss, flops, up, down = ledger.settle(c.cid)
+        rows.append(Row(round=round_, client=c.cid, model=c.model_name, algorithm=algorithm.name,
+                        participated=took_part, accuracy=accuracy, loss=loss, train_loss=train_loss,
+                        train_flops=flops, bytes_up=up, bytes_down=down,
+                        num_train=c.data.num_train, num_test=c.data.num_test))
+    return rows
+
+
+def run_round(algorithm: Algorithm, clients: list[Client], server: dict, round_: int,
+              ledger: Ledger) -> dict:
+    """One communication round over the sampled clients; returns the new server state."""
+    cfg = algorithm.config
+    sampled = sample_clients(len(clients), cfg.federation.fraction, cfg.run.seed, round_)
+    uploads, weights = {}, {}
+    for cid in sampled:
+        client = clients[cid]
+        down = algorithm.broadcast(server, client)
+        algorithm.receive(client, down)
+        generator = torch.Generator().manual_seed(derived_seed(cfg.run.seed, round_, cid, 3))
+        stats = algorithm.local_update(client, generator)
+        uploads[cid] = algorithm.upload(client)
+        weights[cid] = float(client.data.num_train)
+        ledger.add(cid, stats.flops, payload_bytes(uploads[cid]), payload_bytes(down),
+                   stats.mean_loss)
+    return algorithm.aggregate(server, uploads, weights)
+
+
+def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None,
+                   progress: Progress | None = None) -> RunResult:
+    """Run one experiment end to end; write its run directory when out_dir is given."""
+    device = resolve_device(config.run.device)
+    clients, env = make_clients(config, device)
+    algorithm = REGISTRY[config.run.algorithm](config, env)
+    for client in clients:
+        algorithm.setup_client(client)
+    server = algorithm.initial_server_state()
+    ledger, rows = Ledger(), []
+    rounds, every = config.federation.rounds, config.federation.eval_every
+    for round_ in range(1, rounds + 1):
+        server = run_round(algorithm, clients, server, round_, ledger)
+        if round_ % every == 0 or round_ == rounds:
+            new_rows = evaluate_all(algorithm, clients, ledger, round_)
+            rows.extend(new_rows)
+            if progress is not None:
+                progress(round_, rounds, {"accuracy": float(np.mean([r.accuracy for r in new_rows]))})
+    table = to_frame(rows)
+    summary = summarize(table)
+    run_dir = Path(out_dir) if out_dir is not None else None
+    if run_dir is not None:
+        write_run(run_dir, config.to_flat(), table)
+    return RunResult(config=config, table=table, summary=summary, run_dir=run_dir)

@@ -1,0 +1,78 @@
+"""Local training: one phase = some epochs of SGD over the trainable parameters of a model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from workbench.accounting import FlopMeter
+
+Batches = Callable[[], Iterator[tuple[Tensor, Tensor]]]
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class SGDSpec:
+    """SGD hyperparameters of one phase."""
+
+    lr: float
+    momentum: float
+    weight_decay: float
+
+
+@dataclass(frozen=True)
+class PhaseStats:
+    """What one phase cost and how its loss went."""
+
+    flops: int
+    steps: int
+    mean_loss: float
+
+
+def run_phase(modules: list[nn.Module], loss_fn: LossFn, batches: Batches, epochs: int,
+              sgd: SGDSpec, meter: FlopMeter, key: Hashable) -> PhaseStats:
+    """Train the parameters that are trainable now with a fresh SGD optimizer (no shared momentum)."""
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"phase {key!r} has no trainable parameters")
+    optimizer = torch.optim.SGD(params, lr=sgd.lr, momentum=sgd.momentum,
+                                weight_decay=sgd.weight_decay)
+    for m in modules:
+        m.train()
+
+    def step(x: Tensor, y: Tensor) -> Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(x, y)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    flops, steps, losses = 0, 0, []
+    for _ in range(epochs):
+        for x, y in batches():
+            loss, step_flops = meter.step((key, tuple(x.shape)), lambda: step(x, y))
+            flops += step_flops
+            steps += 1
+            losses.append(loss)
+    mean_loss = torch.stack(losses).mean().item() if losses else float("nan")
+    return PhaseStats(flops=flops, steps=steps, mean_loss=mean_loss)
+
+
+@torch.no_grad()
+def evaluate(predict: Callable[[Tensor], Tensor], batches: Iterator[tuple[Tensor, Tensor]],
+             modules: list[nn.Module]) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of `predict` (logits) over the batches."""
+    for m in modules:
+        m.eval()
+    correct, total, loss_sum = 0, 0, 0.0
+    for x, y in batches:
+        logits = predict(x)  # B, C
+        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        total += y.numel()
+    if total == 0:
+        raise ValueError("evaluation on an empty test split")
+    return correct / total, loss_sum / total
