@@ -17,12 +17,13 @@ def synthetic_client(cid: int, model_name: str, n: int = 40, classes: int = 10, 
     return Client(cid=cid, model_name=model_name, data=ClientData(x, y, x[: n // 2], y[: n // 2]))
 
 
-def make_algorithm(**flat):
-    """An algorithm instance with set-up clients (one per model in `models`)."""
+def make_algorithm(cls=None, **flat):
+    """An algorithm instance with set-up clients (one per model in `models`); `cls` overrides
+    the registry lookup (for an algorithm not registered yet)."""
     config = build_config({"device": "cpu", "augment": False, "batch_size": 16, **flat})
     env = Environment(num_classes=config.num_classes, device=torch.device("cpu"),
                       normalize=Normalizer((0.5,) * 3, (0.25,) * 3), flip=False)
-    algorithm = REGISTRY[config.run.algorithm](config, env)
+    algorithm = (cls or REGISTRY[config.run.algorithm])(config, env)
     clients = [synthetic_client(k, m) for k, m in enumerate(config.client_models())]
     for c in clients:
         algorithm.setup_client(c)

@@ -45,3 +45,14 @@ def test_weights_must_match_updates_and_be_positive():
     with pytest.raises(ValueError, match="no updates"):
         weighted_average({}, {})
     validate_update(0, good(), good())
+
+
+def test_classwise_average_weights_each_class_by_its_counts():
+    from workbench.aggregation import classwise_average
+    a = {"values": torch.tensor([[1.0, 1.0], [5.0, 0.0], [9.0, 9.0]]), "counts": torch.tensor([1, 3, 0])}
+    b = {"values": torch.tensor([[4.0, 7.0], [0.0, 0.0], [0.0, 0.0]]), "counts": torch.tensor([2, 0, 0])}
+    out = classwise_average({0: a, 1: b})
+    torch.testing.assert_close(out["values"], torch.tensor([[3.0, 5.0], [5.0, 0.0], [0.0, 0.0]]))
+    assert out["counts"].tolist() == [3, 3, 0]
+    with pytest.raises(InvalidUpdateError, match="client 1"):
+        classwise_average({0: a, 1: {**b, "counts": torch.tensor([1, -1, 0])}})

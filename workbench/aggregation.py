@@ -58,3 +58,25 @@ def weighted_average(updates: Mapping[int, Payload], weights: Mapping[int, float
     return {name: sum(update[name].to(torch.float64) * (weights[c] / total)
                       for c, update in updates.items()).to(ref.dtype)
             for name, ref in reference.items()}
+
+
+def classwise_average(updates: Mapping[int, Payload], values: str = "values",
+                      counts: str = "counts") -> dict[str, Tensor]:
+    """Per-class mean over clients weighted by each client's per-class sample counts.
+
+    Each update holds `values` (C, d): the client's per-class means, and `counts` (C,): how many
+    samples each mean covers (0 where the client has no such class). Returns the global (C, d)
+    means and (C,) total counts; a class no client holds gets zeros and count 0.
+    """
+    if not updates:
+        raise ValueError("no updates to aggregate")
+    reference = next(iter(updates.values()))
+    for client, update in updates.items():
+        validate_update(client, update, reference)
+        if (update[counts] < 0).any():
+            raise InvalidUpdateError(client, counts, "negative class counts")
+    total = sum(u[counts].to(torch.float64) for u in updates.values())  # C
+    weighted = sum(u[values].to(torch.float64) * u[counts].to(torch.float64)[:, None]
+                   for u in updates.values())  # C, d
+    means = weighted / total.clamp(min=1)[:, None]  # C, d
+    return {values: means.to(reference[values].dtype), counts: total.to(reference[counts].dtype)}
