@@ -43,6 +43,18 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no per-round progress lines")
     _add_parameters(run)
     commands.add_parser("params", help="list every parameter with its default and help")
+    costs = commands.add_parser("costs", help="per-round FLOPs and bytes of every method, with "
+                                              "ratios to FedLoRA")
+    costs.add_argument("--algorithms", default=None, help="comma-separated (default: all)")
+    costs.add_argument("--samples_per_client", type=int, default=500,
+                       help="training samples of each client")
+    costs.add_argument("--csv", type=Path, default=None, help="also write the table here")
+    _add_parameters(costs)
+    target = commands.add_parser("target", help="rounds, FLOPs and bytes each finished run "
+                                                "needed to reach a target mean accuracy")
+    target.add_argument("runs", nargs="+", type=Path, help="run directories")
+    target.add_argument("--target", type=float, required=True, help="mean accuracy, e.g. 0.9")
+    target.add_argument("--reference", default="fedlora", help="run label to divide by")
     return root
 
 
@@ -74,14 +86,51 @@ def cmd_params(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "params": cmd_params}
+def cmd_costs(args: argparse.Namespace, extra: list[str]) -> int:
+    """Print the per-round cost table of the chosen methods and their ratios to FedLoRA."""
+    import pandas as pd
+
+    from workbench.costs import cost_ratios, per_round_costs
+
+    flat = _flat(args, extra)
+    build_config(flat)
+    names = args.algorithms.split(",") if args.algorithms else None
+    table = per_round_costs(flat, names, args.samples_per_client)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print("Per client, one steady-state round (the 2nd); FLOPs = fwd+bwd matmul/conv, "
+              "2 per multiply-add; bytes = numel x element size of what is sent.")
+        print(table.to_string(index=False))
+        print()
+        print(cost_ratios(table).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+    return 0
+
+
+def cmd_target(args: argparse.Namespace, extra: list[str]) -> int:
+    """Print the cost to first reach a target mean accuracy for each finished run."""
+    from workbench.results import cost_to_target, read_run
+
+    runs = {}
+    for run_dir in args.runs:
+        flat, table = read_run(run_dir)
+        label = flat["algorithm"] if flat["algorithm"] not in runs else str(run_dir)
+        runs[label] = table
+    table = cost_to_target(runs, args.target, args.reference)
+    print(f"Cost to first reach mean accuracy >= {args.target} (sums over all clients up to that "
+          f"round; NaN: not reached)")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "params": cmd_params, "costs": cmd_costs, "target": cmd_target}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; configuration errors exit with status 2 and a one-line message."""
     args, extra = parser().parse_known_args(argv)
     try:
-        if extra and args.command != "run":
+        if extra and args.command not in ("run", "costs"):
             raise ConfigError(f"unexpected arguments {extra} for `{args.command}`")
         return COMMANDS[args.command](args, extra)
     except ConfigError as error:

@@ -51,6 +51,8 @@ class RunConfig(Section):
     algorithm: str = param("fedlora", "method to run", choices=ALGORITHMS)
     seed: int = param(0, "seed of partitions, model init, sampling and batches", ge=0)
     device: str = param("auto", "torch device: auto picks cuda when available", choices=DEVICES)
+    checkpoint_every: int = param(5, "with a run directory, save a resumable checkpoint every N "
+                                     "rounds (0: never)", ge=0)
 
 
 @dataclass(frozen=True)

@@ -94,3 +94,34 @@ def format_summary(summary: dict[str, Any]) -> str:
             f" (round {summary['best_round']} of {summary['rounds']})\n"
             f"training FLOPs: {summary['total_train_flops']:.4g}\n"
             f"bytes: up {summary['total_bytes_up']:,}, down {summary['total_bytes_down']:,}")
+
+
+def cost_to_target(runs: dict[str, pd.DataFrame], target: float,
+                   reference: str = "fedlora") -> pd.DataFrame:
+    """Rounds, cumulative FLOPs and bytes each run needed to first reach a target mean accuracy.
+
+    `runs` maps a label (usually the algorithm) to its results table. Costs are summed over all
+    clients up to and including the first evaluated round whose mean accuracy ≥ target; runs
+    that never reach it are marked `reached=False` with empty costs. Ratios are to `reference`.
+    """
+    if not 0 < target <= 1:
+        raise ValueError(f"target={target} must be a mean accuracy in (0, 1]")
+    rows = []
+    for label, frame in runs.items():
+        per_round = mean_accuracy(frame)
+        hit = per_round[per_round["accuracy"] >= target]
+        nan = float("nan")
+        row = {"run": label, "target": target, "reached": not hit.empty, "round": nan,
+               "cum_train_flops": nan, "cum_bytes_up": nan, "cum_bytes_down": nan}
+        if not hit.empty:
+            first = hit.iloc[0]
+            row.update({c: float(first[c]) for c in (
+                "round", "cum_train_flops", "cum_bytes_up", "cum_bytes_down")})
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table["cum_bytes"] = table["cum_bytes_up"] + table["cum_bytes_down"]
+    ref = table[(table["run"] == reference) & table["reached"]]
+    if not ref.empty:
+        for column, name in (("cum_train_flops", "flops"), ("cum_bytes", "bytes"), ("round", "rounds")):
+            table[f"{name}_vs_{reference}"] = table[column] / ref.iloc[0][column]
+    return table

@@ -22,7 +22,8 @@ from workbench.algorithms.base import derived_seed
 from workbench.config import ExperimentConfig
 from workbench.data import ClientData, Normalizer, client_datasets, load_dataset
 from workbench.partition import partition
-from workbench.results import Row, summarize, to_frame, write_run
+from workbench import checkpoint
+from workbench.results import TABLE_FILE, Row, read_run, summarize, to_frame, write_run
 from workbench.training import evaluate
 
 Progress = Callable[[int, int, dict], None]
@@ -125,27 +126,51 @@ def run_round(algorithm: Algorithm, clients: list[Client], server: dict, round_:
     return algorithm.aggregate(server, uploads, weights)
 
 
+def _finished(run_dir: Path, config: ExperimentConfig) -> RunResult | None:
+    """The stored result when run_dir already holds a finished run of this exact config."""
+    if not (run_dir / TABLE_FILE).exists():
+        return None
+    flat, table = read_run(run_dir)
+    if flat != config.to_flat():
+        raise ValueError(f"{run_dir} already holds results of other parameters; choose another "
+                         f"output directory (nothing there was changed)")
+    return RunResult(config=config, table=table, summary=summarize(table), run_dir=run_dir)
+
+
 def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None,
                    progress: Progress | None = None) -> RunResult:
-    """Run one experiment end to end; write its run directory when out_dir is given."""
+    """Run one experiment end to end; with out_dir, write its run directory and checkpoints
+    (resuming from the last checkpoint, or returning the stored result if it already finished)."""
+    run_dir = Path(out_dir) if out_dir is not None else None
+    if run_dir is not None and (done := _finished(run_dir, config)) is not None:
+        return done
     device = resolve_device(config.run.device)
     clients, env = make_clients(config, device)
     algorithm = REGISTRY[config.run.algorithm](config, env)
     for client in clients:
         algorithm.setup_client(client)
-    server = algorithm.initial_server_state()
-    ledger, rows = Ledger(), []
+    server, ledger, rows, start = algorithm.initial_server_state(), Ledger(), [], 1
+    every_ckpt = config.run.checkpoint_every if run_dir is not None else 0
+    ckpt = run_dir / checkpoint.CHECKPOINT_FILE if run_dir is not None else None
+    if ckpt is not None and ckpt.exists():
+        done_round, server, ledger_fields, rows = checkpoint.load(ckpt, config.to_flat(), algorithm,
+                                                                  clients, device)
+        ledger, start = Ledger(**ledger_fields), done_round + 1
     rounds, every = config.federation.rounds, config.federation.eval_every
-    for round_ in range(1, rounds + 1):
+    for round_ in range(start, rounds + 1):
         server = run_round(algorithm, clients, server, round_, ledger)
         if round_ % every == 0 or round_ == rounds:
             new_rows = evaluate_all(algorithm, clients, ledger, round_)
             rows.extend(new_rows)
             if progress is not None:
                 progress(round_, rounds, {"accuracy": float(np.mean([r.accuracy for r in new_rows]))})
+        if every_ckpt and round_ % every_ckpt == 0 and round_ < rounds:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            checkpoint.save(ckpt, round_, config.to_flat(), algorithm, clients, server, ledger, rows)
     table = to_frame(rows)
     summary = summarize(table)
-    run_dir = Path(out_dir) if out_dir is not None else None
     if run_dir is not None:
         write_run(run_dir, config.to_flat(), table)
+        if ckpt.exists():
+            ckpt.unlink()  # the results are written; the checkpoint has served its purpose
     return RunResult(config=config, table=table, summary=summary, run_dir=run_dir)

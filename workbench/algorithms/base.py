@@ -107,6 +107,14 @@ class Algorithm:
         """Modules to switch to eval mode before predicting."""
         return [m for m in client.state.values() if isinstance(m, nn.Module)]
 
+    # ---- checkpoints ---------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Server-side state kept outside the global payload (tensors and plain containers)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what state_dict returned."""
+
     # ---- helpers for subclasses ---------------------------------------------------------
     def model_sgd(self) -> SGDSpec:
         """SGD settings of private-model training."""

@@ -1,0 +1,50 @@
+import pandas as pd
+import pytest
+
+from workbench.checkpoint import CHECKPOINT_FILE
+from workbench.config import build_config
+from workbench.simulation import run_experiment
+
+
+class Killed(Exception):
+    pass
+
+
+def kill_after(round_to_die: int):
+    def progress(round_, rounds, metrics):
+        if round_ == round_to_die:
+            raise Killed
+    return progress
+
+
+def test_killed_run_resumes_from_its_checkpoint_with_identical_numbers(tiny, tmp_path):
+    config = build_config({**tiny, "rounds": 4, "checkpoint_every": 2, "fraction": 0.5})
+    whole = run_experiment(config, out_dir=tmp_path / "whole")
+    with pytest.raises(Killed):
+        run_experiment(config, out_dir=tmp_path / "resumed", progress=kill_after(3))
+    assert (tmp_path / "resumed" / CHECKPOINT_FILE).exists()
+    seen = []
+    resumed = run_experiment(config, out_dir=tmp_path / "resumed",
+                             progress=lambda r, *_: seen.append(r))
+    assert seen == [3, 4]  # rounds 1-2 came from the checkpoint
+    pd.testing.assert_frame_equal(resumed.table, whole.table)
+    assert not (tmp_path / "resumed" / CHECKPOINT_FILE).exists()
+
+
+def test_finished_run_directory_is_reused_and_never_overwritten_by_other_parameters(tiny, tmp_path):
+    config = build_config(tiny)
+    first = run_experiment(config, out_dir=tmp_path / "run")
+    again = run_experiment(config, out_dir=tmp_path / "run", progress=lambda *_: pytest.fail("re-ran"))
+    pd.testing.assert_frame_equal(again.table, first.table, check_dtype=False)
+    before = (tmp_path / "run" / "results.csv").read_bytes()
+    with pytest.raises(ValueError, match="other parameters"):
+        run_experiment(config.replace(rank=2), out_dir=tmp_path / "run")
+    assert (tmp_path / "run" / "results.csv").read_bytes() == before
+
+
+def test_checkpoint_of_other_parameters_is_refused(tiny, tmp_path):
+    config = build_config({**tiny, "rounds": 3, "checkpoint_every": 1})
+    with pytest.raises(Killed):
+        run_experiment(config, out_dir=tmp_path / "r", progress=kill_after(2))
+    with pytest.raises(ValueError, match=r"other parameters \(\['mu'\]\)"):
+        run_experiment(config.replace(mu=0.1), out_dir=tmp_path / "r")
