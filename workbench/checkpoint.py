@@ -27,12 +27,13 @@ def _client_state(client: Client) -> dict[str, Any]:
 
 
 def _load_client_state(client: Client, saved: dict[str, Any]) -> None:
-    """Restore a client's state in place (modules keep their structure, weights are loaded)."""
-    if set(saved) != set(client.state):
-        raise ValueError(f"checkpoint holds client {client.cid} state {sorted(saved)}, "
-                         f"the algorithm expects {sorted(client.state)}")
+    """Restore a client's state in place (modules keep their structure, weights are loaded);
+    entries an algorithm adds after set-up (e.g. received prototypes) are restored as saved."""
+    missing = set(client.state) - set(saved)
+    if missing:
+        raise ValueError(f"checkpoint lacks client {client.cid} state {sorted(missing)}")
     for key, value in saved.items():
-        if isinstance(client.state[key], nn.Module):
+        if isinstance(client.state.get(key), nn.Module):
             client.state[key].load_state_dict(value)
         else:
             client.state[key] = value

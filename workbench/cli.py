@@ -55,6 +55,14 @@ def parser() -> argparse.ArgumentParser:
     target.add_argument("runs", nargs="+", type=Path, help="run directories")
     target.add_argument("--target", type=float, required=True, help="mean accuracy, e.g. 0.9")
     target.add_argument("--reference", default="fedlora", help="run label to divide by")
+    sweep = commands.add_parser("sweep", help="run a grid of notebook executions and build its "
+                                              "HTML report (rerun to resume)")
+    sweep.add_argument("spec", type=Path, help="YAML with `parameters:` and `grid:` mappings")
+    sweep.add_argument("--out", type=Path, required=True, help="sweep folder")
+    sweep.add_argument("--workers", type=int, default=1, help="points run in parallel processes")
+    sweep.add_argument("--timeout", type=int, default=3600, help="seconds per notebook cell")
+    sweep.add_argument("--html-points", action="store_true",
+                       help="also export each point's executed notebook to HTML")
     return root
 
 
@@ -123,7 +131,19 @@ def cmd_target(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "params": cmd_params, "costs": cmd_costs, "target": cmd_target}
+def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
+    """Run or resume a sweep; the report's path is the last line printed."""
+    from workbench.sweep import export_points, run_sweep
+
+    report = run_sweep(args.spec, args.out, workers=args.workers, timeout=args.timeout)
+    if args.html_points:
+        for html in export_points(args.out):
+            print(f"point notebook: {html}")
+    print(report)
+    return 0
+
+
+COMMANDS = {"sweep": cmd_sweep, "run": cmd_run, "params": cmd_params, "costs": cmd_costs, "target": cmd_target}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,80 @@
+"""The exported report in real headless Chromium, offline: every chart drawn, no JS errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from test_reporting import figures_shown, make_sweep
+from workbench import export
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Headless flags verified on these machines (see ECOSYSTEM.md); Playwright manages the profile
+# directory itself and refuses --user-data-dir in args.
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+DRAWN = """n => {
+  const plots = [...document.querySelectorAll('.js-plotly-plot')];
+  return plots.length === n && plots.every(gd => gd.querySelector('.main-svg'));
+}"""
+INSPECT = """() => ({
+  plotly: typeof window.Plotly,
+  plots: [...document.querySelectorAll('.js-plotly-plot')].map(gd => ({
+    svg: gd.querySelectorAll('.main-svg').length, traces: (gd.data || []).length,
+    title: (gd.layout && gd.layout.title && gd.layout.title.text) || ''})),
+})"""
+
+
+def need_browser() -> None:
+    """Skip without Chromium or Playwright locally; fail in CI, which must run this test."""
+    problem = None if CHROMIUM.exists() else f"{CHROMIUM} missing (run .ci/install-browser.sh)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        problem = problem or "python playwright is not installed"
+    if problem and os.environ.get("CI"):
+        pytest.fail(f"CI must run the browser test: {problem}")
+    if problem:
+        pytest.skip(problem)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """The HTML report of the synthetic sweep and how many figures its notebook shows."""
+    need_browser()
+    sweep_dir = make_sweep(tmp_path_factory.mktemp("sweep"))
+    html = export.build_report(sweep_dir, timeout=120)
+    return html, figures_shown(nbformat.read(sweep_dir / "report.ipynb", as_version=4))
+
+
+def test_report_renders_offline_in_chromium(report: tuple[Path, int], tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    html, shown = report
+    errors: list[str] = []
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"),
+           "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS,
+                                     env=env)
+        try:
+            page = browser.new_context(offline=True).new_page()
+            page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+            page.on("console", lambda msg: msg.type == "error"
+                    and errors.append(f"console: {msg.text}"))
+            page.on("requestfailed", lambda req: errors.append(f"request failed: {req.url}"))
+            page.goto(html.as_uri(), wait_until="load")
+            page.wait_for_function(DRAWN, arg=shown, timeout=20_000)
+            state = page.evaluate(INSPECT)
+        finally:
+            browser.close()
+    assert shown == 9
+    assert state["plotly"] == "object"
+    assert len(state["plots"]) == shown
+    for plot in state["plots"]:
+        assert plot["svg"] >= 1 and plot["traces"] >= 1, plot
+    assert any("rank × μ" in p["title"] for p in state["plots"])
+    assert errors == []

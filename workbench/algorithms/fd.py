@@ -1,0 +1,119 @@
+"""FD (federated distillation): clients share per-class mean logits instead of weights.
+
+Jeong et al., "Communication-Efficient On-Device Machine Learning: Federated Distillation and
+Augmentation under Non-IID Private Data", arXiv:1811.11479 (FD only, no FAug).
+Client k trains its private model on CE(f(x), y) + λ·T²·KL(softmax(g_k[y]/T) ‖ softmax(f(x)/T)),
+the KL term only for samples whose class y has a teacher. After training, one forward pass over
+its training data gives its per-class mean logits, uploaded with the per-class sample counts.
+As in the paper's Algorithm 1, client k's teacher g_k[y] excludes its own contribution: the
+server keeps the last round's uploads and sends each client the mean over the *other* clients,
+with a mask of the classes that have a teacher. Reconstructed: the mean is weighted by class
+counts (the paper's Algorithm 1 weighs devices equally); local logits come from that extra pass
+after training (the paper accumulates them during training); T and the T² factor follow
+Hinton et al.'s distillation (the paper has no temperature, i.e. T = 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from workbench.aggregation import classwise_average
+from workbench.algorithms.base import Algorithm, Client, Payload
+from workbench.data import eval_batches
+from workbench.training import LossFn, PhaseStats
+
+
+def distillation_loss(logits: Tensor, y: Tensor, teacher: Tensor, mask: Tensor,
+                      temperature: float) -> Tensor:
+    """T²·KL(softmax(g[y]/T) ‖ softmax(f/T)), averaged over the batch; 0 where y has no g."""
+    log_student = F.log_softmax(logits / temperature, dim=1)  # B, C
+    log_teacher = F.log_softmax(teacher[y] / temperature, dim=1)  # B, C
+    kl = F.kl_div(log_student, log_teacher, reduction="none", log_target=True).sum(1)  # B
+    return temperature ** 2 * (kl * mask[y]).mean()
+
+
+def class_mean_logits(logits: Tensor, y: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """Per-class mean logit vector (zeros for an absent class) and per-class sample counts."""
+    counts = torch.bincount(y, minlength=num_classes)  # C
+    sums = torch.zeros(num_classes, logits.shape[1], dtype=torch.float64, device=logits.device)
+    sums.index_add_(0, y, logits.to(torch.float64))  # C, C
+    return (sums / counts.clamp(min=1)[:, None]).to(torch.float32), counts.to(torch.int64)
+
+
+class FederatedDistillation(Algorithm):
+    name = "fd"
+
+    def setup_client(self, client: Client) -> None:
+        super().setup_client(client)
+        # fixed keys from the start, so a checkpointed client state always has the same shape
+        client.state["teacher"], client.state["upload"] = {}, {}
+
+    def aggregate(self, server_state: Payload, uploads: Mapping[int, Payload],
+                  weights: Mapping[int, float]) -> dict[str, Tensor]:
+        """Keep this round's validated uploads by client; teachers are formed per client."""
+        if not uploads:
+            return dict(server_state)
+        classwise_average(uploads, values="logits")  # validates every upload (keys, shapes, counts)
+        return {f"{cid}/{name}": t for cid, u in uploads.items() for name, t in u.items()}
+
+    def broadcast(self, server_state: Payload, client: Client) -> Payload:
+        """Count-weighted class mean logits of the other clients, with a mask; {} if none."""
+        others: dict[int, dict[str, Tensor]] = {}
+        for key, t in server_state.items():
+            cid, name = key.split("/")
+            if int(cid) != client.cid:
+                others.setdefault(int(cid), {})[name] = t
+        if not others:
+            return {}
+        mean = classwise_average(others, values="logits")
+        mask = mean["counts"] > 0  # C
+        return {"logits": mean["logits"], "mask": mask} if mask.any() else {}
+
+    def receive(self, client: Client, payload: Payload) -> None:
+        client.state["teacher"] = {k: t.to(self.env.device) for k, t in payload.items()}
+
+    def local_update(self, client: Client, generator: torch.Generator) -> PhaseStats:
+        trained = self.phase(client, [client.state["model"]], self.model_loss(client), generator,
+                             self.config.train.model_epochs, self.model_sgd(), "model")
+        flops = self.compute_class_logits(client)
+        return PhaseStats(flops=trained.flops + flops, steps=trained.steps,
+                          mean_loss=trained.mean_loss)
+
+    def model_loss(self, client: Client) -> LossFn:
+        """CE + λ·T²·KL toward the teacher of each sample's class; plain CE without a teacher."""
+        model, teacher, fd = client.state["model"], client.state["teacher"], self.config.fd
+
+        def loss(x: Tensor, y: Tensor) -> Tensor:
+            logits = model(x)  # B, C
+            ce = F.cross_entropy(logits, y)
+            if not teacher or fd.weight == 0.0:
+                return ce
+            kd = distillation_loss(logits, y, teacher["logits"], teacher["mask"], fd.temperature)
+            return ce + fd.weight * kd
+
+        return loss
+
+    @torch.no_grad()
+    def compute_class_logits(self, client: Client) -> int:
+        """Forward pass over the training data → class mean logits kept for upload; its FLOPs."""
+        model, d = client.state["model"], client.data
+        model.eval()
+        outs, ys, flops = [], [], 0
+        for x, y in eval_batches(d.train_x, d.train_y, self.config.train.eval_batch_size,
+                                 self.env.normalize):
+            logits, step = self.meter.step((client.model_name, "fd-logits", tuple(x.shape)),
+                                           lambda: model(x))
+            outs.append(logits)  # B, C
+            ys.append(y)
+            flops += step
+        logits, counts = class_mean_logits(torch.cat(outs), torch.cat(ys), self.env.num_classes)
+        client.state["upload"] = {"logits": logits, "counts": counts}
+        return flops
+
+    def upload(self, client: Client) -> Payload:
+        payload, client.state["upload"] = client.state["upload"], {}
+        return payload

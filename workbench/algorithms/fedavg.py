@@ -1,0 +1,48 @@
+"""FedAvg: the homogeneous reference, every client trains one shared architecture.
+
+McMahan et al., "Communication-Efficient Learning of Deep Networks from Decentralized Data",
+AISTATS 2017. All clients use `fedavg_model` (config.client_models() assigns it to every client)
+and start from the server's θ⁰. Each sampled client loads the global model exactly, trains it
+with CE for `model_epochs` local epochs and uploads all of its parameters; the server sets
+θ^{t+1} = Σ n_k θ_k / Σ n_k over the sampled clients (n_k: training samples). As for every
+method here, a client is evaluated with the model it holds, i.e. the global model after its
+own latest local update (a never-sampled client holds θ⁰).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from workbench.algorithms.base import Algorithm, Client, Payload, derived_seed
+
+
+def model_state(model: nn.Module) -> dict[str, Tensor]:
+    """Every tensor of the model's state dict, detached copies (the whole model on the wire)."""
+    return {name: t.detach().clone() for name, t in model.state_dict().items()}
+
+
+class FedAvg(Algorithm):
+    name = "fedavg"
+
+    def setup_client(self, client: Client) -> None:
+        """The client's copy of θ⁰ (same seed as the server's)."""
+        wanted = self.config.fedavg.model
+        if client.model_name != wanted:
+            raise ValueError(f"FedAvg client {client.cid} has model {client.model_name!r}; every "
+                             f"client must use fedavg_model={wanted!r}")
+        client.state["model"] = self.build(wanted, self.global_seed())
+
+    def global_seed(self) -> int:
+        """Seed of θ⁰."""
+        return derived_seed(self.config.run.seed, 0, 4)
+
+    def initial_server_state(self) -> dict[str, Tensor]:
+        """θ⁰: all parameters of one freshly built `fedavg_model`."""
+        return model_state(self.build(self.config.fedavg.model, self.global_seed()))
+
+    def receive(self, client: Client, payload: Payload) -> None:
+        """Overwrite the client's model with the global one (strict: every tensor, exactly)."""
+        client.state["model"].load_state_dict(dict(payload), strict=True)
+
+    def upload(self, client: Client) -> Payload:
+        return model_state(client.state["model"])

@@ -1,0 +1,118 @@
+"""FedProto: clients share per-class mean representations (prototypes) instead of weights.
+
+Tan et al., "FedProto: Federated Prototype Learning across Heterogeneous Clients", AAAI 2022,
+arXiv:2105.00243. Each client trains its private model on CE(head(z), y) + λ·MSE(z, P[y]),
+z = features(x) (500-d), P the global prototypes; the squared error is averaged over all B·500
+entries, samples of a class without a global prototype contributing 0, as in the authors' code.
+After training, one forward pass over the client's training data gives its per-class means,
+uploaded with their counts; the server averages them per class, weighted by counts. Departures
+from the authors' code: local prototypes come from that extra pass after training (the code
+collects them during the training epochs), and predicting by prototype scores a class absent
+from the global prototypes just below the sample's farthest present one (finite, so the
+reported CE stays finite); a client that holds no prototypes yet predicts with its head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from workbench.aggregation import classwise_average
+from workbench.algorithms.base import Algorithm, Client, Payload
+from workbench.data import eval_batches
+from workbench.training import LossFn, PhaseStats
+
+
+def prototype_penalty(z: Tensor, y: Tensor, prototypes: Tensor, mask: Tensor) -> Tensor:
+    """Mean over all B·d entries of (z − P[y])², rows whose class has no prototype counting 0."""
+    has = mask[y]  # B
+    target = torch.where(has[:, None], prototypes[y], z.detach())  # B, d
+    return F.mse_loss(z, target)
+
+
+def class_means(z: Tensor, y: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """Per-class mean of the rows of z (zeros where a class is absent) and per-class counts."""
+    counts = torch.bincount(y, minlength=num_classes)  # C
+    sums = torch.zeros(num_classes, z.shape[1], dtype=torch.float64, device=z.device)  # C, d
+    sums.index_add_(0, y, z.to(torch.float64))
+    return (sums / counts.clamp(min=1)[:, None]).to(torch.float32), counts.to(torch.int64)
+
+
+def prototype_scores(z: Tensor, prototypes: Tensor, mask: Tensor) -> Tensor:
+    """−‖z − P_c‖² per class; an absent class scores 1 below the sample's lowest present class."""
+    dist = torch.cdist(z, prototypes, compute_mode="donot_use_mm_for_euclid_dist") ** 2  # B, C
+    scores = -dist  # B, C
+    floor = scores.masked_fill(~mask, float("inf")).amin(1, keepdim=True) - 1.0  # B, 1
+    return torch.where(mask[None, :], scores, floor)  # B, C
+
+
+class FedProto(Algorithm):
+    name = "fedproto"
+
+    def broadcast(self, server_state: Payload, client: Client) -> Payload:
+        """The global prototypes and which classes have one; {} before any exist."""
+        if not server_state:
+            return {}
+        return {"prototypes": server_state["values"], "mask": server_state["counts"] > 0}
+
+    def receive(self, client: Client, payload: Payload) -> None:
+        if payload:
+            client.state["prototypes"] = payload["prototypes"].to(self.env.device)
+            client.state["mask"] = payload["mask"].to(self.env.device)
+
+    def local_update(self, client: Client, generator: torch.Generator) -> PhaseStats:
+        model = client.state["model"]
+        trained = self.phase(client, [model], self.model_loss(client), generator,
+                             self.config.train.model_epochs, self.model_sgd(), "model")
+        flops = self.compute_local_prototypes(client)
+        return PhaseStats(flops=trained.flops + flops, steps=trained.steps,
+                          mean_loss=trained.mean_loss)
+
+    def model_loss(self, client: Client) -> LossFn:
+        """CE(head(z), y) + λ·MSE(z, P[y]); plain CE while the client holds no prototypes."""
+        model, weight = client.state["model"], self.config.fedproto.weight
+        prototypes, mask = client.state.get("prototypes"), client.state.get("mask")
+
+        def loss(x: Tensor, y: Tensor) -> Tensor:
+            z = model.features(x)  # B, 500
+            ce = F.cross_entropy(model.head(z), y)
+            if prototypes is None or weight == 0.0:
+                return ce
+            return ce + weight * prototype_penalty(z, y, prototypes, mask)
+
+        return loss
+
+    @torch.no_grad()
+    def compute_local_prototypes(self, client: Client) -> int:
+        """Forward pass over the training data → per-class means kept for upload; returns FLOPs."""
+        model, d = client.state["model"], client.data
+        model.eval()
+        zs, ys, flops = [], [], 0
+        for x, y in eval_batches(d.train_x, d.train_y, self.config.train.eval_batch_size,
+                                 self.env.normalize):
+            z, step = self.meter.step((client.model_name, "prototypes", tuple(x.shape)),
+                                      lambda: model.features(x))
+            zs.append(z)  # B, 500
+            ys.append(y)
+            flops += step
+        values, counts = class_means(torch.cat(zs), torch.cat(ys), self.env.num_classes)
+        client.state["upload"] = {"values": values, "counts": counts}
+        return flops
+
+    def upload(self, client: Client) -> Payload:
+        return client.state.pop("upload")
+
+    def aggregate(self, server_state: Payload, uploads: Mapping[int, Payload],
+                  weights: Mapping[int, float]) -> dict[str, Tensor]:
+        """Per-class average weighted by class counts (client sample weights are not used)."""
+        return classwise_average(uploads) if uploads else dict(server_state)
+
+    def predict(self, client: Client, x: Tensor) -> Tensor:
+        model: nn.Module = client.state["model"]
+        mask = client.state.get("mask")
+        if self.config.fedproto.predict == "head" or mask is None or not mask.any():
+            return model(x)
+        return prototype_scores(model.features(x), client.state["prototypes"], mask)  # B, C

@@ -1,0 +1,104 @@
+"""Run the report notebook with papermill and export it to one self-contained, offline HTML file.
+
+Plotly charts need `plotly.io.renderers.default = "plotly_mimetype+notebook"` in the notebook:
+the `notebook` part embeds plotly.js once and each figure as HTML that nbconvert keeps. What the
+export removes so the page opens offline without errors: nbconvert's CDN scripts (require.js,
+MathJax, mermaid) and the MathJax CDN tag plotly adds to every figure. Random plot div ids and
+papermill's random cell id are replaced by fixed ones, so the same sweep exports the same HTML.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import nbformat
+
+import workbench
+
+NOTEBOOKS = Path(workbench.__file__).resolve().parents[1] / "notebooks"
+REPORT_NOTEBOOK = NOTEBOOKS / "report.ipynb"
+KERNEL = "python3"
+REMOTE_SCRIPT = re.compile(r"<script[^>]*\bsrc=[\"']https?://[^\"']*[\"'][^>]*>\s*</script>")
+DIV_ID = re.compile(r'<div id="([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"')
+# nbconvert's lab template minus the blocks that load scripts from CDNs.
+OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+
+
+def check_kernel(kernel_name: str = KERNEL) -> None:
+    """Fail unless `kernel_name` starts this interpreter (so the notebook sees this environment)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    argv0 = KernelSpecManager().get_kernel_spec(kernel_name).argv[0]
+    same = {"python", f"python{sys.version_info[0]}", "python%d.%d" % sys.version_info[:2]}
+    # jupyter_client swaps a bare "python…" for sys.executable when it launches the kernel.
+    if argv0 not in same and Path(argv0).resolve() != Path(sys.executable).resolve():
+        raise RuntimeError(
+            f"kernel {kernel_name!r} would run {argv0}, not {sys.executable}; register this "
+            f"environment's kernel: {sys.executable} -m ipykernel install --sys-prefix")
+
+
+def execute_notebook(template: Path, output: Path, parameters: dict[str, Any],
+                     timeout: int = 600) -> Path:
+    """Run `template` with papermill in this environment's python3 kernel; write `output`."""
+    import papermill
+
+    check_kernel(KERNEL)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(str(template), str(output), parameters=parameters,
+                               kernel_name=KERNEL, language="python", execution_timeout=timeout,
+                               progress_bar=False, cwd=str(output.parent))
+    return output
+
+
+def _offline_outputs(nb: nbformat.NotebookNode) -> None:
+    """Drop CDN script tags from HTML outputs; replace random div and cell ids; in place."""
+    count = 0
+    for cell in nb.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell["id"] = "injected-parameters"  # papermill gives it a random id
+        for out in cell.get("outputs", []):
+            html = out.get("data", {}).get("text/html")
+            if html is None:
+                continue
+            text = REMOTE_SCRIPT.sub("", html if isinstance(html, str) else "".join(html))
+            for div_id in DIV_ID.findall(text):
+                count += 1
+                text = text.replace(div_id, f"plot-{count}")
+            out["data"]["text/html"] = text
+
+
+def notebook_to_html(notebook: Path, html: Path, hide_code: bool = True) -> Path:
+    """Export an executed notebook to self-contained HTML (code hidden unless hide_code=False)."""
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    _offline_outputs(nb)
+    exporter = HTMLExporter(
+        template_name="lab", template_file="workbench_offline.html.j2",
+        extra_loaders=[jinja2.DictLoader({"workbench_offline.html.j2": OFFLINE_TEMPLATE})],
+        exclude_input=hide_code, exclude_input_prompt=hide_code, exclude_output_prompt=hide_code,
+        sanitize_html=False)
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": Path(html).stem}})
+    html = Path(html)
+    html.parent.mkdir(parents=True, exist_ok=True)
+    html.write_text(body, encoding="utf-8")
+    return html
+
+
+def build_report(sweep_dir: Path, timeout: int = 600) -> Path:
+    """Execute notebooks/report.ipynb on a sweep into SWEEP/report.ipynb and SWEEP/report.html."""
+    sweep_dir = Path(sweep_dir).resolve()
+    if not (sweep_dir / "sweep.json").is_file():
+        raise FileNotFoundError(f"{sweep_dir} is not a sweep folder (no sweep.json)")
+    executed = execute_notebook(REPORT_NOTEBOOK, sweep_dir / "report.ipynb",
+                                {"sweep_dir": str(sweep_dir)}, timeout=timeout)
+    return notebook_to_html(executed, sweep_dir / "report.html", hide_code=True)

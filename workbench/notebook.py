@@ -1,0 +1,86 @@
+"""Glue for notebooks/fedlora.ipynb: its parameters cell, strict collection, running, tuning.
+
+The parameters cell is generated from the config table, so the notebook, the CLI and sweeps
+share names, defaults and help. Papermill only warns about unknown injected names; `collect`
+refuses them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from workbench.config import ConfigError, ExperimentConfig, build_config, defaults, parameter_table
+
+NOTEBOOK_OPTIONS: dict[str, tuple[Any, str]] = {
+    "interactive": (True, "rank/mu/algorithm sliders driving a live figure (JupyterLab); "
+                          "batch runs set False"),
+    "out_dir": ("", "run directory to write (sweeps set it); empty: keep results in memory"),
+    "compare": ("", "comma-separated algorithms to run beside it on the same data, e.g. "
+                    "'fedproto,lg_fedavg'"),
+}
+
+
+@dataclass(frozen=True)
+class NotebookOptions:
+    """Notebook-only switches (not part of an experiment's config)."""
+
+    interactive: bool
+    out_dir: str
+    compare: tuple[str, ...]
+
+
+def _literal(value: Any) -> tuple[str, str]:
+    """(annotation, literal) of a default; tuples are written as comma-separated strings."""
+    if isinstance(value, (list, tuple)):
+        return "str", repr(",".join(value))
+    return type(value).__name__, repr(value)
+
+
+def parameters_source() -> str:
+    """The source of the notebook's `parameters` cell: flat annotated literals with help."""
+    lines = ["# Parameters (papermill: `papermill --help-notebook notebooks/fedlora.ipynb`)"]
+    values = defaults()
+    for name, (_, f) in parameter_table().items():
+        kind, literal = _literal(values[name])
+        lines.append(f"{name}: {kind} = {literal}  # {f.metadata['help']}")
+    for name, (value, help_) in NOTEBOOK_OPTIONS.items():
+        kind, literal = _literal(value)
+        lines.append(f"{name}: {kind} = {literal}  # {help_}")
+    return "\n".join(lines)
+
+
+def collect(namespace: Mapping[str, Any], before: set[str]) -> tuple[ExperimentConfig, NotebookOptions]:
+    """Config and options from the names the parameters (and injected) cells defined."""
+    new = {k: v for k, v in namespace.items() if k not in before and not k.startswith("_")}
+    known = set(parameter_table()) | set(NOTEBOOK_OPTIONS)
+    unknown = sorted(set(new) - known)
+    if unknown:
+        build_config({k: new[k] for k in unknown})  # raises with "did you mean" hints
+    config = build_config({k: v for k, v in new.items() if k in parameter_table()})
+    options = {k: new.get(k, default) for k, (default, _) in NOTEBOOK_OPTIONS.items()}
+    compare = tuple(a for a in str(options["compare"]).split(",") if a.strip())
+    for name in compare:
+        build_config({**config.to_flat(), "algorithm": name.strip()})
+    return config, NotebookOptions(bool(options["interactive"]), str(options["out_dir"]),
+                                   tuple(a.strip() for a in compare))
+
+
+def run(config: ExperimentConfig, options: NotebookOptions) -> pd.DataFrame:
+    """Run the configured experiment and any compared algorithms; one combined table."""
+    from workbench.results import format_summary
+    from workbench.simulation import run_experiment
+
+    tables = []
+    for name in (config.run.algorithm, *options.compare):
+        run_config = config if name == config.run.algorithm else config.replace(algorithm=name)
+        out = (options.out_dir if name == config.run.algorithm else f"{options.out_dir}-{name}")
+        result = run_experiment(run_config, out_dir=out or None)
+        print(f"[{name}]\n{format_summary(result.summary)}\n", flush=True)
+        tables.append(result.table)
+    if not tables:
+        raise ConfigError("nothing to run")
+    return pd.concat(tables, ignore_index=True)

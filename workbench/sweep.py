@@ -1,0 +1,170 @@
+"""Unattended grid sweeps: each grid point is one papermill execution of notebooks/fedlora.ipynb.
+
+Spec (YAML): `parameters:` fixed flat values, `grid:` a list of values per swept name. Every
+point is validated before any runs. Each point lives in `SWEEP/points/<id>/` with its executed
+notebook, its run directory and a `status.json`; rerunning skips finished points and re-runs
+missing or failed ones (a killed point resumes from its run's checkpoint).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import hashlib
+import itertools
+import json
+import multiprocessing
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from tqdm.auto import tqdm
+
+from workbench.config import ConfigError, build_config
+from workbench.results import read_run
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "fedlora.ipynb"
+SPEC_KEYS = {"parameters", "grid"}
+
+
+@dataclass(frozen=True)
+class Point:
+    """One grid point: its id, the swept values and the full flat parameters."""
+
+    id: str
+    swept: dict[str, Any]
+    flat: dict[str, Any]
+
+
+def load_spec(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
+    """Read a sweep spec (YAML file or mapping) and check its shape."""
+    spec = yaml.safe_load(Path(source).read_text()) if isinstance(source, (str, Path)) else source
+    if not isinstance(spec, Mapping) or set(spec) - SPEC_KEYS:
+        found = sorted(spec) if isinstance(spec, Mapping) else type(spec).__name__
+        raise ConfigError(f"sweep spec must be a mapping with keys {sorted(SPEC_KEYS)}, got {found}")
+    parameters, grid = spec.get("parameters") or {}, spec.get("grid")
+    if not isinstance(parameters, Mapping):
+        raise ConfigError("sweep spec: `parameters` must map names to values")
+    if not isinstance(grid, Mapping) or not grid:
+        raise ConfigError("sweep spec: `grid` is empty; give at least one name with a list of values")
+    for name, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"sweep spec: grid entry {name!r} must be a non-empty list, got {values!r}")
+        if name in parameters:
+            raise ConfigError(f"sweep spec: {name!r} is both fixed in `parameters` and swept in `grid`")
+    return {"parameters": dict(parameters), "grid": {k: list(v) for k, v in grid.items()}}
+
+
+def expand(spec: Mapping[str, Any]) -> list[Point]:
+    """All grid points, each validated by the strict config call before anything runs."""
+    names = list(spec["grid"])
+    points = []
+    for index, values in enumerate(itertools.product(*spec["grid"].values())):
+        swept = dict(zip(names, values))
+        flat = {**spec["parameters"], **swept}
+        try:
+            resolved = build_config(flat).to_flat()
+        except ConfigError as error:
+            raise ConfigError(f"grid point {index} ({swept}): {error}") from None
+        digest = hashlib.sha1(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:8]
+        points.append(Point(id=f"p{index:03d}-{digest}", swept=swept, flat=resolved))
+    return points
+
+
+def point_state(sweep_dir: Path, point: Point) -> dict[str, Any]:
+    """The point's recorded status ({"state": "missing"} when it never finished)."""
+    status = sweep_dir / "points" / point.id / "status.json"
+    return json.loads(status.read_text()) if status.exists() else {"state": "missing", "error": None}
+
+
+def execute_point(notebook: str, point_dir: str, flat: dict[str, Any], threads: int,
+                  timeout: int) -> dict[str, Any]:
+    """Run one point's notebook with papermill (in a worker process) and record its status."""
+    import papermill
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # the kernel inherits it: no oversubscription
+    folder = Path(point_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    parameters = {**flat, "interactive": False, "out_dir": str(folder / "run")}
+    started = time.time()
+    try:
+        papermill.execute_notebook(notebook, str(folder / "fedlora.ipynb"), parameters=parameters,
+                                   kernel_name="python3", progress_bar=False,
+                                   execution_timeout=timeout, cwd=str(folder))
+        status = {"state": "done", "error": None}
+    except Exception as error:  # the point failed; the sweep records it and goes on
+        name = getattr(error, "ename", type(error).__name__)
+        status = {"state": "failed", "error": f"{name}: {getattr(error, 'evalue', error)}"}
+    status["seconds"] = round(time.time() - started, 2)
+    (folder / "status.json").write_text(json.dumps(status, indent=2))
+    return status
+
+
+def _run_points(sweep_dir: Path, todo: list[Point], workers: int, timeout: int) -> None:
+    """Run the points in parallel worker processes with a progress bar."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")
+    with futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool, \
+            tqdm(total=len(todo), desc="sweep points", unit="point") as bar:
+        pending = {pool.submit(execute_point, str(NOTEBOOK), str(sweep_dir / "points" / p.id),
+                               p.flat, threads, timeout): p for p in todo}
+        failed = 0
+        bar.set_postfix(running=min(workers, len(pending)), left=len(pending), failed=failed)
+        for done in futures.as_completed(pending):
+            failed += done.result()["state"] == "failed"
+            bar.update(1)
+            left = len(todo) - bar.n
+            bar.set_postfix(running=min(workers, left), left=left, failed=failed)
+
+
+def collect(sweep_dir: Path, points: list[Point]) -> pd.DataFrame:
+    """Every finished point's table, with `point` and the swept parameters as columns."""
+    frames = []
+    for p in points:
+        if point_state(sweep_dir, p)["state"] != "done":
+            continue
+        _, table = read_run(sweep_dir / "points" / p.id / "run")
+        table.insert(0, "point", p.id)
+        for name, value in p.swept.items():
+            table[name] = value if not isinstance(value, list) else ",".join(map(str, value))
+        frames.append(table)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def run_sweep(spec_source: str | Path | Mapping[str, Any], out: str | Path, workers: int = 1,
+              timeout: int = 3600, report: bool = True) -> Path:
+    """Run (or resume) a sweep; return the report's path (or the combined table's without report)."""
+    if workers < 1:
+        raise ConfigError(f"workers={workers} must be >= 1")
+    spec = load_spec(spec_source)
+    points = expand(spec)
+    sweep_dir = Path(out)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    todo = [p for p in points if point_state(sweep_dir, p)["state"] != "done"]
+    print(f"sweep: {len(points)} points, {len(points) - len(todo)} already done, "
+          f"{len(todo)} to run", flush=True)
+    if todo:
+        _run_points(sweep_dir, todo, workers, timeout)
+    states = [{"id": p.id, "params": p.swept, **point_state(sweep_dir, p)} for p in points]
+    (sweep_dir / "sweep.json").write_text(json.dumps({**spec, "points": states}, indent=2))
+    collect(sweep_dir, points).to_csv(sweep_dir / "results.csv", index=False)
+    for s in states:
+        if s["state"] != "done":
+            print(f"point {s['id']} {s['params']} failed: {s['error']}", flush=True)
+    if not report:
+        return sweep_dir / "results.csv"
+    from workbench.export import build_report
+
+    return build_report(sweep_dir)
+
+
+def export_points(sweep_dir: str | Path) -> list[Path]:
+    """Export every executed point notebook of a sweep to HTML beside it (code shown)."""
+    from workbench.export import notebook_to_html
+
+    return [notebook_to_html(nb, nb.with_suffix(".html"), hide_code=False)
+            for nb in sorted(Path(sweep_dir).glob("points/*/fedlora.ipynb"))]
