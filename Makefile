@@ -14,8 +14,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(PY) -m workbench run --dataset digits --num_clients 10 --rounds 30 --model_epochs 2 \
-		--rank 4 --mu 0.5 --seed 0 --out runs/demo
+	$(PY) -m workbench sweep notebooks/sweeps/demo.yaml --out reports/demo --workers 2
 
 test: setup
 	$(PY) -m pytest -q

@@ -111,3 +111,15 @@ def test_failed_point_is_recorded_and_the_rest_go_on(tmp_path, monkeypatch):
     assert "AssertionError: rank 2 is cursed" in states[1]["error"]
     table = pd.read_csv(tmp_path / "s" / "results.csv")
     assert set(table["rank"]) == {1}
+
+
+def test_also_grids_append_points_without_a_product():
+    loaded = load_spec({"parameters": FIXED, "grid": {"rank": [1, 2], "mu": [0.0, 1.0]},
+                        "also": [{"algorithm": ["standalone", "fd"]}]})
+    points = expand(loaded)
+    assert len(points) == 4 + 2
+    assert points[-1].swept == {"algorithm": "fd"} and points[-1].flat["rank"] == 4
+    from workbench.sweep import swept_values
+    assert swept_values(loaded) == {"rank": [1, 2], "mu": [0.0, 1.0], "algorithm": ["standalone", "fd"]}
+    with pytest.raises(ConfigError, match=r"also\[0\] entry 'seed' must be a non-empty list"):
+        load_spec({"parameters": FIXED, "grid": {"rank": [1]}, "also": [{"seed": []}]})

@@ -132,8 +132,9 @@ class FMLConfig(Section):
 class FedKDConfig(Section):
     prefix: ClassVar[str] = "fedkd_"
     student_model: str = param("cnn5", "architecture of the shared student", choices=tuple(ZOO))
-    energy_start: float = param(0.95, "SVD energy kept in round 1", gt=0, le=1)
-    energy_end: float = param(0.98, "SVD energy kept in the last round (linear schedule)", gt=0, le=1)
+    energy_start: float = param(0.95, "SVD energy schedule start: T(t) = start + (end - start)·t/R",
+                                gt=0, le=1)
+    energy_end: float = param(0.98, "SVD energy kept in the last round R", gt=0, le=1)
     temperature: float = param(1.0, "distillation temperature", gt=0)
     hidden_weight: float = param(1.0, "weight of the hidden-state (representation) loss", ge=0)
 

@@ -1,7 +1,9 @@
 """Unattended grid sweeps: each grid point is one papermill execution of notebooks/fedlora.ipynb.
 
-Spec (YAML): `parameters:` fixed flat values, `grid:` a list of values per swept name. Every
-point is validated before any runs. Each point lives in `SWEEP/points/<id>/` with its executed
+Spec (YAML): `parameters:` fixed flat values, `grid:` a list of values per swept name, and
+optionally `also:` a list of further grids whose points are appended (e.g. each baseline once
+beside FedLoRA's rank × μ grid, instead of a product that repeats them). Every point is
+validated before any runs. Each point lives in `SWEEP/points/<id>/` with its executed
 notebook, its run directory and a `status.json`; rerunning skips finished points and re-runs
 missing or failed ones (a killed point resumes from its run's checkpoint).
 """
@@ -28,7 +30,7 @@ from workbench.config import ConfigError, build_config
 from workbench.results import read_run
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "fedlora.ipynb"
-SPEC_KEYS = {"parameters", "grid"}
+SPEC_KEYS = {"parameters", "grid", "also"}
 
 
 @dataclass(frozen=True)
@@ -40,31 +42,50 @@ class Point:
     flat: dict[str, Any]
 
 
+def _check_grid(where: str, grid: Any, parameters: Mapping[str, Any]) -> dict[str, list]:
+    """A grid is a non-empty mapping of names to non-empty lists, disjoint from the fixed values."""
+    if not isinstance(grid, Mapping) or not grid:
+        raise ConfigError(f"sweep spec: `{where}` is empty; give at least one name with a list of values")
+    for name, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"sweep spec: {where} entry {name!r} must be a non-empty list, got {values!r}")
+        if name in parameters:
+            raise ConfigError(f"sweep spec: {name!r} is both fixed in `parameters` and swept in `{where}`")
+    return {k: list(v) for k, v in grid.items()}
+
+
 def load_spec(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     """Read a sweep spec (YAML file or mapping) and check its shape."""
     spec = yaml.safe_load(Path(source).read_text()) if isinstance(source, (str, Path)) else source
     if not isinstance(spec, Mapping) or set(spec) - SPEC_KEYS:
         found = sorted(spec) if isinstance(spec, Mapping) else type(spec).__name__
         raise ConfigError(f"sweep spec must be a mapping with keys {sorted(SPEC_KEYS)}, got {found}")
-    parameters, grid = spec.get("parameters") or {}, spec.get("grid")
+    parameters = spec.get("parameters") or {}
     if not isinstance(parameters, Mapping):
         raise ConfigError("sweep spec: `parameters` must map names to values")
-    if not isinstance(grid, Mapping) or not grid:
-        raise ConfigError("sweep spec: `grid` is empty; give at least one name with a list of values")
-    for name, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"sweep spec: grid entry {name!r} must be a non-empty list, got {values!r}")
-        if name in parameters:
-            raise ConfigError(f"sweep spec: {name!r} is both fixed in `parameters` and swept in `grid`")
-    return {"parameters": dict(parameters), "grid": {k: list(v) for k, v in grid.items()}}
+    also = spec.get("also") or []
+    if not isinstance(also, list):
+        raise ConfigError("sweep spec: `also` must be a list of grids")
+    return {"parameters": dict(parameters), "grid": _check_grid("grid", spec.get("grid"), parameters),
+            "also": [_check_grid(f"also[{i}]", g, parameters) for i, g in enumerate(also)]}
+
+
+def swept_values(spec: Mapping[str, Any]) -> dict[str, list]:
+    """Every swept name with all its values across `grid` and `also`, in first-seen order."""
+    merged: dict[str, list] = {}
+    for grid in (spec["grid"], *spec["also"]):
+        for name, values in grid.items():
+            merged.setdefault(name, [])
+            merged[name] += [v for v in values if v not in merged[name]]
+    return merged
 
 
 def expand(spec: Mapping[str, Any]) -> list[Point]:
     """All grid points, each validated by the strict config call before anything runs."""
-    names = list(spec["grid"])
+    combos = [dict(zip(grid, values)) for grid in (spec["grid"], *spec["also"])
+              for values in itertools.product(*grid.values())]
     points = []
-    for index, values in enumerate(itertools.product(*spec["grid"].values())):
-        swept = dict(zip(names, values))
+    for index, swept in enumerate(combos):
         flat = {**spec["parameters"], **swept}
         try:
             resolved = build_config(flat).to_flat()
@@ -121,7 +142,7 @@ def _run_points(sweep_dir: Path, todo: list[Point], workers: int, timeout: int) 
             bar.set_postfix(running=min(workers, left), left=left, failed=failed)
 
 
-def collect(sweep_dir: Path, points: list[Point]) -> pd.DataFrame:
+def collect(sweep_dir: Path, points: list[Point], names: list[str]) -> pd.DataFrame:
     """Every finished point's table, with `point` and the swept parameters as columns."""
     frames = []
     for p in points:
@@ -129,8 +150,9 @@ def collect(sweep_dir: Path, points: list[Point]) -> pd.DataFrame:
             continue
         _, table = read_run(sweep_dir / "points" / p.id / "run")
         table.insert(0, "point", p.id)
-        for name, value in p.swept.items():
-            table[name] = value if not isinstance(value, list) else ",".join(map(str, value))
+        for name in names:  # a name this point does not sweep stays empty, not a default
+            value = p.swept.get(name)
+            table[name] = ",".join(map(str, value)) if isinstance(value, list) else value
         frames.append(table)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -150,8 +172,10 @@ def run_sweep(spec_source: str | Path | Mapping[str, Any], out: str | Path, work
     if todo:
         _run_points(sweep_dir, todo, workers, timeout)
     states = [{"id": p.id, "params": p.swept, **point_state(sweep_dir, p)} for p in points]
-    (sweep_dir / "sweep.json").write_text(json.dumps({**spec, "points": states}, indent=2))
-    collect(sweep_dir, points).to_csv(sweep_dir / "results.csv", index=False)
+    record = {"parameters": spec["parameters"], "grid": swept_values(spec), "spec": spec,
+              "points": states}
+    (sweep_dir / "sweep.json").write_text(json.dumps(record, indent=2))
+    collect(sweep_dir, points, list(record["grid"])).to_csv(sweep_dir / "results.csv", index=False)
     for s in states:
         if s["state"] != "done":
             print(f"point {s['id']} {s['params']} failed: {s['error']}", flush=True)

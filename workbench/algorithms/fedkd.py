@@ -1,0 +1,157 @@
+"""FedKD: adaptive mutual distillation with a shared student and SVD-compressed updates.
+
+Wu et al., "Communication-efficient federated learning via knowledge distillation", Nature
+Communications 13, 2032 (2022), arXiv:2108.13323. Each client trains its private teacher (its
+zoo model, evaluated) and a copy of the shared student (`fedkd_student_model`) on the same
+batches: CE each, plus adaptive mutual distillation KL/(L_t + L_s) and an adaptive hidden loss
+w·MSE(h_t, h_s)/(L_t + L_s) on the 500-d representations (equal widths: no projection). Each
+term's target side and the denominator are detached, so gradients of one model's loss never
+reach the other. Only the student's update travels, energy-threshold SVD compressed
+(workbench.compression; energy = share of Σσ², as in the paper and the authors' code) at
+T(t) = T_start + (T_end − T_start)·t/R, t = 1..R as in the authors' code, so the last round
+keeps T_end. The server averages the reconstructed updates by sample
+count, compresses the mean at the same T(t) and moves the global student by exactly that
+compressed update, so server and clients hold the same student. Downlink: the server keeps
+every round's compressed global update and sends each sampled client all it has not received
+yet, merged exactly (factors stacked along the rank, dense where that is not smaller): a
+client in sync gets the round's compressed update, a client that missed rounds lands exactly
+on the current global student. Every client starts from the same initial student (a shared
+seed, like FedLoRA's θ⁰), so round 1 sends nothing and no first contact needs a dense model.
+Reconstructed choices: KL is batch-mean without T² scaling; one SGD over both models with the
+private model's settings; the reported loss is the sum of both; SVD cost is not training FLOPs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from workbench.aggregation import InvalidUpdateError, weighted_average
+from workbench.algorithms.base import Algorithm, Client, Environment, Payload, derived_seed
+from workbench.compression import compress_state, decompress_state, energy_schedule, merge_payloads
+from workbench.config import ExperimentConfig
+from workbench.training import LossFn, PhaseStats
+
+
+def tempered_kl(learner: Tensor, target: Tensor, temperature: float) -> Tensor:
+    """KL(softmax(target/T) ‖ softmax(learner/T)), batch mean; the target is detached."""
+    return F.kl_div(F.log_softmax(learner / temperature, 1),
+                    F.softmax(target.detach() / temperature, 1), reduction="batchmean")
+
+
+def fedkd_losses(t_logits: Tensor, s_logits: Tensor, t_hidden: Tensor, s_hidden: Tensor, y: Tensor,
+                 temperature: float, hidden_weight: float) -> tuple[Tensor, Tensor]:
+    """(teacher loss, student loss): CE + adaptive mutual distillation + adaptive hidden loss."""
+    task_t, task_s = F.cross_entropy(t_logits, y), F.cross_entropy(s_logits, y)
+    # small task losses: both predict well, so their knowledge is trusted more (a scale, no path)
+    quality = (task_t + task_s).detach()
+    teacher = task_t + (tempered_kl(t_logits, s_logits, temperature)
+                        + hidden_weight * F.mse_loss(t_hidden, s_hidden.detach())) / quality
+    student = task_s + (tempered_kl(s_logits, t_logits, temperature)
+                        + hidden_weight * F.mse_loss(s_hidden, t_hidden.detach())) / quality
+    return teacher, student
+
+
+def state_copy(model: nn.Module) -> dict[str, Tensor]:
+    """A detached copy of every tensor of a model's state."""
+    return {name: t.detach().clone() for name, t in model.state_dict().items()}
+
+
+class FedKD(Algorithm):
+    name = "fedkd"
+
+    def __init__(self, config: ExperimentConfig, env: Environment) -> None:
+        super().__init__(config, env)
+        self.round = 1  # the round whose uploads the next aggregate receives
+        self.history: list[dict[str, Tensor]] = []  # [v]: compressed step global_v → global_v+1
+        self.synced: dict[int, int] = {}  # cid → version of the global student it last received
+
+    def student_seed(self) -> int:
+        """Seed of the initial student (identical on server and clients)."""
+        return derived_seed(self.config.run.seed, 0, 4)
+
+    def setup_client(self, client: Client) -> None:
+        super().setup_client(client)
+        student = self.build(self.config.fedkd.student_model, self.student_seed())
+        client.state["student"], client.state["received"] = student, state_copy(student)
+
+    def initial_server_state(self) -> dict[str, Tensor]:
+        return state_copy(self.build(self.config.fedkd.student_model, self.student_seed()))
+
+    def energy(self) -> float:
+        """SVD energy threshold of the current round."""
+        kd = self.config.fedkd
+        return energy_schedule(self.round, self.config.federation.rounds, kd.energy_start,
+                               kd.energy_end)
+
+    def broadcast(self, server_state: Payload, client: Client) -> Payload:
+        """Every compressed global step the client has not received, merged exactly ({} if none)."""
+        missed = self.history[self.synced.get(client.cid, 0):]
+        self.synced[client.cid] = len(self.history)
+        return merge_payloads(missed, {n: t.shape for n, t in server_state.items()})
+
+    def receive(self, client: Client, payload: Payload) -> None:
+        """The student restarts from the last received global student plus the downloaded step."""
+        received = client.state["received"]
+        if payload:
+            step = decompress_state(payload, {n: t.shape for n, t in received.items()})
+            received = {n: received[n] + step[n] for n in received}
+        client.state["received"] = received
+        client.state["student"].load_state_dict(received)
+
+    def local_update(self, client: Client, generator: torch.Generator) -> PhaseStats:
+        modules = [client.state["model"], client.state["student"]]
+        return self.phase(client, modules, self.kd_loss(client), generator,
+                          self.config.train.model_epochs, self.model_sgd(), "distill")
+
+    def kd_loss(self, client: Client) -> LossFn:
+        """Sum of teacher and student losses: the detached targets keep their gradients apart."""
+        teacher, student, kd = client.state["model"], client.state["student"], self.config.fedkd
+
+        def loss(x: Tensor, y: Tensor) -> Tensor:
+            h_t, h_s = teacher.features(x), student.features(x)  # B, 500 each
+            first, second = fedkd_losses(teacher.head(h_t), student.head(h_s), h_t, h_s, y,
+                                         kd.temperature, kd.hidden_weight)
+            return first + second
+
+        return loss
+
+    def upload(self, client: Client) -> Payload:
+        received = client.state["received"]
+        student = client.state["student"].state_dict()
+        update = {n: t.detach() - received[n] for n, t in student.items()}
+        return compress_state(update, self.energy())
+
+    def aggregate(self, server_state: Payload, uploads: Mapping[int, Payload],
+                  weights: Mapping[int, float]) -> dict[str, Tensor]:
+        """Global student += the compressed sample-weighted mean of the reconstructed updates."""
+        if not uploads:
+            self.round += 1
+            return dict(server_state)
+        shapes = {n: t.shape for n, t in server_state.items()}
+        updates = {cid: reconstruct(cid, payload, shapes) for cid, payload in uploads.items()}
+        mean = weighted_average(updates, weights, reference=server_state)  # validates each client
+        down = compress_state(mean, self.energy())
+        step = decompress_state(down, shapes)
+        self.history.append(down)
+        self.round += 1
+        return {n: server_state[n] + step[n] for n in server_state}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"round": self.round, "history": list(self.history), "synced": dict(self.synced)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.round = int(state["round"])
+        self.history, self.synced = list(state["history"]), dict(state["synced"])
+
+
+def reconstruct(cid: int, payload: Payload, shapes: Mapping[str, torch.Size]) -> dict[str, Tensor]:
+    """A client's dense update from its compressed upload; a malformed one is refused by client."""
+    try:
+        return decompress_state(payload, shapes)
+    except ValueError as error:
+        raise InvalidUpdateError(cid, None, str(error)) from None
