@@ -62,3 +62,12 @@ def test_tuner_redraws_in_place_and_caches(tiny):
     assert len(tuner.cache) == 2 and list(tuner.figure.data[0].y) == first
     tuner.algorithm.value = "fedlora"
     assert tuner.widget().children[-1] is tuner.figure
+
+
+def test_papermill_reads_every_parameter_with_its_type_and_help():
+    from workbench.config import parameter_table
+    from workbench.notebook import NOTEBOOK_OPTIONS
+
+    inspected = papermill.inspect_notebook(str(NOTEBOOKS / "fedlora.ipynb"))
+    assert set(inspected) == set(parameter_table()) | set(NOTEBOOK_OPTIONS)
+    assert inspected["rank"]["inferred_type_name"] == "int" and inspected["rank"]["help"] == "LoRA rank r"

@@ -105,7 +105,8 @@ def test_failed_point_is_recorded_and_the_rest_go_on(tmp_path, monkeypatch):
     nb.cells.append(nbformat.v4.new_code_cell("assert rank != 2, 'rank 2 is cursed'"))
     nbformat.write(nb, broken)
     monkeypatch.setattr(sweep, "NOTEBOOK", broken)
-    run_sweep(spec({"rank": [1, 2]}), tmp_path / "s", report=False)
+    monkeypatch.chdir(tmp_path)
+    run_sweep(spec({"rank": [1, 2]}), "s", report=False)  # a relative folder, as a user types it
     states = json.loads((tmp_path / "s" / "sweep.json").read_text())["points"]
     assert [s["state"] for s in states] == ["done", "failed"]
     assert "AssertionError: rank 2 is cursed" in states[1]["error"]

@@ -63,7 +63,7 @@ class DataConfig(Section):
     download: bool = param(True, "download CIFAR into data_dir when it is missing")
     partition: str = param("pathological", "label skew across clients", choices=PARTITIONS)
     classes_per_client: int = param(2, "pathological: classes each client holds", ge=1)
-    dirichlet_alpha: float = param(0.5, "dirichlet: concentration (small = more skew)", gt=0)
+    dirichlet_alpha: float = param(0.5, "dirichlet: concentration; smaller means more label skew", gt=0)
     test_fraction: float = param(0.25, "digits only: share held out for local tests", gt=0, lt=1)
     augment: bool = param(True, "random crop (and flip where valid) on training batches")
 
@@ -132,7 +132,7 @@ class FMLConfig(Section):
 class FedKDConfig(Section):
     prefix: ClassVar[str] = "fedkd_"
     student_model: str = param("cnn5", "architecture of the shared student", choices=tuple(ZOO))
-    energy_start: float = param(0.95, "SVD energy schedule start: T(t) = start + (end - start)·t/R",
+    energy_start: float = param(0.95, "SVD energy schedule start; round t of R keeps start + (end - start)·t/R",
                                 gt=0, le=1)
     energy_end: float = param(0.98, "SVD energy kept in the last round R", gt=0, le=1)
     temperature: float = param(1.0, "distillation temperature", gt=0)

@@ -82,7 +82,8 @@ def _points(table: pd.DataFrame) -> pd.DataFrame:
 
 def label(values: dict[str, Any]) -> str:
     """A configuration's legend label, e.g. 'fedlora · rank=4 · mu=0.2'."""
-    parts = [str(v) if k == "algorithm" else f"{k}={v}" for k, v in values.items() if pd.notna(v)]
+    parts = [str(v) if k == "algorithm" else f"{k}={_tick(v)}" for k, v in values.items()
+             if pd.notna(v)]
     return " · ".join(parts) or "all"
 
 

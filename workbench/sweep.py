@@ -27,7 +27,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from workbench.config import ConfigError, build_config
-from workbench.results import read_run
+from workbench.results import TABLE_FILE, read_run
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "fedlora.ipynb"
 SPEC_KEYS = {"parameters", "grid", "also"}
@@ -97,9 +97,16 @@ def expand(spec: Mapping[str, Any]) -> list[Point]:
 
 
 def point_state(sweep_dir: Path, point: Point) -> dict[str, Any]:
-    """The point's recorded status ({"state": "missing"} when it never finished)."""
-    status = sweep_dir / "points" / point.id / "status.json"
-    return json.loads(status.read_text()) if status.exists() else {"state": "missing", "error": None}
+    """The point's recorded status ({"state": "missing"} when it never finished or its results
+    are gone)."""
+    folder = sweep_dir / "points" / point.id
+    status = folder / "status.json"
+    if not status.exists():
+        return {"state": "missing", "error": None}
+    recorded = json.loads(status.read_text())
+    if recorded["state"] == "done" and not (folder / "run" / TABLE_FILE).exists():
+        return {"state": "missing", "error": None}
+    return recorded
 
 
 def execute_point(notebook: str, point_dir: str, flat: dict[str, Any], threads: int,
@@ -108,7 +115,7 @@ def execute_point(notebook: str, point_dir: str, flat: dict[str, Any], threads: 
     import papermill
 
     os.environ["OMP_NUM_THREADS"] = str(threads)  # the kernel inherits it: no oversubscription
-    folder = Path(point_dir)
+    folder = Path(point_dir).resolve()  # the kernel runs in the point's folder
     folder.mkdir(parents=True, exist_ok=True)
     parameters = {**flat, "interactive": False, "out_dir": str(folder / "run")}
     started = time.time()
@@ -164,7 +171,7 @@ def run_sweep(spec_source: str | Path | Mapping[str, Any], out: str | Path, work
         raise ConfigError(f"workers={workers} must be >= 1")
     spec = load_spec(spec_source)
     points = expand(spec)
-    sweep_dir = Path(out)
+    sweep_dir = Path(out).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     todo = [p for p in points if point_state(sweep_dir, p)["state"] != "done"]
     print(f"sweep: {len(points)} points, {len(points) - len(todo)} already done, "

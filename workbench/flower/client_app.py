@@ -1,0 +1,101 @@
+"""The ClientApp: one SuperNode serves one workbench client through the algorithm's own hooks.
+
+Per train message the node does exactly what `workbench.simulation.run_round` does for a
+sampled client: receive the broadcast, train with the generator derived from
+(seed, round, client), upload, and keep its state on its own disk. Per evaluate message it
+evaluates like `evaluate_all`. A query message returns who the node is, so the server can map
+client ids to Flower node ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from workbench.algorithms.base import derived_seed
+from workbench.config import ExperimentConfig
+from workbench.flower.faults import corrupt
+from workbench.flower.node import NodeClient, client_data, open_client, save_client, state_root
+from workbench.flower.records import from_record, to_record
+from workbench.flower.settings import partition_id, split_run_config
+from workbench.training import evaluate
+
+ROUND = "server-round"
+
+
+def _node(message: Message, context: Context, run_config: Mapping[str, Any] | None,
+          state_dir: str | None) -> tuple[ExperimentConfig, NodeClient]:
+    """The run's config and this node's client with its persisted state."""
+    config, _ = split_run_config(run_config if run_config is not None else context.run_config)
+    cid = partition_id(context.node_config, config.federation.num_clients)
+    root = state_root(state_dir or context.node_config.get("state-dir"), message.metadata.run_id)
+    return config, open_client(config, cid, root)
+
+
+def _train(message: Message, config: ExperimentConfig, node: NodeClient,
+           fault: str | None) -> RecordDict:
+    """Receive, train, upload, persist: one participation in a round."""
+    algorithm, client = node.algorithm, node.client
+    round_ = int(message.content.config_records["config"][ROUND])
+    algorithm.receive(client, from_record(message.content.array_records["arrays"],
+                                          algorithm.env.device))
+    generator = torch.Generator().manual_seed(derived_seed(config.run.seed, round_, client.cid, 3))
+    stats = algorithm.local_update(client, generator)
+    upload = dict(algorithm.upload(client))
+    save_client(node)  # after upload: some algorithms move the payload out of the client state
+    if fault is not None:
+        upload = corrupt(fault, upload)
+    metrics = MetricRecord({"train-flops": int(stats.flops), "train-loss": float(stats.mean_loss),
+                            "num-examples": client.data.num_train})
+    return RecordDict({"arrays": to_record(upload), "metrics": metrics})
+
+
+def _evaluate(node: NodeClient) -> RecordDict:
+    """Accuracy and loss of the client's deployed model on its local test split."""
+    algorithm, client = node.algorithm, node.client
+    accuracy, loss = evaluate(lambda x: algorithm.predict(client, x),
+                              algorithm.test_batches(client), algorithm.eval_modules(client))
+    return RecordDict({"metrics": MetricRecord({
+        "accuracy": float(accuracy), "loss": float(loss), "num-train": client.data.num_train,
+        "num-test": client.data.num_test})})
+
+
+def _identify(context: Context, run_config: Mapping[str, Any] | None) -> RecordDict:
+    """Which client this node serves, its model and split sizes (loading its data once)."""
+    config, _ = split_run_config(run_config if run_config is not None else context.run_config)
+    cid = partition_id(context.node_config, config.federation.num_clients)
+    model, data, _ = client_data(config, cid)
+    return RecordDict({"info": ConfigRecord({
+        "partition-id": cid, "model": model, "num-train": data.num_train,
+        "num-test": data.num_test, "torch-threads": torch.get_num_threads()})})
+
+
+def make_client_app(run_config: Mapping[str, Any] | None = None, state_dir: str | None = None,
+                    faults: Mapping[int, str] | None = None) -> ClientApp:
+    """A ClientApp; run_config overrides the Context's (Python-API simulations carry none),
+    state_dir the node's storage, faults corrupts the uploads of some clients (tests only)."""
+    app, faults = ClientApp(), dict(faults or {})
+
+    @app.query()
+    def query(message: Message, context: Context) -> Message:
+        return Message(_identify(context, run_config), reply_to=message)
+
+    @app.train()
+    def train(message: Message, context: Context) -> Message:
+        config, node = _node(message, context, run_config, state_dir)
+        content = _train(message, config, node, faults.get(node.client.cid))
+        return Message(content, reply_to=message)
+
+    @app.evaluate()
+    def evaluate_(message: Message, context: Context) -> Message:
+        _, node = _node(message, context, run_config, state_dir)
+        return Message(_evaluate(node), reply_to=message)
+
+    return app
+
+
+app = make_client_app()

@@ -1,0 +1,78 @@
+"""A SuperNode's side: its client, rebuilt from config and partition, with node-local state.
+
+Each ClientApp call rebuilds the client from what every process can reproduce (the dataset,
+the seeded partition, the seeded set-up of `Algorithm.setup_client`) and then restores the
+state it left on this node's disk after its last participation, in the checkpoint format of
+`workbench.checkpoint`. The private model therefore stays on the node: it is written to and read
+from local storage, never put into a message.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from workbench.algorithms import REGISTRY, Algorithm, Client, Environment
+from workbench.checkpoint import _client_state, _load_client_state
+from workbench.config import ExperimentConfig, build_config
+from workbench.data import ClientData
+from workbench.simulation import make_clients, resolve_device
+
+STATE_ROOT_ENV = "WORKBENCH_FLOWER_STATE"  # where nodes keep client state when not configured
+
+
+@dataclass
+class NodeClient:
+    """A ready client on this node: the algorithm instance and the client it drives."""
+
+    algorithm: Algorithm
+    client: Client
+    state_file: Path
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_data(flat_json: str, cid: int) -> tuple[str, ClientData, Environment]:
+    """Cached by the config's JSON: a simulation worker serves many calls of one run."""
+    config = build_config(json.loads(flat_json))
+    clients, env = make_clients(config, resolve_device(config.run.device))
+    return clients[cid].model_name, clients[cid].data, env
+
+
+def client_data(config: ExperimentConfig, cid: int) -> tuple[str, ClientData, Environment]:
+    """(model name, data, environment) of one client: the whole dataset is partitioned exactly
+    as in-process, then only this client's part is kept."""
+    return _cached_data(json.dumps(config.to_flat(), sort_keys=True), cid)
+
+
+def state_root(node_config_dir: str | None, run_id: int) -> Path:
+    """The node-local folder of one run's client state."""
+    base = node_config_dir or os.environ.get(STATE_ROOT_ENV) or Path(tempfile.gettempdir()) / \
+        "workbench-flower-state"
+    return Path(base).expanduser() / f"run-{run_id}"
+
+
+def open_client(config: ExperimentConfig, cid: int, root: Path) -> NodeClient:
+    """The client `cid` as the in-process loop would hold it: set up, then its saved state."""
+    model_name, data, env = client_data(config, cid)
+    algorithm = REGISTRY[config.run.algorithm](config, env)
+    client = Client(cid=cid, model_name=model_name, data=data)
+    algorithm.setup_client(client)
+    state_file = root / f"client-{cid}.pt"
+    if state_file.exists():
+        saved = torch.load(state_file, map_location=env.device, weights_only=True)
+        _load_client_state(client, saved)
+    return NodeClient(algorithm=algorithm, client=client, state_file=state_file)
+
+
+def save_client(node: NodeClient) -> None:
+    """Persist the client's state on this node, atomically (a crash keeps the previous one)."""
+    node.state_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = node.state_file.with_suffix(".tmp")
+    torch.save(_client_state(node.client), tmp)
+    os.replace(tmp, node.state_file)

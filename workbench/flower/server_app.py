@@ -1,0 +1,103 @@
+"""The ServerApp: find the client behind every SuperNode, run the rounds, write the run directory.
+
+The run directory is the workbench's own (`results.write_run`: config.json, results.csv,
+summary.json), so notebooks and reports read a Flower run unchanged; `flower.json` beside it
+lists what crossed the wire per message and every refused upload.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from workbench.config import ExperimentConfig
+from workbench.flower.settings import FlowerSettings, split_run_config
+from workbench.flower.strategy import WorkbenchStrategy
+from workbench.results import to_frame, write_run
+
+log = logging.getLogger("flwr")
+FLOWER_FILE = "flower.json"
+
+
+def _wait_for_nodes(grid: Grid, wanted: int, seconds: float) -> list[int]:
+    """The connected node ids once at least `wanted` are connected; an error after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while len(node_ids := sorted(grid.get_node_ids())) < wanted:
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"only {len(node_ids)} of num_clients={wanted} SuperNodes connected within "
+                f"{seconds:g} s; start one SuperNode per client with --node-config "
+                f"'partition-id=K num-partitions={wanted}' (K = 0..{wanted - 1})")
+        time.sleep(1.0)
+    return node_ids
+
+
+def discover(grid: Grid, config: ExperimentConfig,
+             settings: FlowerSettings) -> tuple[dict[int, int], dict[int, dict[str, Any]]]:
+    """(client id → node id, client id → its info), every client served by exactly one node."""
+    wanted = config.federation.num_clients
+    node_ids = _wait_for_nodes(grid, wanted, settings.wait_nodes)
+    messages = [Message(RecordDict({"config": ConfigRecord({})}), dst_node_id=node,
+                        message_type=MessageType.QUERY) for node in node_ids]
+    nodes: dict[int, int] = {}
+    info: dict[int, dict[str, Any]] = {}
+    for reply in grid.send_and_receive(messages, timeout=settings.timeout):
+        node = reply.metadata.src_node_id
+        if reply.has_error():
+            raise RuntimeError(f"SuperNode {node} cannot serve this run: {reply.error.reason}")
+        found = dict(reply.content.config_records["info"])
+        cid = int(found["partition-id"])
+        if cid in nodes:
+            raise RuntimeError(f"SuperNodes {nodes[cid]} and {node} both have partition-id={cid}; "
+                               f"give every SuperNode its own partition-id")
+        nodes[cid], info[cid] = node, found
+    missing = sorted(set(range(wanted)) - set(nodes))
+    if missing:
+        raise RuntimeError(f"no SuperNode answered for partition-id(s) {missing} of "
+                           f"num_clients={wanted}")
+    return nodes, info
+
+
+def finish(strategy: WorkbenchStrategy, settings: FlowerSettings) -> dict[str, Any] | None:
+    """Write the run directory and flower.json; return the summary (None without out-dir)."""
+    if not settings.out_dir:
+        return None
+    run_dir = Path(settings.out_dir).expanduser()
+    summary = write_run(run_dir, strategy.config.to_flat(), to_frame(strategy.rows))
+    details = {"transport": "flower", "nodes": {str(c): n for c, n in strategy.nodes.items()},
+               "clients": {str(c): i for c, i in strategy.info.items()},
+               "refused": strategy.refusals, "messages": strategy.traffic}
+    (run_dir / FLOWER_FILE).write_text(json.dumps(details, indent=1))
+    log.info("workbench run directory written: %s", run_dir)
+    return summary
+
+
+def run_server(grid: Grid, run_config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Everything a ServerApp does for one run; returns the summary when a run dir is written."""
+    config, settings = split_run_config(run_config)
+    nodes, info = discover(grid, config, settings)
+    strategy = WorkbenchStrategy(config, nodes, info)
+    strategy.start(grid, initial_arrays=strategy.initial_arrays(),
+                   num_rounds=config.federation.rounds, timeout=settings.timeout)
+    return finish(strategy, settings)
+
+
+def make_server_app(run_config: Mapping[str, Any] | None = None) -> ServerApp:
+    """A ServerApp; run_config overrides the Context's (Python-API simulations carry none)."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_server(grid, run_config if run_config is not None else context.run_config)
+
+    return app
+
+
+app = make_server_app()
