@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,9 @@ def save(path: Path, round_: int, config_flat: dict, algorithm: Algorithm, clien
 
 
 def load(path: Path, config_flat: dict, algorithm: Algorithm, clients: list[Client],
-         device: torch.device) -> tuple[int, dict, dict, list[Row]]:
-    """Restore clients and algorithm; return (round done, server state, ledger fields, rows)."""
+         device: torch.device, materialize: Callable[[Client], None]) -> tuple[int, dict, dict, list[Row]]:
+    """Restore clients and algorithm; return (round done, server state, ledger fields, rows).
+    Clients saved with state are set up (`materialize`) before their weights are loaded."""
     payload = torch.load(path, map_location=device, weights_only=True)
     if payload["config"] != config_flat:
         changed = sorted(k for k in set(payload["config"]) | set(config_flat)
@@ -62,6 +64,9 @@ def load(path: Path, config_flat: dict, algorithm: Algorithm, clients: list[Clie
                          f"use another --out or remove the checkpoint")
     algorithm.load_state_dict(payload["algorithm"])
     for client in clients:
-        _load_client_state(client, payload["clients"][client.cid])
+        saved = payload["clients"][client.cid]
+        if saved:
+            materialize(client)
+            _load_client_state(client, saved)
     rows = [Row(**r) for r in payload["rows"]]
     return payload["round"], payload["server"], payload["ledger"], rows

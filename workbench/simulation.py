@@ -93,12 +93,23 @@ def make_clients(config: ExperimentConfig, device: torch.device) -> tuple[list[C
     return clients, env
 
 
+def materialize(algorithm: Algorithm, client: Client) -> None:
+    """Set a client up on first use: a client that never trained holds only what its seed gives,
+    so it needs no live state until it is sampled (memory grows with participants, not clients)."""
+    if not client.state:
+        algorithm.setup_client(client)
+
+
 def evaluate_all(algorithm: Algorithm, clients: list[Client], ledger: Ledger, round_: int) -> list[Row]:
     """Evaluate every client on its local test split and settle its costs into a row."""
     rows = []
     for c in clients:
+        transient = not c.state  # never trained: evaluate its initial state, then let it go
+        materialize(algorithm, c)
         accuracy, loss = evaluate(lambda x: algorithm.predict(c, x), algorithm.test_batches(c),
                                   algorithm.eval_modules(c))
+        if transient:
+            c.state.clear()
         took_part, train_loss, flops, up, down = ledger.settle(c.cid)
         rows.append(Row(round=round_, client=c.cid, model=c.model_name, algorithm=algorithm.name,
                         participated=took_part, accuracy=accuracy, loss=loss, train_loss=train_loss,
@@ -115,6 +126,7 @@ def run_round(algorithm: Algorithm, clients: list[Client], server: dict, round_:
     uploads, weights = {}, {}
     for cid in sampled:
         client = clients[cid]
+        materialize(algorithm, client)
         down = algorithm.broadcast(server, client)
         algorithm.receive(client, down)
         generator = torch.Generator().manual_seed(derived_seed(cfg.run.seed, round_, cid, 3))
@@ -146,17 +158,21 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None,
         return done
     device = resolve_device(config.run.device)
     clients, env = make_clients(config, device)
+    return run_loop(config, clients, env, run_dir, progress)
+
+
+def run_loop(config: ExperimentConfig, clients: list[Client], env: Environment,
+             run_dir: Path | None = None, progress: Progress | None = None) -> RunResult:
+    """The rounds of one experiment over prepared clients (resuming from a checkpoint in run_dir)."""
     algorithm = REGISTRY[config.run.algorithm](config, env)
-    for client in clients:
-        algorithm.setup_client(client)
     server, ledger, rows, start = algorithm.initial_server_state(), Ledger(), [], 1
-    every_ckpt = config.run.checkpoint_every if run_dir is not None else 0
     ckpt = run_dir / checkpoint.CHECKPOINT_FILE if run_dir is not None else None
     if ckpt is not None and ckpt.exists():
-        done_round, server, ledger_fields, rows = checkpoint.load(ckpt, config.to_flat(), algorithm,
-                                                                  clients, device)
+        done_round, server, ledger_fields, rows = checkpoint.load(
+            ckpt, config.to_flat(), algorithm, clients, env.device, lambda c: materialize(algorithm, c))
         ledger, start = Ledger(**ledger_fields), done_round + 1
     rounds, every = config.federation.rounds, config.federation.eval_every
+    every_ckpt = config.run.checkpoint_every if run_dir is not None else 0
     for round_ in range(start, rounds + 1):
         server = run_round(algorithm, clients, server, round_, ledger)
         if round_ % every == 0 or round_ == rounds:
@@ -168,9 +184,7 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None,
             run_dir.mkdir(parents=True, exist_ok=True)
             checkpoint.save(ckpt, round_, config.to_flat(), algorithm, clients, server, ledger, rows)
     table = to_frame(rows)
-    summary = summarize(table)
     if run_dir is not None:
         write_run(run_dir, config.to_flat(), table)
-        if ckpt.exists():
-            ckpt.unlink()  # the results are written; the checkpoint has served its purpose
-    return RunResult(config=config, table=table, summary=summary, run_dir=run_dir)
+        ckpt.unlink(missing_ok=True)  # the results are written; the checkpoint has served its purpose
+    return RunResult(config=config, table=table, summary=summarize(table), run_dir=run_dir)

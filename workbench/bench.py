@@ -1,0 +1,185 @@
+"""Benchmark harness: the workbench's FL rounds against a bare training loop, side by side.
+
+`python -m workbench.bench [--workloads a,b] [--repeat 3] [--out FILE]`. Each workload runs in
+its own process (so its peak resident memory is its own) and measures, alternating:
+- bare: the same models (zoo CNN + head LoRA) and losses, trained for exactly the same optimizer
+  steps on pre-normalized in-memory tensors, with no sampling, payloads, aggregation,
+  augmentation, evaluation or accounting: the limit of this machine;
+- workbench: the same rounds through `simulation.run_loop` (evaluation and accounting included).
+Round time excludes set-up and the first round (warm-up, FLOP counting); medians over repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import resource
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from workbench.adapters import inject_lora, set_trainable
+from workbench.algorithms import Client, Environment
+from workbench.algorithms.fedlora import FedLoRA
+from workbench.config import ExperimentConfig, build_config
+from workbench.costs import synthetic_clients
+from workbench.data import ClientData, Normalizer
+from workbench.models import build_model
+from workbench.simulation import run_loop, sample_clients
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A named benchmark setting (3×32×32 inputs, the CNN-1..5 zoo)."""
+
+    clients: int
+    fraction: float
+    samples: int  # training samples per client; the test split is a fifth of it
+    rounds: int  # timed rounds (one more runs first as warm-up)
+    eval_every: int
+    algorithm: str = "fedlora"
+    epochs: int = 1
+    batch_size: int = 64
+
+
+WORKLOADS: dict[str, Workload] = {
+    "paper-10": Workload(clients=10, fraction=1.0, samples=250, rounds=3, eval_every=1),
+    "paper-100": Workload(clients=100, fraction=0.1, samples=250, rounds=3, eval_every=1),
+    "paper-100-eval5": Workload(clients=100, fraction=0.1, samples=250, rounds=5, eval_every=5),
+    "fedproto-10": Workload(clients=10, fraction=1.0, samples=250, rounds=3, eval_every=1,
+                            algorithm="fedproto"),
+    "scale-1000": Workload(clients=1000, fraction=0.1, samples=250, rounds=2, eval_every=2),
+}
+DEFAULT = ("paper-10", "paper-100", "fedproto-10")
+
+
+def workload_config(w: Workload, device: str) -> ExperimentConfig:
+    """The experiment config of a workload (CIFAR-10 shaped, timed rounds + 1 warm-up)."""
+    return build_config({"algorithm": w.algorithm, "dataset": "cifar10", "num_clients": w.clients,
+                         "fraction": w.fraction, "rounds": w.rounds + 1, "eval_every": 1,
+                         "model_epochs": w.epochs, "adapter_epochs": w.epochs,
+                         "batch_size": w.batch_size, "device": device, "augment": False})
+
+
+def make_environment(config: ExperimentConfig, samples: int) -> tuple[list[Client], Environment]:
+    """Synthetic clients with a test split a fifth of the training size, and the environment."""
+    device = torch.device(config.run.device)
+    clients = synthetic_clients(config.client_models(), samples + samples // 5, 10, 2, seed=0)
+    for c in clients:
+        x, y = c.data.train_x.to(device), c.data.train_y.to(device)
+        c.data = ClientData(x[:samples], y[:samples], x[samples:], y[samples:])
+    env = Environment(num_classes=10, device=device, flip=False,
+                      normalize=Normalizer((0.5,) * 3, (0.25,) * 3, device))
+    return clients, env
+
+
+def time_workbench(config: ExperimentConfig, w: Workload, samples: int) -> float:
+    """Seconds per round of run_loop, timed between evaluated rounds after the first."""
+    clients, env = make_environment(config, samples)
+    marks: list[float] = []
+    sparse = config.replace(eval_every=w.eval_every) if w.eval_every > 1 else config
+    run_loop(sparse.replace(rounds=1 + w.rounds), clients, env,
+             progress=lambda r, *_: marks.append(time.perf_counter()) if r in (1, 1 + w.rounds) else None)
+    if w.eval_every > 1:  # round 1 is not evaluated: time from set-up's end is not available
+        return float("nan") if len(marks) < 2 else (marks[-1] - marks[0]) / w.rounds
+    return (marks[-1] - marks[0]) / w.rounds
+
+
+def bare_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, mu: float, epochs: int,
+               batch: int, sgd: dict[str, float], generator: torch.Generator) -> None:
+    """FedLoRA's two phases as a plain loop: same loss, same optimizer steps, no machinery."""
+    for phase in ("model", "adapter"):
+        set_trainable(model, private=phase == "model", adapter=phase == "adapter")
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(params, **sgd)
+        for _ in range(epochs):
+            order = torch.randperm(len(y), generator=generator).to(x.device)
+            for start in range(0, len(y), batch):
+                xb, yb = x[order[start:start + batch]], y[order[start:start + batch]]
+                optimizer.zero_grad(set_to_none=True)
+                if phase == "model":
+                    z = model.features(xb)
+                    loss = ((1 - mu) * F.cross_entropy(model.head.get_base_layer()(z), yb)
+                            + mu * F.cross_entropy(model.head(z), yb))
+                else:
+                    loss = F.cross_entropy(model(xb), yb)
+                loss.backward()
+                optimizer.step()
+
+
+def time_bare(config: ExperimentConfig, w: Workload, samples: int) -> float:
+    """Seconds per round of the bare loop over the same sampled clients and steps."""
+    clients, env = make_environment(config, samples)
+    lora, t = config.fedlora, config.train
+    sgd = {"lr": t.lr, "momentum": t.momentum, "weight_decay": t.weight_decay}
+    models: dict[int, torch.nn.Module] = {}
+    data = {c.cid: (env.normalize(c.data.train_x), c.data.train_y) for c in clients}
+    generator = torch.Generator().manual_seed(0)
+    started = 0.0
+    for round_ in range(1, w.rounds + 2):
+        if round_ == 2:
+            started = time.perf_counter()
+        for cid in sample_clients(w.clients, w.fraction, config.run.seed, round_):
+            if cid not in models:
+                models[cid] = inject_lora(build_model(clients[cid].model_name, 10, cid),
+                                          lora.lora_targets, lora.rank, lora.lora_alpha, 0).to(env.device)
+            bare_steps(models[cid], *data[cid], lora.mu, w.epochs, w.batch_size, sgd, generator)
+    return (time.perf_counter() - started) / w.rounds
+
+
+def measure(name: str, repeat: int, device: str) -> dict[str, Any]:
+    """One workload's medians (run in a fresh process so peak memory is its own)."""
+    w = WORKLOADS[name]
+    config = workload_config(w, device)
+    bare, bench = [], []
+    for _ in range(repeat):  # alternate, so drifting machine load hits both alike
+        bare.append(time_bare(config, w, w.samples) if w.algorithm == "fedlora" else float("nan"))
+        bench.append(time_workbench(config, w, w.samples))
+    bare_s, bench_s = statistics.median(bare), statistics.median(bench)
+    participants = max(1, round(w.fraction * w.clients))
+    return {"workload": name, "algorithm": w.algorithm, "clients": w.clients,
+            "fraction": w.fraction, "samples_per_client": w.samples, "eval_every": w.eval_every,
+            "device": device, "bare_s": bare_s, "workbench_s": bench_s, "ratio": bench_s / bare_s,
+            "rounds_per_s": 1 / bench_s, "samples_per_s": participants * w.samples * 2 * w.epochs / bench_s,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "repeats": repeat, "bare_all": bare, "workbench_all": bench, "workload_spec": asdict(w)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen workloads, print a table and write the JSON list."""
+    parser = argparse.ArgumentParser(prog="python -m workbench.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", default=",".join(DEFAULT),
+                        help=f"comma-separated, from {sorted(WORKLOADS)}")
+    parser.add_argument("--repeat", type=int, default=3, help="repeats per workload (median)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
+    args = parser.parse_args(argv)
+    names = [n for n in args.workloads.split(",") if n]
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown or args.repeat < 1:
+        parser.error(f"unknown workloads {unknown} (choose from {sorted(WORKLOADS)}) or repeat < 1")
+    context = multiprocessing.get_context("spawn")
+    results = []
+    print(f"{'workload':16} {'clients':>7} {'bare s/rnd':>10} {'wb s/rnd':>9} {'ratio':>6} "
+          f"{'rnd/s':>6} {'samples/s':>9} {'peak MB':>8}")
+    for name in names:
+        with context.Pool(1) as pool:
+            r = pool.apply(measure, (name, args.repeat, args.device))
+        results.append(r)
+        print(f"{name:16} {r['clients']:7d} {r['bare_s']:10.3f} {r['workbench_s']:9.3f} "
+              f"{r['ratio']:6.3f} {r['rounds_per_s']:6.2f} {r['samples_per_s']:9.0f} "
+              f"{r['peak_rss_mb']:8.0f}", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
