@@ -7,7 +7,8 @@ import torch.nn.functional as F
 import workbench.simulation
 from workbench.accounting import payload_bytes
 from workbench.algorithms.base import Algorithm
-from workbench.algorithms.fedproto import (FedProto, class_means, prototype_penalty,
+from workbench.aggregation import class_means
+from workbench.algorithms.fedproto import (FedProto, prototype_penalty,
                                            prototype_scores)
 from workbench.algorithms.fml import FML, distill_kl, mutual_losses
 from workbench.config import build_config

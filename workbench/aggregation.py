@@ -60,6 +60,15 @@ def weighted_average(updates: Mapping[int, Payload], weights: Mapping[int, float
             for name, ref in reference.items()}
 
 
+def class_means(values: Tensor, y: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """Client side of class-wise averaging: per-class mean of the rows of `values` (zeros where a
+    class is absent) and per-class sample counts."""
+    counts = torch.bincount(y, minlength=num_classes)  # C
+    sums = torch.zeros(num_classes, values.shape[1], dtype=torch.float64, device=values.device)  # C, d
+    sums.index_add_(0, y, values.to(torch.float64))
+    return (sums / counts.clamp(min=1)[:, None]).to(torch.float32), counts.to(torch.int64)
+
+
 def classwise_average(updates: Mapping[int, Payload], values: str = "values",
                       counts: str = "counts") -> dict[str, Tensor]:
     """Per-class mean over clients weighted by each client's per-class sample counts.

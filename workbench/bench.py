@@ -26,7 +26,6 @@ import torch.nn.functional as F
 
 from workbench.adapters import inject_lora, set_trainable
 from workbench.algorithms import Client, Environment
-from workbench.algorithms.fedlora import FedLoRA
 from workbench.config import ExperimentConfig, build_config
 from workbench.costs import synthetic_clients
 from workbench.data import ClientData, Normalizer

@@ -6,7 +6,7 @@ sends nothing; a method overrides only where it differs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from workbench.accounting import FlopMeter
-from workbench.aggregation import weighted_average
+from workbench.aggregation import class_means, weighted_average
 from workbench.config import ExperimentConfig
 from workbench.data import ClientData, Normalizer, eval_batches, train_batches
 from workbench.models import build_model
@@ -131,6 +131,24 @@ class Algorithm:
         """The client's local test split, normalized, in order."""
         d = client.data
         return eval_batches(d.test_x, d.test_y, self.config.train.eval_batch_size, self.env.normalize)
+
+    @torch.no_grad()
+    def class_statistics(self, client: Client, forward: Callable[[Tensor], Tensor],
+                         phase: str) -> tuple[Tensor, Tensor, int]:
+        """Per-class means of `forward` over the client's training data, class counts, and the
+        pass's FLOPs (forward-only training work, counted once per batch shape)."""
+        d = client.data
+        outs, ys, flops = [], [], 0
+        for m in self.eval_modules(client):
+            m.eval()
+        for x, y in eval_batches(d.train_x, d.train_y, self.config.train.eval_batch_size,
+                                 self.env.normalize):
+            out, step = self.meter.step((client.model_name, phase, tuple(x.shape)), lambda: forward(x))
+            outs.append(out)  # B, d
+            ys.append(y)
+            flops += step
+        means, counts = class_means(torch.cat(outs), torch.cat(ys), self.env.num_classes)
+        return means, counts, flops
 
     def phase(self, client: Client, modules: list[nn.Module], loss_fn: LossFn,
               generator: torch.Generator, epochs: int, sgd: SGDSpec, phase: str) -> PhaseStats:

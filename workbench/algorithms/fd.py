@@ -23,7 +23,6 @@ from torch import Tensor
 
 from workbench.aggregation import classwise_average
 from workbench.algorithms.base import Algorithm, Client, Payload
-from workbench.data import eval_batches
 from workbench.training import LossFn, PhaseStats
 
 
@@ -34,14 +33,6 @@ def distillation_loss(logits: Tensor, y: Tensor, teacher: Tensor, mask: Tensor,
     log_teacher = F.log_softmax(teacher[y] / temperature, dim=1)  # B, C
     kl = F.kl_div(log_student, log_teacher, reduction="none", log_target=True).sum(1)  # B
     return temperature ** 2 * (kl * mask[y]).mean()
-
-
-def class_mean_logits(logits: Tensor, y: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
-    """Per-class mean logit vector (zeros for an absent class) and per-class sample counts."""
-    counts = torch.bincount(y, minlength=num_classes)  # C
-    sums = torch.zeros(num_classes, logits.shape[1], dtype=torch.float64, device=logits.device)
-    sums.index_add_(0, y, logits.to(torch.float64))  # C, C
-    return (sums / counts.clamp(min=1)[:, None]).to(torch.float32), counts.to(torch.int64)
 
 
 class FederatedDistillation(Algorithm):
@@ -97,20 +88,10 @@ class FederatedDistillation(Algorithm):
 
         return loss
 
-    @torch.no_grad()
     def compute_class_logits(self, client: Client) -> int:
-        """Forward pass over the training data → class mean logits kept for upload; its FLOPs."""
-        model, d = client.state["model"], client.data
-        model.eval()
-        outs, ys, flops = [], [], 0
-        for x, y in eval_batches(d.train_x, d.train_y, self.config.train.eval_batch_size,
-                                 self.env.normalize):
-            logits, step = self.meter.step((client.model_name, "fd-logits", tuple(x.shape)),
-                                           lambda: model(x))
-            outs.append(logits)  # B, C
-            ys.append(y)
-            flops += step
-        logits, counts = class_mean_logits(torch.cat(outs), torch.cat(ys), self.env.num_classes)
+        """Class mean logits over the training data, kept for upload; returns the pass's FLOPs."""
+        model = client.state["model"]
+        logits, counts, flops = self.class_statistics(client, model, "fd-logits")
         client.state["upload"] = {"logits": logits, "counts": counts}
         return flops
 

@@ -22,7 +22,6 @@ from torch import Tensor, nn
 
 from workbench.aggregation import classwise_average
 from workbench.algorithms.base import Algorithm, Client, Payload
-from workbench.data import eval_batches
 from workbench.training import LossFn, PhaseStats
 
 
@@ -31,14 +30,6 @@ def prototype_penalty(z: Tensor, y: Tensor, prototypes: Tensor, mask: Tensor) ->
     has = mask[y]  # B
     target = torch.where(has[:, None], prototypes[y], z.detach())  # B, d
     return F.mse_loss(z, target)
-
-
-def class_means(z: Tensor, y: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
-    """Per-class mean of the rows of z (zeros where a class is absent) and per-class counts."""
-    counts = torch.bincount(y, minlength=num_classes)  # C
-    sums = torch.zeros(num_classes, z.shape[1], dtype=torch.float64, device=z.device)  # C, d
-    sums.index_add_(0, y, z.to(torch.float64))
-    return (sums / counts.clamp(min=1)[:, None]).to(torch.float32), counts.to(torch.int64)
 
 
 def prototype_scores(z: Tensor, prototypes: Tensor, mask: Tensor) -> Tensor:
@@ -85,20 +76,10 @@ class FedProto(Algorithm):
 
         return loss
 
-    @torch.no_grad()
     def compute_local_prototypes(self, client: Client) -> int:
-        """Forward pass over the training data → per-class means kept for upload; returns FLOPs."""
-        model, d = client.state["model"], client.data
-        model.eval()
-        zs, ys, flops = [], [], 0
-        for x, y in eval_batches(d.train_x, d.train_y, self.config.train.eval_batch_size,
-                                 self.env.normalize):
-            z, step = self.meter.step((client.model_name, "prototypes", tuple(x.shape)),
-                                      lambda: model.features(x))
-            zs.append(z)  # B, 500
-            ys.append(y)
-            flops += step
-        values, counts = class_means(torch.cat(zs), torch.cat(ys), self.env.num_classes)
+        """Per-class mean representations over the training data, kept for upload; their FLOPs."""
+        model = client.state["model"]
+        values, counts, flops = self.class_statistics(client, model.features, "prototypes")
         client.state["upload"] = {"values": values, "counts": counts}
         return flops
 
