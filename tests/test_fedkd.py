@@ -105,8 +105,11 @@ def test_energy_threshold_schedule_per_round():
     algorithm, _ = make_algorithm(cls=FedKD, algorithm="fedkd", num_clients=1, rounds=4,
                                   fedkd_energy_start=0.9, fedkd_energy_end=1.0)
     assert algorithm.energy() == pytest.approx(0.925)
+    algorithm.begin_round(2)  # the loop announces each round; an empty aggregate changes nothing
     algorithm.aggregate({}, {}, {})
     assert algorithm.energy() == pytest.approx(0.95)
+    algorithm.begin_round(4)
+    assert algorithm.energy() == pytest.approx(1.0)
 
 
 # ---- losses --------------------------------------------------------------------------------

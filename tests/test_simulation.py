@@ -72,3 +72,19 @@ def test_cli_refuses_bad_values_before_any_work(flag, tmp_path, capsys, monkeypa
     assert main(["run", *flag, "--out", str(tmp_path / "x")]) == 2
     assert flag[0][2:] in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_cached_evaluations_equal_fresh_ones_and_skip_idle_clients(tiny, monkeypatch):
+    from workbench.algorithms.fedlora import FedLoRA
+
+    config = build_config({**tiny, "rounds": 3, "fraction": 0.25})
+    calls = []
+    original = FedLoRA.predict
+    monkeypatch.setattr(FedLoRA, "predict", lambda self, c, x: calls.append(c.cid) or original(self, c, x))
+    cached = run_experiment(config).table
+    cached_calls = len(calls)
+    monkeypatch.setattr(FedLoRA, "evaluation_is_local", False)
+    calls.clear()
+    fresh = run_experiment(config).table
+    pd.testing.assert_frame_equal(cached, fresh)
+    assert cached_calls < len(calls)  # idle clients were not evaluated again

@@ -104,12 +104,14 @@ def evaluate_all(algorithm: Algorithm, clients: list[Client], ledger: Ledger, ro
     """Evaluate every client on its local test split and settle its costs into a row."""
     rows = []
     for c in clients:
-        transient = not c.state  # never trained: evaluate its initial state, then let it go
-        materialize(algorithm, c)
-        accuracy, loss = evaluate(lambda x: algorithm.predict(c, x), algorithm.test_batches(c),
-                                  algorithm.eval_modules(c))
-        if transient:
-            c.state.clear()
+        if c.evaluation is None or not algorithm.evaluation_is_local:
+            transient = not c.state  # never trained: evaluate its initial state, then let it go
+            materialize(algorithm, c)
+            c.evaluation = evaluate(lambda x: algorithm.predict(c, x), algorithm.test_batches(c),
+                                    algorithm.eval_modules(c))
+            if transient:
+                c.state.clear()
+        accuracy, loss = c.evaluation
         took_part, train_loss, flops, up, down = ledger.settle(c.cid)
         rows.append(Row(round=round_, client=c.cid, model=c.model_name, algorithm=algorithm.name,
                         participated=took_part, accuracy=accuracy, loss=loss, train_loss=train_loss,
@@ -122,11 +124,13 @@ def run_round(algorithm: Algorithm, clients: list[Client], server: dict, round_:
               ledger: Ledger) -> dict:
     """One communication round over the sampled clients; returns the new server state."""
     cfg = algorithm.config
+    algorithm.begin_round(round_)
     sampled = sample_clients(len(clients), cfg.federation.fraction, cfg.run.seed, round_)
     uploads, weights = {}, {}
     for cid in sampled:
         client = clients[cid]
         materialize(algorithm, client)
+        client.evaluation = None  # its state changes from here on
         down = algorithm.broadcast(server, client)
         algorithm.receive(client, down)
         generator = torch.Generator().manual_seed(derived_seed(cfg.run.seed, round_, cid, 3))

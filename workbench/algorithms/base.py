@@ -33,6 +33,7 @@ class Client:
     model_name: str
     data: ClientData
     state: dict[str, Any] = field(default_factory=dict)
+    evaluation: tuple[float, float] | None = None  # (accuracy, loss) of the current state
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,9 @@ class Algorithm:
     """Base algorithm: a private model per client, CE training, no communication."""
 
     name: ClassVar[str] = "base"
+    # predict reads only the client's own state, so an evaluation stays valid until the client
+    # trains again; a method that predicts from server-side state must set this False
+    evaluation_is_local: ClassVar[bool] = True
 
     def __init__(self, config: ExperimentConfig, env: Environment) -> None:
         self.config, self.env = config, env
@@ -74,6 +78,9 @@ class Algorithm:
         return {}
 
     # ---- one round ----------------------------------------------------------------------
+    def begin_round(self, round_: int) -> None:
+        """Called before a round's sampling, on the server and on every client process."""
+
     def broadcast(self, server_state: Payload, client: Client) -> Payload:
         """What the server sends a sampled client at the start of a round."""
         return server_state

@@ -66,7 +66,7 @@ class FedKD(Algorithm):
 
     def __init__(self, config: ExperimentConfig, env: Environment) -> None:
         super().__init__(config, env)
-        self.round = 1  # the round whose uploads the next aggregate receives
+        self.round = 1  # the current round, set by begin_round (server and clients alike)
         self.history: list[dict[str, Tensor]] = []  # [v]: compressed step global_v → global_v+1
         self.synced: dict[int, int] = {}  # cid → version of the global student it last received
 
@@ -81,6 +81,9 @@ class FedKD(Algorithm):
 
     def initial_server_state(self) -> dict[str, Tensor]:
         return state_copy(self.build(self.config.fedkd.student_model, self.student_seed()))
+
+    def begin_round(self, round_: int) -> None:
+        self.round = round_
 
     def energy(self) -> float:
         """SVD energy threshold of the current round."""
@@ -130,7 +133,6 @@ class FedKD(Algorithm):
                   weights: Mapping[int, float]) -> dict[str, Tensor]:
         """Global student += the compressed sample-weighted mean of the reconstructed updates."""
         if not uploads:
-            self.round += 1
             return dict(server_state)
         shapes = {n: t.shape for n, t in server_state.items()}
         updates = {cid: reconstruct(cid, payload, shapes) for cid, payload in uploads.items()}
@@ -138,7 +140,6 @@ class FedKD(Algorithm):
         down = compress_state(mean, self.energy())
         step = decompress_state(down, shapes)
         self.history.append(down)
-        self.round += 1
         return {n: server_state[n] + step[n] for n in server_state}
 
     def state_dict(self) -> dict[str, Any]:

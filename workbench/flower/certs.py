@@ -52,7 +52,8 @@ def make_certificates(folder: str | Path, hosts: tuple[str, ...] = ("127.0.0.1",
     """Write ca.crt, ca.key, server.pem and server.key into folder; return their paths."""
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    server_key = ec.generate_private_key(ec.SECP256R1())
     ca = (_builder(name, name, ca_key)
           .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
           .add_extension(_CA_USAGE, critical=True)
@@ -63,7 +64,7 @@ def make_certificates(folder: str | Path, hosts: tuple[str, ...] = ("127.0.0.1",
     server = (_builder(hosts[0], name, server_key)
               .add_extension(x509.SubjectAlternativeName(sans), critical=False)
               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-              .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+              .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                   ca_key.public_key()), critical=False)
               .sign(ca_key, hashes.SHA256()))
@@ -74,3 +75,20 @@ def make_certificates(folder: str | Path, hosts: tuple[str, ...] = ("127.0.0.1",
     _write_key(ca_key, paths["ca_key"])
     _write_key(server_key, paths["server_key"])
     return paths
+
+
+def make_node_keys(folder: str | Path, name: str) -> tuple[Path, Path]:
+    """An EC key pair for SuperNode authentication, in the OpenSSH formats Flower reads:
+    (private key for `flower-supernode --auth-supernode-private-key`, public key for
+    `flwr supernode register`)."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP384R1())
+    private, public = out / f"{name}_key", out / f"{name}_key.pub"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.OpenSSH,
+                                          serialization.NoEncryption()))
+    private.chmod(0o600)
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                     serialization.PublicFormat.OpenSSH))
+    return private, public

@@ -3,8 +3,10 @@
 Per train message the node does exactly what `workbench.simulation.run_round` does for a
 sampled client: receive the broadcast, train with the generator derived from
 (seed, round, client), upload, and keep its state on its own disk. Per evaluate message it
-evaluates like `evaluate_all`. A query message returns who the node is, so the server can map
-client ids to Flower node ids.
+evaluates like `evaluate_all`. In an evaluation round a sampled client evaluates right after
+its upload and sends the metrics with it: its state is then exactly what `evaluate_all` sees
+after the round (aggregation never touches a client), and a round trip is saved. A query
+message returns who the node is, so the server can map client ids to Flower node ids.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from workbench.flower.records import from_record, to_record
 from workbench.flower.settings import partition_id, split_run_config
 from workbench.training import evaluate
 
-ROUND = "server-round"
+ROUND, EVALUATE = "server-round", "evaluate"
 
 
 def _node(message: Message, context: Context, run_config: Mapping[str, Any] | None,
@@ -51,17 +53,19 @@ def _train(message: Message, config: ExperimentConfig, node: NodeClient,
         upload = corrupt(fault, upload)
     metrics = MetricRecord({"train-flops": int(stats.flops), "train-loss": float(stats.mean_loss),
                             "num-examples": client.data.num_train})
-    return RecordDict({"arrays": to_record(upload), "metrics": metrics})
+    content = RecordDict({"arrays": to_record(upload), "metrics": metrics})
+    if message.content.config_records["config"].get(EVALUATE, False):
+        content["evaluation"] = _evaluate(node)
+    return content
 
 
-def _evaluate(node: NodeClient) -> RecordDict:
+def _evaluate(node: NodeClient) -> MetricRecord:
     """Accuracy and loss of the client's deployed model on its local test split."""
     algorithm, client = node.algorithm, node.client
     accuracy, loss = evaluate(lambda x: algorithm.predict(client, x),
                               algorithm.test_batches(client), algorithm.eval_modules(client))
-    return RecordDict({"metrics": MetricRecord({
-        "accuracy": float(accuracy), "loss": float(loss), "num-train": client.data.num_train,
-        "num-test": client.data.num_test})})
+    return MetricRecord({"accuracy": float(accuracy), "loss": float(loss),
+                         "num-train": client.data.num_train, "num-test": client.data.num_test})
 
 
 def _identify(context: Context, run_config: Mapping[str, Any] | None) -> RecordDict:
@@ -82,18 +86,21 @@ def make_client_app(run_config: Mapping[str, Any] | None = None, state_dir: str 
 
     @app.query()
     def query(message: Message, context: Context) -> Message:
+        """Which client this node serves."""
         return Message(_identify(context, run_config), reply_to=message)
 
     @app.train()
     def train(message: Message, context: Context) -> Message:
+        """One round's participation."""
         config, node = _node(message, context, run_config, state_dir)
         content = _train(message, config, node, faults.get(node.client.cid))
         return Message(content, reply_to=message)
 
     @app.evaluate()
     def evaluate_(message: Message, context: Context) -> Message:
+        """Evaluation of a client that was not sampled this round."""
         _, node = _node(message, context, run_config, state_dir)
-        return Message(_evaluate(node), reply_to=message)
+        return Message(RecordDict({"evaluation": _evaluate(node)}), reply_to=message)
 
     return app
 

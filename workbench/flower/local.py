@@ -14,6 +14,7 @@ from typing import Any
 
 from workbench.config import ExperimentConfig
 from workbench.flower.client_app import make_client_app
+from workbench.flower.payloads import check_supported
 from workbench.flower.server_app import make_server_app
 from workbench.flower.settings import FlowerSettings, to_run_config
 from workbench.results import read_run, summarize
@@ -30,15 +31,20 @@ def backend_config(cpus_per_client: float = 1.0) -> dict[str, Any]:
 
 def simulate(config: ExperimentConfig, out_dir: str | Path, *, cpus_per_client: float = 1.0,
              timeout: float = 600.0, faults: Mapping[int, str] | None = None,
-             verbose: bool = False) -> RunResult:
-    """Run `config` on Flower's simulation engine; write and return its run directory."""
+             state_dir: str | Path | None = None, verbose: bool = False) -> RunResult:
+    """Run `config` on Flower's simulation engine; write and return its run directory.
+
+    The virtual SuperNodes keep their clients' state under state_dir (default: a temporary
+    folder removed afterwards); faults corrupts some clients' uploads (testing only).
+    """
     from flwr.simulation import run_simulation
 
+    check_supported(config.run.algorithm)
     run_dir = Path(out_dir).expanduser().resolve()
     settings = FlowerSettings(out_dir=str(run_dir), timeout=timeout, wait_nodes=timeout)
     run_config = to_run_config(config, settings)
-    with tempfile.TemporaryDirectory(prefix="workbench-flower-nodes-") as nodes_dir:
-        # every virtual SuperNode keeps its client's state under nodes_dir, removed afterwards
+    with tempfile.TemporaryDirectory(prefix="workbench-flower-nodes-") as scratch:
+        nodes_dir = str(state_dir) if state_dir is not None else scratch
         run_simulation(server_app=make_server_app(run_config),
                        client_app=make_client_app(run_config, nodes_dir, faults),
                        num_supernodes=config.federation.num_clients,

@@ -52,8 +52,8 @@ def client_data(config: ExperimentConfig, cid: int) -> tuple[str, ClientData, En
 
 def state_root(node_config_dir: str | None, run_id: int) -> Path:
     """The node-local folder of one run's client state."""
-    base = node_config_dir or os.environ.get(STATE_ROOT_ENV) or Path(tempfile.gettempdir()) / \
-        "workbench-flower-state"
+    default = Path(tempfile.gettempdir()) / "workbench-flower-state"
+    base = node_config_dir or os.environ.get(STATE_ROOT_ENV) or default
     return Path(base).expanduser() / f"run-{run_id}"
 
 

@@ -1,10 +1,14 @@
-"""What an honest upload looks like, per algorithm: the reference the server validates against.
+"""Which algorithms run on Flower, and what an honest upload of each looks like.
 
 `aggregation.validate_update` needs a reference payload. In the in-process loop every client is
 trusted and some algorithms validate against the first upload; across a network the first
 upload may be the bad one, so the server validates each upload against a reference of its own
-before aggregating. Algorithms not listed (and FedKD, whose compressed uploads vary in rank
-per client) are validated by their own `aggregate`, one refused client at a time.
+before aggregating (the algorithm's own `aggregate` checks again, e.g. FD's class counts).
+
+An algorithm runs on Flower only when every hook a client runs depends on nothing but the
+client's own state and the message: each ClientApp call builds a fresh algorithm instance, so
+server-side attributes never reach it. Each listed one is checked to reproduce the in-process
+table exactly (tests/test_flower.py).
 """
 
 from __future__ import annotations
@@ -46,7 +50,23 @@ REFERENCES: dict[str, Reference] = {
 }
 
 
-def upload_reference(config: ExperimentConfig, server_state: Payload) -> Payload | None:
-    """The reference of this round's uploads, or None where only the algorithm can tell."""
-    reference = REFERENCES.get(config.run.algorithm)
-    return None if reference is None else reference(server_state, config)
+UNSUPPORTED: dict[str, str] = {
+    "fedkd": "its clients compress uploads at the SVD energy of FedKD.round, a counter only the "
+             "server's aggregate advances, so a Flower client (a fresh instance per call) would "
+             "always use round 1's energy",
+}
+
+
+def check_supported(algorithm: str) -> None:
+    """Refuse an algorithm that cannot run on Flower, saying why and what can."""
+    if algorithm in REFERENCES:
+        return
+    why = UNSUPPORTED.get(algorithm, "it has not been checked against the in-process loop")
+    raise ValueError(f"algorithm={algorithm!r} cannot run on Flower: {why}; "
+                     f"Flower runs {sorted(REFERENCES)}")
+
+
+def upload_reference(config: ExperimentConfig, server_state: Payload) -> Payload:
+    """The reference this round's uploads must match."""
+    check_supported(config.run.algorithm)
+    return REFERENCES[config.run.algorithm](server_state, config)

@@ -17,7 +17,8 @@ from typing import Any
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from workbench.config import ExperimentConfig
+from workbench.config import ConfigError, ExperimentConfig
+from workbench.flower.payloads import check_supported
 from workbench.flower.settings import FlowerSettings, split_run_config
 from workbench.flower.strategy import WorkbenchStrategy
 from workbench.results import to_frame, write_run
@@ -65,10 +66,8 @@ def discover(grid: Grid, config: ExperimentConfig,
     return nodes, info
 
 
-def finish(strategy: WorkbenchStrategy, settings: FlowerSettings) -> dict[str, Any] | None:
-    """Write the run directory and flower.json; return the summary (None without out-dir)."""
-    if not settings.out_dir:
-        return None
+def finish(strategy: WorkbenchStrategy, settings: FlowerSettings) -> dict[str, Any]:
+    """Write the run directory and flower.json; return the summary."""
     run_dir = Path(settings.out_dir).expanduser()
     summary = write_run(run_dir, strategy.config.to_flat(), to_frame(strategy.rows))
     details = {"transport": "flower", "nodes": {str(c): n for c, n in strategy.nodes.items()},
@@ -79,9 +78,20 @@ def finish(strategy: WorkbenchStrategy, settings: FlowerSettings) -> dict[str, A
     return summary
 
 
-def run_server(grid: Grid, run_config: Mapping[str, Any]) -> dict[str, Any] | None:
-    """Everything a ServerApp does for one run; returns the summary when a run dir is written."""
+def _checked(run_config: Mapping[str, Any]) -> tuple[ExperimentConfig, FlowerSettings]:
+    """The run's config, refused before any node is contacted when it cannot run or be saved."""
     config, settings = split_run_config(run_config)
+    check_supported(config.run.algorithm)
+    if not Path(settings.out_dir).expanduser().is_absolute():
+        # the ServerApp runs wherever the SuperLink starts it: a relative path would be a guess
+        raise ConfigError(f"run config out-dir={settings.out_dir!r}: give an absolute path, e.g. "
+                          f"--run-config \"out-dir='/path/to/runs/flower-1'\"")
+    return config, settings
+
+
+def run_server(grid: Grid, run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything a ServerApp does for one run; returns the summary of the run directory."""
+    config, settings = _checked(run_config)
     nodes, info = discover(grid, config, settings)
     strategy = WorkbenchStrategy(config, nodes, info)
     strategy.start(grid, initial_arrays=strategy.initial_arrays(),

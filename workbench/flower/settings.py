@@ -22,7 +22,7 @@ OUT_DIR, TIMEOUT, WAIT_NODES = "out-dir", "timeout", "wait-nodes"
 class FlowerSettings:
     """Where the ServerApp writes, and how long it waits for replies and for nodes."""
 
-    out_dir: str = ""  # empty: results are only logged, no run directory is written
+    out_dir: str = ""  # the run directory the ServerApp writes: required, absolute
     timeout: float = 3600.0  # seconds to wait for the replies of one round trip
     wait_nodes: float = 120.0  # seconds to wait until every client's SuperNode is connected
 
@@ -43,7 +43,7 @@ def _setting(key: str, value: Any) -> Any:
 
 
 def split_run_config(run_config: Mapping[str, Any]) -> tuple[ExperimentConfig, FlowerSettings]:
-    """Validate a run config: workbench parameters → ExperimentConfig, the rest → FlowerSettings."""
+    """Validate a run config: workbench parameters → ExperimentConfig, the rest → settings."""
     flat = {k: v for k, v in run_config.items() if k not in _FIELDS}
     chosen = {_FIELDS[k]: _setting(k, v) for k, v in run_config.items() if k in _FIELDS}
     return build_config(flat), FlowerSettings(**{**vars(_DEFAULTS), **chosen})
@@ -59,8 +59,9 @@ def to_run_config(config: ExperimentConfig, settings: FlowerSettings = _DEFAULTS
 def partition_id(node_config: Mapping[str, Any], num_clients: int) -> int:
     """The client id a SuperNode serves: its `partition-id`, checked against the run."""
     if "partition-id" not in node_config:
-        raise ConfigError(f"node config {dict(node_config)} lacks partition-id; start the SuperNode "
-                          f"with --node-config 'partition-id=K num-partitions={num_clients}'")
+        raise ConfigError(f"node config {dict(node_config)} lacks partition-id; start the "
+                          f"SuperNode with --node-config "
+                          f"'partition-id=K num-partitions={num_clients}'")
     raw = node_config["partition-id"]
     try:
         cid = int(raw)

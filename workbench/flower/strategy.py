@@ -25,8 +25,8 @@ from workbench.aggregation import InvalidUpdateError, validate_update
 from workbench.algorithms import REGISTRY, Client, Environment
 from workbench.config import ExperimentConfig
 from workbench.data import Normalizer
-from workbench.flower.client_app import ROUND
-from workbench.flower.payloads import upload_reference
+from workbench.flower.client_app import EVALUATE, ROUND
+from workbench.flower.payloads import check_supported, upload_reference
 from workbench.flower.records import decode_update, from_record, record_bytes, to_record
 from workbench.results import Row
 from workbench.simulation import Ledger, sample_clients
@@ -45,6 +45,8 @@ class WorkbenchStrategy(Strategy):
 
     def __init__(self, config: ExperimentConfig, nodes: Mapping[int, int],
                  info: Mapping[int, Mapping[str, Any]]) -> None:
+        """nodes: client id → Flower node id; info: client id → what its node reported."""
+        check_supported(config.run.algorithm)
         self.config, self.nodes, self.info = config, dict(nodes), dict(info)
         self.cid_of = {node: cid for cid, node in self.nodes.items()}
         self.algorithm = REGISTRY[config.run.algorithm](config, server_environment(config))
@@ -55,7 +57,8 @@ class WorkbenchStrategy(Strategy):
         self.refusals: list[dict[str, Any]] = []
         self.traffic: list[dict[str, Any]] = []
         self.state: dict[str, Tensor] = {}
-        self.down: dict[int, int] = {}
+        self.down: dict[int, int] = {}  # client → tensor bytes sent to it this round
+        self.evaluated: dict[int, MetricRecord] = {}  # evaluations that came with an upload
 
     def initial_arrays(self) -> ArrayRecord:
         """θ⁰ (the algorithm's initial server state) as Flower arrays."""
@@ -75,19 +78,23 @@ class WorkbenchStrategy(Strategy):
         fed = self.config.federation
         self.state = from_record(arrays)
         sampled = sample_clients(fed.num_clients, fed.fraction, self.config.run.seed, server_round)
+        settings = ConfigRecord({ROUND: server_round, EVALUATE: self._evaluates(server_round)})
         messages = []
         for cid in sampled:
             record = to_record(self.algorithm.broadcast(self.state, self.handles[cid]))
             self.down[cid] = self._count(server_round, cid, "down", record)
-            content = RecordDict({"arrays": record, "config": ConfigRecord({ROUND: server_round})})
+            content = RecordDict({"arrays": record, "config": settings})
             messages.append(Message(content, dst_node_id=self.nodes[cid],
                                     message_type=MessageType.TRAIN, group_id=str(server_round)))
         return messages
 
-    def aggregate_train(self, server_round: int,
-                        replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Account every reply, refuse the malformed ones, aggregate the rest."""
         answered = self._by_client(replies)
+        self.evaluated.update({cid: r.content.metric_records["evaluation"]
+                               for cid, r in answered.items()
+                               if r.has_content() and "evaluation" in r.content.metric_records})
         reference = upload_reference(self.config, self.state)
         uploads, weights = {}, {}
         for cid in sorted(self.down):  # sorted: the in-process loop sums clients in this order
@@ -102,7 +109,7 @@ class WorkbenchStrategy(Strategy):
         return to_record(new_state), metrics
 
     def _accept(self, round_: int, cid: int, reply: Message | None,
-                reference: Mapping[str, Tensor] | None) -> dict[str, Tensor]:
+                reference: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Record one client's costs and return its validated upload (or refuse it)."""
         if reply is None:
             self.ledger.add(cid, 0, 0, self.down[cid], math.nan)
@@ -112,12 +119,14 @@ class WorkbenchStrategy(Strategy):
             raise InvalidUpdateError(cid, None, f"the ClientApp failed: {reply.error.reason}")
         record = reply.content.array_records.get("arrays")
         metrics = reply.content.metric_records.get("metrics", MetricRecord())
-        up = self._count(round_, cid, "up", record) if record is not None else 0
+        try:
+            up = self._count(round_, cid, "up", record) if record is not None else 0
+        except (TypeError, ValueError):  # arrays of no known dtype: decode_update refuses them
+            up = 0
         self.ledger.add(cid, int(metrics.get("train-flops", 0)), up, self.down[cid],
                         float(metrics.get("train-loss", math.nan)))
         update = decode_update(cid, record)
-        if reference is not None:
-            validate_update(cid, update, reference)
+        validate_update(cid, update, reference)
         return update
 
     def _aggregate(self, round_: int, uploads: dict[int, dict[str, Tensor]],
@@ -141,26 +150,37 @@ class WorkbenchStrategy(Strategy):
     # ---- evaluation ----------------------------------------------------------------------
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
-        """Every client, on the rounds the in-process loop evaluates; nobody otherwise."""
-        fed = self.config.federation
-        if server_round % fed.eval_every and server_round != fed.rounds:
+        """In the in-process loop's evaluation rounds: every client not evaluated on upload."""
+        if not self._evaluates(server_round):
             return []
         content = RecordDict({"config": ConfigRecord({ROUND: server_round})})
         return [Message(content, dst_node_id=self.nodes[cid], message_type=MessageType.EVALUATE,
-                        group_id=str(server_round)) for cid in sorted(self.nodes)]
+                        group_id=str(server_round))
+                for cid in sorted(self.nodes) if cid not in self.evaluated]
 
     def aggregate_evaluate(self, server_round: int,
                            replies: Iterable[Message]) -> MetricRecord | None:
         """One row per client, its costs settled since its last row, as `evaluate_all` does."""
-        answered = self._by_client(replies)
+        if not self._evaluates(server_round):
+            return None
+        evaluated, self.evaluated = self.evaluated, {}
+        for cid, reply in self._by_client(replies).items():
+            if reply.has_error():
+                log.error("round %d: evaluation of client %d failed: %s", server_round, cid,
+                          reply.error.reason)
+            else:
+                evaluated[cid] = reply.content.metric_records["evaluation"]
+        missing = sorted(set(self.nodes) - set(evaluated))
+        if missing:
+            log.error("round %d: no evaluation from clients %s; their rows are missing",
+                      server_round, missing)
         new_rows = []
-        for cid in sorted(self.nodes):
-            reply = answered.get(cid)
-            if reply is None or reply.has_error():
-                reason = "no reply" if reply is None else reply.error.reason
-                log.error("round %d: evaluation of client %d failed: %s", server_round, cid, reason)
-                continue
-            new_rows.append(self._row(server_round, cid, reply.content.metric_records["metrics"]))
+        for cid in sorted(evaluated):
+            try:
+                new_rows.append(self._row(server_round, cid, evaluated[cid]))
+            except (KeyError, TypeError, ValueError) as error:
+                log.error("round %d: unreadable evaluation from client %d: %r", server_round,
+                          cid, error)
         self.rows.extend(new_rows)
         if not new_rows:
             return None
@@ -170,14 +190,21 @@ class WorkbenchStrategy(Strategy):
 
     def _row(self, round_: int, cid: int, metrics: MetricRecord) -> Row:
         """A client's table row from its evaluation metrics and its settled costs."""
+        accuracy, loss = float(metrics["accuracy"]), float(metrics["loss"])
+        num_train, num_test = int(metrics["num-train"]), int(metrics["num-test"])
+        # settled only once the metrics were readable: unsettled costs go into the next row
         took_part, train_loss, flops, up, down = self.ledger.settle(cid)
         return Row(round=round_, client=cid, model=self.handles[cid].model_name,
-                   algorithm=self.algorithm.name, participated=took_part,
-                   accuracy=float(metrics["accuracy"]), loss=float(metrics["loss"]),
-                   train_loss=train_loss, train_flops=flops, bytes_up=up, bytes_down=down,
-                   num_train=int(metrics["num-train"]), num_test=int(metrics["num-test"]))
+                   algorithm=self.algorithm.name, participated=took_part, accuracy=accuracy,
+                   loss=loss, train_loss=train_loss, train_flops=flops, bytes_up=up,
+                   bytes_down=down, num_train=num_train, num_test=num_test)
 
     # ---- helpers -------------------------------------------------------------------------
+    def _evaluates(self, round_: int) -> bool:
+        """Whether the in-process loop evaluates after this round."""
+        fed = self.config.federation
+        return round_ % fed.eval_every == 0 or round_ == fed.rounds
+
     def _by_client(self, replies: Iterable[Message]) -> dict[int, Message]:
         """Replies keyed by the client id of the node that sent them."""
         answered = {}

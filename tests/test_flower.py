@@ -1,0 +1,239 @@
+"""Flower support: records, config, the server's refusals, runs on Flower's simulation engine."""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+pytest.importorskip("flwr", reason="the Flower extra is not installed: pip install -e .[flower]")
+
+from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, RecordDict  # noqa: E402
+from flwr.cli.config_utils import load_and_validate  # noqa: E402
+from flwr.clientapp import ClientApp  # noqa: E402
+from flwr.serverapp import Grid  # noqa: E402
+from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
+
+from workbench.accounting import payload_bytes  # noqa: E402
+from workbench.config import ConfigError, build_config, defaults  # noqa: E402
+from workbench.flower.client_app import make_client_app  # noqa: E402
+from workbench.flower.local import simulate  # noqa: E402
+from workbench.flower.payloads import REFERENCES, check_supported  # noqa: E402
+from workbench.flower.records import from_record, record_bytes, to_record  # noqa: E402
+from workbench.flower.settings import (FlowerSettings, partition_id, split_run_config,  # noqa: E402
+                                       to_run_config)
+from workbench.flower.server_app import run_server  # noqa: E402
+from workbench.flower.strategy import WorkbenchStrategy  # noqa: E402
+from workbench.results import read_run  # noqa: E402
+from workbench.simulation import run_experiment  # noqa: E402
+
+APP = Path(__file__).resolve().parents[1] / "workbench" / "flower" / "app"
+FLOWER_TINY = dict(dataset="digits", num_clients=4, rounds=2, batch_size=64, seed=0, device="cpu")
+
+
+@pytest.fixture
+def no_telemetry(monkeypatch):
+    """Flower and Ray must not try to phone home from a machine without internet."""
+    monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "0")
+    monkeypatch.setenv("FLWR_DISABLE_UPDATE_CHECK", "1")
+    monkeypatch.setenv("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # a Ray FutureWarning
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread, like a Ray actor with num_cpus=1: same float reduction order."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ---- records and config ------------------------------------------------------------------
+def test_records_round_trip_exactly_and_count_tensor_bytes():
+    payload = {"w": torch.randn(4, 500), "counts": torch.arange(10), "mask": torch.rand(10) > 0.5}
+    record = to_record(payload)
+    back = from_record(record)
+    for name, t in payload.items():
+        assert back[name].dtype == t.dtype and torch.equal(back[name], t)
+    tensor, serialized = record_bytes(record)
+    assert tensor == payload_bytes(payload) == 4 * 500 * 4 + 10 * 8 + 10
+    assert serialized - tensor == sum(len(a.data) for a in record.values()) - tensor > 0  # .npy
+
+
+def test_run_config_round_trips_and_refuses_bad_values():
+    config = build_config({**FLOWER_TINY, "models": "cnn1,cnn3", "lora_targets": "head"})
+    settings = FlowerSettings(out_dir="/tmp/x", timeout=5.0, wait_nodes=7.0)
+    assert split_run_config(to_run_config(config, settings)) == (config, settings)
+    with pytest.raises(ConfigError, match="rnk"):
+        split_run_config({"rnk": 4})
+    with pytest.raises(ConfigError, match="timeout=-1"):
+        split_run_config({"timeout": -1})
+
+
+def test_partition_id_is_checked_against_the_run():
+    assert partition_id({"partition-id": "2", "num-partitions": 4}, 4) == 2
+    with pytest.raises(ConfigError, match="lacks partition-id"):
+        partition_id({}, 4)
+    with pytest.raises(ConfigError, match="partition-id=4 is out of range"):
+        partition_id({"partition-id": 4}, 4)
+    with pytest.raises(ConfigError, match="num-partitions=3 differs"):
+        partition_id({"partition-id": 0, "num-partitions": 3}, 4)
+
+
+def test_unsupported_algorithm_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match="algorithm='fedkd' cannot run on Flower: .*FedKD.round"):
+        check_supported("fedkd")
+
+
+def test_flower_app_config_holds_valid_parameters_at_their_defaults():
+    config, warnings = load_and_validate(APP / "pyproject.toml")  # imports both components too
+    app_config = config["tool"]["flwr"]["app"]["config"]
+    flat = {k: v for k, v in app_config.items() if k not in ("out-dir", "timeout", "wait-nodes")}
+    expected = to_run_config(build_config({}))
+    assert {k: expected[k] for k in flat} == flat
+    assert {"rank", "mu", "num_clients", "rounds", "algorithm"} <= set(flat) <= set(defaults())
+    assert tomllib.loads((APP / "pyproject.toml").read_text())["tool"]["flwr"]["app"][
+        "components"] == {"serverapp": "workbench.flower.server_app:app",
+                          "clientapp": "workbench.flower.client_app:app"}
+
+
+# ---- the server's refusals, without Ray ---------------------------------------------------
+@pytest.fixture
+def task_identity():
+    """Messages read the identity of the running task; a unit test has none, so set one."""
+    saved = (TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id)
+    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
+    yield
+    TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved
+
+
+def _reply(message: Message, upload: dict, flops: int = 10) -> Message:
+    """A client's train reply carrying `upload`."""
+    metrics = MetricRecord({"train-flops": flops, "train-loss": 0.5, "num-examples": 100})
+    return Message(RecordDict({"arrays": to_record(upload), "metrics": metrics}), reply_to=message)
+
+
+def test_malformed_and_failed_updates_are_refused_and_the_round_completes(task_identity):
+    config = build_config({**FLOWER_TINY, "num_clients": 5})
+    info = {cid: {"num-train": 100 + cid} for cid in range(5)}
+    strategy = WorkbenchStrategy(config, {cid: 10 + cid for cid in range(5)}, info)
+    arrays = strategy.initial_arrays()
+    messages = {m.metadata.dst_node_id - 10: m
+                for m in strategy.configure_train(1, arrays, ConfigRecord(), grid=None)}
+    theta = from_record(arrays)
+    good = {name: t + 1.0 for name, t in theta.items()}
+    nan = {name: torch.full_like(t, math.nan) for name, t in theta.items()}
+    wide = {name: torch.zeros(t.shape[0] + 1, *t.shape[1:]) for name, t in theta.items()}
+    renamed = {name + "x": t for name, t in theta.items()}
+    replies = [_reply(messages[0], good), _reply(messages[1], nan), _reply(messages[2], wide),
+               _reply(messages[3], renamed), Message(Error(code=0, reason="boom"),
+                                                     reply_to=messages[4])]
+    new, metrics = strategy.aggregate_train(1, replies)
+    assert metrics["accepted"] == 1 and metrics["refused"] == 4
+    for name, t in from_record(new).items():  # only client 0's update was averaged
+        assert torch.equal(t, good[name])
+    errors = {r["client"]: r["error"] for r in strategy.refusals}
+    assert "contains NaN or infinity" in errors[1]
+    assert "shape (5, 500) != (4, 500)" in errors[2]
+    assert "keys differ: missing" in errors[3]
+    assert "the ClientApp failed: boom" in errors[4]
+    assert strategy.ledger.up[1] == payload_bytes(nan) and strategy.ledger.flops[4] == 0
+
+
+# ---- every supported algorithm, through the apps, without Ray ----------------------------
+class LoopbackGrid(Grid):
+    """Hands each message to the ClientApp of its node in this process: the ServerApp and
+    ClientApp code paths of a real run, without Ray or a network."""
+
+    def __init__(self, app: ClientApp, num_nodes: int) -> None:
+        self.app = app
+        self.contexts = {100 + k: Context(run_id=7, node_id=100 + k, state=RecordDict(),
+                                          node_config={"partition-id": k,
+                                                       "num-partitions": num_nodes},
+                                          run_config={}) for k in range(num_nodes)}
+
+    def set_run(self, run):
+        raise NotImplementedError
+
+    @property
+    def run(self):
+        raise NotImplementedError
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):
+        raise NotImplementedError
+
+    def get_node_ids(self):
+        return list(self.contexts)
+
+    def push_messages(self, messages):
+        raise NotImplementedError
+
+    def pull_messages(self, message_ids):
+        raise NotImplementedError
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = []
+        for message in messages:
+            try:
+                replies.append(self.app(message, self.contexts[message.metadata.dst_node_id]))
+            except Exception as error:  # what Flower's runtimes turn a ClientApp failure into
+                replies.append(Message(Error(code=0, reason=repr(error)), reply_to=message))
+        return replies
+
+
+@pytest.mark.parametrize("algorithm", sorted(REFERENCES))
+def test_every_supported_algorithm_runs_through_the_apps_as_in_process(algorithm, tmp_path,
+                                                                       task_identity, one_thread):
+    """Sampling half the clients, evaluating every 2nd round: identical tables."""
+    config = build_config({**FLOWER_TINY, "algorithm": algorithm, "rounds": 3, "eval_every": 2,
+                           "fraction": 0.5, "seed": 3})
+    run_config = to_run_config(config, FlowerSettings(out_dir=str(tmp_path / "run")))
+    app = make_client_app(run_config, str(tmp_path / "nodes"))
+    run_server(LoopbackGrid(app, config.federation.num_clients), run_config)
+    _, table = read_run(tmp_path / "run")
+    expected = run_experiment(config, out_dir=tmp_path / "in-process")
+    pd.testing.assert_frame_equal(table, read_run(expected.run_dir)[1], check_exact=True)
+    assert sorted(table["round"].unique()) == [2, 3]
+
+
+# ---- Flower's simulation engine ------------------------------------------------------------
+def test_fedlora_on_flower_simulation_equals_the_in_process_run(tmp_path, no_telemetry,
+                                                                one_thread):
+    """4 clients × 2 rounds: identical table (same sampling, seeds, partition, aggregation;
+    the in-process run uses one torch thread like the Ray actors, see docs/flower.md)."""
+    config = build_config(FLOWER_TINY)
+    expected = run_experiment(config, out_dir=tmp_path / "in-process")
+    got = simulate(config, tmp_path / "flower", state_dir=tmp_path / "nodes")
+    (flat, table), (ref_flat, ref_table) = read_run(got.run_dir), read_run(expected.run_dir)
+    assert flat == ref_flat == config.to_flat()
+    pd.testing.assert_frame_equal(table, ref_table, check_exact=True)
+    assert got.summary == expected.summary
+    details = json.loads((tmp_path / "flower" / "flower.json").read_text())
+    assert details["refused"] == [] and len(details["messages"]) == 2 * 2 * 4
+    for message in details["messages"]:  # only the adapter travels, counted as sent
+        assert all("lora_" in key for key in message["keys"]), message["keys"]
+        assert message["tensor_bytes"] == 4 * 4 * (500 + 10)
+        assert message["serialized_bytes"] > message["tensor_bytes"]
+    for cid in range(4):  # the private model stays on its node, in its local storage
+        (state_file,) = (tmp_path / "nodes").glob(f"run-*/client-{cid}.pt")
+        saved = torch.load(state_file, weights_only=True)["model"]
+        assert any(key.startswith("conv1.") for key in saved)
+
+
+def test_malformed_clients_are_refused_in_a_flower_simulation(tmp_path, no_telemetry):
+    config = build_config(FLOWER_TINY)
+    faults = {1: "nan", 2: "shape", 3: "keys"}
+    result = simulate(config, tmp_path / "run", faults=faults)
+    assert len(result.table) == 2 * 4  # every round completed and every client was evaluated
+    refused = json.loads((tmp_path / "run" / "flower.json").read_text())["refused"]
+    assert sorted((r["round"], r["client"]) for r in refused) == [
+        (r, c) for r in (1, 2) for c in (1, 2, 3)]
+    reasons = {r["client"]: r["error"] for r in refused}
+    assert "client 1" in reasons[1] and "NaN" in reasons[1]
+    assert "shape (5, 500) != (4, 500)" in reasons[2]
+    assert "unexpected ['extra', 'head.lora_A.renamed']" in reasons[3]
