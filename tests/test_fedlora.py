@@ -81,3 +81,9 @@ def test_every_client_and_the_server_start_from_the_same_adapter():
     assert torch.count_nonzero(server["head.lora_B"]) == 0
     for c in clients:
         assert all(torch.equal(adapter_state(c.state["model"])[k], v) for k, v in server.items())
+
+
+def test_no_gradients_are_kept_after_local_training():
+    algorithm, (client,) = make_algorithm(num_clients=1)
+    algorithm.local_update(client, torch.Generator().manual_seed(0))
+    assert all(p.grad is None for p in client.state["model"].parameters())

@@ -7,6 +7,8 @@ its own process (so its peak resident memory is its own) and measures, alternati
   augmentation, evaluation or accounting: the limit of this machine;
 - workbench: the same rounds through `simulation.run_loop` (evaluation and accounting included).
 Round time excludes set-up and the first round (warm-up, FLOP counting); medians over repeats.
+Peak memory is that of a separate fresh process running the workbench part once (imports,
+data and all clients included).
 """
 
 from __future__ import annotations
@@ -40,22 +42,22 @@ class Workload:
     clients: int
     fraction: float
     samples: int  # training samples per client; the test split is a fifth of it
-    rounds: int  # timed rounds (one more runs first as warm-up)
-    eval_every: int
+    rounds: int  # timed rounds (one more runs first as warm-up); every round is evaluated
     algorithm: str = "fedlora"
     epochs: int = 1
     batch_size: int = 64
 
 
 WORKLOADS: dict[str, Workload] = {
-    "paper-10": Workload(clients=10, fraction=1.0, samples=250, rounds=3, eval_every=1),
-    "paper-100": Workload(clients=100, fraction=0.1, samples=250, rounds=3, eval_every=1),
-    "paper-100-eval5": Workload(clients=100, fraction=0.1, samples=250, rounds=5, eval_every=5),
-    "fedproto-10": Workload(clients=10, fraction=1.0, samples=250, rounds=3, eval_every=1,
-                            algorithm="fedproto"),
-    "scale-1000": Workload(clients=1000, fraction=0.1, samples=250, rounds=2, eval_every=2),
+    "paper-10": Workload(clients=10, fraction=1.0, samples=250, rounds=3),
+    "paper-100": Workload(clients=100, fraction=0.1, samples=250, rounds=3),
+    "fedproto-10": Workload(clients=10, fraction=1.0, samples=250, rounds=3, algorithm="fedproto"),
+    # growth with the number of clients at C = 0.1 (CIFAR-10's 50k images over 1,000 clients)
+    "scale-10": Workload(clients=10, fraction=0.1, samples=50, rounds=5),
+    "scale-100": Workload(clients=100, fraction=0.1, samples=50, rounds=5),
+    "scale-1000": Workload(clients=1000, fraction=0.1, samples=50, rounds=5),
 }
-DEFAULT = ("paper-10", "paper-100", "fedproto-10")
+DEFAULT = ("paper-10", "paper-100", "fedproto-10", "scale-10", "scale-100", "scale-1000")
 
 
 def workload_config(w: Workload, device: str) -> ExperimentConfig:
@@ -79,14 +81,10 @@ def make_environment(config: ExperimentConfig, samples: int) -> tuple[list[Clien
 
 
 def time_workbench(config: ExperimentConfig, w: Workload, samples: int) -> float:
-    """Seconds per round of run_loop, timed between evaluated rounds after the first."""
+    """Seconds per round of run_loop, from the end of the warm-up round to the end of the last."""
     clients, env = make_environment(config, samples)
     marks: list[float] = []
-    sparse = config.replace(eval_every=w.eval_every) if w.eval_every > 1 else config
-    run_loop(sparse.replace(rounds=1 + w.rounds), clients, env,
-             progress=lambda r, *_: marks.append(time.perf_counter()) if r in (1, 1 + w.rounds) else None)
-    if w.eval_every > 1:  # round 1 is not evaluated: time from set-up's end is not available
-        return float("nan") if len(marks) < 2 else (marks[-1] - marks[0]) / w.rounds
+    run_loop(config, clients, env, progress=lambda r, *_: marks.append(time.perf_counter()))
     return (marks[-1] - marks[0]) / w.rounds
 
 
@@ -132,8 +130,15 @@ def time_bare(config: ExperimentConfig, w: Workload, samples: int) -> float:
     return (time.perf_counter() - started) / w.rounds
 
 
+def workbench_peak_rss_mb(name: str, device: str) -> float:
+    """Peak resident memory (MB) of a fresh process that runs only the workbench part once."""
+    w = WORKLOADS[name]
+    time_workbench(workload_config(w, device), w, w.samples)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def measure(name: str, repeat: int, device: str) -> dict[str, Any]:
-    """One workload's medians (run in a fresh process so peak memory is its own)."""
+    """One workload's timing medians (bare and workbench alternating, in one process)."""
     w = WORKLOADS[name]
     config = workload_config(w, device)
     bare, bench = [], []
@@ -143,10 +148,10 @@ def measure(name: str, repeat: int, device: str) -> dict[str, Any]:
     bare_s, bench_s = statistics.median(bare), statistics.median(bench)
     participants = max(1, round(w.fraction * w.clients))
     return {"workload": name, "algorithm": w.algorithm, "clients": w.clients,
-            "fraction": w.fraction, "samples_per_client": w.samples, "eval_every": w.eval_every,
+            "fraction": w.fraction, "samples_per_client": w.samples,
             "device": device, "bare_s": bare_s, "workbench_s": bench_s, "ratio": bench_s / bare_s,
             "rounds_per_s": 1 / bench_s, "samples_per_s": participants * w.samples * 2 * w.epochs / bench_s,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mb": float("nan"),  # filled in from a separate process
             "repeats": repeat, "bare_all": bare, "workbench_all": bench, "workload_spec": asdict(w)}
 
 
@@ -170,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         with context.Pool(1) as pool:
             r = pool.apply(measure, (name, args.repeat, args.device))
+        with context.Pool(1) as pool:  # a fresh process: its peak is the workbench's alone
+            r["peak_rss_mb"] = pool.apply(workbench_peak_rss_mb, (name, args.device))
         results.append(r)
         print(f"{name:16} {r['clients']:7d} {r['bare_s']:10.3f} {r['workbench_s']:9.3f} "
               f"{r['ratio']:6.3f} {r['rounds_per_s']:6.2f} {r['samples_per_s']:9.0f} "

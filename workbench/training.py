@@ -57,6 +57,7 @@ def run_phase(modules: list[nn.Module], loss_fn: LossFn, batches: Batches, epoch
             flops += step_flops
             steps += 1
             losses.append(loss)
+    optimizer.zero_grad(set_to_none=True)  # an idle client should not hold a model-sized .grad
     mean_loss = torch.stack(losses).mean().item() if losses else float("nan")
     return PhaseStats(flops=flops, steps=steps, mean_loss=mean_loss)
 
