@@ -46,6 +46,11 @@ class Environment:
     flip: bool
 
 
+def state_copy(model: nn.Module) -> dict[str, Tensor]:
+    """Detached copies of every tensor of a model's state: a whole model as a payload."""
+    return {name: t.detach().clone() for name, t in model.state_dict().items()}
+
+
 def derived_seed(*parts: int) -> int:
     """A 63-bit seed derived from integers (run seed, round, client, purpose)."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)

@@ -11,14 +11,10 @@ own latest local update (a never-sampled client holds θ⁰).
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from workbench.algorithms.base import Algorithm, Client, Payload, derived_seed
+from workbench.algorithms.base import Algorithm, Client, Payload, derived_seed, state_copy
 
-
-def model_state(model: nn.Module) -> dict[str, Tensor]:
-    """Every tensor of the model's state dict, detached copies (the whole model on the wire)."""
-    return {name: t.detach().clone() for name, t in model.state_dict().items()}
 
 
 class FedAvg(Algorithm):
@@ -38,11 +34,11 @@ class FedAvg(Algorithm):
 
     def initial_server_state(self) -> dict[str, Tensor]:
         """θ⁰: all parameters of one freshly built `fedavg_model`."""
-        return model_state(self.build(self.config.fedavg.model, self.global_seed()))
+        return state_copy(self.build(self.config.fedavg.model, self.global_seed()))
 
     def receive(self, client: Client, payload: Payload) -> None:
         """Overwrite the client's model with the global one (strict: every tensor, exactly)."""
         client.state["model"].load_state_dict(dict(payload), strict=True)
 
     def upload(self, client: Client) -> Payload:
-        return model_state(client.state["model"])
+        return state_copy(client.state["model"])

@@ -28,10 +28,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from workbench.aggregation import InvalidUpdateError, weighted_average
-from workbench.algorithms.base import Algorithm, Client, Environment, Payload, derived_seed
+from workbench.algorithms.base import (Algorithm, Client, Environment, Payload, derived_seed,
+                                       state_copy)
 from workbench.compression import compress_state, decompress_state, energy_schedule, merge_payloads
 from workbench.config import ExperimentConfig
 from workbench.training import LossFn, PhaseStats
@@ -55,10 +56,6 @@ def fedkd_losses(t_logits: Tensor, s_logits: Tensor, t_hidden: Tensor, s_hidden:
                         + hidden_weight * F.mse_loss(s_hidden, t_hidden.detach())) / quality
     return teacher, student
 
-
-def state_copy(model: nn.Module) -> dict[str, Tensor]:
-    """A detached copy of every tensor of a model's state."""
-    return {name: t.detach().clone() for name, t in model.state_dict().items()}
 
 
 class FedKD(Algorithm):

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from workbench.algorithms.base import Algorithm, Client, Payload, derived_seed
+from workbench.algorithms.base import Algorithm, Client, Payload, derived_seed, state_copy
 from workbench.training import LossFn, PhaseStats
 
 
@@ -68,7 +68,3 @@ class FML(Algorithm):
     def upload(self, client: Client) -> Payload:
         return state_copy(client.state["shared"])
 
-
-def state_copy(model: nn.Module) -> dict[str, Tensor]:
-    """A detached copy of every tensor of a model's state."""
-    return {name: t.detach().clone() for name, t in model.state_dict().items()}
