@@ -6,7 +6,7 @@ import torch
 
 from workbench.algorithms import REGISTRY, Client, Environment
 from workbench.config import build_config
-from workbench.data import ClientData, Normalizer
+from workbench.data import ClientData
 
 
 def synthetic_client(cid: int, model_name: str, n: int = 40, classes: int = 10, seed: int = 0) -> Client:
@@ -21,8 +21,7 @@ def make_algorithm(cls=None, **flat):
     """An algorithm instance with set-up clients (one per model in `models`); `cls` overrides
     the registry lookup (for an algorithm not registered yet)."""
     config = build_config({"device": "cpu", "augment": False, "batch_size": 16, **flat})
-    env = Environment(num_classes=config.num_classes, device=torch.device("cpu"),
-                      normalize=Normalizer((0.5,) * 3, (0.25,) * 3), flip=False)
+    env = Environment.without_data(config.num_classes, torch.device("cpu"))
     algorithm = (cls or REGISTRY[config.run.algorithm])(config, env)
     clients = [synthetic_client(k, m) for k, m in enumerate(config.client_models())]
     for c in clients:

@@ -30,7 +30,7 @@ from workbench.adapters import inject_lora, set_trainable
 from workbench.algorithms import Client, Environment
 from workbench.config import ExperimentConfig, build_config
 from workbench.costs import synthetic_clients
-from workbench.data import ClientData, Normalizer
+from workbench.data import ClientData
 from workbench.models import build_model
 from workbench.simulation import run_loop, sample_clients
 
@@ -75,8 +75,7 @@ def make_environment(config: ExperimentConfig, samples: int) -> tuple[list[Clien
     for c in clients:
         x, y = c.data.train_x.to(device), c.data.train_y.to(device)
         c.data = ClientData(x[:samples], y[:samples], x[samples:], y[samples:])
-    env = Environment(num_classes=10, device=device, flip=False,
-                      normalize=Normalizer((0.5,) * 3, (0.25,) * 3, device))
+    env = Environment.without_data(10, device)
     return clients, env
 
 

@@ -16,7 +16,7 @@ import torch
 
 from workbench.algorithms import REGISTRY, Client, Environment
 from workbench.config import ALGORITHMS, build_config
-from workbench.data import ClientData, Normalizer
+from workbench.data import ClientData
 from workbench.simulation import Ledger, run_round
 
 COLUMNS = ["algorithm", "model", "train_flops", "bytes_up", "bytes_down"]
@@ -40,8 +40,7 @@ def method_costs(flat: Mapping[str, Any], algorithm: str, samples_per_client: in
     models = list(dict.fromkeys(base.client_models()))  # distinct architectures, in order
     config = base.replace(num_clients=len(models), fraction=1.0, rounds=2, eval_every=1,
                           models=models)
-    env = Environment(num_classes=config.num_classes, device=torch.device("cpu"),
-                      normalize=Normalizer((0.5,) * 3, (0.25,) * 3), flip=False)
+    env = Environment.without_data(config.num_classes, torch.device("cpu"))
     held = config.data.classes_per_client if config.data.partition == "pathological" else config.num_classes
     clients = synthetic_clients(config.client_models(), samples_per_client, config.num_classes,
                                 held, config.run.seed)

@@ -93,7 +93,6 @@ def per_round(table: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataFr
     frames = []
     for point, rows in table.groupby("point", sort=True):
         curve = mean_accuracy(rows)
-        curve["cum_bytes"] = curve["cum_bytes_up"] + curve["cum_bytes_down"]
         frames.append(curve.assign(point=point, **{k: rows[k].iloc[0] for k in keys}))
     value_columns = ["accuracy", "cum_train_flops", "cum_bytes_up", "cum_bytes_down", "cum_bytes"]
     if not frames:
@@ -110,7 +109,6 @@ def point_summary(table: pd.DataFrame, swept: Sequence[str]) -> pd.DataFrame:
     rows = []
     for point, frame in _points(table).groupby("point", sort=True):
         summary = summarize(frame)
-        summary["total_bytes"] = summary["total_bytes_up"] + summary["total_bytes_down"]
         rows.append({"point": point, **{k: frame[k].iloc[0] for k in keys},
                      "algorithm": frame["algorithm"].iloc[0], **summary})
     return pd.DataFrame(rows, columns=["point", *keys, *SUMMARY_VALUES])

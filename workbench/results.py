@@ -53,6 +53,7 @@ def mean_accuracy(frame: pd.DataFrame) -> pd.DataFrame:
         bytes_up=("bytes_up", "sum"), bytes_down=("bytes_down", "sum")).reset_index()
     for column in COST_COLUMNS:
         per_round[f"cum_{column}"] = per_round[column].cumsum()
+    per_round["cum_bytes"] = per_round["cum_bytes_up"] + per_round["cum_bytes_down"]
     return per_round
 
 
@@ -68,6 +69,7 @@ def summarize(frame: pd.DataFrame) -> dict[str, Any]:
         "total_train_flops": int(frame["train_flops"].sum()),
         "total_bytes_up": int(frame["bytes_up"].sum()),
         "total_bytes_down": int(frame["bytes_down"].sum()),
+        "total_bytes": int(frame["bytes_up"].sum() + frame["bytes_down"].sum()),
     }
 
 
@@ -106,20 +108,14 @@ def cost_to_target(runs: dict[str, pd.DataFrame], target: float,
     """
     if not 0 < target <= 1:
         raise ValueError(f"target={target} must be a mean accuracy in (0, 1]")
+    columns = ("round", "cum_train_flops", "cum_bytes_up", "cum_bytes_down", "cum_bytes")
     rows = []
     for label, frame in runs.items():
         per_round = mean_accuracy(frame)
         hit = per_round[per_round["accuracy"] >= target]
-        nan = float("nan")
-        row = {"run": label, "target": target, "reached": not hit.empty, "round": nan,
-               "cum_train_flops": nan, "cum_bytes_up": nan, "cum_bytes_down": nan}
-        if not hit.empty:
-            first = hit.iloc[0]
-            row.update({c: float(first[c]) for c in (
-                "round", "cum_train_flops", "cum_bytes_up", "cum_bytes_down")})
-        rows.append(row)
+        rows.append({"run": label, "target": target, "reached": not hit.empty,
+                     **{c: float(hit.iloc[0][c]) if not hit.empty else float("nan") for c in columns}})
     table = pd.DataFrame(rows)
-    table["cum_bytes"] = table["cum_bytes_up"] + table["cum_bytes_down"]
     ref = table[(table["run"] == reference) & table["reached"]]
     if not ref.empty:
         for column, name in (("cum_train_flops", "flops"), ("cum_bytes", "bytes"), ("round", "rounds")):

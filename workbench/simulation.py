@@ -55,6 +55,15 @@ class Ledger:
         self.down[cid] = self.down.get(cid, 0) + down
         self.train_loss[cid] = loss
 
+    def row(self, round_: int, cid: int, model: str, algorithm: str, accuracy: float, loss: float,
+            num_train: int, num_test: int) -> Row:
+        """A client's table row: its evaluation and its costs settled since its previous row."""
+        took_part, train_loss, flops, up, down = self.settle(cid)
+        return Row(round=round_, client=cid, model=model, algorithm=algorithm,
+                   participated=took_part, accuracy=accuracy, loss=loss, train_loss=train_loss,
+                   train_flops=flops, bytes_up=up, bytes_down=down, num_train=num_train,
+                   num_test=num_test)
+
     def settle(self, cid: int) -> tuple[bool, float, int, int, int]:
         """(participated, last train loss, flops, up, down) since the last settlement; then reset."""
         took_part = cid in self.flops
@@ -93,6 +102,23 @@ def make_clients(config: ExperimentConfig, device: torch.device) -> tuple[list[C
     return clients, env
 
 
+def evaluates(config: ExperimentConfig, round_: int) -> bool:
+    """Whether every client is evaluated after this round (every eval_every-th and the last)."""
+    fed = config.federation
+    return round_ % fed.eval_every == 0 or round_ == fed.rounds
+
+
+def round_generator(seed: int, round_: int, cid: int) -> torch.Generator:
+    """The generator of a client's batches in a round, reproducible in any process."""
+    return torch.Generator().manual_seed(derived_seed(seed, round_, cid, 3))
+
+
+def evaluate_client(algorithm: Algorithm, client: Client) -> tuple[float, float]:
+    """Accuracy and loss of the client's deployed model on its local test split."""
+    return evaluate(lambda x: algorithm.predict(client, x), algorithm.test_batches(client),
+                    algorithm.eval_modules(client))
+
+
 def materialize(algorithm: Algorithm, client: Client) -> None:
     """Set a client up on first use: a client that never trained holds only what its seed gives,
     so it needs no live state until it is sampled (memory grows with participants, not clients)."""
@@ -107,16 +133,11 @@ def evaluate_all(algorithm: Algorithm, clients: list[Client], ledger: Ledger, ro
         if c.evaluation is None or not algorithm.evaluation_is_local:
             transient = not c.state  # never trained: evaluate its initial state, then let it go
             materialize(algorithm, c)
-            c.evaluation = evaluate(lambda x: algorithm.predict(c, x), algorithm.test_batches(c),
-                                    algorithm.eval_modules(c))
+            c.evaluation = evaluate_client(algorithm, c)
             if transient:
                 c.state.clear()
-        accuracy, loss = c.evaluation
-        took_part, train_loss, flops, up, down = ledger.settle(c.cid)
-        rows.append(Row(round=round_, client=c.cid, model=c.model_name, algorithm=algorithm.name,
-                        participated=took_part, accuracy=accuracy, loss=loss, train_loss=train_loss,
-                        train_flops=flops, bytes_up=up, bytes_down=down,
-                        num_train=c.data.num_train, num_test=c.data.num_test))
+        rows.append(ledger.row(round_, c.cid, c.model_name, algorithm.name, *c.evaluation,
+                               c.data.num_train, c.data.num_test))
     return rows
 
 
@@ -133,8 +154,7 @@ def run_round(algorithm: Algorithm, clients: list[Client], server: dict, round_:
         client.evaluation = None  # its state changes from here on
         down = algorithm.broadcast(server, client)
         algorithm.receive(client, down)
-        generator = torch.Generator().manual_seed(derived_seed(cfg.run.seed, round_, cid, 3))
-        stats = algorithm.local_update(client, generator)
+        stats = algorithm.local_update(client, round_generator(cfg.run.seed, round_, cid))
         uploads[cid] = algorithm.upload(client)
         weights[cid] = float(client.data.num_train)
         ledger.add(cid, stats.flops, payload_bytes(uploads[cid]), payload_bytes(down),
@@ -175,11 +195,11 @@ def run_loop(config: ExperimentConfig, clients: list[Client], env: Environment,
         done_round, server, ledger_fields, rows = checkpoint.load(
             ckpt, config.to_flat(), algorithm, clients, env.device, lambda c: materialize(algorithm, c))
         ledger, start = Ledger(**ledger_fields), done_round + 1
-    rounds, every = config.federation.rounds, config.federation.eval_every
+    rounds = config.federation.rounds
     every_ckpt = config.run.checkpoint_every if run_dir is not None else 0
     for round_ in range(start, rounds + 1):
         server = run_round(algorithm, clients, server, round_, ledger)
-        if round_ % every == 0 or round_ == rounds:
+        if evaluates(config, round_):
             new_rows = evaluate_all(algorithm, clients, ledger, round_)
             rows.extend(new_rows)
             if progress is not None:

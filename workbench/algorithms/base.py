@@ -45,6 +45,12 @@ class Environment:
     normalize: Normalizer
     flip: bool
 
+    @classmethod
+    def without_data(cls, num_classes: int, device: torch.device) -> Environment:
+        """For synthetic data and servers: a fixed normalizer, no flips."""
+        return cls(num_classes=num_classes, device=device, flip=False,
+                   normalize=Normalizer((0.5,) * 3, (0.25,) * 3, device))
+
 
 def state_copy(model: nn.Module) -> dict[str, Tensor]:
     """Detached copies of every tensor of a model's state: a whole model as a payload."""

@@ -18,13 +18,12 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from workbench.algorithms.base import derived_seed
 from workbench.config import ExperimentConfig
 from workbench.flower.faults import corrupt
 from workbench.flower.node import NodeClient, client_data, open_client, save_client, state_root
 from workbench.flower.records import from_record, to_record
 from workbench.flower.settings import partition_id, split_run_config
-from workbench.training import evaluate
+from workbench.simulation import evaluate_client, round_generator
 
 ROUND, EVALUATE = "server-round", "evaluate"
 
@@ -45,8 +44,7 @@ def _train(message: Message, config: ExperimentConfig, node: NodeClient,
     round_ = int(message.content.config_records["config"][ROUND])
     algorithm.receive(client, from_record(message.content.array_records["arrays"],
                                           algorithm.env.device))
-    generator = torch.Generator().manual_seed(derived_seed(config.run.seed, round_, client.cid, 3))
-    stats = algorithm.local_update(client, generator)
+    stats = algorithm.local_update(client, round_generator(config.run.seed, round_, client.cid))
     upload = dict(algorithm.upload(client))
     save_client(node)  # after upload: some algorithms move the payload out of the client state
     if fault is not None:
@@ -61,9 +59,8 @@ def _train(message: Message, config: ExperimentConfig, node: NodeClient,
 
 def _evaluate(node: NodeClient) -> MetricRecord:
     """Accuracy and loss of the client's deployed model on its local test split."""
-    algorithm, client = node.algorithm, node.client
-    accuracy, loss = evaluate(lambda x: algorithm.predict(client, x),
-                              algorithm.test_batches(client), algorithm.eval_modules(client))
+    client = node.client
+    accuracy, loss = evaluate_client(node.algorithm, client)
     return MetricRecord({"accuracy": float(accuracy), "loss": float(loss),
                          "num-train": client.data.num_train, "num-test": client.data.num_test})
 

@@ -24,20 +24,18 @@ from torch import Tensor
 from workbench.aggregation import InvalidUpdateError, validate_update
 from workbench.algorithms import REGISTRY, Client, Environment
 from workbench.config import ExperimentConfig
-from workbench.data import Normalizer
 from workbench.flower.client_app import EVALUATE, ROUND
 from workbench.flower.payloads import check_supported, upload_reference
 from workbench.flower.records import decode_update, from_record, record_bytes, to_record
 from workbench.results import Row
-from workbench.simulation import Ledger, sample_clients
+from workbench.simulation import Ledger, evaluates, sample_clients
 
 log = logging.getLogger("flwr")
 
 
 def server_environment(config: ExperimentConfig) -> Environment:
     """The server's Environment: CPU, no data (the normalizer is never used on the server)."""
-    return Environment(num_classes=config.num_classes, device=torch.device("cpu"),
-                       normalize=Normalizer((0.0,) * 3, (1.0,) * 3), flip=False)
+    return Environment.without_data(config.num_classes, torch.device("cpu"))
 
 
 class WorkbenchStrategy(Strategy):
@@ -193,17 +191,13 @@ class WorkbenchStrategy(Strategy):
         accuracy, loss = float(metrics["accuracy"]), float(metrics["loss"])
         num_train, num_test = int(metrics["num-train"]), int(metrics["num-test"])
         # settled only once the metrics were readable: unsettled costs go into the next row
-        took_part, train_loss, flops, up, down = self.ledger.settle(cid)
-        return Row(round=round_, client=cid, model=self.handles[cid].model_name,
-                   algorithm=self.algorithm.name, participated=took_part, accuracy=accuracy,
-                   loss=loss, train_loss=train_loss, train_flops=flops, bytes_up=up,
-                   bytes_down=down, num_train=num_train, num_test=num_test)
+        return self.ledger.row(round_, cid, self.handles[cid].model_name, self.algorithm.name,
+                               accuracy, loss, num_train, num_test)
 
     # ---- helpers -------------------------------------------------------------------------
     def _evaluates(self, round_: int) -> bool:
         """Whether the in-process loop evaluates after this round."""
-        fed = self.config.federation
-        return round_ % fed.eval_every == 0 or round_ == fed.rounds
+        return evaluates(self.config, round_)
 
     def _by_client(self, replies: Iterable[Message]) -> dict[int, Message]:
         """Replies keyed by the client id of the node that sent them."""
