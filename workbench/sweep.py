@@ -26,6 +26,7 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
+from workbench import provenance
 from workbench.config import ConfigError, build_config
 from workbench.results import TABLE_FILE, read_run
 
@@ -173,14 +174,16 @@ def run_sweep(spec_source: str | Path | Mapping[str, Any], out: str | Path, work
     points = expand(spec)
     sweep_dir = Path(out).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
     todo = [p for p in points if point_state(sweep_dir, p)["state"] != "done"]
     print(f"sweep: {len(points)} points, {len(points) - len(todo)} already done, "
           f"{len(todo)} to run", flush=True)
     if todo:
         _run_points(sweep_dir, todo, workers, timeout)
-    states = [{"id": p.id, "params": p.swept, **point_state(sweep_dir, p)} for p in points]
+    states = [{"id": p.id, "params": p.swept, **point_state(sweep_dir, p), "resolved": p.flat}
+              for p in points]
     record = {"parameters": spec["parameters"], "grid": swept_values(spec), "spec": spec,
-              "points": states}
+              "points": states, "provenance": provenance.record(started, time.time())}
     (sweep_dir / "sweep.json").write_text(json.dumps(record, indent=2))
     collect(sweep_dir, points, list(record["grid"])).to_csv(sweep_dir / "results.csv", index=False)
     for s in states:
@@ -197,5 +200,6 @@ def export_points(sweep_dir: str | Path) -> list[Path]:
     """Export every executed point notebook of a sweep to HTML beside it (code shown)."""
     from workbench.export import notebook_to_html
 
-    return [notebook_to_html(nb, nb.with_suffix(".html"), hide_code=False)
+    shared = Path(sweep_dir) / "points" / "plotly.min.js"  # one copy, not 5 MB per page
+    return [notebook_to_html(nb, nb.with_suffix(".html"), hide_code=False, shared_plotlyjs=shared)
             for nb in sorted(Path(sweep_dir).glob("points/*/fedlora.ipynb"))]
