@@ -15,9 +15,9 @@ import nbformat
 import pandas as pd
 import pytest
 
-from workbench import export, provenance, reporting, stats, sweep_results, verdict
-from workbench.config import build_config
-from workbench.report_tables import configuration_rows, cost_rows, ratio_rows
+from workbench.lab import export, provenance, reporting, stats, sweep_results, verdict
+from workbench.core.config import build_config
+from workbench.lab.report_tables import configuration_rows, cost_rows, ratio_rows
 
 ROUNDS, CLIENTS, MODELS = 3, 3, ("cnn1", "cnn2", "cnn3")
 FEDLORA = {"algorithm": ["fedlora"], "rank": [1, 4], "mu": [0.2, 0.8]}
@@ -348,8 +348,8 @@ def test_empty_sweep(tmp_path: Path) -> None:
 
 
 def test_reporting_never_imports_torch() -> None:
-    code = ("import sys, workbench.reporting, workbench.export, workbench.verdict, "
-            "workbench.report_tables, workbench.provenance; assert 'torch' not in sys.modules")
+    code = ("import sys, workbench.lab.reporting, workbench.lab.export, workbench.lab.verdict, "
+            "workbench.lab.report_tables, workbench.lab.provenance; assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -1,6 +1,6 @@
 """Plotly figures of runs and sweeps: curves with seed bands, small multiples, heatmaps, costs.
 
-Every figure reads the tidy tables of `workbench.sweep_results` (pandas + plotly; never torch).
+Every figure reads the tidy tables of `workbench.lab.sweep_results` (pandas + plotly; never torch).
 Curves show each configuration's mean over its seeds with a 95% Student-t band; a configuration
 keeps one colour in every figure; costs are written in GFLOP and MB (10⁶ bytes), on a linear
 axis unless they span more than a factor `LOG_SPAN`.
@@ -18,9 +18,9 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from workbench.stats import interval_columns, seed_phrase
-from workbench.sweep_results import (algorithm_order, best_per_algorithm, pareto_front, per_round,
-                                     seed_curves, tick, with_points)
+from workbench.lab.stats import interval_columns, seed_phrase
+from workbench.lab.sweep_results import (algorithm_order, best_per_algorithm, pareto_front,
+                                         per_round, tick, with_points)
 
 TEMPLATE = "plotly_white"
 Cost = Literal["flops", "bytes"]

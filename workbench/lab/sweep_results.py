@@ -16,8 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from workbench.results import CONFIG_FILE, Row, mean_accuracy, summarize
-from workbench.stats import interval_columns
+from workbench.core.results import CONFIG_FILE, Row, mean_accuracy, summarize
+from workbench.lab.stats import interval_columns
 
 SPEC_FILE, TABLE_FILE = "sweep.json", "results.csv"
 RESULT_COLUMNS = (*Row.__dataclass_fields__, "cum_train_flops", "cum_bytes_up", "cum_bytes_down")
