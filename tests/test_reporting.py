@@ -81,7 +81,8 @@ def make_sweep(root: Path, seeds: tuple[int, ...] = (0, 1, 2)) -> Path:
     spec = {"parameters": {"dataset": "digits", "num_clients": CLIENTS, "rounds": ROUNDS},
             "grid": {"algorithm": ["fedlora", *BASELINES["algorithm"]], "rank": [1, 4],
                      "mu": [0.2, 0.8], "seed": list(seeds)},
-            "points": points, "provenance": provenance.record(time.time() - 60, time.time())}
+            "points": points,
+            "provenance": provenance.record(None, time.time() - 60, time.time(), len(points))}
     (root / "sweep.json").write_text(json.dumps(spec, indent=2))
     pd.DataFrame(rows).to_csv(root / "results.csv", index=False)
     return root
@@ -327,8 +328,10 @@ def test_provenance_tables(sweep) -> None:
     assert {"algorithm", "rank", "mu", "seed"} <= set(per_point.columns)
     env = provenance.environment_table(sweep.provenance, sweep.points["seconds"]).set_index("item")
     assert env.loc["git commit", "value"].startswith(provenance.git_state()["commit"])
-    assert env.loc["wall time of all points, summed", "value"] == provenance.duration(
-        sum(10 + i for i in range(18)))
+    assert env.loc["wall time of all points, summed", "value"] == "5 min 33 s (18 points timed)"
+    git = provenance.git_state()
+    assert env.loc["sweep run 1", "value"].endswith(
+        f"18 points in 1 min 00 s (commit {git['commit'][:12]}{', dirty' if git['dirty'] else ''})")
     assert provenance.duration(3725) == "1 h 02 min" and provenance.duration(65) == "1 min 05 s"
 
 
@@ -413,3 +416,23 @@ def test_point_pages_share_one_plotly_library(two_seeds: Path, tmp_path: Path) -
         html = page.read_text(encoding="utf-8")
         assert "* plotly.js v" not in html and '<script src="../plotly.min.js"></script>' in html
         assert len(html) < 1_000_000
+
+
+def test_sweep_records_resolved_parameters_and_provenance(tmp_path: Path) -> None:
+    from workbench.lab.sweep import run_sweep
+
+    tiny = {"dataset": "digits", "num_clients": 2, "rounds": 1, "device": "cpu", "batch_size": 64}
+    run_sweep({"parameters": tiny, "grid": {"rank": [2]}}, tmp_path, report=False)
+    record = json.loads((tmp_path / "sweep.json").read_text())
+    (point,) = record["points"]
+    assert point["state"] == "done" and point["seconds"] > 0
+    assert point["resolved"] == build_config({**tiny, "rank": 2}).to_flat()
+    found = record["provenance"]
+    assert found["commit"] == provenance.git_state()["commit"] and isinstance(found["dirty"], bool)
+    assert found["packages"]["torch"] == provenance.package_versions(("torch",))["torch"]
+    (run,) = found["runs"]
+    assert run["wall_seconds"] >= point["seconds"] and run["points_run"] == 1 and found["cpu"]
+    loaded = sweep_results.load_sweep(tmp_path)
+    assert loaded.resolved.loc[0, "lr"] == 0.01 and loaded.provenance == found
+    run_sweep({"parameters": tiny, "grid": {"rank": [2]}}, tmp_path, report=False)  # nothing to run
+    assert json.loads((tmp_path / "sweep.json").read_text())["provenance"] == found

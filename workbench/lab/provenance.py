@@ -83,10 +83,18 @@ def _iso(seconds: float) -> str:
     return dt.datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="seconds")
 
 
-def record(started: float, finished: float) -> dict[str, Any]:
-    """What a sweep run stores: its environment, start and end dates and wall time."""
-    return {**environment(), "started": _iso(started), "finished": _iso(finished),
-            "wall_seconds": round(finished - started, 1)}
+def record(previous: dict[str, Any] | None, started: float, finished: float,
+           points_run: int) -> dict[str, Any]:
+    """A sweep's provenance after one invocation: unchanged when it ran no point (the results
+    come from earlier runs), else this environment with this run appended to `runs`."""
+    previous = previous or {}
+    if points_run == 0:
+        return previous
+    env = environment()
+    run = {"started": _iso(started), "finished": _iso(finished),
+           "wall_seconds": round(finished - started, 1), "points_run": points_run,
+           "commit": env["commit"], "dirty": env["dirty"]}
+    return {**env, "runs": [*previous.get("runs", []), run]}
 
 
 def duration(seconds: float | None) -> str:
@@ -113,13 +121,20 @@ def environment_table(provenance: dict[str, Any], point_seconds: pd.Series) -> p
             ("Python", provenance.get("python")), ("platform", provenance.get("platform")),
             ("CPU", provenance.get("cpu")),
             ("GPU", ", ".join(provenance.get("gpus") or []) or "none found (nvidia-smi)"),
-            ("sweep run started", provenance.get("started")),
-            ("sweep run finished", provenance.get("finished")),
-            ("wall time of that run (points only, without the report)",
-             duration(provenance.get("wall_seconds"))),
-            ("wall time of all points, summed", duration(point_seconds.sum(min_count=1))),
-            ("points timed", f"{int(point_seconds.notna().sum())}")]
+            *_run_rows(provenance.get("runs", [])),
+            ("wall time of all points, summed", duration(point_seconds.sum(min_count=1)) +
+             f" ({int(point_seconds.notna().sum())} points timed)")]
     return pd.DataFrame(rows, columns=["item", "value"])
+
+
+def _run_rows(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """One row per sweep invocation that ran points, and their total wall time."""
+    rows = [(f"sweep run {i}", f"{run['started']} → {run['finished']}: {run['points_run']} points "
+                               f"in {duration(run['wall_seconds'])} (commit {str(run['commit'])[:12]}"
+                               f"{', dirty' if run['dirty'] else ''})")
+            for i, run in enumerate(runs, 1)]
+    total = sum(run["wall_seconds"] for run in runs)
+    return [*rows, ("wall time of the sweep runs (points only, without the report)", duration(total))]
 
 
 def parameter_tables(resolved: pd.DataFrame, points: pd.DataFrame,

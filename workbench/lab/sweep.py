@@ -175,6 +175,8 @@ def run_sweep(spec_source: str | Path | Mapping[str, Any], out: str | Path, work
     sweep_dir = Path(out).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    old = sweep_dir / "sweep.json"  # its provenance carries over when no point runs
+    previous = json.loads(old.read_text()).get("provenance") if old.is_file() else None
     todo = [p for p in points if point_state(sweep_dir, p)["state"] != "done"]
     print(f"sweep: {len(points)} points, {len(points) - len(todo)} already done, "
           f"{len(todo)} to run", flush=True)
@@ -183,7 +185,8 @@ def run_sweep(spec_source: str | Path | Mapping[str, Any], out: str | Path, work
     states = [{"id": p.id, "params": p.swept, **point_state(sweep_dir, p), "resolved": p.flat}
               for p in points]
     record = {"parameters": spec["parameters"], "grid": swept_values(spec), "spec": spec,
-              "points": states, "provenance": provenance.record(started, time.time())}
+              "points": states,
+              "provenance": provenance.record(previous, started, time.time(), len(todo))}
     (sweep_dir / "sweep.json").write_text(json.dumps(record, indent=2))
     collect(sweep_dir, points, list(record["grid"])).to_csv(sweep_dir / "results.csv", index=False)
     for s in states:
