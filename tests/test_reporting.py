@@ -191,8 +191,10 @@ def test_verdict_numbers_by_hand(summary, configs, sweep) -> None:
     assert vs_proto.best.difference.mean == pytest.approx(0.1)  # best = final for these
     assert found.target.accuracy == pytest.approx(0.9 * 0.72)
     costs = found.costs.set_index("configuration")
-    assert costs.loc[BEST, "reached"] == 3 and costs.loc["lg_fedavg", "reached"] == 2  # 0.62 < 0.648
-    assert math.isnan(verdict.ratios(found.costs, vs_best)["flops"])  # not every seed got there
+    assert costs.loc[BEST, "rounds"] == 3 and costs.loc[BEST, "seed_rounds"] == [3, 3, 3]
+    assert costs.loc["lg_fedavg", "seed_rounds"] == [3, 3]  # seed 0 ends at 0.62 < 0.648
+    assert math.isnan(costs.loc["lg_fedavg", "rounds"])  # the seed-mean curve ends at 0.64
+    assert math.isnan(verdict.ratios(found.costs, vs_best)["flops"])
     assert found.sentence.startswith("At this setting (digits), FedLoRA wins on final accuracy: "
                                      f"FedLoRA's best configuration ({BEST}) beats the best "
                                      "baseline (lg_fedavg), difference +8.0 points (95% CI")
@@ -204,15 +206,16 @@ def test_cost_to_target_by_hand(summary, configs, sweep) -> None:
     curves = sweep_results.seed_curves(sweep.table)
     found = verdict.decide(summary, configs, curves, "digits", target_accuracy=0.52)
     costs = found.costs.set_index("configuration")
-    assert costs.loc[BEST, "rounds"].mean == 2 and costs.loc["lg_fedavg", "rounds"].mean == 3
-    assert costs.loc[BEST, "flops"].mean == 2 * 6e9 and costs.loc[BEST, "flops"].n == 3
+    assert costs.loc[BEST, "rounds"] == 2 and costs.loc["lg_fedavg", "rounds"] == 3  # 0.57, 0.64
+    assert costs.loc[BEST, "flops"] == 2 * 6e9 and costs.loc[BEST, "bytes"] == 2 * 24_000
+    assert costs.loc["lg_fedavg", "seed_rounds"] == [3, 3, 3]  # round 2: 0.47, 0.50, 0.50
     r = verdict.ratios(found.costs, found.comparisons[0])
     assert r["rounds"] == pytest.approx(2 / 3) and r["flops"] == pytest.approx(12e9 / 36e9)
     assert r["bytes"] == pytest.approx(2 * 24_000 / (3 * 300_000))
     assert r["flops_per_round"] == pytest.approx(0.5) and r["bytes_per_round"] == pytest.approx(0.08)
     shown = ratio_rows(found).iloc[0]
     assert shown["rounds to target"] == "0.667×" and shown["bytes per round"] == "0.08×"
-    assert cost_rows(found).iloc[0]["seeds reaching the target"] == "3 of 3"
+    assert cost_rows(found).iloc[0]["single seeds reaching it"] == "3 of 3 (rounds 2, 2, 2)"
     claims = verdict.claims(found)
     assert "0.333× to reach 52.0%, 0.5× per round" in claims[1]
     assert "0.0533× to reach 52.0%, 0.08× per round" in claims[2]
@@ -241,9 +244,11 @@ def test_curves_have_bands_and_distinct_colours(sweep, configs) -> None:
     assert list(bands[0].y) == pytest.approx([0.42 + half, 0.57 + half, 0.72 + half,
                                               0.72 - half, 0.57 - half, 0.42 - half])
     assert lines[0].line.color == palette[BEST] and "mean of 3 seeds" in fig.layout.title.text
-    multiples = reporting.small_multiples(sweep.table, palette)
+    multiples = reporting.small_multiples(sweep.table, palette, reference=BEST)
     assert [a.text for a in multiples.layout.annotations] == ["fedlora", "lg_fedavg", "fedproto"]
-    assert len([t for t in multiples.data if t.fill != "toself"]) == 6
+    assert len([t for t in multiples.data if t.fill != "toself"]) == 6 + 2  # + 2 reference lines
+    reference = [t for t in multiples.data if t.name == f"{BEST} (reference)"]
+    assert [t.xaxis for t in reference] == ["x2", "x3"] and list(reference[0].y) == list(lines[0].y)
 
 
 def test_plain_run_tables_are_one_point_per_algorithm(sweep) -> None:

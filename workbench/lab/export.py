@@ -5,6 +5,7 @@ the `notebook` part embeds plotly.js once and each figure as HTML that nbconvert
 export removes so the page opens offline without errors: nbconvert's CDN scripts (require.js,
 MathJax, mermaid) and the MathJax CDN tag plotly adds to every figure. Random plot div ids and
 papermill's random cell id are replaced by fixed ones, so the same sweep exports the same HTML.
+Many pages side by side (a sweep's point notebooks) can load one shared plotly.js file instead.
 """
 
 from __future__ import annotations
@@ -128,7 +129,8 @@ def build_report(sweep_dir: Path, timeout: int = 600, **parameters: Any) -> Path
         raise FileNotFoundError(f"{sweep_dir} is not a sweep folder (no sweep.json)")
     unknown = sorted(set(parameters) - set(REPORT_PARAMETERS))
     if unknown:
-        raise ValueError(f"unknown report parameter(s) {unknown}; allowed: {list(REPORT_PARAMETERS)}")
+        raise ValueError(f"unknown report parameter(s) {unknown}; "
+                         f"allowed: {list(REPORT_PARAMETERS)}")
     executed = execute_notebook(REPORT_NOTEBOOK, sweep_dir / "report.ipynb",
                                 {"sweep_dir": str(sweep_dir), **parameters}, timeout=timeout)
     return notebook_to_html(executed, sweep_dir / "report.html", hide_code=True)

@@ -115,7 +115,8 @@ def environment_table(provenance: dict[str, Any], point_seconds: pd.Series) -> p
         return pd.DataFrame({"item": ["provenance"],
                              "value": ["not recorded (the sweep predates provenance records)"]})
     commit = provenance.get("commit") or "unknown (not a git checkout)"
-    dirty = {True: " (dirty: uncommitted changes)", False: " (clean)"}.get(provenance.get("dirty"), "")
+    flags = {True: " (dirty: uncommitted changes)", False: " (clean)"}
+    dirty = flags.get(provenance.get("dirty"), "")
     rows = [("workbench version", provenance.get("workbench")), ("git commit", commit + dirty),
             *[(name, version) for name, version in provenance.get("packages", {}).items()],
             ("Python", provenance.get("python")), ("platform", provenance.get("platform")),
@@ -129,12 +130,12 @@ def environment_table(provenance: dict[str, Any], point_seconds: pd.Series) -> p
 
 def _run_rows(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """One row per sweep invocation that ran points, and their total wall time."""
-    rows = [(f"sweep run {i}", f"{run['started']} → {run['finished']}: {run['points_run']} points "
-                               f"in {duration(run['wall_seconds'])} (commit {str(run['commit'])[:12]}"
-                               f"{', dirty' if run['dirty'] else ''})")
+    rows = [(f"sweep run {i}", f"{run['started']} → {run['finished']}: {run['points_run']} "
+                               f"points in {duration(run['wall_seconds'])} (commit "
+                               f"{str(run['commit'])[:12]}{', dirty' if run['dirty'] else ''})")
             for i, run in enumerate(runs, 1)]
-    total = sum(run["wall_seconds"] for run in runs)
-    return [*rows, ("wall time of the sweep runs (points only, without the report)", duration(total))]
+    total = duration(sum(run["wall_seconds"] for run in runs))
+    return [*rows, ("wall time of the sweep runs (points only, without the report)", total)]
 
 
 def parameter_tables(resolved: pd.DataFrame, points: pd.DataFrame,
@@ -143,8 +144,8 @@ def parameter_tables(resolved: pd.DataFrame, points: pd.DataFrame,
     one row per point with its configuration, state, wall time and the values that differ)."""
     params = resolved.drop(columns="id") if "id" in resolved else resolved
     varying = [c for c in params.columns if params[c].astype(str).nunique(dropna=False) > 1]
-    shared = pd.DataFrame({"parameter": [c for c in params.columns if c not in varying],
-                           "value": [params[c].iloc[0] for c in params.columns if c not in varying]})
+    same = [c for c in params.columns if c not in varying]
+    shared = pd.DataFrame({"parameter": same, "value": [params[c].iloc[0] for c in same]})
     per_point = points[["id", "state", "seconds"]].merge(
         resolved[["id", *varying]] if "id" in resolved else points[["id"]], on="id", how="left")
     per_point.insert(1, "configuration", per_point["id"].map(names).fillna("(did not finish)"))

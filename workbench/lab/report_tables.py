@@ -12,7 +12,6 @@ from typing import Any
 import pandas as pd
 from pandas.io.formats.style import Styler
 
-from workbench.lab.stats import Estimate
 from workbench.lab.verdict import TO_TARGET, Verdict, interval_text, p_text, ratios
 
 STYLES = [
@@ -53,17 +52,6 @@ def percent(mean: float, low: float = math.nan, high: float = math.nan) -> str:
     return f"{mean:.1%}" + ("" if pd.isna(low) else f" [{low:.1%}, {high:.1%}]")
 
 
-def estimate(value: Estimate, scale: float = 1.0, digits: str = "number") -> str:
-    """A seed mean with its interval in the given scale, e.g. '4.3 [3.1, 5.6]'."""
-    show = number if digits == "number" else (lambda v: f"{v:.3g}")
-    if value.n == 0:
-        return "—"
-    text = show(value.mean / scale)
-    if value.n < 2 or value.high == value.low:  # one seed, or the same on every seed
-        return text
-    return f"{text} [{show(value.low / scale)}, {show(value.high / scale)}]"
-
-
 def accuracy_rows(verdict: Verdict, configs: pd.DataFrame) -> pd.DataFrame:
     """One row per comparison: both accuracies, paired differences and their t-tests."""
     acc = configs.set_index("configuration")
@@ -84,14 +72,16 @@ def accuracy_rows(verdict: Verdict, configs: pd.DataFrame) -> pd.DataFrame:
 
 
 def cost_rows(verdict: Verdict) -> pd.DataFrame:
-    """Per compared configuration: seeds reaching the target and the costs to it, per round."""
+    """Per compared configuration: where its seed-mean curve reaches the target, the rounds at
+    which single seeds reach it, and its costs per round."""
     rows = []
     for _, r in verdict.costs.iterrows():
-        rows.append({"configuration": r["configuration"],
-                     "seeds reaching the target": f"{r['reached']} of {r['seeds']}",
-                     "rounds to target": estimate(r["rounds"]),
-                     "GFLOP to target": estimate(r["flops"], 1e9),
-                     "MB to target": estimate(r["bytes"], 1e6),
+        seeds = r["seed_rounds"]
+        rows.append({"configuration": r["configuration"], "rounds to target": number(r["rounds"]),
+                     "GFLOP to target": number(r["flops"] / 1e9),
+                     "MB to target": number(r["bytes"] / 1e6),
+                     "single seeds reaching it": f"{len(seeds)} of {r['seeds']}"
+                     + (f" (rounds {', '.join(map(str, seeds))})" if seeds else ""),
                      "GFLOP per round": number(r["flops_per_round"] / 1e9),
                      "MB per round": number(r["bytes_per_round"] / 1e6)})
     return pd.DataFrame(rows)
@@ -142,5 +132,6 @@ def parameter_values(frame: pd.DataFrame) -> pd.DataFrame:
             return ",".join(map(str, value))
         if isinstance(value, float) and value.is_integer():
             return f"{value:g}"
-        return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+        missing = value is None or (isinstance(value, float) and math.isnan(value))
+        return "—" if missing else str(value)
     return frame.apply(lambda column: column.map(show))

@@ -66,7 +66,8 @@ def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
     """Shared look: white template, titles, accuracy as a percentage on y."""
     fig.update_layout(template=TEMPLATE, title=title, xaxis_title=x, yaxis_title=y,
                       legend_title_text="configuration", hovermode="closest")
-    return fig.update_yaxes(tickformat=".0%")
+    # an interval may pass 100%; accuracy cannot, so the axis stops there
+    return fig.update_yaxes(tickformat=".0%", autorangeoptions={"clipmin": 0, "clipmax": 1})
 
 
 def _note(fig: go.Figure, text: str, y: float = 0.5) -> go.Figure:
@@ -77,7 +78,7 @@ def _note(fig: go.Figure, text: str, y: float = 0.5) -> go.Figure:
 
 
 def _band_traces(x: pd.Series, rows: pd.DataFrame, name: str, colour: str, hover: str,
-                 custom: pd.Series, show_legend: bool = True) -> list[go.Scatter]:
+                 custom: pd.Series, opacity: float = 0.18) -> list[go.Scatter]:
     """A configuration's mean line and, where it has ≥ 2 seeds, its shaded 95% interval."""
     traces = []
     band = rows["accuracy_low"].notna()
@@ -85,12 +86,12 @@ def _band_traces(x: pd.Series, rows: pd.DataFrame, name: str, colour: str, hover
         bx, low, high = x[band].tolist(), rows.loc[band, "accuracy_low"].tolist(), \
             rows.loc[band, "accuracy_high"].tolist()
         traces.append(go.Scatter(x=bx + bx[::-1], y=high + low[::-1], fill="toself", mode="lines",
-                                 fillcolor=_rgba(colour, 0.18), line={"width": 0},
+                                 fillcolor=_rgba(colour, opacity), line={"width": 0},
                                  name=f"{name} · 95% CI", legendgroup=name, showlegend=False,
                                  hoverinfo="skip"))
     traces.append(go.Scatter(x=x, y=rows["accuracy"], mode="lines+markers", name=name,
                              legendgroup=name, line={"color": colour}, marker={"size": 5},
-                             customdata=custom, hovertemplate=hover, showlegend=show_legend))
+                             customdata=custom, hovertemplate=hover))
     return traces
 
 
@@ -110,7 +111,8 @@ def _seeds_title(curves: pd.DataFrame) -> str:
 
 def accuracy_curves(table: pd.DataFrame, by: Sequence[str] | None = None,
                     configurations: Sequence[str] | None = None,
-                    palette: dict[str, str] | None = None, title: str | None = None) -> go.Figure:
+                    palette: dict[str, str] | None = None, title: str | None = None,
+                    band_opacity: float = 0.18) -> go.Figure:
     """Mean client accuracy per round per configuration: mean over seeds with a 95% band."""
     curves = per_round(table, by)
     if configurations is not None:
@@ -123,7 +125,7 @@ def accuracy_curves(table: pd.DataFrame, by: Sequence[str] | None = None,
         rows = curves[curves["configuration"] == name].reset_index(drop=True)
         if len(rows):
             fig.add_traces(_band_traces(rows["round"], rows, name, palette[name], hover,
-                                        rows["seeds"]))
+                                        rows["seeds"], band_opacity))
     _round_axis(fig, curves)
     title = title or "Mean client accuracy per round"
     return _layout(fig, f"{title} {_seeds_title(curves)}", "round", "mean accuracy")
@@ -131,15 +133,18 @@ def accuracy_curves(table: pd.DataFrame, by: Sequence[str] | None = None,
 
 def best_per_method(table: pd.DataFrame, configs: pd.DataFrame,
                     palette: dict[str, str] | None = None) -> go.Figure:
-    """Accuracy per round of each method's best configuration (by mean final accuracy)."""
+    """Accuracy per round of each method's best configuration (by mean final accuracy); faint
+    bands, since they overlap."""
     best = best_per_algorithm(configs)
     return accuracy_curves(table, configurations=best, palette=palette or colours(best),
-                           title="Best configuration of each method: mean accuracy per round")
+                           title="Best configuration of each method: mean accuracy per round",
+                           band_opacity=0.07)
 
 
 def small_multiples(table: pd.DataFrame, palette: dict[str, str] | None = None,
-                    columns: int = 4) -> go.Figure:
-    """One panel per method with all its configurations (mean over seeds, 95% band)."""
+                    reference: str | None = None, columns: int = 4) -> go.Figure:
+    """One panel per method with all its configurations (mean over seeds, 95% band), and the
+    `reference` configuration's mean as a dashed line in the other methods' panels."""
     curves = per_round(table)
     methods = algorithm_order(with_points(table)["algorithm"]) if len(curves) else []
     palette = palette or colours(list(dict.fromkeys(curves["configuration"])))
@@ -154,11 +159,26 @@ def small_multiples(table: pd.DataFrame, palette: dict[str, str] | None = None,
             one = mine[mine["configuration"] == name].reset_index(drop=True)
             for trace in _band_traces(one["round"], one, name, palette[name], hover, one["seeds"]):
                 fig.add_trace(trace, row=i // columns + 1, col=i % columns + 1)
+        _reference_line(fig, curves, reference, method, i // columns + 1, i % columns + 1)
     _round_axis(fig, curves).update_xaxes(title_text="round")
-    fig.update_yaxes(tickformat=".0%")
+    fig.update_yaxes(tickformat=".0%", autorangeoptions={"clipmin": 0, "clipmax": 1})
     title = f"Every configuration, one panel per method {_seeds_title(curves)}"
     return fig.update_layout(template=TEMPLATE, title=title, height=280 * rows + 140,
                              legend_title_text="configuration")
+
+
+def _reference_line(fig: go.Figure, curves: pd.DataFrame, reference: str | None, method: str,
+                    row: int, col: int) -> None:
+    """The reference configuration's mean as a dashed black line in another method's panel."""
+    ref = curves[curves["configuration"] == reference]
+    if ref.empty or ref["algorithm"].iloc[0] == method:
+        return
+    first = not any(t.name == f"{reference} (reference)" for t in fig.data)
+    fig.add_trace(go.Scatter(x=ref["round"], y=ref["accuracy"], mode="lines",
+                             name=f"{reference} (reference)", legendgroup="reference",
+                             showlegend=first,
+                             line={"color": "black", "dash": "dash", "width": 1.5},
+                             hovertemplate="round %{x}<br>accuracy %{y:.2%}"), row=row, col=col)
 
 
 def per_client_accuracy(table: pd.DataFrame) -> go.Figure:
@@ -171,13 +191,15 @@ def per_client_accuracy(table: pd.DataFrame) -> go.Figure:
     stats = interval_columns(final, ["client", colour_by], "accuracy")
     fig = go.Figure()
     for group, rows in stats.groupby(colour_by, sort=True):
-        error = {"type": "data", "symmetric": False, "array": rows["accuracy_high"] - rows["accuracy"],
+        error = {"type": "data", "symmetric": False,
+                 "array": rows["accuracy_high"] - rows["accuracy"],
                  "arrayminus": rows["accuracy"] - rows["accuracy_low"]}
         fig.add_trace(go.Bar(x=rows["client"].astype(str), y=rows["accuracy"], name=str(group),
                              error_y=error if rows["accuracy_low"].notna().any() else None,
                              hovertemplate="client %{x}<br>accuracy %{y:.2%}"))
     clients = sorted(stats["client"].unique())
-    fig.update_xaxes(type="category", categoryorder="array", categoryarray=[str(c) for c in clients])
+    fig.update_xaxes(type="category", categoryorder="array",
+                     categoryarray=[str(c) for c in clients])
     seeds = 1 if several else int(stats["seeds"].max()) if len(stats) else 1
     title = "Final-round accuracy per client" + ("" if several else f" ({seed_phrase(seeds)})")
     fig = _layout(fig, title, "client", "test accuracy").update_layout(legend_title_text=colour_by)
@@ -254,8 +276,9 @@ def rank_mu_heatmap(summary: pd.DataFrame, stat: Stat = "final") -> go.Figure:
         return fig.update_layout(template=TEMPLATE, title=title)
     value = f"{stat}_accuracy"
     cells = interval_columns(fed, ["rank", "mu"], value)
+    bounds = zip(cells[value], cells[f"{value}_low"], cells[f"{value}_high"])
     cells["text"] = [f"{m:.1%}" + ("" if pd.isna(lo) else f"<br>± {(hi - lo) / 2:.1%}")
-                     for m, lo, hi in zip(cells[value], cells[f"{value}_low"], cells[f"{value}_high"])]
+                     for m, lo, hi in bounds]
     grid = {k: cells.pivot(index="rank", columns="mu", values=k) for k in (value, "text", "seeds")}
     ticks, labels = percent_ticks(float(cells[value].min()), float(cells[value].max()))
     fig = go.Figure(go.Heatmap(

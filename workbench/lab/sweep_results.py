@@ -102,7 +102,8 @@ def with_points(table: pd.DataFrame) -> pd.DataFrame:
 
 def tick(value: Any) -> str:
     """A parameter value as text, integers as integers: 4.0 → '4', 0.2 → '0.2'."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "dtype"):
+    numeric = isinstance(value, (int, float)) or hasattr(value, "dtype")
+    if isinstance(value, bool) or not numeric:
         return str(value)
     return f"{value:g}"
 
@@ -148,7 +149,9 @@ def seed_curves(table: pd.DataFrame, by: Sequence[str] | None = None) -> pd.Data
         {k: rows[k].iloc[0] for k in keys}), algorithm=rows["algorithm"].iloc[0])
         for point, rows in table.groupby("point", sort=True)]
     columns = ["point", "configuration", "algorithm", "round", *CURVE_VALUES]
-    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True)[columns]
 
 
 def per_round(table: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataFrame:
