@@ -309,6 +309,8 @@ def test_rank_mu_heatmap_by_hand(summary: pd.DataFrame, stat: str) -> None:
     assert heat.text[0][0] == (f"{0.47 if stat == 'final' else 0.52:.1%}<br>± "
                                f"{math.tan(0.475 * math.pi) * 0.02:.1%}")
     assert len(set(heat.colorbar.ticktext)) == len(heat.colorbar.ticktext)
+    means = summary.groupby("configuration")[f"{stat}_accuracy"].mean()  # all methods' span
+    assert (heat.zmin, heat.zmax) == (pytest.approx(means.min()), pytest.approx(means.max()))
 
 
 def test_rank_mu_heatmap_without_grid(summary: pd.DataFrame) -> None:

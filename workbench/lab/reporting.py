@@ -95,6 +95,11 @@ def _band_traces(x: pd.Series, rows: pd.DataFrame, name: str, colour: str, hover
     return traces
 
 
+def _opacity(names: Sequence[str]) -> float:
+    """Band opacity: fainter when many bands overlap in one chart."""
+    return 0.18 if len(names) <= 3 else 0.07
+
+
 def _round_axis(fig: go.Figure, curves: pd.DataFrame) -> go.Figure:
     """Rounds as integer ticks, at most about ten of them."""
     last = int(curves["round"].max()) if len(curves) else 1
@@ -111,8 +116,7 @@ def _seeds_title(curves: pd.DataFrame) -> str:
 
 def accuracy_curves(table: pd.DataFrame, by: Sequence[str] | None = None,
                     configurations: Sequence[str] | None = None,
-                    palette: dict[str, str] | None = None, title: str | None = None,
-                    band_opacity: float = 0.18) -> go.Figure:
+                    palette: dict[str, str] | None = None, title: str | None = None) -> go.Figure:
     """Mean client accuracy per round per configuration: mean over seeds with a 95% band."""
     curves = per_round(table, by)
     if configurations is not None:
@@ -125,7 +129,7 @@ def accuracy_curves(table: pd.DataFrame, by: Sequence[str] | None = None,
         rows = curves[curves["configuration"] == name].reset_index(drop=True)
         if len(rows):
             fig.add_traces(_band_traces(rows["round"], rows, name, palette[name], hover,
-                                        rows["seeds"], band_opacity))
+                                        rows["seeds"], _opacity(names)))
     _round_axis(fig, curves)
     title = title or "Mean client accuracy per round"
     return _layout(fig, f"{title} {_seeds_title(curves)}", "round", "mean accuracy")
@@ -133,12 +137,10 @@ def accuracy_curves(table: pd.DataFrame, by: Sequence[str] | None = None,
 
 def best_per_method(table: pd.DataFrame, configs: pd.DataFrame,
                     palette: dict[str, str] | None = None) -> go.Figure:
-    """Accuracy per round of each method's best configuration (by mean final accuracy); faint
-    bands, since they overlap."""
+    """Accuracy per round of each method's best configuration (by mean final accuracy)."""
     best = best_per_algorithm(configs)
     return accuracy_curves(table, configurations=best, palette=palette or colours(best),
-                           title="Best configuration of each method: mean accuracy per round",
-                           band_opacity=0.07)
+                           title="Best configuration of each method: mean accuracy per round")
 
 
 def small_multiples(table: pd.DataFrame, palette: dict[str, str] | None = None,
@@ -223,7 +225,7 @@ def accuracy_vs_cost(table: pd.DataFrame, by: Sequence[str] | None = None, cost:
             skipped.append(name)
             continue
         fig.add_traces(_band_traces(rows[column] / scale, rows, name, palette[name], hover,
-                                    rows["round"]))
+                                    rows["round"], _opacity(names)))
     if skipped:
         _note(fig, f"zero {short} (not drawn on a log axis): " + ", ".join(skipped), y=0.02)
     log = " (log scale)" if kind == "log" else ""
@@ -280,14 +282,20 @@ def rank_mu_heatmap(summary: pd.DataFrame, stat: Stat = "final") -> go.Figure:
     cells["text"] = [f"{m:.1%}" + ("" if pd.isna(lo) else f"<br>± {(hi - lo) / 2:.1%}")
                      for m, lo, hi in bounds]
     grid = {k: cells.pivot(index="rank", columns="mu", values=k) for k in (value, "text", "seeds")}
-    ticks, labels = percent_ticks(float(cells[value].min()), float(cells[value].max()))
+    # colours span every configuration of the sweep, so small FedLoRA differences look small
+    span = [cells[value]]
+    if "configuration" in summary:
+        span.append(summary.groupby("configuration")[value].mean())
+    low, high = float(pd.concat(span).min()), float(pd.concat(span).max())
+    ticks, labels = percent_ticks(low, high)
     fig = go.Figure(go.Heatmap(
         z=grid[value].to_numpy(), x=[tick(m) for m in grid[value].columns],
         y=[tick(r) for r in grid[value].index], text=grid["text"].to_numpy(),
         customdata=grid["seeds"].to_numpy(), colorscale="Viridis", texttemplate="%{text}",
+        zmin=low, zmax=high,
         colorbar={"title": {"text": "accuracy"}, "tickvals": ticks, "ticktext": labels},
         hovertemplate="rank %{y}, μ %{x}<br>accuracy %{z:.2%}<br>%{customdata} seed(s)"))
     seeds = int(cells["seeds"].max())
-    fig.update_layout(template=TEMPLATE, title=f"{title} ({seed_phrase(seeds)})", xaxis_title="μ",
-                      yaxis_title="LoRA rank r")
+    fig.update_layout(template=TEMPLATE, title=f"{title} ({seed_phrase(seeds)}; colour scale: "
+                      "all configurations of the sweep)", xaxis_title="μ", yaxis_title="LoRA rank r")
     return fig.update_xaxes(type="category").update_yaxes(type="category")
