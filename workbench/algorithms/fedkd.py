@@ -15,8 +15,9 @@ compressed update, so server and clients hold the same student. Downlink: the se
 the compressed global updates and sends each sampled client all it has not received yet,
 merged exactly (factors stacked along the rank, dense where that is not smaller): a client in
 sync gets the round's compressed update, a client that missed rounds lands exactly on the
-current global student. Steps between two versions no client sits at are folded into one
-merged step, so the server keeps at most one step per distinct client version. Every client starts from the same initial student (a shared
+current global student. When a new step is kept, steps that start at a version no client sits
+at are folded into the step before, so the server keeps at most one step per distinct client
+version. Every client starts from the same initial student (a shared
 seed, like FedLoRA's θ⁰), so round 1 sends nothing and no first contact needs a dense model.
 Reconstructed choices: KL is batch-mean without T² scaling; one SGD over both models with the
 private model's settings; the reported loss is the sum of both; SVD cost is not training FLOPs.
@@ -126,7 +127,6 @@ class FedKD(Algorithm):
         since = self.synced.get(client.cid, 0)
         missed = [step for start, step in self.steps if start >= since]
         self.synced[client.cid] = self.version
-        self.fold(server_state)
         return compression.merge_payloads(missed, {n: t.shape for n, t in server_state.items()})
 
     def fold(self, server_state: Payload) -> None:
@@ -188,6 +188,7 @@ class FedKD(Algorithm):
         mean = aggregation.weighted_average(updates, weights, reference=server_state)
         down = compression.compress_state(mean, self.energy())
         step = compression.decompress_state(down, shapes)
+        self.fold(server_state)
         self.steps.append((self.version, down))
         self.version += 1
         return {n: server_state[n] + step[n] for n in server_state}
