@@ -86,8 +86,12 @@ class Algorithm:
 
     def __init__(self, config: ExperimentConfig, env: Environment) -> None:
         self.config, self.env = config, env
-        self.params = getattr(config, self.name) if self.Params is not None else None
         self.meter = accounting.FlopMeter()
+
+    @property
+    def params(self) -> Any:
+        """This method's own section of the config (None for a method without knobs)."""
+        return getattr(self.config, self.name) if self.Params is not None else None
 
     # ---- configuration (class-level: no data, no torch) ---------------------------------
     @classmethod
