@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -22,7 +25,8 @@ from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 from workbench.accounting import payload_bytes  # noqa: E402
 from workbench.config import ConfigError, build_config, defaults  # noqa: E402
 from workbench.flower.client_app import make_client_app  # noqa: E402
-from workbench.flower.local import simulate  # noqa: E402
+from workbench.flower import local  # noqa: E402
+from workbench.flower.local import RAY_ENV, simulate, start_ray  # noqa: E402
 from workbench.flower.payloads import REFERENCES, check_supported  # noqa: E402
 from workbench.flower.records import from_record, record_bytes, to_record  # noqa: E402
 from workbench.flower.settings import (FlowerSettings, partition_id, split_run_config,  # noqa: E402
@@ -42,6 +46,7 @@ def no_telemetry(monkeypatch):
     monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "0")
     monkeypatch.setenv("FLWR_DISABLE_UPDATE_CHECK", "1")
     monkeypatch.setenv("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # a Ray FutureWarning
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray on 127.0.0.1 only
 
 
 @pytest.fixture
@@ -199,6 +204,67 @@ def test_every_supported_algorithm_runs_through_the_apps_as_in_process(algorithm
     expected = run_experiment(config, out_dir=tmp_path / "in-process")
     pd.testing.assert_frame_equal(table, read_run(expected.run_dir)[1], check_exact=True)
     assert sorted(table["round"].unique()) == [2, 3]
+
+
+# ---- Ray's start-up, without Ray -------------------------------------------------------------
+class FakeRay:
+    """ray.init that times out like a Ray node on a loaded machine (leaving a process behind)
+    `failures` times, then starts."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures, self.calls, self.left_behind, self.started = failures, 0, [], False
+
+    def init(self, **kwargs) -> None:
+        self.calls += 1
+        assert kwargs["include_dashboard"] is False and "PYTHONPATH" in kwargs["runtime_env"]["env_vars"]
+        if self.calls <= self.failures:
+            self.left_behind.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]))
+            raise Exception("The current node timed out during startup.")
+        self.started = True
+
+    def is_initialized(self) -> bool:
+        return self.started
+
+    def shutdown(self) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_ray(monkeypatch):
+    import ray
+
+    def install(failures: int) -> FakeRay:
+        fake = FakeRay(failures)
+        for name in ("init", "is_initialized", "shutdown"):
+            monkeypatch.setattr(ray, name, getattr(fake, name))
+        return fake
+    return install
+
+
+def test_a_timed_out_ray_start_is_retried_and_what_it_left_is_stopped(fake_ray):
+    fake = fake_ray(failures=2)
+    start_ray({}, budget_s=60)
+    assert fake.calls == 3 and fake.started
+    assert all(proc.poll() is not None for proc in fake.left_behind)  # stopped by PID
+
+
+def test_ray_that_never_starts_fails_with_one_clear_message(fake_ray):
+    fake = fake_ray(failures=10**6)
+    with pytest.raises(RuntimeError, match=r"Ray did not start on this machine: \d+ attempt\(s\) "
+                                           r"within 1 s.*timed out during startup.*overloaded"):
+        start_ray({}, budget_s=1)
+    assert all(proc.poll() is not None for proc in fake.left_behind)
+
+
+def test_ray_environment_keeps_ray_on_loopback_and_restores_the_callers(monkeypatch):
+    monkeypatch.setenv("RAY_raylet_start_wait_time_s", "7")
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
+    with local.ray_environment():
+        assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
+        assert int(os.environ["RAY_raylet_start_wait_time_s"]) >= 60
+        assert set(RAY_ENV) <= set(os.environ)
+    assert os.environ["RAY_raylet_start_wait_time_s"] == "7"
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
 
 
 # ---- Flower's simulation engine ------------------------------------------------------------
