@@ -1,6 +1,6 @@
 import pytest
 
-from workbench.config import ALGORITHMS, ConfigError, build_config, defaults
+from workbench.core.config import ALGORITHMS, ConfigError, build_config, defaults
 
 
 @pytest.mark.parametrize("flat, fragment", [

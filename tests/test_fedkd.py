@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-import workbench.simulation
-from workbench.accounting import payload_bytes
-from workbench.aggregation import InvalidUpdateError
+import workbench.loop.runner
+from workbench.core.accounting import payload_bytes
+from workbench.core.aggregation import InvalidUpdateError
 from workbench.algorithms.fedkd import FedKD, fedkd_losses
-from workbench.compression import (compress_state, decompress_state, energy_schedule,
+from workbench.core.compression import (compress_state, decompress_state, energy_schedule,
                                    merge_payloads, rank_for_energy, svd_compress, svd_decompress)
-from workbench.config import build_config
-from workbench.simulation import run_experiment
+from workbench.core.config import build_config
+from workbench.loop.runner import run_experiment
 
 from helpers import make_algorithm
 
@@ -229,7 +229,7 @@ def expected_upload_bytes(update, energy):
 
 
 def test_two_clients_one_round_through_the_real_loop(monkeypatch):
-    monkeypatch.setitem(workbench.simulation.REGISTRY, "fedkd", FedKD)
+    monkeypatch.setitem(workbench.loop.runner.REGISTRY, "fedkd", FedKD)
     expected, upload = {}, FedKD.upload
 
     def spy(self, client):

@@ -22,8 +22,8 @@ from flwr.clientapp import ClientApp  # noqa: E402
 from flwr.serverapp import Grid  # noqa: E402
 from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
-from workbench.accounting import payload_bytes  # noqa: E402
-from workbench.config import ConfigError, build_config, defaults  # noqa: E402
+from workbench.core.accounting import payload_bytes  # noqa: E402
+from workbench.core.config import ConfigError, build_config, defaults  # noqa: E402
 from workbench.flower.client_app import make_client_app  # noqa: E402
 from workbench.flower import local  # noqa: E402
 from workbench.flower.local import RAY_ENV, simulate, start_ray  # noqa: E402
@@ -33,8 +33,8 @@ from workbench.flower.settings import (FlowerSettings, partition_id, split_run_c
                                        to_run_config)
 from workbench.flower.server_app import run_server  # noqa: E402
 from workbench.flower.strategy import WorkbenchStrategy  # noqa: E402
-from workbench.results import read_run  # noqa: E402
-from workbench.simulation import run_experiment  # noqa: E402
+from workbench.core.results import read_run  # noqa: E402
+from workbench.loop.runner import run_experiment  # noqa: E402
 
 APP = Path(__file__).resolve().parents[1] / "workbench" / "flower" / "app"
 FLOWER_TINY = dict(dataset="digits", num_clients=4, rounds=2, batch_size=64, seed=0, device="cpu")

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from workbench.config import ConfigError, build_config, parameter_table
+from workbench.core.config import ConfigError, build_config, parameter_table
 
 
 def _add_parameters(parser: argparse.ArgumentParser) -> None:
@@ -68,8 +68,8 @@ def parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     """Validate, run, write the run directory and print the summary."""
-    from workbench.results import format_summary
-    from workbench.simulation import run_experiment
+    from workbench.core.results import format_summary
+    from workbench.loop.runner import run_experiment
 
     config = build_config(_flat(args, extra))
     out = args.out or Path("runs") / (f"{config.run.algorithm}-{config.data.dataset}-"
@@ -86,7 +86,7 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_params(args: argparse.Namespace, extra: list[str]) -> int:
     """Print every parameter, its default and its help."""
-    from workbench.config import defaults
+    from workbench.core.config import defaults
 
     values = defaults()
     for name, (_, f) in parameter_table().items():
@@ -98,7 +98,7 @@ def cmd_costs(args: argparse.Namespace, extra: list[str]) -> int:
     """Print the per-round cost table of the chosen methods and their ratios to FedLoRA."""
     import pandas as pd
 
-    from workbench.costs import cost_ratios, per_round_costs
+    from workbench.tools.costs import cost_ratios, per_round_costs
 
     flat = _flat(args, extra)
     build_config(flat)
@@ -117,7 +117,7 @@ def cmd_costs(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_target(args: argparse.Namespace, extra: list[str]) -> int:
     """Print the cost to first reach a target mean accuracy for each finished run."""
-    from workbench.results import cost_to_target, read_run
+    from workbench.core.results import cost_to_target, read_run
 
     runs = {}
     for run_dir in args.runs:
@@ -133,7 +133,7 @@ def cmd_target(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     """Run or resume a sweep; the report's path is the last line printed."""
-    from workbench.sweep import export_points, run_sweep
+    from workbench.lab.sweep import export_points, run_sweep
 
     report = run_sweep(args.spec, args.out, workers=args.workers, timeout=args.timeout)
     if args.html_points:

@@ -1,4 +1,4 @@
-"""The hooks an algorithm overrides; the round loop in `workbench.simulation` calls them.
+"""The hooks an algorithm overrides; the round loop in `workbench.loop` calls them.
 
 Defaults describe a method whose clients each own one private model trained with CE and that
 sends nothing; a method overrides only where it differs.
@@ -15,12 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workbench.accounting import FlopMeter
-from workbench.aggregation import class_means, weighted_average
-from workbench.config import ExperimentConfig
-from workbench.data import ClientData, Normalizer, eval_batches, train_batches
-from workbench.models import build_model
-from workbench.training import Batches, LossFn, PhaseStats, SGDSpec, run_phase
+from workbench.core.accounting import FlopMeter
+from workbench.core.aggregation import class_means, weighted_average
+from workbench.core.config import ExperimentConfig
+from workbench.core.data import ClientData, Normalizer, eval_batches, train_batches
+from workbench.core.models import build_model
+from workbench.core.training import Batches, LossFn, PhaseStats, SGDSpec, run_phase
 
 Payload = Mapping[str, Tensor]
 

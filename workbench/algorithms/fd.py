@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from workbench.aggregation import classwise_average
+from workbench.core.aggregation import classwise_average
 from workbench.algorithms.base import Algorithm, Client, Payload
-from workbench.training import LossFn, PhaseStats
+from workbench.core.training import LossFn, PhaseStats
 
 
 def distillation_loss(logits: Tensor, y: Tensor, teacher: Tensor, mask: Tensor,

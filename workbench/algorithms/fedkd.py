@@ -7,7 +7,7 @@ batches: CE each, plus adaptive mutual distillation KL/(L_t + L_s) and an adapti
 w·MSE(h_t, h_s)/(L_t + L_s) on the 500-d representations (equal widths: no projection). Each
 term's target side and the denominator are detached, so gradients of one model's loss never
 reach the other. Only the student's update travels, energy-threshold SVD compressed
-(workbench.compression; energy = share of Σσ², as in the paper and the authors' code) at
+(workbench.core.compression; energy = share of Σσ², as in the paper and the authors' code) at
 T(t) = T_start + (T_end − T_start)·t/R, t = 1..R as in the authors' code, so the last round
 keeps T_end. The server averages the reconstructed updates by sample
 count, compresses the mean at the same T(t) and moves the global student by exactly that
@@ -30,12 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from workbench.aggregation import InvalidUpdateError, weighted_average
+from workbench.core.aggregation import InvalidUpdateError, weighted_average
 from workbench.algorithms.base import (Algorithm, Client, Environment, Payload, derived_seed,
                                        state_copy)
-from workbench.compression import compress_state, decompress_state, energy_schedule, merge_payloads
-from workbench.config import ExperimentConfig
-from workbench.training import LossFn, PhaseStats
+from workbench.core.compression import compress_state, decompress_state, energy_schedule, merge_payloads
+from workbench.core.config import ExperimentConfig
+from workbench.core.training import LossFn, PhaseStats
 
 
 def tempered_kl(learner: Tensor, target: Tensor, temperature: float) -> Tensor:

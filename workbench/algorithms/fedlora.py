@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from workbench.adapters import (adapter_disabled, adapter_state, inject_lora, load_adapter_state,
+from workbench.core.adapters import (adapter_disabled, adapter_state, inject_lora, load_adapter_state,
                                 set_trainable)
 from workbench.algorithms.base import Algorithm, Client, Payload, derived_seed
-from workbench.training import PhaseStats, SGDSpec
+from workbench.core.training import PhaseStats, SGDSpec
 
 
 class FedLoRA(Algorithm):

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workbench.aggregation import classwise_average
+from workbench.core.aggregation import classwise_average
 from workbench.algorithms.base import Algorithm, Client, Payload
-from workbench.training import LossFn, PhaseStats
+from workbench.core.training import LossFn, PhaseStats
 
 
 def prototype_penalty(z: Tensor, y: Tensor, prototypes: Tensor, mask: Tensor) -> Tensor:

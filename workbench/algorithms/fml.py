@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from workbench.algorithms.base import Algorithm, Client, Payload, derived_seed, state_copy
-from workbench.training import LossFn, PhaseStats
+from workbench.core.training import LossFn, PhaseStats
 
 
 def distill_kl(student: Tensor, teacher: Tensor) -> Tensor:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from workbench.cli import _add_parameters, _flat
-from workbench.config import ConfigError, build_config
+from workbench.core.config import ConfigError, build_config
 
 
 def parser() -> argparse.ArgumentParser:
@@ -42,7 +42,7 @@ def parser() -> argparse.ArgumentParser:
 def cmd_simulate(args: argparse.Namespace, extra: list[str]) -> int:
     """Run, write the run directory, print its summary."""
     from workbench.flower.local import simulate
-    from workbench.results import format_summary
+    from workbench.core.results import format_summary
 
     config = build_config(_flat(args, extra))
     result = simulate(config, args.out, cpus_per_client=args.cpus_per_client,

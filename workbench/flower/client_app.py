@@ -1,6 +1,6 @@
 """The ClientApp: one SuperNode serves one workbench client through the algorithm's own hooks.
 
-Per train message the node does exactly what `workbench.simulation.run_round` does for a
+Per train message the node does exactly what `workbench.loop.rounds.run_round` does for a
 sampled client: receive the broadcast, train with the generator derived from
 (seed, round, client), upload, and keep its state on its own disk. Per evaluate message it
 evaluates like `evaluate_all`. In an evaluation round a sampled client evaluates right after
@@ -18,12 +18,12 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from workbench.config import ExperimentConfig
+from workbench.core.config import ExperimentConfig
 from workbench.flower.faults import corrupt
 from workbench.flower.node import NodeClient, client_data, open_client, save_client, state_root
 from workbench.flower.records import from_record, to_record
 from workbench.flower.settings import partition_id, split_run_config
-from workbench.simulation import evaluate_client, round_generator
+from workbench.loop.rounds import evaluate_client, round_generator
 
 ROUND, EVALUATE = "server-round", "evaluate"
 

@@ -1,7 +1,7 @@
 """Flower's simulation engine (Ray backend) on this machine, from Python.
 
 `simulate(config, out_dir)` runs the same ServerApp and ClientApp a deployment runs, with one
-virtual SuperNode per client, and returns the run like `workbench.simulation.run_experiment`.
+virtual SuperNode per client, and returns the run like `workbench.loop.runner.run_experiment`.
 (`flwr run workbench/flower/app` is the CLI route to the same apps; see docs/flower.md.)
 
 Ray is started here, not by Flower (Flower reuses a running Ray): on loopback only, with
@@ -20,13 +20,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from workbench.config import ExperimentConfig
+from workbench.core.config import ExperimentConfig
 from workbench.flower.client_app import make_client_app
 from workbench.flower.payloads import check_supported
 from workbench.flower.server_app import make_server_app
 from workbench.flower.settings import FlowerSettings, to_run_config
-from workbench.results import read_run, summarize
-from workbench.simulation import RunResult
+from workbench.core.results import read_run, summarize
+from workbench.loop.runner import RunResult
 
 RAY_START_BUDGET_S = 300.0  # all start attempts together; one attempt is ≈ 30 s at most in Ray
 RAY_ENV = {

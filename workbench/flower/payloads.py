@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from workbench.algorithms.base import Payload
-from workbench.config import ExperimentConfig
-from workbench.zoo_spec import REPRESENTATION_DIM
+from workbench.core.config import ExperimentConfig
+from workbench.core.zoo import REPRESENTATION_DIM
 
 Reference = Callable[[Payload, ExperimentConfig], Payload]
 

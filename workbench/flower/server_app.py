@@ -17,11 +17,11 @@ from typing import Any
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from workbench.config import ConfigError, ExperimentConfig
+from workbench.core.config import ConfigError, ExperimentConfig
 from workbench.flower.payloads import check_supported
 from workbench.flower.settings import FlowerSettings, split_run_config
 from workbench.flower.strategy import WorkbenchStrategy
-from workbench.results import to_frame, write_run
+from workbench.core.results import to_frame, write_run
 
 log = logging.getLogger("flwr")
 FLOWER_FILE = "flower.json"

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from workbench.config import ConfigError, ExperimentConfig, build_config
+from workbench.core.config import ConfigError, ExperimentConfig, build_config
 
 OUT_DIR, TIMEOUT, WAIT_NODES = "out-dir", "timeout", "wait-nodes"
 

@@ -21,14 +21,15 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from torch import Tensor
 
-from workbench.aggregation import InvalidUpdateError, validate_update
+from workbench.core.aggregation import InvalidUpdateError, validate_update
 from workbench.algorithms import REGISTRY, Client, Environment
-from workbench.config import ExperimentConfig
+from workbench.core.config import ExperimentConfig
 from workbench.flower.client_app import EVALUATE, ROUND
 from workbench.flower.payloads import check_supported, upload_reference
 from workbench.flower.records import decode_update, from_record, record_bytes, to_record
-from workbench.results import Row
-from workbench.simulation import Ledger, evaluates, sample_clients
+from workbench.core.results import Row
+from workbench.core.accounting import Ledger
+from workbench.loop.rounds import evaluates, sample_clients
 
 log = logging.getLogger("flwr")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from workbench.config import ConfigError, ExperimentConfig, build_config, defaults, parameter_table
+from workbench.core.config import ConfigError, ExperimentConfig, build_config, defaults, parameter_table
 
 NOTEBOOK_OPTIONS: dict[str, tuple[Any, str]] = {
     "interactive": (True, "rank/mu/algorithm sliders driving a live figure (JupyterLab); "
@@ -71,8 +71,8 @@ def collect(namespace: Mapping[str, Any], before: set[str]) -> tuple[ExperimentC
 
 def run(config: ExperimentConfig, options: NotebookOptions) -> pd.DataFrame:
     """Run the configured experiment and any compared algorithms; one combined table."""
-    from workbench.results import format_summary
-    from workbench.simulation import run_experiment
+    from workbench.core.results import format_summary
+    from workbench.loop.runner import run_experiment
 
     tables = []
     for name in (config.run.algorithm, *options.compare):

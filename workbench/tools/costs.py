@@ -15,9 +15,10 @@ import pandas as pd
 import torch
 
 from workbench.algorithms import REGISTRY, Client, Environment
-from workbench.config import ALGORITHMS, build_config
-from workbench.data import ClientData
-from workbench.simulation import Ledger, run_round
+from workbench.core.config import ALGORITHMS, build_config
+from workbench.core.data import ClientData
+from workbench.core.accounting import Ledger
+from workbench.loop.rounds import run_round
 
 COLUMNS = ["algorithm", "model", "train_flops", "bytes_up", "bytes_down"]
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, get_type_hints
 
-from workbench.zoo_spec import ZOO, assign_models, linear_shapes
+from workbench.core.zoo import ZOO, assign_models, linear_shapes
 
 DATASET_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
 ALGORITHMS = ("fedlora", "standalone", "fedavg", "lg_fedavg", "fd", "fedproto", "fml", "fedkd")

@@ -11,9 +11,12 @@ Conventions (DESIGN.md §5):
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
 
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
+
+from workbench.core.results import Row
 
 Payload = Mapping[str, Tensor]
 
@@ -45,3 +48,35 @@ class FlopMeter:
     def known(self) -> dict[Hashable, int]:
         """FLOPs per step of every key counted so far."""
         return dict(self._per_step)
+
+
+@dataclass
+class Ledger:
+    """Costs per client accumulated since that client's last evaluated row."""
+
+    flops: dict[int, int] = field(default_factory=dict)
+    up: dict[int, int] = field(default_factory=dict)
+    down: dict[int, int] = field(default_factory=dict)
+    train_loss: dict[int, float] = field(default_factory=dict)
+
+    def add(self, cid: int, flops: int, up: int, down: int, loss: float) -> None:
+        """Record one client's costs for one round."""
+        self.flops[cid] = self.flops.get(cid, 0) + flops
+        self.up[cid] = self.up.get(cid, 0) + up
+        self.down[cid] = self.down.get(cid, 0) + down
+        self.train_loss[cid] = loss
+
+    def row(self, round_: int, cid: int, model: str, algorithm: str, accuracy: float, loss: float,
+            num_train: int, num_test: int) -> Row:
+        """A client's table row: its evaluation and its costs settled since its previous row."""
+        took_part, train_loss, flops, up, down = self.settle(cid)
+        return Row(round=round_, client=cid, model=model, algorithm=algorithm,
+                   participated=took_part, accuracy=accuracy, loss=loss, train_loss=train_loss,
+                   train_flops=flops, bytes_up=up, bytes_down=down, num_train=num_train,
+                   num_test=num_test)
+
+    def settle(self, cid: int) -> tuple[bool, float, int, int, int]:
+        """(participated, last train loss, flops, up, down) since the last settlement; then reset."""
+        took_part = cid in self.flops
+        return (took_part, self.train_loss.pop(cid, float("nan")), self.flops.pop(cid, 0),
+                self.up.pop(cid, 0), self.down.pop(cid, 0))

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from workbench.algorithms import Algorithm, Client
-from workbench.results import Row
+from workbench.core.results import Row
 
 CHECKPOINT_FILE = "checkpoint.pt"
 

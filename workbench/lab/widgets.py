@@ -13,8 +13,8 @@ from typing import Any
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
-from workbench.config import ALGORITHMS, ExperimentConfig
-from workbench.results import mean_accuracy
+from workbench.core.config import ALGORITHMS, ExperimentConfig
+from workbench.core.results import mean_accuracy
 
 
 class Tuner:
@@ -48,7 +48,7 @@ class Tuner:
 
     def redraw(self) -> None:
         """Run (or fetch from cache) the current setting and update the figure in place."""
-        from workbench.simulation import run_experiment
+        from workbench.loop.runner import run_experiment
 
         config = self.setting()
         key = json.dumps(config.to_flat(), sort_keys=True)

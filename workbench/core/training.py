@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from workbench.accounting import FlopMeter
+from workbench.core.accounting import FlopMeter
 
 Batches = Callable[[], Iterator[tuple[Tensor, Tensor]]]
 LossFn = Callable[[Tensor, Tensor], Tensor]

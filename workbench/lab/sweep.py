@@ -26,10 +26,10 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
-from workbench.config import ConfigError, build_config
-from workbench.results import TABLE_FILE, read_run
+from workbench.core.config import ConfigError, build_config
+from workbench.core.results import TABLE_FILE, read_run
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "fedlora.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "fedlora.ipynb"
 SPEC_KEYS = {"parameters", "grid", "also"}
 
 
@@ -188,14 +188,14 @@ def run_sweep(spec_source: str | Path | Mapping[str, Any], out: str | Path, work
             print(f"point {s['id']} {s['params']} failed: {s['error']}", flush=True)
     if not report:
         return sweep_dir / "results.csv"
-    from workbench.export import build_report
+    from workbench.lab.export import build_report
 
     return build_report(sweep_dir)
 
 
 def export_points(sweep_dir: str | Path) -> list[Path]:
     """Export every executed point notebook of a sweep to HTML beside it (code shown)."""
-    from workbench.export import notebook_to_html
+    from workbench.lab.export import notebook_to_html
 
     return [notebook_to_html(nb, nb.with_suffix(".html"), hide_code=False)
             for nb in sorted(Path(sweep_dir).glob("points/*/fedlora.ipynb"))]
