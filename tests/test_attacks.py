@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from workbench.aggregation import Rule, aggregate_by, update_norm, weighted_average
-from workbench.attacks import (ATTACKS, Attack, apply_attack, malicious_clients, malicious_count,
+from workbench.core.aggregation import Rule, aggregate_by, update_norm, weighted_average
+from workbench.loop.attacks import (ATTACKS, Attack, apply_attack, malicious_clients, malicious_count,
                                noise, scale, sign_flip)
 
 from helpers import make_algorithm

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from workbench.aggregation import (AGGREGATORS, CLASSWISE_AGGREGATORS, InvalidUpdateError, Rule,
+from workbench.core.aggregation import (AGGREGATORS, CLASSWISE_AGGREGATORS, InvalidUpdateError, Rule,
                                    aggregate_by, aggregate_classwise_by, classwise_average,
                                    classwise_median, classwise_norm_bounded,
                                    classwise_trimmed_mean, median, norm_bounded, trimmed_mean,
