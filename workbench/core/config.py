@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, get_type_hints
 
+from workbench.core.errors import UserError
 from workbench.core.zoo import ZOO, assign_models, linear_shapes
 
 DATASET_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
@@ -28,7 +29,7 @@ _BOUNDS = (("ge", ">=", operator.ge), ("gt", ">", operator.gt),
            ("le", "<=", operator.le), ("lt", "<", operator.lt))
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A parameter is unknown, of the wrong type or out of range."""
 
 

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from workbench.core.errors import UserError
+
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
 
 # Per-channel pixel statistics of the official CIFAR training sets on the [0, 1] scale.
@@ -23,7 +25,7 @@ _CROP_PAD = 4
 _SIDE = 32
 
 
-class DataUnavailableError(RuntimeError):
+class DataUnavailableError(UserError, RuntimeError):
     """Raised when a dataset cannot be found, verified or downloaded."""
 
 

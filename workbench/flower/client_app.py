@@ -23,9 +23,10 @@ from workbench.flower.faults import corrupt
 from workbench.flower.node import NodeClient, client_data, open_client, save_client, state_root
 from workbench.flower.records import from_record, to_record
 from workbench.flower.settings import partition_id, split_run_config
-from workbench.loop.rounds import evaluate_client, round_generator
+from workbench.loop.rounds import client_round, evaluate_client
 
 ROUND, EVALUATE = "server-round", "evaluate"
+ROLLED_BACK = "rolled-back"  # metric: 1 when the client's update was not finite and it rolled back
 
 
 def _node(message: Message, context: Context, run_config: Mapping[str, Any] | None,
@@ -42,15 +43,13 @@ def _train(message: Message, config: ExperimentConfig, node: NodeClient,
     """Receive, train, upload, persist: one participation in a round."""
     algorithm, client = node.algorithm, node.client
     round_ = int(message.content.config_records["config"][ROUND])
-    algorithm.receive(client, from_record(message.content.array_records["arrays"],
-                                          algorithm.env.device))
-    stats = algorithm.local_update(client, round_generator(config.run.seed, round_, client.cid))
-    upload = dict(algorithm.upload(client))
+    down = from_record(message.content.array_records["arrays"], algorithm.env.device)
+    stats, upload, rolled_back = client_round(algorithm, client, down, round_)
     save_client(node)  # after upload: some algorithms move the payload out of the client state
     if fault is not None:
         upload = corrupt(fault, upload)
     metrics = MetricRecord({"train-flops": int(stats.flops), "train-loss": float(stats.mean_loss),
-                            "num-examples": client.data.num_train})
+                            "num-examples": client.data.num_train, ROLLED_BACK: int(rolled_back)})
     content = RecordDict({"arrays": to_record(upload), "metrics": metrics})
     if message.content.config_records["config"].get(EVALUATE, False):
         content["evaluation"] = _evaluate(node)

@@ -25,8 +25,8 @@ from workbench.flower.client_app import make_client_app
 from workbench.flower.payloads import check_supported
 from workbench.flower.server_app import make_server_app
 from workbench.flower.settings import FlowerSettings, to_run_config
-from workbench.core.results import read_run, summarize
-from workbench.loop.runner import RunResult
+from workbench.core.results import read_run, read_summary
+from workbench.loop.runner import RunResult, RunStoppedError
 
 RAY_START_BUDGET_S = 300.0  # all start attempts together; one attempt is ≈ 30 s at most in Ray
 RAY_ENV = {
@@ -143,4 +143,8 @@ def simulate(config: ExperimentConfig, out_dir: str | Path, *, cpus_per_client: 
     if not (run_dir / "results.csv").exists():
         raise RuntimeError(f"the Flower simulation ended without writing {run_dir}; see its log")
     _, table = read_run(run_dir)
-    return RunResult(config=config, table=table, summary=summarize(table), run_dir=run_dir)
+    result = RunResult(config=config, table=table, summary=read_summary(run_dir), run_dir=run_dir)
+    if result.summary.get("stopped"):
+        raise RunStoppedError(f"run stopped at {result.summary['stopped']}; the evaluated rounds "
+                              f"before it are in {run_dir}, every refusal in events.csv", result)
+    return result
