@@ -51,6 +51,12 @@ def validate_update(client: int, update: Payload, reference: Payload) -> None:
             raise InvalidUpdateError(client, name, "contains NaN or infinity")
 
 
+def class_table(num_classes: int, width: int, values: str) -> dict[str, Tensor]:
+    """The reference of a per-class upload: C × width float means and C int64 counts."""
+    return {values: torch.zeros(num_classes, width, dtype=torch.float32),
+            "counts": torch.zeros(num_classes, dtype=torch.int64)}
+
+
 def checked_reference(updates: Mapping[int, Payload], weights: Mapping[int, float],
                       reference: Payload | None = None) -> Payload:
     """Validate the weights and every update; return the reference (default: the first update)."""

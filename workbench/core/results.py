@@ -18,9 +18,8 @@ from typing import Any
 import pandas as pd
 
 from workbench.core.errors import UserError
+from workbench.core.facts import CONFIG_FILE, EVENTS_FILE, SUMMARY_FILE, TABLE_FILE
 
-CONFIG_FILE, TABLE_FILE, SUMMARY_FILE = "config.json", "results.csv", "summary.json"
-EVENTS_FILE = "events.csv"
 COST_COLUMNS = ("train_flops", "bytes_up", "bytes_down")
 
 

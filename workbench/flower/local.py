@@ -20,11 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from workbench.core.config import ExperimentConfig
+from workbench.config import ExperimentConfig
 from workbench.flower.client_app import make_client_app
-from workbench.flower.payloads import check_supported
 from workbench.flower.server_app import make_server_app
 from workbench.flower.settings import FlowerSettings, to_run_config
+from workbench.core.facts import TABLE_FILE
 from workbench.core.results import read_run, read_summary
 from workbench.loop.runner import RunResult, RunStoppedError
 
@@ -125,7 +125,6 @@ def simulate(config: ExperimentConfig, out_dir: str | Path, *, cpus_per_client: 
     import ray
     from flwr.simulation import run_simulation
 
-    check_supported(config.run.algorithm)
     run_dir = Path(out_dir).expanduser().resolve()
     settings = FlowerSettings(out_dir=str(run_dir), timeout=timeout, wait_nodes=timeout)
     run_config = to_run_config(config, settings)
@@ -140,7 +139,7 @@ def simulate(config: ExperimentConfig, out_dir: str | Path, *, cpus_per_client: 
                            backend_name="ray", backend_config=backend, verbose_logging=verbose)
         finally:
             ray.shutdown()  # Flower shuts Ray down when it ends normally; this covers the rest
-    if not (run_dir / "results.csv").exists():
+    if not (run_dir / TABLE_FILE).exists():
         raise RuntimeError(f"the Flower simulation ended without writing {run_dir}; see its log")
     _, table = read_run(run_dir)
     result = RunResult(config=config, table=table, summary=read_summary(run_dir), run_dir=run_dir)

@@ -12,17 +12,15 @@ so an attacked run is reproducible; which clients are malicious is fixed for the
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from workbench.algorithms.base import derived_seed
-
-Payload = Mapping[str, Tensor]
-ATTACK_SEED_PURPOSE = 6  # derived_seed's last part: distinct from models (1), adapters (2), batches (3)
+from workbench.algorithms.base import Seed, derived_seed
+from workbench.core.facts import Payload
 
 
 def scale(upload: Payload, received: Payload | None, factor: float) -> dict[str, Tensor]:
@@ -72,7 +70,7 @@ ATTACKS: dict[str, Callable[[Attack, Payload, Payload | None, torch.Generator], 
 
 def attack_generator(seed: int, round_: int, cid: int) -> torch.Generator:
     """The generator of a client's attack in a round, reproducible in any process."""
-    return torch.Generator().manual_seed(derived_seed(seed, round_, cid, ATTACK_SEED_PURPOSE))
+    return torch.Generator().manual_seed(derived_seed(seed, round_, cid, Seed.ATTACK))
 
 
 def apply_attack(attack: Attack, upload: Payload, received: Payload | None, seed: int,
@@ -95,5 +93,5 @@ def malicious_clients(num_clients: int, amount: float, seed: int) -> frozenset[i
     """The run's malicious clients: a fixed set drawn from the seed (not the first ids, which
     would tie the attack to the zoo's round-robin architectures)."""
     count = malicious_count(num_clients, amount)
-    rng = np.random.default_rng([seed, ATTACK_SEED_PURPOSE])
+    rng = np.random.default_rng([seed, Seed.ATTACK])
     return frozenset(int(c) for c in rng.choice(num_clients, size=count, replace=False))

@@ -10,8 +10,8 @@ A refused upload is an event, not a crash. A client whose own upload is not fini
 training diverged) rolls back: it is restored to its state from before the round and given the
 round's download again, i.e. it ends the round as if it had downloaded and not trained, so a
 diverged private model never lingers (and server and client stay in step: FedKD's record of
-what the client received still holds). The server screens every upload (well-formed, finite)
-and refuses the bad ones; one that passes the screen but that the algorithm's own aggregation
+what the client received still holds). The server screens every upload (`Algorithm.validate_upload`:
+well-formed, finite) and refuses the bad ones; one that passes the screen but that the algorithm's own aggregation
 refuses (a malformed payload, e.g. negative class counts) is dropped and the aggregation reruns
 without it. Every refusal is an Event saying what became of the client; a round whose every
 upload is refused raises RoundRefusedError.
@@ -28,11 +28,12 @@ import torch
 from torch import Tensor
 
 from workbench.algorithms import Algorithm, Client, Environment
-from workbench.algorithms.base import derived_seed
-from workbench.core.accounting import Ledger, Payload, payload_bytes
-from workbench.core.aggregation import InvalidUpdateError, validate_update
-from workbench.core.config import ExperimentConfig
+from workbench.algorithms.base import Seed, derived_seed
+from workbench.core.accounting import Ledger, payload_bytes
+from workbench.core.aggregation import InvalidUpdateError
 from workbench.core.errors import UserError
+from workbench.core.facts import Payload
+from workbench.config import ExperimentConfig
 from workbench.core.data import ClientData, Normalizer, client_datasets, load_dataset
 from workbench.core.partition import partition
 from workbench.core.results import Event, Row
@@ -51,7 +52,7 @@ def resolve_device(name: str) -> torch.device:
 def sample_clients(num_clients: int, fraction: float, seed: int, round_: int) -> list[int]:
     """The clients taking part in a round: max(1, round(C·N)) drawn without replacement."""
     count = max(1, int(round(fraction * num_clients)))
-    rng = np.random.default_rng([seed, round_, 7])
+    rng = np.random.default_rng([seed, round_, Seed.SAMPLING])
     return sorted(int(c) for c in rng.choice(num_clients, size=count, replace=False))
 
 
@@ -81,7 +82,7 @@ def evaluates(config: ExperimentConfig, round_: int) -> bool:
 
 def round_generator(seed: int, round_: int, cid: int) -> torch.Generator:
     """The generator of a client's batches in a round, reproducible in any process."""
-    return torch.Generator().manual_seed(derived_seed(seed, round_, cid, 3))
+    return torch.Generator().manual_seed(derived_seed(seed, round_, cid, Seed.BATCHES))
 
 
 def evaluate_client(algorithm: Algorithm, client: Client) -> tuple[float, float]:
@@ -182,7 +183,7 @@ def run_round(algorithm: Algorithm, clients: list[Client], server: dict, round_:
         stats, upload, restored = client_round(algorithm, client, down, round_)
         ledger.add(cid, stats.flops, payload_bytes(upload), payload_bytes(down), stats.mean_loss)
         try:
-            validate_update(cid, upload, upload)  # the server's screen: well-formed and finite
+            algorithm.validate_upload(cid, upload, server)  # as a Flower server screens it
         except InvalidUpdateError as error:
             events.append(refusal(round_, error, restored))
             ledger.refuse(cid)

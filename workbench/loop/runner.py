@@ -18,11 +18,11 @@ import pandas as pd
 
 from workbench.algorithms import REGISTRY, Client, Environment
 from workbench.core.accounting import Ledger
-from workbench.core.config import ExperimentConfig
+from workbench.config import ExperimentConfig
 from workbench.core.errors import UserError
-from workbench.core.results import (SUMMARY_FILE, TABLE_FILE, Event, config_differences,
-                                    events_frame, read_events, read_run, read_summary, summarize,
-                                    to_frame, write_run)
+from workbench.core.facts import SUMMARY_FILE, TABLE_FILE
+from workbench.core.results import (Event, config_differences, events_frame, read_events,
+                                    read_run, read_summary, summarize, to_frame, write_run)
 from workbench.loop import checkpoint
 from workbench.loop.rounds import (RoundRefusedError, evaluate_all, evaluates, make_clients,
                                    materialize, resolve_device, run_round)
