@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from workbench.core.aggregation import Rule, aggregate_by, update_norm, weighted_average
-from workbench.loop.attacks import (ATTACKS, Attack, apply_attack, malicious_clients, malicious_count,
-                               noise, scale, sign_flip)
+from workbench.config import malicious_count
+from workbench.core import facts
+from workbench.loop.attacks import (ATTACKS, Attack, apply_attack, malicious_clients, noise, scale,
+                                    sign_flip)
 
 from helpers import make_algorithm
 
@@ -39,7 +41,7 @@ def test_none_changes_nothing_and_unknown_attacks_are_refused():
     assert apply_attack(Attack("none"), upload, upload, 0, 1, 0)["a"].tolist() == [1.0]
     with pytest.raises(ValueError, match="attack='backdoor' is unknown; choose from"):
         apply_attack(Attack("backdoor"), upload, None, 0, 1, 0)
-    assert set(ATTACKS) == {"none", "scale", "sign_flip", "noise"}
+    assert tuple(ATTACKS) == facts.ATTACKS == ("none", "scale", "sign_flip", "noise")
     assert noise(upload, 0.0, torch.Generator().manual_seed(0))["a"].tolist() == [1.0]
 
 

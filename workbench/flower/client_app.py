@@ -24,6 +24,7 @@ from workbench.flower.node import NodeClient, client_data, open_client, save_cli
 from workbench.flower.protocol import ACCURACY, ARRAYS, CONFIG, EVALUATE, EVALUATION, INFO, LOSS, METRICS, MODEL, NUM_EXAMPLES, NUM_TEST, NUM_TRAIN, PARTITION_ID, ROLLED_BACK, ROUND, TORCH_THREADS, TRAIN_FLOPS, TRAIN_LOSS
 from workbench.flower.records import from_record, to_record
 from workbench.flower.settings import partition_id, split_run_config
+from workbench.loop.attacks import is_malicious, poison_upload
 from workbench.loop.rounds import client_round, evaluate_client
 
 
@@ -45,6 +46,8 @@ def _train(message: Message, config: ExperimentConfig, node: NodeClient,
     algorithm.begin_round(round_)
     down = from_record(message.content.array_records[ARRAYS], algorithm.env.device)
     stats, upload, rolled_back = client_round(algorithm, client, down, round_)
+    if is_malicious(config, client.cid):
+        upload = poison_upload(algorithm, client, upload, down, round_)
     save_client(node)  # after upload: some algorithms move the payload out of the client state
     if fault is not None:
         upload = corrupt(fault, upload)

@@ -7,11 +7,13 @@ upload is itself an update or a statistic (FedKD's step, FD's class logits, FedP
 prototypes) `received` is None and they act on the upload as it is. Only floating tensors
 change: class counts stay honest. Noise comes from a generator seeded by (seed, round, client),
 so an attacked run is reproducible; which clients are malicious is fixed for the whole run.
+`poison_upload` is what the round does with a malicious client's upload, in-process and on a
+Flower node alike; the algorithm decides what the attack acts on (`Algorithm.poisoned`).
 """
 
 from __future__ import annotations
 
-import math
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,7 +21,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from workbench.algorithms import Algorithm, Client
 from workbench.algorithms.base import Seed, derived_seed
+from workbench.config import ExperimentConfig, malicious_count
 from workbench.core.facts import Payload
 
 
@@ -81,17 +85,26 @@ def apply_attack(attack: Attack, upload: Payload, received: Payload | None, seed
     return ATTACKS[attack.kind](attack, upload, received, attack_generator(seed, round_, cid))
 
 
-def malicious_count(num_clients: int, amount: float) -> int:
-    """How many clients `amount` means: a fraction below 1 (rounded, halves up) or a count."""
-    if not 0 <= amount <= num_clients or (amount >= 1 and not float(amount).is_integer()):
-        raise ValueError(f"malicious_clients={amount} must be a fraction in [0, 1) or a whole "
-                         f"count from 1 to num_clients={num_clients}")
-    return int(math.floor(amount * num_clients + 0.5)) if amount < 1 else int(amount)
-
-
+@functools.lru_cache(maxsize=64)
 def malicious_clients(num_clients: int, amount: float, seed: int) -> frozenset[int]:
     """The run's malicious clients: a fixed set drawn from the seed (not the first ids, which
     would tie the attack to the zoo's round-robin architectures)."""
     count = malicious_count(num_clients, amount)
     rng = np.random.default_rng([seed, Seed.ATTACK])
     return frozenset(int(c) for c in rng.choice(num_clients, size=count, replace=False))
+
+
+def is_malicious(config: ExperimentConfig, cid: int) -> bool:
+    """Whether the client poisons its uploads in this run."""
+    attack, fed = config.attack, config.federation
+    return (attack.attack != "none"
+            and cid in malicious_clients(fed.num_clients, attack.malicious_clients, config.run.seed))
+
+
+def poison_upload(algorithm: Algorithm, client: Client, upload: Payload, down: Payload,
+                  round_: int) -> Payload:
+    """A malicious client's upload after the configured attack."""
+    cfg = algorithm.config
+    attack = Attack(cfg.attack.attack, cfg.attack.attack_scale, cfg.attack.attack_std)
+    return algorithm.poisoned(client, upload, down, lambda up, received: apply_attack(
+        attack, up, received, cfg.run.seed, round_, client.cid))

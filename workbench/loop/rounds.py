@@ -38,6 +38,7 @@ from workbench.core.data import ClientData, Normalizer, client_datasets, load_da
 from workbench.core.partition import partition
 from workbench.core.results import Event, Row
 from workbench.core.training import PhaseStats, evaluate
+from workbench.loop.attacks import is_malicious, poison_upload
 
 
 def resolve_device(name: str) -> torch.device:
@@ -181,6 +182,8 @@ def run_round(algorithm: Algorithm, clients: list[Client], server: dict, round_:
         client.evaluation = None  # its state changes from here on
         down = algorithm.broadcast(server, client)
         stats, upload, restored = client_round(algorithm, client, down, round_)
+        if is_malicious(cfg, cid):
+            upload = poison_upload(algorithm, client, upload, down, round_)
         ledger.add(cid, stats.flops, payload_bytes(upload), payload_bytes(down), stats.mean_loss)
         try:
             algorithm.validate_upload(cid, upload, server)  # as a Flower server screens it
