@@ -18,7 +18,7 @@ ATTACKS = ("none", "scale", "sign_flip", "noise")  # workbench.loop.attacks
 MAX_SEED = 2**32 - 1
 SEED_WHY = "numpy and scikit-learn take seeds below 2**32"
 MAX_ROUNDS, MAX_EPOCHS = 100_000, 1_000
-TOO_LONG = "far beyond any federated schedule: a run this long would not end in days"
+TOO_LONG = "far beyond any federated schedule; a run this long would take days"
 MAX_CLIENTS = 10_000
 CLIENTS_WHY = "each client needs a local test split, and CIFAR holds 10,000 test images"
 

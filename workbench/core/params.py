@@ -30,7 +30,7 @@ def param(default: Any, help: str, *, choices: tuple | None = None, ge: float | 
           gt: float | None = None, le: float | None = None, lt: float | None = None,
           why: str | None = None, unique: bool = False) -> Any:
     """A config field with its help text and allowed range (read by validation, CLI and docs);
-    `why` explains a bound in the refusal, `unique` refuses a list naming an item twice."""
+    `why` explains the upper bound in its refusal, `unique` refuses a list naming an item twice."""
     meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt,
             "why": why, "unique": unique}
     return field(default=default, metadata=meta)
@@ -99,7 +99,7 @@ def check_range(name: str, value: Any, meta: Mapping[str, Any]) -> None:
         return
     for key, symbol, holds in BOUNDS:
         if meta[key] is not None and not holds(value, meta[key]):
-            why = f" ({meta['why']})" if meta.get("why") else ""
+            why = f" ({meta['why']})" if meta.get("why") and key in ("le", "lt") else ""
             raise ConfigError(f"parameter {name}={value!r} is out of range: must be {symbol} "
                               f"{meta[key]}{why}")
 
