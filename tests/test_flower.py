@@ -34,6 +34,7 @@ from workbench.flower.settings import (FlowerSettings, partition_id, split_run_c
 from workbench.flower.server_app import run_server  # noqa: E402
 from workbench.flower.strategy import WorkbenchStrategy  # noqa: E402
 from workbench.core.results import read_run  # noqa: E402
+from workbench.loop.rounds import KEPT, RESTORED, RoundRefusedError  # noqa: E402
 from workbench.loop.runner import run_experiment  # noqa: E402
 
 APP = Path(__file__).resolve().parents[1] / "workbench" / "flower" / "app"
@@ -113,10 +114,27 @@ def task_identity():
     TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved
 
 
-def _reply(message: Message, upload: dict, flops: int = 10) -> Message:
+def _reply(message: Message, upload: dict, flops: int = 10, rolled_back: int = 0) -> Message:
     """A client's train reply carrying `upload`."""
-    metrics = MetricRecord({"train-flops": flops, "train-loss": 0.5, "num-examples": 100})
+    metrics = MetricRecord({"train-flops": flops, "train-loss": 0.5, "num-examples": 100,
+                            "rolled-back": rolled_back})
     return Message(RecordDict({"arrays": to_record(upload), "metrics": metrics}), reply_to=message)
+
+
+def test_a_round_whose_every_upload_is_refused_stops_the_flower_run_as_in_process(task_identity):
+    config = build_config({**FLOWER_TINY, "num_clients": 3})
+    info = {cid: {"num-train": 100} for cid in range(3)}
+    strategy = WorkbenchStrategy(config, {cid: 10 + cid for cid in range(3)}, info)
+    arrays = strategy.initial_arrays()
+    messages = {m.metadata.dst_node_id - 10: m
+                for m in strategy.configure_train(1, arrays, ConfigRecord(), grid=None)}
+    nan = {name: torch.full_like(t, math.nan) for name, t in from_record(arrays).items()}
+    replies = [_reply(messages[cid], nan, rolled_back=int(cid != 2)) for cid in range(3)]
+    with pytest.raises(RoundRefusedError, match="round 1: the server refused the upload of every"):
+        strategy.aggregate_train(1, replies)
+    assert [(e.client, e.action) for e in strategy.events] == [(0, RESTORED), (1, RESTORED),
+                                                                (2, KEPT)]
+    assert strategy.ledger.refused == {0: 1, 1: 1, 2: 1}
 
 
 def test_malformed_and_failed_updates_are_refused_and_the_round_completes(task_identity):
@@ -200,6 +218,18 @@ def test_every_algorithm_runs_through_the_apps_as_in_process(algorithm, tmp_path
     expected = run_experiment(config, out_dir=tmp_path / "in-process")
     pd.testing.assert_frame_equal(table, read_run(expected.run_dir)[1], check_exact=True)
     assert sorted(table["round"].unique()) == [2, 3]
+
+
+def test_a_flower_run_whose_every_upload_is_refused_stops_keeping_its_run_directory(
+        tmp_path, task_identity, one_thread):
+    config = build_config(FLOWER_TINY)
+    run_config = to_run_config(config, FlowerSettings(out_dir=str(tmp_path / "run")))
+    app = make_client_app(run_config, str(tmp_path / "nodes"), {cid: "nan" for cid in range(4)})
+    summary = run_server(LoopbackGrid(app, config.federation.num_clients), run_config)
+    assert summary["stopped"].startswith("round 1: the server refused the upload of every")
+    assert summary["refused"] == 4 and summary["rounds"] == 0
+    events = pd.read_csv(tmp_path / "run" / "events.csv")
+    assert events["client"].tolist() == [0, 1, 2, 3] and (events["action"] == KEPT).all()
 
 
 # ---- Ray's start-up, without Ray -------------------------------------------------------------

@@ -10,11 +10,13 @@ A refused upload is an event, not a crash. A client whose own upload is not fini
 training diverged) rolls back: it is restored to its state from before the round and given the
 round's download again, i.e. it ends the round as if it had downloaded and not trained, so a
 diverged private model never lingers (and server and client stay in step: FedKD's record of
-what the client received still holds). The server screens every upload (`Algorithm.validate_upload`:
-well-formed, finite) and refuses the bad ones; one that passes the screen but that the algorithm's own aggregation
-refuses (a malformed payload, e.g. negative class counts) is dropped and the aggregation reruns
-without it. Every refusal is an Event saying what became of the client; a round whose every
-upload is refused raises RoundRefusedError.
+what the client received still holds). The server screens every upload
+(`Algorithm.validate_upload`: well-formed, finite) and refuses the bad ones; one that passes the
+screen but that the algorithm's own aggregation refuses (a malformed payload, e.g. negative
+class counts) is dropped and the aggregation reruns without it; that client keeps its state.
+Every refusal is an Event saying what became of the client; a round whose every upload is
+refused raises RoundRefusedError. Malicious clients (`workbench.loop.attacks`) poison their
+upload after honest training, before the screen.
 """
 
 from __future__ import annotations
@@ -175,7 +177,7 @@ def run_round(algorithm: Algorithm, clients: list[Client], server: dict, round_:
     first = len(events)
     algorithm.begin_round(round_)
     sampled = sample_clients(len(clients), cfg.federation.fraction, cfg.run.seed, round_)
-    uploads, weights, rolled_back = {}, {}, set()
+    uploads, weights = {}, {}
     for cid in sampled:
         client = clients[cid]
         materialize(algorithm, client)
