@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -22,7 +25,8 @@ from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 from workbench.core.accounting import payload_bytes  # noqa: E402
 from workbench.config import ConfigError, build_config, defaults  # noqa: E402
 from workbench.flower.client_app import make_client_app  # noqa: E402
-from workbench.flower.local import simulate  # noqa: E402
+from workbench.flower import local  # noqa: E402
+from workbench.flower.local import RAY_ENV, simulate, start_ray  # noqa: E402
 from workbench.algorithms import REGISTRY  # noqa: E402
 from workbench.flower.records import from_record, record_bytes, to_record  # noqa: E402
 from workbench.flower.settings import (FlowerSettings, partition_id, split_run_config,  # noqa: E402
@@ -30,6 +34,7 @@ from workbench.flower.settings import (FlowerSettings, partition_id, split_run_c
 from workbench.flower.server_app import run_server  # noqa: E402
 from workbench.flower.strategy import WorkbenchStrategy  # noqa: E402
 from workbench.core.results import read_run  # noqa: E402
+from workbench.loop.rounds import KEPT, RESTORED, RoundRefusedError  # noqa: E402
 from workbench.loop.runner import run_experiment  # noqa: E402
 
 APP = Path(__file__).resolve().parents[1] / "workbench" / "flower" / "app"
@@ -42,6 +47,7 @@ def no_telemetry(monkeypatch):
     monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "0")
     monkeypatch.setenv("FLWR_DISABLE_UPDATE_CHECK", "1")
     monkeypatch.setenv("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # a Ray FutureWarning
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray on 127.0.0.1 only
 
 
 @pytest.fixture
@@ -108,10 +114,27 @@ def task_identity():
     TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved
 
 
-def _reply(message: Message, upload: dict, flops: int = 10) -> Message:
+def _reply(message: Message, upload: dict, flops: int = 10, rolled_back: int = 0) -> Message:
     """A client's train reply carrying `upload`."""
-    metrics = MetricRecord({"train-flops": flops, "train-loss": 0.5, "num-examples": 100})
+    metrics = MetricRecord({"train-flops": flops, "train-loss": 0.5, "num-examples": 100,
+                            "rolled-back": rolled_back})
     return Message(RecordDict({"arrays": to_record(upload), "metrics": metrics}), reply_to=message)
+
+
+def test_a_round_whose_every_upload_is_refused_stops_the_flower_run_as_in_process(task_identity):
+    config = build_config({**FLOWER_TINY, "num_clients": 3})
+    info = {cid: {"num-train": 100} for cid in range(3)}
+    strategy = WorkbenchStrategy(config, {cid: 10 + cid for cid in range(3)}, info)
+    arrays = strategy.initial_arrays()
+    messages = {m.metadata.dst_node_id - 10: m
+                for m in strategy.configure_train(1, arrays, ConfigRecord(), grid=None)}
+    nan = {name: torch.full_like(t, math.nan) for name, t in from_record(arrays).items()}
+    replies = [_reply(messages[cid], nan, rolled_back=int(cid != 2)) for cid in range(3)]
+    with pytest.raises(RoundRefusedError, match="round 1: the server refused the upload of every"):
+        strategy.aggregate_train(1, replies)
+    assert [(e.client, e.action) for e in strategy.events] == [(0, RESTORED), (1, RESTORED),
+                                                                (2, KEPT)]
+    assert strategy.ledger.refused == {0: 1, 1: 1, 2: 1}
 
 
 def test_malformed_and_failed_updates_are_refused_and_the_round_completes(task_identity):
@@ -195,6 +218,79 @@ def test_every_algorithm_runs_through_the_apps_as_in_process(algorithm, tmp_path
     expected = run_experiment(config, out_dir=tmp_path / "in-process")
     pd.testing.assert_frame_equal(table, read_run(expected.run_dir)[1], check_exact=True)
     assert sorted(table["round"].unique()) == [2, 3]
+
+
+def test_a_flower_run_whose_every_upload_is_refused_stops_keeping_its_run_directory(
+        tmp_path, task_identity, one_thread):
+    config = build_config(FLOWER_TINY)
+    run_config = to_run_config(config, FlowerSettings(out_dir=str(tmp_path / "run")))
+    app = make_client_app(run_config, str(tmp_path / "nodes"), {cid: "nan" for cid in range(4)})
+    summary = run_server(LoopbackGrid(app, config.federation.num_clients), run_config)
+    assert summary["stopped"].startswith("round 1: the server refused the upload of every")
+    assert summary["refused"] == 4 and summary["rounds"] == 0
+    events = pd.read_csv(tmp_path / "run" / "events.csv")
+    assert events["client"].tolist() == [0, 1, 2, 3] and (events["action"] == KEPT).all()
+
+
+# ---- Ray's start-up, without Ray -------------------------------------------------------------
+class FakeRay:
+    """ray.init that times out like a Ray node on a loaded machine (leaving a process behind)
+    `failures` times, then starts."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures, self.calls, self.left_behind, self.started = failures, 0, [], False
+
+    def init(self, **kwargs) -> None:
+        self.calls += 1
+        assert kwargs["include_dashboard"] is False and "PYTHONPATH" in kwargs["runtime_env"]["env_vars"]
+        if self.calls <= self.failures:
+            self.left_behind.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]))
+            raise Exception("The current node timed out during startup.")
+        self.started = True
+
+    def is_initialized(self) -> bool:
+        return self.started
+
+    def shutdown(self) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_ray(monkeypatch):
+    import ray
+
+    def install(failures: int) -> FakeRay:
+        fake = FakeRay(failures)
+        for name in ("init", "is_initialized", "shutdown"):
+            monkeypatch.setattr(ray, name, getattr(fake, name))
+        return fake
+    return install
+
+
+def test_a_timed_out_ray_start_is_retried_and_what_it_left_is_stopped(fake_ray):
+    fake = fake_ray(failures=2)
+    start_ray({}, budget_s=60)
+    assert fake.calls == 3 and fake.started
+    assert all(proc.poll() is not None for proc in fake.left_behind)  # stopped by PID
+
+
+def test_ray_that_never_starts_fails_with_one_clear_message(fake_ray):
+    fake = fake_ray(failures=10**6)
+    with pytest.raises(RuntimeError, match=r"Ray did not start on this machine: \d+ attempt\(s\) "
+                                           r"within 1 s.*timed out during startup.*overloaded"):
+        start_ray({}, budget_s=1)
+    assert all(proc.poll() is not None for proc in fake.left_behind)
+
+
+def test_ray_environment_keeps_ray_on_loopback_and_restores_the_callers(monkeypatch):
+    monkeypatch.setenv("RAY_raylet_start_wait_time_s", "7")
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
+    with local.ray_environment():
+        assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
+        assert int(os.environ["RAY_raylet_start_wait_time_s"]) >= 60
+        assert set(RAY_ENV) <= set(os.environ)
+    assert os.environ["RAY_raylet_start_wait_time_s"] == "7"
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
 
 
 # ---- Flower's simulation engine ------------------------------------------------------------

@@ -1,44 +1,52 @@
 """Command line: `python -m workbench run --rank 4 --mu 0.5 --out runs/x` and friends.
 
 Every config parameter is a `--name value` flag generated from the config's own table, so the
-CLI, the notebooks and the sweeps accept exactly the same names and values.
+CLI, the notebooks and the sweeps accept exactly the same names and values. A problem the user
+can fix (a parameter, a data folder, an output folder, a run stopped by refusals) is printed as
+one `error:` line with exit status 2; `--debug` shows its traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from workbench.config import ConfigError, build_config, parameter_table
+from workbench.core.errors import UserError
 from workbench.flags import add_parameters, flat_parameters
 
 
 def parser() -> argparse.ArgumentParser:
     """The workbench's argument parser with its sub-commands."""
     root = argparse.ArgumentParser(prog="python -m workbench", description=__doc__.splitlines()[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error instead of its one-line message")
     commands = root.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run one experiment and print its summary")
+    add = functools.partial(commands.add_parser, parents=[common])
+    run = add("run", help="run one experiment and print its summary")
     run.add_argument("--out", type=Path, default=None,
                      help="run directory (default: runs/<algorithm>-<dataset>-<time>)")
     run.add_argument("--quiet", action="store_true", help="no per-round progress lines")
     add_parameters(run)
-    commands.add_parser("params", help="list every parameter with its default and help")
-    costs = commands.add_parser("costs", help="per-round FLOPs and bytes of every method, with "
+    add("params", help="list every parameter with its default and help")
+    costs = add("costs", help="per-round FLOPs and bytes of every method, with "
                                               "ratios to FedLoRA")
     costs.add_argument("--algorithms", default=None, help="comma-separated (default: all)")
     costs.add_argument("--samples_per_client", type=int, default=500,
                        help="training samples of each client")
     costs.add_argument("--csv", type=Path, default=None, help="also write the table here")
     add_parameters(costs)
-    target = commands.add_parser("target", help="rounds, FLOPs and bytes each finished run "
+    target = add("target", help="rounds, FLOPs and bytes each finished run "
                                                 "needed to reach a target mean accuracy")
     target.add_argument("runs", nargs="+", type=Path, help="run directories")
     target.add_argument("--target", type=float, required=True, help="mean accuracy, e.g. 0.9")
     target.add_argument("--reference", default="fedlora", help="run label to divide by")
-    sweep = commands.add_parser("sweep", help="run a grid of notebook executions and build its "
+    sweep = add("sweep", help="run a grid of notebook executions and build its "
                                               "HTML report (rerun to resume)")
     sweep.add_argument("spec", type=Path, help="YAML with `parameters:` and `grid:` mappings")
     sweep.add_argument("--out", type=Path, required=True, help="sweep folder")
@@ -100,10 +108,14 @@ def cmd_costs(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_target(args: argparse.Namespace, extra: list[str]) -> int:
     """Print the cost to first reach a target mean accuracy for each finished run."""
+    from workbench.core.facts import TABLE_FILE
     from workbench.core.results import cost_to_target, read_run
 
     runs = {}
     for run_dir in args.runs:
+        if not (run_dir / TABLE_FILE).is_file():
+            raise UserError(f"run directory {run_dir} holds no {TABLE_FILE}; give folders of "
+                            f"finished runs (the --out of `python -m workbench run`)")
         flat, table = read_run(run_dir)
         label = flat["algorithm"] if flat["algorithm"] not in runs else str(run_dir)
         runs[label] = table
@@ -130,12 +142,14 @@ COMMANDS = {"sweep": cmd_sweep, "run": cmd_run, "params": cmd_params, "costs": c
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; configuration errors exit with status 2 and a one-line message."""
+    """Entry point; user errors exit with status 2 and a one-line message (--debug: traceback)."""
     args, extra = parser().parse_known_args(argv)
     try:
         if extra and args.command not in ("run", "costs"):
             raise ConfigError(f"unexpected arguments {extra} for `{args.command}`")
         return COMMANDS[args.command](args, extra)
-    except ConfigError as error:
+    except UserError as error:
+        if args.debug:
+            raise
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -148,10 +148,26 @@ class Algorithm:
 
     def aggregate(self, server_state: Payload, uploads: Mapping[int, Payload],
                   weights: Mapping[int, float]) -> dict[str, Tensor]:
-        """New global state from the round's uploads (default: sample-weighted average)."""
+        """New global state from the round's uploads by the configured rule (default: the
+        sample-weighted average; norm_bounded measures distances from the global state)."""
         if not uploads or not any(uploads.values()):
             return dict(server_state)
-        return aggregation.weighted_average(uploads, weights, reference=server_state or None)
+        return aggregation.aggregate_by(self.rule(), uploads, weights,
+                                        reference=server_state or None,
+                                        center=server_state or None)
+
+    def rule(self) -> aggregation.Rule:
+        """The configured aggregation rule (`aggregator` and its knobs)."""
+        server = self.config.server
+        return aggregation.Rule(server.aggregator, server.max_update_norm, server.trim_fraction)
+
+    def poisoned(self, client: Client, upload: Payload, down: Payload,
+                 attack: Callable[[Payload, Payload | None], dict[str, Tensor]]) -> Payload:
+        """A malicious client's upload: the attack acts on the update from what the client
+        received where the upload mirrors it (same names and shapes), else on the upload."""
+        mirrors = set(upload) == set(down) and all(down[n].shape == t.shape
+                                                   for n, t in upload.items())
+        return attack(upload, down if mirrors else None)
 
     # ---- evaluation ---------------------------------------------------------------------
     def predict(self, client: Client, x: Tensor) -> Tensor:

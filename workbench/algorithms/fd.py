@@ -82,7 +82,7 @@ class FederatedDistillation(Algorithm):
                 others.setdefault(int(cid), {})[name] = t
         if not others:
             return {}
-        mean = aggregation.classwise_average(others, values="logits")
+        mean = aggregation.aggregate_classwise_by(self.rule(), others, values="logits")
         mask = mean["counts"] > 0  # C
         return {"logits": mean["logits"], "mask": mask} if mask.any() else {}
 

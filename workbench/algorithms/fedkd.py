@@ -25,7 +25,7 @@ private model's settings; the reported loss is the sum of both; SVD cost is not 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -173,6 +173,14 @@ class FedKD(Algorithm):
         update = {n: t.detach() - received[n] for n, t in student.items()}
         return compression.compress_state(update, self.energy())
 
+    def poisoned(self, client: Client, upload: Payload, down: Payload,
+                 attack: Callable[[Payload, Payload | None], dict[str, Tensor]]) -> Payload:
+        """The attack acts on the dense update (an update already: no reference), which is then
+        compressed like an honest one."""
+        shapes = {n: t.shape for n, t in client.state["received"].items()}
+        dense = compression.decompress_state(upload, shapes)
+        return compression.compress_state(attack(dense, None), self.energy())
+
     def validate_upload(self, cid: int, upload: Payload, server_state: Payload) -> None:
         """A compressed upload is honest when it reconstructs to a finite update of the student."""
         reconstruct(cid, upload, {n: t.shape for n, t in server_state.items()}, server_state)
@@ -185,7 +193,7 @@ class FedKD(Algorithm):
         shapes = {n: t.shape for n, t in server_state.items()}
         updates = {cid: reconstruct(cid, payload, shapes, server_state)
                    for cid, payload in uploads.items()}
-        mean = aggregation.weighted_average(updates, weights, reference=server_state)
+        mean = aggregation.aggregate_by(self.rule(), updates, weights, reference=server_state)
         down = compression.compress_state(mean, self.energy())
         step = compression.decompress_state(down, shapes)
         self.fold(server_state)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from workbench.algorithms.base import Algorithm, Client, Payload, Seed, derived_seed
 from workbench.core.lazy import lazy
+from workbench.core.facts import MAX_EPOCHS, TOO_LONG
 from workbench.core.params import ConfigError, Section, param
 from workbench.core.zoo import linear_shapes
 
@@ -35,18 +36,17 @@ class FedLoRAParams(Section):
     rank: int = param(4, "LoRA rank r", ge=1)
     lora_alpha: float = param(8.0, "LoRA scale numerator: the branch is scaled by alpha/r", gt=0)
     mu: float = param(0.5, "weight of the adapter-on loss while training the model", ge=0, le=1)
-    adapter_epochs: int = param(1, "local epochs training the adapter per round", ge=1)
+    adapter_epochs: int = param(1, "local epochs training the adapter per round", ge=1,
+                                le=MAX_EPOCHS, why=TOO_LONG)
     adapter_lr: float = param(0.01, "SGD learning rate of the adapter", gt=0)
     lora_targets: tuple[str, ...] = param(("head",), "Linear layers carrying the adapter",
-                                          choices=LORA_TARGETS)
+                                          choices=LORA_TARGETS, unique=True)
 
 
 def check_adapter_targets(models: list[str], num_classes: int, targets: tuple[str, ...],
                           rank: int) -> None:
-    """Refuse targets whose shapes differ across the clients' models, or a rank they cannot hold."""
-    if len(set(targets)) != len(targets):
-        raise ConfigError(f"parameter lora_targets={','.join(targets)!r} names a layer twice; "
-                          f"list each of {list(LORA_TARGETS)} at most once")
+    """Refuse targets whose shapes differ across the clients' models, or a rank they cannot hold
+    (a target named twice is refused with the parameter itself: `unique`)."""
     for target in targets:
         shapes = {model: linear_shapes(model, num_classes)[target] for model in models}
         if len(set(shapes.values())) > 1:

@@ -109,8 +109,12 @@ class FedProto(Algorithm):
 
     def aggregate(self, server_state: Payload, uploads: Mapping[int, Payload],
                   weights: Mapping[int, float]) -> dict[str, Tensor]:
-        """Per-class average weighted by class counts (client sample weights are not used)."""
-        return aggregation.classwise_average(uploads) if uploads else dict(server_state)
+        """Per-class average weighted by class counts (client sample weights are not used), or
+        the configured rule's class-wise variant (norm_bounded: distances from the prototypes)."""
+        if not uploads:
+            return dict(server_state)
+        return aggregation.aggregate_classwise_by(self.rule(), uploads,
+                                                  center=server_state.get("values"))
 
     def predict(self, client: Client, x: Tensor) -> Tensor:
         model: nn.Module = client.state["model"]

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from workbench.core.errors import UserError
 from workbench.core.facts import DATASET_CLASSES
 
 NUM_CLASSES = DATASET_CLASSES  # classes per dataset (defined once in facts)
@@ -25,7 +26,7 @@ _CROP_PAD = 4
 _SIDE = 32
 
 
-class DataUnavailableError(RuntimeError):
+class DataUnavailableError(UserError, RuntimeError):
     """Raised when a dataset cannot be found, verified or downloaded."""
 
 

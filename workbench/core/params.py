@@ -16,18 +16,23 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from workbench.core.errors import UserError
+
 BOUNDS = (("ge", ">=", operator.ge), ("gt", ">", operator.gt),
           ("le", "<=", operator.le), ("lt", "<", operator.lt))
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A parameter is unknown, of the wrong type or out of range."""
 
 
 def param(default: Any, help: str, *, choices: tuple | None = None, ge: float | None = None,
-          gt: float | None = None, le: float | None = None, lt: float | None = None) -> Any:
-    """A config field with its help text and allowed range (read by validation, CLI and docs)."""
-    meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt}
+          gt: float | None = None, le: float | None = None, lt: float | None = None,
+          why: str | None = None, unique: bool = False) -> Any:
+    """A config field with its help text and allowed range (read by validation, CLI and docs);
+    `why` explains the upper bound in its refusal, `unique` refuses a list naming an item twice."""
+    meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt,
+            "why": why, "unique": unique}
     return field(default=default, metadata=meta)
 
 
@@ -83,11 +88,20 @@ def check_range(name: str, value: Any, meta: Mapping[str, Any]) -> None:
     for item in value if isinstance(value, tuple) else (value,):
         if choices is not None and item not in choices:
             raise ConfigError(f"parameter {name}={item!r} is not allowed; choose from {list(choices)}")
+        if isinstance(item, str) and not item.strip():
+            raise ConfigError(f"parameter {name}={value!r} is empty; give a value (see `python -m "
+                              f"workbench params`)")
+    if isinstance(value, tuple) and meta.get("unique") and len(set(value)) < len(value):
+        twice = sorted({item for item in value if value.count(item) > 1})
+        raise ConfigError(f"parameter {name}={','.join(value)!r} names {twice} more than once; "
+                          f"give each once")
     if isinstance(value, (str, tuple, bool)):
         return
     for key, symbol, holds in BOUNDS:
         if meta[key] is not None and not holds(value, meta[key]):
-            raise ConfigError(f"parameter {name}={value!r} is out of range: must be {symbol} {meta[key]}")
+            why = f" ({meta['why']})" if meta.get("why") and key in ("le", "lt") else ""
+            raise ConfigError(f"parameter {name}={value!r} is out of range: must be {symbol} "
+                              f"{meta[key]}{why}")
 
 
 def unknown_names(names: Iterable[str], known: Iterable[str]) -> ConfigError:

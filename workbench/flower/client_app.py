@@ -21,10 +21,11 @@ from flwr.clientapp import ClientApp
 from workbench.config import ExperimentConfig
 from workbench.flower.faults import corrupt
 from workbench.flower.node import NodeClient, client_data, open_client, save_client, state_root
-from workbench.flower.protocol import ACCURACY, ARRAYS, CONFIG, EVALUATE, EVALUATION, INFO, LOSS, METRICS, MODEL, NUM_EXAMPLES, NUM_TEST, NUM_TRAIN, PARTITION_ID, ROUND, TORCH_THREADS, TRAIN_FLOPS, TRAIN_LOSS
+from workbench.flower.protocol import ACCURACY, ARRAYS, CONFIG, EVALUATE, EVALUATION, INFO, LOSS, METRICS, MODEL, NUM_EXAMPLES, NUM_TEST, NUM_TRAIN, PARTITION_ID, ROLLED_BACK, ROUND, TORCH_THREADS, TRAIN_FLOPS, TRAIN_LOSS
 from workbench.flower.records import from_record, to_record
 from workbench.flower.settings import partition_id, split_run_config
-from workbench.loop.rounds import evaluate_client, round_generator
+from workbench.loop.attacks import is_malicious, poison_upload
+from workbench.loop.rounds import client_round, evaluate_client
 
 
 
@@ -43,15 +44,15 @@ def _train(message: Message, config: ExperimentConfig, node: NodeClient,
     algorithm, client = node.algorithm, node.client
     round_ = int(message.content.config_records[CONFIG][ROUND])
     algorithm.begin_round(round_)
-    algorithm.receive(client, from_record(message.content.array_records[ARRAYS],
-                                          algorithm.env.device))
-    stats = algorithm.local_update(client, round_generator(config.run.seed, round_, client.cid))
-    upload = dict(algorithm.upload(client))
+    down = from_record(message.content.array_records[ARRAYS], algorithm.env.device)
+    stats, upload, rolled_back = client_round(algorithm, client, down, round_)
+    if is_malicious(config, client.cid):
+        upload = poison_upload(algorithm, client, upload, down, round_)
     save_client(node)  # after upload: some algorithms move the payload out of the client state
     if fault is not None:
         upload = corrupt(fault, upload)
     metrics = MetricRecord({TRAIN_FLOPS: int(stats.flops), TRAIN_LOSS: float(stats.mean_loss),
-                            NUM_EXAMPLES: client.data.num_train})
+                            NUM_EXAMPLES: client.data.num_train, ROLLED_BACK: int(rolled_back)})
     content = RecordDict({ARRAYS: to_record(upload), METRICS: metrics})
     if message.content.config_records[CONFIG].get(EVALUATE, False):
         content[EVALUATION] = _evaluate(node)

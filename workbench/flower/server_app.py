@@ -22,6 +22,7 @@ from workbench.flower.protocol import CONFIG, INFO, PARTITION_ID
 from workbench.flower.settings import FlowerSettings, split_run_config
 from workbench.flower.strategy import WorkbenchStrategy
 from workbench.core.results import to_frame, write_run
+from workbench.loop.rounds import RoundRefusedError
 
 log = logging.getLogger("flwr")
 FLOWER_FILE = "flower.json"
@@ -66,10 +67,12 @@ def discover(grid: Grid, config: ExperimentConfig,
     return nodes, info
 
 
-def finish(strategy: WorkbenchStrategy, settings: FlowerSettings) -> dict[str, Any]:
+def finish(strategy: WorkbenchStrategy, settings: FlowerSettings,
+           stopped: str | None = None) -> dict[str, Any]:
     """Write the run directory and flower.json; return the summary."""
     run_dir = Path(settings.out_dir).expanduser()
-    summary = write_run(run_dir, strategy.config.to_flat(), to_frame(strategy.rows))
+    summary = write_run(run_dir, strategy.config.to_flat(), to_frame(strategy.rows),
+                        strategy.events, stopped)
     details = {"transport": "flower", "nodes": {str(c): n for c, n in strategy.nodes.items()},
                "clients": {str(c): i for c, i in strategy.info.items()},
                "refused": strategy.refusals, "messages": strategy.traffic}
@@ -93,8 +96,12 @@ def run_server(grid: Grid, run_config: Mapping[str, Any]) -> dict[str, Any]:
     config, settings = _checked(run_config)
     nodes, info = discover(grid, config, settings)
     strategy = WorkbenchStrategy(config, nodes, info)
-    strategy.start(grid, initial_arrays=strategy.initial_arrays(),
-                   num_rounds=config.federation.rounds, timeout=settings.timeout)
+    try:
+        strategy.start(grid, initial_arrays=strategy.initial_arrays(),
+                       num_rounds=config.federation.rounds, timeout=settings.timeout)
+    except RoundRefusedError as error:  # as in-process: stop, keeping every completed round
+        log.error("run stopped at %s", error)
+        return finish(strategy, settings, stopped=str(error))
     return finish(strategy, settings)
 
 

@@ -23,11 +23,12 @@ from torch import Tensor
 from workbench.core.aggregation import InvalidUpdateError
 from workbench.algorithms import REGISTRY, Client, Environment
 from workbench.config import ExperimentConfig
-from workbench.flower.protocol import ACCURACY, ARRAYS, CONFIG, EVALUATE, EVALUATION, LOSS, METRICS, NUM_TEST, NUM_TRAIN, ROUND, TRAIN_FLOPS, TRAIN_LOSS
+from workbench.flower.protocol import ACCURACY, ARRAYS, CONFIG, EVALUATE, EVALUATION, LOSS, METRICS, NUM_TEST, NUM_TRAIN, ROLLED_BACK, ROUND, TRAIN_FLOPS, TRAIN_LOSS
 from workbench.flower.records import decode_update, from_record, record_bytes, to_record
-from workbench.core.results import Row
+from workbench.core.results import Event, Row
 from workbench.core.accounting import Ledger
-from workbench.loop.rounds import evaluates, sample_clients
+from workbench.loop.rounds import (RoundRefusedError, aggregate_accepting, evaluates, refusal,
+                                   sample_clients)
 
 log = logging.getLogger("flwr")
 
@@ -51,6 +52,8 @@ class WorkbenchStrategy(Strategy):
                         for cid, name in enumerate(config.client_models())}
         self.ledger, self.rows = Ledger(), []
         self.refusals: list[dict[str, Any]] = []
+        self.events: list[Event] = []  # the refusals as the run directory's events
+        self.rolled_back: set[int] = set()  # clients whose reply says they rolled back this round
         self.traffic: list[dict[str, Any]] = []
         self.state: dict[str, Tensor] = {}
         self.down: dict[int, int] = {}  # client → tensor bytes sent to it this round
@@ -99,9 +102,16 @@ class WorkbenchStrategy(Strategy):
                 weights[cid] = float(self.info[cid][NUM_TRAIN])
             except InvalidUpdateError as error:
                 self._refuse(server_round, error)
-        new_state = self._aggregate(server_round, uploads, weights)
-        metrics = MetricRecord({"accepted": len(uploads), "refused": len(self.down) - len(uploads)})
-        self.down = {}
+        if not uploads:
+            raise RoundRefusedError(server_round, self._round_events(server_round))
+        new_state, refused = aggregate_accepting(self.algorithm, self.state, uploads, weights)
+        for error in refused:
+            self._refuse(server_round, error)
+        if len(refused) == len(uploads):
+            raise RoundRefusedError(server_round, self._round_events(server_round))
+        accepted = len(uploads) - len(refused)
+        metrics = MetricRecord({"accepted": accepted, "refused": len(self.down) - accepted})
+        self.down, self.rolled_back = {}, set()
         return to_record(new_state), metrics
 
     def _accept(self, round_: int, cid: int, reply: Message | None) -> dict[str, Tensor]:
@@ -120,27 +130,23 @@ class WorkbenchStrategy(Strategy):
             up = 0
         self.ledger.add(cid, int(metrics.get(TRAIN_FLOPS, 0)), up, self.down[cid],
                         float(metrics.get(TRAIN_LOSS, math.nan)))
+        if metrics.get(ROLLED_BACK, 0):
+            self.rolled_back.add(cid)
         update = decode_update(cid, record)
         self.algorithm.validate_upload(cid, update, self.state)
         return update
 
-    def _aggregate(self, round_: int, uploads: dict[int, dict[str, Tensor]],
-                   weights: dict[int, float]) -> dict[str, Tensor]:
-        """The algorithm's aggregate; a client its own checks refuse is dropped and it reruns."""
-        while True:
-            try:
-                return self.algorithm.aggregate(self.state, uploads, weights)
-            except InvalidUpdateError as error:
-                if error.client not in uploads:
-                    raise
-                self._refuse(round_, error)
-                del uploads[error.client], weights[error.client]
-
     def _refuse(self, round_: int, error: InvalidUpdateError) -> None:
-        """Log a refused upload; the round goes on without it."""
+        """Log and record a refused upload; the round goes on without it."""
         log.error("round %d: %s", round_, error)
         self.refusals.append({"round": round_, "client": error.client, "tensor": error.tensor,
                               "error": str(error)})
+        self.events.append(refusal(round_, error, error.client in self.rolled_back))
+        self.ledger.refuse(error.client)
+
+    def _round_events(self, round_: int) -> list[Event]:
+        """This round's refusals."""
+        return [e for e in self.events if e.round == round_]
 
     # ---- evaluation ----------------------------------------------------------------------
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,

@@ -26,7 +26,8 @@ TEMPLATE = "plotly_white"
 Cost = Literal["flops", "bytes"]
 Stat = Literal["final", "best"]
 SUMMARY_VALUES = ("algorithm", "final_accuracy", "best_accuracy", "best_round", "rounds",
-                  "total_train_flops", "total_bytes_up", "total_bytes_down", "total_bytes")
+                  "total_train_flops", "total_bytes_up", "total_bytes_down", "total_bytes",
+                  "refused")
 COST_AXIS = {"flops": ("train_flops", "training FLOPs"), "bytes": ("bytes", "bytes (up + down)")}
 
 

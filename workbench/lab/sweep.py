@@ -56,7 +56,13 @@ def _check_grid(where: str, grid: Any, parameters: Mapping[str, Any]) -> dict[st
 
 def load_spec(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     """Read a sweep spec (YAML file or mapping) and check its shape."""
-    spec = yaml.safe_load(Path(source).read_text()) if isinstance(source, (str, Path)) else source
+    if isinstance(source, (str, Path)) and not Path(source).is_file():
+        raise ConfigError(f"sweep spec {source} is not a file; give the path of a YAML spec "
+                          f"(see notebooks/sweeps)")
+    try:
+        spec = yaml.safe_load(Path(source).read_text()) if isinstance(source, (str, Path)) else source
+    except yaml.YAMLError as error:
+        raise ConfigError(f"sweep spec {source} is not valid YAML: {error}") from None
     if not isinstance(spec, Mapping) or set(spec) - SPEC_KEYS:
         found = sorted(spec) if isinstance(spec, Mapping) else type(spec).__name__
         raise ConfigError(f"sweep spec must be a mapping with keys {sorted(SPEC_KEYS)}, got {found}")
