@@ -25,6 +25,16 @@ INSPECT = """() => ({
   plots: [...document.querySelectorAll('.js-plotly-plot')].map(gd => ({
     svg: gd.querySelectorAll('.main-svg').length, traces: (gd.data || []).length,
     title: (gd.layout && gd.layout.title && gd.layout.title.text) || ''})),
+  headings: [...document.querySelectorAll('h2')].map(h => h.textContent.replace('¶', '')),
+  tables: [...document.querySelectorAll('table')].map(t => {
+    const height = t.getBoundingClientRect().height;
+    let clipped = false;  // an ancestor that scrolls or hides part of the table
+    for (let el = t.parentElement; el; el = el.parentElement) {
+      const style = getComputedStyle(el);
+      if (style.overflowY !== 'visible' && el.clientHeight + 1 < height) clipped = true;
+    }
+    return {id: t.id, rows: t.rows.length, height, clipped};
+  }),
 })"""
 
 
@@ -77,4 +87,10 @@ def test_report_renders_offline_in_chromium(report: tuple[Path, int], tmp_path: 
     for plot in state["plots"]:
         assert plot["svg"] >= 1 and plot["traces"] >= 1, plot
     assert any("rank × μ" in p["title"] for p in state["plots"])
+    assert state["headings"][0] == "Verdict"
+    tables = {t["id"]: t for t in state["tables"]}
+    assert {"T_verdict-accuracy", "T_verdict-costs", "T_configurations"} <= set(tables)
+    for table in tables.values():
+        assert table["height"] > 0 and not table["clipped"], table
+    assert tables["T_configurations"]["rows"] == 1 + 6  # header + every configuration
     assert errors == []

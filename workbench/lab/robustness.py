@@ -6,7 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from workbench.lab.reporting import TEMPLATE, Stat, _note, _tick
+from workbench.lab.reporting import TEMPLATE, Stat, note
+from workbench.lab.sweep_results import tick
 
 SETTINGS = ("attack", "malicious_clients")  # what the x axis groups by, where swept
 
@@ -16,7 +17,7 @@ def robustness_table(summary: pd.DataFrame, stat: Stat = "final") -> pd.DataFram
     swept values; `setting` labels the attack columns the sweep varies."""
     settings = [c for c in SETTINGS if c in summary.columns]
     rows = summary.assign(
-        setting=summary[settings].apply(lambda r: ", ".join(f"{k}={_tick(v)}" for k, v in r.items()),
+        setting=summary[settings].apply(lambda r: ", ".join(f"{k}={tick(v)}" for k, v in r.items()),
                                         axis=1) if settings else "as configured",
         aggregator=summary["aggregator"] if "aggregator" in summary else "as configured")
     table = rows.groupby(["setting", "aggregator"], sort=True).agg(
@@ -29,7 +30,7 @@ def robustness_figure(summary: pd.DataFrame, stat: Stat = "final") -> go.Figure:
     """Grouped bars: mean accuracy per attack setting (x), one bar per aggregator."""
     title = f"{stat.capitalize()} mean accuracy under attack, per aggregator"
     if not {"aggregator", *SETTINGS} & set(summary.columns):
-        fig = _note(go.Figure(), "This sweep varies neither the aggregator nor the attack")
+        fig = note(go.Figure(), "This sweep varies neither the aggregator nor the attack")
         fig.update_xaxes(visible=False).update_yaxes(visible=False)
         return fig.update_layout(template=TEMPLATE, title=title)
     table = robustness_table(summary, stat)

@@ -27,6 +27,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from workbench.config import ConfigError, build_config
+from workbench.lab import provenance
 from workbench.core.results import TABLE_FILE, read_run
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "fedlora.ipynb"
@@ -179,14 +180,19 @@ def run_sweep(spec_source: str | Path | Mapping[str, Any], out: str | Path, work
     points = expand(spec)
     sweep_dir = Path(out).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    old = sweep_dir / "sweep.json"  # its provenance carries over when no point runs
+    previous = json.loads(old.read_text()).get("provenance") if old.is_file() else None
     todo = [p for p in points if point_state(sweep_dir, p)["state"] != "done"]
     print(f"sweep: {len(points)} points, {len(points) - len(todo)} already done, "
           f"{len(todo)} to run", flush=True)
     if todo:
         _run_points(sweep_dir, todo, workers, timeout)
-    states = [{"id": p.id, "params": p.swept, **point_state(sweep_dir, p)} for p in points]
+    states = [{"id": p.id, "params": p.swept, **point_state(sweep_dir, p), "resolved": p.flat}
+              for p in points]
     record = {"parameters": spec["parameters"], "grid": swept_values(spec), "spec": spec,
-              "points": states}
+              "points": states,
+              "provenance": provenance.record(previous, started, time.time(), len(todo))}
     (sweep_dir / "sweep.json").write_text(json.dumps(record, indent=2))
     collect(sweep_dir, points, list(record["grid"])).to_csv(sweep_dir / "results.csv", index=False)
     for s in states:
@@ -203,5 +209,6 @@ def export_points(sweep_dir: str | Path) -> list[Path]:
     """Export every executed point notebook of a sweep to HTML beside it (code shown)."""
     from workbench.lab.export import notebook_to_html
 
-    return [notebook_to_html(nb, nb.with_suffix(".html"), hide_code=False)
+    shared = Path(sweep_dir) / "points" / "plotly.min.js"  # one copy, not 5 MB per page
+    return [notebook_to_html(nb, nb.with_suffix(".html"), hide_code=False, shared_plotlyjs=shared)
             for nb in sorted(Path(sweep_dir).glob("points/*/fedlora.ipynb"))]
