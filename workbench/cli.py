@@ -68,10 +68,10 @@ def parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     """Validate, run, write the run directory and print the summary."""
+    config = build_config(_flat(args, extra))  # refuse bad parameters before importing torch
     from workbench.results import format_summary
     from workbench.simulation import run_experiment
 
-    config = build_config(_flat(args, extra))
     out = args.out or Path("runs") / (f"{config.run.algorithm}-{config.data.dataset}-"
                                       f"{time.strftime('%Y%m%d-%H%M%S')}")
 
