@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 CONFIG_FILE, TABLE_FILE, SUMMARY_FILE = "config.json", "results.csv", "summary.json"
+TIMING_FILE = "timing.json"  # {"experiment_s": seconds the last run_experiment call computed}
 COST_COLUMNS = ("train_flops", "bytes_up", "bytes_down")
 
 

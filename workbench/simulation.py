@@ -8,6 +8,8 @@ is reproducible and can resume from any round boundary.
 from __future__ import annotations
 
 import dataclasses
+import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +25,7 @@ from workbench.config import ExperimentConfig
 from workbench.data import ClientData, Normalizer, client_datasets, load_dataset
 from workbench.partition import partition
 from workbench import checkpoint
-from workbench.results import TABLE_FILE, Row, read_run, summarize, to_frame, write_run
+from workbench.results import TABLE_FILE, TIMING_FILE, Row, read_run, summarize, to_frame, write_run
 from workbench.training import evaluate
 
 Progress = Callable[[int, int, dict], None]
@@ -180,9 +182,14 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None,
     run_dir = Path(out_dir) if out_dir is not None else None
     if run_dir is not None and (done := _finished(run_dir, config)) is not None:
         return done
+    started = time.perf_counter()
     device = resolve_device(config.run.device)
     clients, env = make_clients(config, device)
-    return run_loop(config, clients, env, run_dir, progress)
+    result = run_loop(config, clients, env, run_dir, progress)
+    if run_dir is not None:  # sweeps divide this by their wall time (their efficiency)
+        seconds = round(time.perf_counter() - started, 3)
+        (run_dir / TIMING_FILE).write_text(json.dumps({"experiment_s": seconds}))
+    return result
 
 
 def run_loop(config: ExperimentConfig, clients: list[Client], env: Environment,
