@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from workbench.config import ConfigError
 
 EXECUTORS = ("local", "ray")
@@ -38,9 +36,10 @@ class Execution:
     executor: str = "local"
     workers: int | None = None  # parallel points (local default 1; Ray default: what fits)
     address: str | None = None  # Ray cluster address (default RAY_ADDRESS, else the local head)
-    cpus: float = 1.0  # Ray resources per point; its torch threads are int(cpus)
+    cpus: float = 1.0  # Ray resources per point
     gpus: float = 0.0
     fresh_kernels: bool = False  # local: a new kernel per point instead of a warm one
+    threads: int | None = None  # torch threads per point (local: cores ÷ workers; Ray: cpus)
 
     def check(self) -> None:
         """Refuse impossible settings before anything runs."""
@@ -49,6 +48,8 @@ class Execution:
                               f"{', '.join(EXECUTORS)}")
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"workers={self.workers} must be >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads={self.threads} must be >= 1")
         if self.cpus <= 0 or self.gpus < 0:
             raise ConfigError(f"cpus={self.cpus} must be > 0 and gpus={self.gpus} >= 0 per point")
         if self.executor == "local" and (self.address or self.gpus or self.cpus != 1.0):
@@ -61,7 +62,7 @@ def threads_per_worker(workers: int) -> int:
 
 
 def run_local(jobs: Sequence[Job], notebook: str | Path, workers: int, timeout: int,
-              on_done: Done, fresh: bool = False) -> int:
+              on_done: Done, fresh: bool = False, threads: int | None = None) -> int:
     """Run the jobs on `workers` warm kernels (a new kernel per point with fresh=True); return
     the number of workers started."""
     from workbench.point_runner import WarmKernel, run_point, warm_imports
@@ -72,7 +73,7 @@ def run_local(jobs: Sequence[Job], notebook: str | Path, workers: int, timeout: 
     imports, errors = warm_imports(flat for _, _, flat in jobs), []
 
     def worker() -> None:
-        kernel = WarmKernel(threads_per_worker(workers), imports)
+        kernel = WarmKernel(threads or threads_per_worker(workers), imports)
         try:
             while True:
                 try:
@@ -87,20 +88,22 @@ def run_local(jobs: Sequence[Job], notebook: str | Path, workers: int, timeout: 
         finally:
             kernel.shutdown()
 
-    threads = [threading.Thread(target=worker, name=f"sweep-worker-{i}", daemon=True)
-               for i in range(min(workers, len(jobs)))]
-    for thread in threads:
+    pool = [threading.Thread(target=worker, name=f"sweep-worker-{i}", daemon=True)
+            for i in range(min(workers, len(jobs)))]
+    for thread in pool:
         thread.start()
-    for thread in threads:
+    for thread in pool:
         thread.join()
     if errors:
         raise errors[0]
-    return len(threads)
+    return len(pool)
 
 
 def run_points(sweep_dir: Path, todo: Sequence[tuple[str, dict[str, Any]]], notebook: Path,
                timeout: int, execution: Execution) -> dict[str, Any]:
     """Run (point id, flat parameters) pairs with a progress bar; return the efficiency record."""
+    from tqdm.auto import tqdm
+
     jobs = [(point_id, str(sweep_dir / "points" / point_id), flat) for point_id, flat in todo]
     statuses: dict[str, dict[str, Any]] = {}
     with tqdm(total=len(jobs), desc="sweep points", unit="point") as bar:
@@ -114,11 +117,10 @@ def run_points(sweep_dir: Path, todo: Sequence[tuple[str, dict[str, Any]]], note
         if execution.executor == "ray":
             from workbench.sweep_ray import run_ray
 
-            workers = run_ray(jobs, notebook, timeout, on_done, execution.address,
-                              execution.cpus, execution.gpus, execution.workers)
+            workers = run_ray(jobs, notebook, timeout, on_done, execution)
         else:
             workers = run_local(jobs, notebook, execution.workers or 1, timeout, on_done,
-                                fresh=execution.fresh_kernels)
+                                fresh=execution.fresh_kernels, threads=execution.threads)
         wall = time.perf_counter() - started
     return efficiency_record(list(statuses.values()), wall, workers, execution)
 

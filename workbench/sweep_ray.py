@@ -21,7 +21,7 @@ from typing import Any
 
 import workbench
 from workbench.config import ConfigError
-from workbench.executors import Done, Job
+from workbench.executors import Done, Execution, Job
 
 Files = dict[str, bytes]  # a point folder's files by relative path
 PACKAGE = Path(workbench.__file__).resolve().parent
@@ -106,20 +106,21 @@ def capacity(cpus: float, gpus: float) -> int:
     return int(slots)
 
 
-def run_ray(jobs: Sequence[Job], notebook: str | Path, timeout: int,
-            on_done: Done, address: str | None = None,
-            cpus: float = 1.0, gpus: float = 0.0, workers: int | None = None) -> int:
-    """Run the jobs as Ray tasks (at most `workers` at once); return the parallel slots used."""
+def run_ray(jobs: Sequence[Job], notebook: str | Path, timeout: int, on_done: Done,
+            execution: Execution) -> int:
+    """Run the jobs as Ray tasks (at most execution.workers at once, default all that fit);
+    return the number of points that ran in parallel."""
     import ray
 
     from workbench.point_runner import warm_imports
 
-    connect(address)
+    cpus, gpus = execution.cpus, execution.gpus
+    connect(execution.address)
     try:
-        slots = min(len(jobs), capacity(cpus, gpus), workers or len(jobs))
+        slots = min(len(jobs), capacity(cpus, gpus), execution.workers or len(jobs))
         task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(run_point_task)
         text, imports = Path(notebook).read_text(), warm_imports(flat for _, _, flat in jobs)
-        threads = max(1, int(cpus))
+        threads = execution.threads or max(1, int(cpus))
         queue, running = list(jobs), {}
         while queue or running:
             while queue and len(running) < slots:
