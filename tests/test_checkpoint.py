@@ -1,9 +1,10 @@
 import pandas as pd
 import pytest
 
-from workbench.checkpoint import CHECKPOINT_FILE
+from workbench.loop.checkpoint import CHECKPOINT_FILE
 from workbench.config import build_config
-from workbench.simulation import run_experiment
+from workbench.core.errors import UserError
+from workbench.loop.runner import run_experiment
 
 
 class Killed(Exception):
@@ -37,7 +38,8 @@ def test_finished_run_directory_is_reused_and_never_overwritten_by_other_paramet
     again = run_experiment(config, out_dir=tmp_path / "run", progress=lambda *_: pytest.fail("re-ran"))
     pd.testing.assert_frame_equal(again.table, first.table, check_dtype=False)
     before = (tmp_path / "run" / "results.csv").read_bytes()
-    with pytest.raises(ValueError, match="other parameters"):
+    with pytest.raises(UserError, match=r"other parameters \(rank: 4 there, 2 here\); choose "
+                                        r"another output folder"):
         run_experiment(config.replace(rank=2), out_dir=tmp_path / "run")
     assert (tmp_path / "run" / "results.csv").read_bytes() == before
 
@@ -46,5 +48,5 @@ def test_checkpoint_of_other_parameters_is_refused(tiny, tmp_path):
     config = build_config({**tiny, "rounds": 3, "checkpoint_every": 1})
     with pytest.raises(Killed):
         run_experiment(config, out_dir=tmp_path / "r", progress=kill_after(2))
-    with pytest.raises(ValueError, match=r"other parameters \(\['mu'\]\)"):
+    with pytest.raises(UserError, match=r"other parameters \(mu: 0.5 there, 0.1 here\)"):
         run_experiment(config.replace(mu=0.1), out_dir=tmp_path / "r")

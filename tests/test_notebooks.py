@@ -4,8 +4,8 @@ import nbformat
 import papermill
 import pytest
 
-from workbench.notebook import parameters_source
-from workbench.results import read_run
+from workbench.lab.notebook import parameters_source
+from workbench.core.results import read_run
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 TINY = {"dataset": "digits", "num_clients": 2, "rounds": 2, "device": "cpu", "batch_size": 64}
@@ -50,7 +50,7 @@ def test_unknown_injected_parameter_is_refused(tmp_path):
 
 def test_tuner_redraws_in_place_and_caches(tiny):
     from workbench.config import build_config
-    from workbench.widgets import Tuner
+    from workbench.lab.widgets import Tuner
 
     tuner = Tuner(build_config({**tiny, "num_clients": 2}), max_rounds=2)
     first = list(tuner.figure.data[0].y)
@@ -65,7 +65,7 @@ def test_tuner_redraws_in_place_and_caches(tiny):
 
 def test_papermill_reads_every_parameter_with_its_type_and_help():
     from workbench.config import parameter_table
-    from workbench.notebook import NOTEBOOK_OPTIONS
+    from workbench.lab.notebook import NOTEBOOK_OPTIONS
 
     inspected = papermill.inspect_notebook(str(NOTEBOOKS / "fedlora.ipynb"))
     assert set(inspected) == set(parameter_table()) | set(NOTEBOOK_OPTIONS)

@@ -5,8 +5,8 @@ import json
 import nbformat
 import pandas as pd
 
-from workbench.executors import Execution, efficiency_line
-from workbench.sweep import run_sweep
+from workbench.lab.executors import Execution, efficiency_line
+from workbench.lab.sweep import run_sweep
 
 FIXED = {"dataset": "digits", "num_clients": 2, "rounds": 2, "batch_size": 64, "device": "cpu",
          "eval_batch_size": 256}
@@ -18,7 +18,7 @@ def spec(grid):
 
 def test_a_dead_kernel_fails_only_its_point_and_warm_points_equal_fresh_ones(tmp_path,
                                                                             monkeypatch, capsys):
-    import workbench.sweep as sweep
+    import workbench.lab.sweep as sweep
 
     killer = tmp_path / "killer.ipynb"
     nb = nbformat.read(sweep.NOTEBOOK, as_version=4)

@@ -11,8 +11,8 @@ psutil = pytest.importorskip("psutil")
 
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from workbench.executors import Execution  # noqa: E402
-from workbench.sweep import run_sweep  # noqa: E402
+from workbench.lab.executors import Execution  # noqa: E402
+from workbench.lab.sweep import run_sweep  # noqa: E402
 
 SPEC = {"parameters": {"dataset": "digits", "num_clients": 2, "rounds": 2, "batch_size": 64,
                        "device": "cpu", "eval_batch_size": 256},

@@ -21,7 +21,7 @@ from typing import Any
 
 import workbench
 from workbench.config import ConfigError
-from workbench.executors import Done, Execution, Job
+from workbench.lab.executors import Done, Execution, Job
 
 Files = dict[str, bytes]  # a point folder's files by relative path
 PACKAGE = Path(workbench.__file__).resolve().parent
@@ -45,7 +45,7 @@ def write_files(folder: Path, files: Files) -> None:
 
 def _kernel(threads: int, imports: tuple[str, ...]) -> Any:
     """This worker process's warm kernel, replaced when the task's threads, imports or GPUs differ."""
-    from workbench.point_runner import WarmKernel
+    from workbench.lab.point_runner import WarmKernel
 
     key = (threads, imports, os.environ.get("CUDA_VISIBLE_DEVICES"))
     if _KERNEL.get("key") != key:
@@ -60,7 +60,7 @@ def run_point_task(point_id: str, notebook: str, flat: dict[str, Any], files: Fi
     """A Ray task body: run one point in a scratch folder; return its status and files."""
     import ray
 
-    from workbench.point_runner import run_point
+    from workbench.lab.point_runner import run_point
 
     # the kernel is a child process: let it import the same workbench this worker runs
     os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -112,7 +112,7 @@ def run_ray(jobs: Sequence[Job], notebook: str | Path, timeout: int, on_done: Do
     return the number of points that ran in parallel."""
     import ray
 
-    from workbench.point_runner import warm_imports
+    from workbench.lab.point_runner import warm_imports
 
     cpus, gpus = execution.cpus, execution.gpus
     connect(execution.address)

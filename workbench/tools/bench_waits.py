@@ -74,8 +74,8 @@ def small_spec() -> dict[str, Any]:
 def sweep_efficiency(spec: Callable[[], dict[str, Any]], workers: int, repeat: int,
                      fresh: bool = True) -> dict[str, Any]:
     """The efficiency record of the sweep on warm kernels (and on fresh kernels per point)."""
-    from workbench.executors import Execution
-    from workbench.sweep import run_sweep
+    from workbench.lab.executors import Execution
+    from workbench.lab.sweep import run_sweep
 
     result: dict[str, Any] = {"points": None}
     for kernels in ("warm", "fresh")[: 2 if fresh else 1]:
@@ -93,7 +93,7 @@ def flower_path(clients: int, fraction: float, rounds: int, repeat: int) -> dict
     """Wall seconds of one LG-FedAvg run on Flower's simulation engine and in-process."""
     from workbench.config import build_config
     from workbench.flower.local import simulate
-    from workbench.simulation import run_experiment
+    from workbench.loop.runner import run_experiment
 
     config = build_config({"algorithm": "lg_fedavg", "dataset": "digits", "num_clients": clients,
                            "fraction": fraction, "rounds": rounds, "device": "cpu", "seed": 0})

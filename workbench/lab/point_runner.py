@@ -21,11 +21,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from workbench.results import TIMING_FILE
+from workbench.core.facts import TIMING_FILE
 
 # nbformat: plotly's notebook renderer imports it, and with it jsonschema (seconds)
-BASE_IMPORTS = ("IPython.display", "nbformat", "plotly.io", "workbench.notebook",
-                "workbench.reporting", "workbench.simulation")
+BASE_IMPORTS = ("IPython.display", "nbformat", "plotly.io", "workbench.lab.notebook",
+                "workbench.lab.reporting", "workbench.loop.runner")
 
 
 def warm_imports(flats: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
@@ -98,7 +98,7 @@ def _execute(kernel: WarmKernel, notebook: str | Path, folder: Path, parameters:
     """Papermill on the warm kernel, after the kernel's prologue."""
     import papermill
 
-    from workbench.warm_engine import ENGINE, register
+    from workbench.lab.warm_engine import ENGINE, register
 
     register()
     kernel.ensure_started()

@@ -15,9 +15,11 @@ import pandas as pd
 import torch
 
 from workbench.algorithms import REGISTRY, Client, Environment
-from workbench.config import ALGORITHMS, build_config
-from workbench.data import ClientData
-from workbench.simulation import Ledger, run_round
+from workbench.config import build_config
+from workbench.core.data import ClientData
+from workbench.core.errors import UserError
+from workbench.core.accounting import Ledger
+from workbench.loop.rounds import run_round
 
 COLUMNS = ["algorithm", "model", "train_flops", "bytes_up", "bytes_down"]
 
@@ -54,7 +56,7 @@ def method_costs(flat: Mapping[str, Any], algorithm: str, samples_per_client: in
         server = run_round(method, clients, server, round_, ledger)
     rows = []
     for client in clients:
-        _, _, flops, up, down = ledger.settle(client.cid)
+        _, _, flops, up, down, _ = ledger.settle(client.cid)
         rows.append({"algorithm": algorithm, "model": client.model_name, "train_flops": flops,
                      "bytes_up": up, "bytes_down": down})
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -63,12 +65,12 @@ def method_costs(flat: Mapping[str, Any], algorithm: str, samples_per_client: in
 def per_round_costs(flat: Mapping[str, Any], algorithms: Sequence[str] | None = None,
                     samples_per_client: int = 500) -> pd.DataFrame:
     """Every method's per-client per-round costs, with each method's mean and ratio to FedLoRA."""
-    names = list(algorithms) if algorithms else [a for a in ALGORITHMS if a in REGISTRY]
+    names = list(algorithms) if algorithms else list(REGISTRY)
     unknown = [a for a in names if a not in REGISTRY]
     if unknown:
-        raise ValueError(f"algorithms {unknown} are not available; choose from {sorted(REGISTRY)}")
+        raise UserError(f"algorithms {unknown} are not available; choose from {sorted(REGISTRY)}")
     if samples_per_client < 1:
-        raise ValueError(f"samples_per_client={samples_per_client} must be >= 1")
+        raise UserError(f"samples_per_client={samples_per_client} must be >= 1")
     build_config({**flat})  # refuse bad parameters before any training step
     return pd.concat([method_costs(flat, a, samples_per_client) for a in names], ignore_index=True)
 

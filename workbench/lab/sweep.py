@@ -22,10 +22,10 @@ import pandas as pd
 import yaml
 
 from workbench.config import ConfigError, build_config
-from workbench.executors import Execution, efficiency_line, run_points
-from workbench.results import TABLE_FILE, read_run
+from workbench.core.results import TABLE_FILE, read_run
+from workbench.lab.executors import Execution, efficiency_line, run_points
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "fedlora.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "fedlora.ipynb"
 SPEC_KEYS = {"parameters", "grid", "also"}
 
 
@@ -52,7 +52,13 @@ def _check_grid(where: str, grid: Any, parameters: Mapping[str, Any]) -> dict[st
 
 def load_spec(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     """Read a sweep spec (YAML file or mapping) and check its shape."""
-    spec = yaml.safe_load(Path(source).read_text()) if isinstance(source, (str, Path)) else source
+    if isinstance(source, (str, Path)) and not Path(source).is_file():
+        raise ConfigError(f"sweep spec {source} is not a file; give the path of a YAML spec "
+                          f"(see notebooks/sweeps)")
+    try:
+        spec = yaml.safe_load(Path(source).read_text()) if isinstance(source, (str, Path)) else source
+    except yaml.YAMLError as error:
+        raise ConfigError(f"sweep spec {source} is not valid YAML: {error}") from None
     if not isinstance(spec, Mapping) or set(spec) - SPEC_KEYS:
         found = sorted(spec) if isinstance(spec, Mapping) else type(spec).__name__
         raise ConfigError(f"sweep spec must be a mapping with keys {sorted(SPEC_KEYS)}, got {found}")
@@ -151,14 +157,14 @@ def run_sweep(spec_source: str | Path | Mapping[str, Any], out: str | Path, work
         print(efficiency_line(efficiency), flush=True)
     if not report:
         return sweep_dir / "results.csv"
-    from workbench.export import build_report
+    from workbench.lab.export import build_report
 
     return build_report(sweep_dir)
 
 
 def export_points(sweep_dir: str | Path) -> list[Path]:
     """Export every executed point notebook of a sweep to HTML beside it (code shown)."""
-    from workbench.export import notebook_to_html
+    from workbench.lab.export import notebook_to_html
 
     return [notebook_to_html(nb, nb.with_suffix(".html"), hide_code=False)
             for nb in sorted(Path(sweep_dir).glob("points/*/fedlora.ipynb"))]

@@ -1,10 +1,10 @@
 """Where a sweep's points run, and how well the machine was used: its efficiency.
 
 - local (default): `workers` threads in the sweep process, each driving its own warm kernel
-  (`workbench.point_runner`). The experiments run in the kernel processes, so a point that
+  (`workbench.lab.point_runner`). The experiments run in the kernel processes, so a point that
   crashes takes down at most its own kernel, which is replaced. Points come from one queue in
   order, so a free worker starts the next point at once.
-- ray: each point is a Ray task on an existing cluster (`workbench.sweep_ray`).
+- ray: each point is a Ray task on an existing cluster (`workbench.lab.sweep_ray`).
 
 Sweep efficiency = Σ points' experiment seconds (measured around `run_experiment`, written to
 each point's status.json as `experiment_s`) ÷ (wall seconds of running the points × parallel
@@ -65,7 +65,7 @@ def run_local(jobs: Sequence[Job], notebook: str | Path, workers: int, timeout: 
               on_done: Done, fresh: bool = False, threads: int | None = None) -> int:
     """Run the jobs on `workers` warm kernels (a new kernel per point with fresh=True); return
     the number of workers started."""
-    from workbench.point_runner import WarmKernel, run_point, warm_imports
+    from workbench.lab.point_runner import WarmKernel, run_point, warm_imports
 
     pending: queue.Queue[Job] = queue.Queue()
     for job in jobs:
@@ -115,7 +115,7 @@ def run_points(sweep_dir: Path, todo: Sequence[tuple[str, dict[str, Any]]], note
 
         started = time.perf_counter()
         if execution.executor == "ray":
-            from workbench.sweep_ray import run_ray
+            from workbench.lab.sweep_ray import run_ray
 
             workers = run_ray(jobs, notebook, timeout, on_done, execution)
         else:

@@ -1,0 +1,135 @@
+"""The in-process runner: one experiment's rounds, checkpoints and run directory.
+
+`run_experiment` loads data and runs the loop; `run_loop` runs the rounds over prepared clients
+(the benchmark harness reuses it). The round pieces themselves live in `workbench.loop.rounds`,
+which Flower's apps share. Refused uploads are events of the run (`events.csv`, a `refused`
+column, the summary's `refused`); a round whose every upload is refused stops the run with
+RunStoppedError after writing every completed round.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from workbench.algorithms import REGISTRY, Client, Environment
+from workbench.core.accounting import Ledger
+from workbench.config import ExperimentConfig
+from workbench.core.errors import UserError
+from workbench.core.facts import SUMMARY_FILE, TABLE_FILE, TIMING_FILE
+from workbench.core.results import (Event, config_differences, events_frame, read_events,
+                                    read_run, read_summary, summarize, to_frame, write_run)
+from workbench.loop import checkpoint
+from workbench.loop.rounds import (RoundRefusedError, evaluate_all, evaluates, make_clients,
+                                   materialize, resolve_device, run_round)
+
+Progress = Callable[[int, int, dict], None]
+
+
+@dataclass
+class RunResult:
+    """A finished run: its config, its tidy table, its summary and where it was written."""
+
+    config: ExperimentConfig
+    table: pd.DataFrame
+    summary: dict
+    run_dir: Path | None = None
+
+
+class RunStoppedError(UserError):
+    """A run stopped before its last round; `result` holds every completed round."""
+
+    def __init__(self, message: str, result: RunResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def _finished(run_dir: Path, config: ExperimentConfig) -> RunResult | None:
+    """The stored result when run_dir already holds a finished run of this exact config."""
+    if not (run_dir / TABLE_FILE).exists():
+        return None
+    flat, table = read_run(run_dir)
+    if flat != config.to_flat():
+        raise UserError(f"output folder {run_dir} already holds results of other parameters "
+                        f"({'; '.join(config_differences(flat, config.to_flat()))}); choose "
+                        f"another output folder (nothing there was changed)")
+    stopped = (read_summary(run_dir).get("stopped") if (run_dir / SUMMARY_FILE).exists()
+               else None)
+    summary = summarize(table, read_events(run_dir), stopped)
+    return RunResult(config=config, table=table, summary=summary, run_dir=run_dir)
+
+
+def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None,
+                   progress: Progress | None = None) -> RunResult:
+    """Run one experiment end to end; with out_dir, write its run directory and checkpoints
+    (resuming from the last checkpoint, or returning the stored result if it already finished)."""
+    run_dir = Path(out_dir) if out_dir is not None else None
+    if run_dir is not None and (done := _finished(run_dir, config)) is not None:
+        return done
+    started = time.perf_counter()
+    device = resolve_device(config.run.device)
+    clients, env = make_clients(config, device)
+    result = run_loop(config, clients, env, run_dir, progress)
+    if run_dir is not None:  # sweeps divide this by their wall time (their efficiency)
+        seconds = round(time.perf_counter() - started, 3)
+        (run_dir / TIMING_FILE).write_text(json.dumps({"experiment_s": seconds}))
+    return result
+
+
+def run_loop(config: ExperimentConfig, clients: list[Client], env: Environment,
+             run_dir: Path | None = None, progress: Progress | None = None) -> RunResult:
+    """The rounds of one experiment over prepared clients (resuming from a checkpoint in run_dir)."""
+    algorithm = REGISTRY[config.run.algorithm](config, env)
+    server, ledger, rows, events, start = algorithm.initial_server_state(), Ledger(), [], [], 1
+    ckpt = run_dir / checkpoint.CHECKPOINT_FILE if run_dir is not None else None
+    if ckpt is not None and ckpt.exists():
+        done_round, server, ledger_fields, rows, events = checkpoint.load(
+            ckpt, config.to_flat(), algorithm, clients, env.device, lambda c: materialize(algorithm, c))
+        ledger, start = Ledger(**ledger_fields), done_round + 1
+    rounds = config.federation.rounds
+    every_ckpt = config.run.checkpoint_every if run_dir is not None else 0
+    for round_ in range(start, rounds + 1):
+        try:
+            server = run_round(algorithm, clients, server, round_, ledger, events)
+        except RoundRefusedError as error:
+            _stop(config, run_dir, rows, events, error)
+        if evaluates(config, round_):
+            new_rows = evaluate_all(algorithm, clients, ledger, round_)
+            rows.extend(new_rows)
+            if progress is not None:
+                progress(round_, rounds, {"accuracy": float(np.mean([r.accuracy for r in new_rows]))})
+        if every_ckpt and round_ % every_ckpt == 0 and round_ < rounds:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            checkpoint.save(ckpt, round_, config.to_flat(), algorithm, clients, server, ledger,
+                            rows, events)
+    return _finish(config, run_dir, rows, events)
+
+
+def _finish(config: ExperimentConfig, run_dir: Path | None, rows: list, events: list[Event],
+            stopped: str | None = None) -> RunResult:
+    """The run's result, written to run_dir when there is one (the checkpoint is then removed)."""
+    table = to_frame(rows)
+    if run_dir is not None:
+        write_run(run_dir, config.to_flat(), table, events, stopped)
+        (run_dir / checkpoint.CHECKPOINT_FILE).unlink(missing_ok=True)  # it has served its purpose
+    summary = summarize(table, events_frame(events), stopped)
+    return RunResult(config=config, table=table, summary=summary, run_dir=run_dir)
+
+
+def _stop(config: ExperimentConfig, run_dir: Path | None, rows: list, events: list[Event],
+          error: RoundRefusedError) -> None:
+    """Write every completed round, then raise RunStoppedError saying why and what to do."""
+    result = _finish(config, run_dir, rows, events, stopped=str(error))
+    evaluated = len({r.round for r in rows})
+    kept = (f"its results so far ({evaluated} evaluated round(s)) and every refusal "
+            f"(events.csv) are in {run_dir}" if run_dir is not None else
+            f"its results so far ({evaluated} evaluated round(s)) are in this error's result")
+    raise RunStoppedError(
+        f"run stopped at {error}; {kept}. A local update that is not finite usually means a "
+        f"step too large: lower lr, adapter_lr, lora_alpha or weight_decay.", result) from None
