@@ -50,19 +50,41 @@ def parser() -> argparse.ArgumentParser:
                                               "HTML report (rerun to resume)")
     sweep.add_argument("spec", type=Path, help="YAML with `parameters:` and `grid:` mappings")
     sweep.add_argument("--out", type=Path, required=True, help="sweep folder")
-    sweep.add_argument("--workers", type=int, default=1, help="points run in parallel processes")
+    sweep.add_argument("--workers", type=int, default=None,
+                       help="points run in parallel (local default 1; ray default: all that fit)")
     sweep.add_argument("--timeout", type=int, default=3600, help="seconds per notebook cell")
     sweep.add_argument("--html-points", action="store_true",
                        help="also export each point's executed notebook to HTML")
+    _add_executor(sweep)
     return root
+
+
+def _add_executor(sweep: argparse.ArgumentParser) -> None:
+    """Where the points run: local warm kernels or Ray tasks (see docs/ray.md)."""
+    from workbench.lab.executors import EXECUTORS
+
+    group = sweep.add_argument_group("executor")
+    group.add_argument("--executor", choices=EXECUTORS, default="local",
+                       help="local: warm kernels on this machine; ray: tasks on a Ray cluster")
+    group.add_argument("--address", default=None,
+                       help="Ray cluster address (default: RAY_ADDRESS, else the local head)")
+    group.add_argument("--cpus-per-point", type=float, default=1.0,
+                       help="Ray: CPUs each point reserves (its torch threads)")
+    group.add_argument("--gpus-per-point", type=float, default=0.0,
+                       help="Ray: GPUs each point reserves (fractions allowed)")
+    group.add_argument("--threads-per-point", type=int, default=None,
+                       help="torch threads of each point (local default: cores / workers; ray "
+                            "default: its CPUs); equal counts give bit-identical results")
+    group.add_argument("--fresh-kernels", action="store_true",
+                       help="local: a new kernel for every point instead of a warm one per worker")
 
 
 def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     """Validate, run, write the run directory and print the summary."""
+    config = build_config(flat_parameters(args, extra))  # refused before torch is imported
     from workbench.core.results import format_summary
     from workbench.loop.runner import run_experiment
 
-    config = build_config(flat_parameters(args, extra))
     out = args.out or Path("runs") / (f"{config.run.algorithm}-{config.data.dataset}-"
                                       f"{time.strftime('%Y%m%d-%H%M%S')}")
 
@@ -128,9 +150,13 @@ def cmd_target(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     """Run or resume a sweep; the report's path is the last line printed."""
+    from workbench.lab.executors import Execution
     from workbench.lab.sweep import export_points, run_sweep
 
-    report = run_sweep(args.spec, args.out, workers=args.workers, timeout=args.timeout)
+    execution = Execution(executor=args.executor, workers=args.workers, address=args.address,
+                          cpus=args.cpus_per_point, gpus=args.gpus_per_point,
+                          fresh_kernels=args.fresh_kernels, threads=args.threads_per_point)
+    report = run_sweep(args.spec, args.out, timeout=args.timeout, execution=execution)
     if args.html_points:
         for html in export_points(args.out):
             print(f"point notebook: {html}")

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
-from peft import LoraConfig, inject_adapter_in_model
-from peft.tuners.lora import LoraLayer
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from peft.tuners.lora import LoraLayer
 
 ADAPTER = "default"  # PEFT's adapter name; the workbench uses one adapter per model
 
@@ -23,6 +25,9 @@ def inject_lora(model: nn.Module, targets: tuple[str, ...], rank: int, alpha: fl
     missing = [t for t in targets if not isinstance(dict(model.named_modules()).get(t), nn.Linear)]
     if missing:
         raise ValueError(f"LoRA targets {missing} are not Linear layers of {type(model).__name__}")
+    # imported here: PEFT imports transformers (seconds), so only runs that inject pay for it
+    from peft import LoraConfig, inject_adapter_in_model
+
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none",
                         target_modules=list(targets))
     with torch.random.fork_rng(devices=[]):
@@ -37,6 +42,8 @@ def inject_lora(model: nn.Module, targets: tuple[str, ...], rank: int, alpha: fl
 
 def lora_layers(model: nn.Module) -> dict[str, LoraLayer]:
     """The model's LoRA-wrapped layers by module name."""
+    from peft.tuners.lora import LoraLayer
+
     return {name: m for name, m in model.named_modules() if isinstance(m, LoraLayer)}
 
 

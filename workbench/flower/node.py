@@ -36,18 +36,21 @@ class NodeClient:
     state_file: Path
 
 
-@functools.lru_cache(maxsize=4)
-def _cached_data(flat_json: str, cid: int) -> tuple[str, ClientData, Environment]:
-    """Cached by the config's JSON: a simulation worker serves many calls of one run."""
+@functools.lru_cache(maxsize=2)
+def _partitioned(flat_json: str) -> tuple[list[tuple[str, ClientData]], Environment]:
+    """Every client's (model name, data), loaded and partitioned once per process and run: a
+    simulation worker serves many clients of one run."""
     config = build_config(json.loads(flat_json))
     clients, env = make_clients(config, resolve_device(config.run.device))
-    return clients[cid].model_name, clients[cid].data, env
+    return [(c.model_name, c.data) for c in clients], env
 
 
 def client_data(config: ExperimentConfig, cid: int) -> tuple[str, ClientData, Environment]:
     """(model name, data, environment) of one client: the whole dataset is partitioned exactly
-    as in-process, then only this client's part is kept."""
-    return _cached_data(json.dumps(config.to_flat(), sort_keys=True), cid)
+    as in-process, and this client's part is served."""
+    clients, env = _partitioned(json.dumps(config.to_flat(), sort_keys=True))
+    model_name, data = clients[cid]
+    return model_name, data, env
 
 
 def state_root(node_config_dir: str | None, run_id: int) -> Path:

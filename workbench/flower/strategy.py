@@ -58,6 +58,9 @@ class WorkbenchStrategy(Strategy):
         self.state: dict[str, Tensor] = {}
         self.down: dict[int, int] = {}  # client → tensor bytes sent to it this round
         self.evaluated: dict[int, MetricRecord] = {}  # evaluations that came with an upload
+        # each client's last evaluation while it stays valid (until the client trains again),
+        # reused like the in-process loop does instead of asking its node again
+        self.latest: dict[int, MetricRecord] = {}
 
     def initial_arrays(self) -> ArrayRecord:
         """θ⁰ (the algorithm's initial server state) as Flower arrays."""
@@ -81,6 +84,7 @@ class WorkbenchStrategy(Strategy):
         settings = ConfigRecord({ROUND: server_round, EVALUATE: self._evaluates(server_round)})
         messages = []
         for cid in sampled:
+            self.latest.pop(cid, None)  # it trains: its last evaluation goes stale
             record = to_record(self.algorithm.broadcast(self.state, self.handles[cid]))
             self.down[cid] = self._count(server_round, cid, "down", record)
             content = RecordDict({ARRAYS: record, CONFIG: settings})
@@ -151,20 +155,22 @@ class WorkbenchStrategy(Strategy):
     # ---- evaluation ----------------------------------------------------------------------
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
-        """In the in-process loop's evaluation rounds: every client not evaluated on upload."""
+        """In the in-process loop's evaluation rounds: every client neither evaluated on upload
+        nor holding a still valid evaluation."""
         if not self._evaluates(server_round):
             return []
         content = RecordDict({CONFIG: ConfigRecord({ROUND: server_round})})
+        known = self.evaluated.keys() | self.latest.keys()
         return [Message(content, dst_node_id=self.nodes[cid], message_type=MessageType.EVALUATE,
                         group_id=str(server_round))
-                for cid in sorted(self.nodes) if cid not in self.evaluated]
+                for cid in sorted(self.nodes) if cid not in known]
 
     def aggregate_evaluate(self, server_round: int,
                            replies: Iterable[Message]) -> MetricRecord | None:
         """One row per client, its costs settled since its last row, as `evaluate_all` does."""
         if not self._evaluates(server_round):
             return None
-        evaluated, self.evaluated = self.evaluated, {}
+        evaluated, self.evaluated = {**self.latest, **self.evaluated}, {}
         for cid, reply in self._by_client(replies).items():
             if reply.has_error():
                 log.error("round %d: evaluation of client %d failed: %s", server_round, cid,
@@ -183,6 +189,8 @@ class WorkbenchStrategy(Strategy):
                 log.error("round %d: unreadable evaluation from client %d: %r", server_round,
                           cid, error)
         self.rows.extend(new_rows)
+        if self.algorithm.evaluation_is_local:
+            self.latest = {r.client: evaluated[r.client] for r in new_rows}
         if not new_rows:
             return None
         accuracy = float(np.mean([r.accuracy for r in new_rows]))

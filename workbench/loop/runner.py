@@ -9,6 +9,8 @@ RunStoppedError after writing every completed round.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ from workbench.algorithms import REGISTRY, Client, Environment
 from workbench.core.accounting import Ledger
 from workbench.config import ExperimentConfig
 from workbench.core.errors import UserError
-from workbench.core.facts import SUMMARY_FILE, TABLE_FILE
+from workbench.core.facts import SUMMARY_FILE, TABLE_FILE, TIMING_FILE
 from workbench.core.results import (Event, config_differences, events_frame, read_events,
                                     read_run, read_summary, summarize, to_frame, write_run)
 from workbench.loop import checkpoint
@@ -70,9 +72,14 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None,
     run_dir = Path(out_dir) if out_dir is not None else None
     if run_dir is not None and (done := _finished(run_dir, config)) is not None:
         return done
+    started = time.perf_counter()
     device = resolve_device(config.run.device)
     clients, env = make_clients(config, device)
-    return run_loop(config, clients, env, run_dir, progress)
+    result = run_loop(config, clients, env, run_dir, progress)
+    if run_dir is not None:  # sweeps divide this by their wall time (their efficiency)
+        seconds = round(time.perf_counter() - started, 3)
+        (run_dir / TIMING_FILE).write_text(json.dumps({"experiment_s": seconds}))
+    return result
 
 
 def run_loop(config: ExperimentConfig, clients: list[Client], env: Environment,

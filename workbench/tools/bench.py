@@ -1,4 +1,6 @@
-"""Benchmark harness: the workbench's FL rounds against a bare training loop, side by side.
+"""Benchmark harness: the workbench's FL rounds against a bare training loop, side by side,
+and what users wait for (first round, refusals, sweep efficiency, the Flower path:
+`workbench.tools.bench_waits`).
 
 `python -m workbench.tools.bench [--workloads a,b] [--repeat 3] [--out FILE]`. Each workload runs in
 its own process (so its peak resident memory is its own) and measures, alternating:
@@ -29,6 +31,7 @@ import torch.nn.functional as F
 from workbench.core.adapters import inject_lora, set_trainable
 from workbench.algorithms import Client, Environment
 from workbench.config import ExperimentConfig, build_config
+from workbench.tools.bench_waits import WAITS, WAITS_DEFAULT, measure_wait, summary
 from workbench.tools.costs import synthetic_clients
 from workbench.core.data import ClientData
 from workbench.core.models import build_model
@@ -157,22 +160,30 @@ def measure(name: str, repeat: int, device: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen workloads, print a table and write the JSON list."""
-    parser = argparse.ArgumentParser(prog="python -m workbench.tools.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--workloads", default=",".join(DEFAULT),
-                        help=f"comma-separated, from {sorted(WORKLOADS)}")
+    parser = argparse.ArgumentParser(prog="python -m workbench.tools.bench",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", default=",".join(DEFAULT + WAITS_DEFAULT),
+                        help=f"comma-separated, from {sorted(WORKLOADS)} (steady-state rounds) "
+                             f"and {sorted(WAITS)} (what users wait for)")
     parser.add_argument("--repeat", type=int, default=3, help="repeats per workload (median)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
     args = parser.parse_args(argv)
     names = [n for n in args.workloads.split(",") if n]
-    unknown = [n for n in names if n not in WORKLOADS]
+    unknown = [n for n in names if n not in WORKLOADS and n not in WAITS]
     if unknown or args.repeat < 1:
-        parser.error(f"unknown workloads {unknown} (choose from {sorted(WORKLOADS)}) or repeat < 1")
+        parser.error(f"unknown workloads {unknown} (choose from {sorted(WORKLOADS)} and "
+                     f"{sorted(WAITS)}) or repeat < 1")
     context = multiprocessing.get_context("spawn")
     results = []
     print(f"{'workload':16} {'clients':>7} {'bare s/rnd':>10} {'wb s/rnd':>9} {'ratio':>6} "
           f"{'rnd/s':>6} {'samples/s':>9} {'peak MB':>8}")
     for name in names:
+        if name in WAITS:  # its own process too: nothing imported or cached beforehand
+            with context.Pool(1) as pool:
+                results.append(pool.apply(measure_wait, (name, args.repeat)))
+            print(f"{name:20} {summary(results[-1])}", flush=True)
+            continue
         with context.Pool(1) as pool:
             r = pool.apply(measure, (name, args.repeat, args.device))
         with context.Pool(1) as pool:  # a fresh process: its peak is the workbench's alone
