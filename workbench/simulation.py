@@ -23,7 +23,7 @@ from workbench.config import ExperimentConfig
 from workbench.data import ClientData, Normalizer, client_datasets, load_dataset
 from workbench.partition import partition
 from workbench import checkpoint
-from workbench.results import TABLE_FILE, Row, read_run, summarize, to_frame, write_run
+from workbench.results import COST_COLUMNS, TABLE_FILE, Row, read_run, summarize, to_frame, write_run
 from workbench.training import evaluate
 
 Progress = Callable[[int, int, dict], None]
@@ -203,7 +203,9 @@ def run_loop(config: ExperimentConfig, clients: list[Client], env: Environment,
             new_rows = evaluate_all(algorithm, clients, ledger, round_)
             rows.extend(new_rows)
             if progress is not None:
-                progress(round_, rounds, {"accuracy": float(np.mean([r.accuracy for r in new_rows]))})
+                progress(round_, rounds, {"accuracy": float(np.mean([r.accuracy for r in new_rows])),
+                                          **{f"cum_{c}": sum(getattr(r, c) for r in rows)
+                                             for c in COST_COLUMNS}})  # all clients, so far
         if every_ckpt and round_ % every_ckpt == 0 and round_ < rounds:
             run_dir.mkdir(parents=True, exist_ok=True)
             checkpoint.save(ckpt, round_, config.to_flat(), algorithm, clients, server, ledger, rows)

@@ -114,15 +114,18 @@ def execute_point(notebook: str, point_dir: str, flat: dict[str, Any], threads: 
     """Run one point's notebook with papermill (in a worker process) and record its status."""
     import papermill
 
+    from workbench.templates import QUIET_KERNEL, clean_template
+
     os.environ["OMP_NUM_THREADS"] = str(threads)  # the kernel inherits it: no oversubscription
     folder = Path(point_dir).resolve()  # the kernel runs in the point's folder
     folder.mkdir(parents=True, exist_ok=True)
     parameters = {**flat, "interactive": False, "out_dir": str(folder / "run")}
     started = time.time()
     try:
-        papermill.execute_notebook(notebook, str(folder / "fedlora.ipynb"), parameters=parameters,
-                                   kernel_name="python3", progress_bar=False,
-                                   execution_timeout=timeout, cwd=str(folder))
+        papermill.execute_notebook(clean_template(notebook), str(folder / "fedlora.ipynb"),
+                                   parameters=parameters, kernel_name="python3",
+                                   progress_bar=False, execution_timeout=timeout, cwd=str(folder),
+                                   **QUIET_KERNEL)
         status = {"state": "done", "error": None}
     except Exception as error:  # the point failed; the sweep records it and goes on
         name = getattr(error, "ename", type(error).__name__)
