@@ -149,3 +149,90 @@ def test_the_real_loop_streams_costs_that_match_its_table(tiny):
 def test_setting_keys_follow_the_whole_config(base):
     assert setting_key(base) == setting_key(build_config(base.to_flat()))
     assert setting_key(base) != setting_key(base.replace(mu=0.1))
+
+
+# ---- the widget ---------------------------------------------------------------------------
+
+def test_controls_come_from_the_method_and_the_notebook(base):
+    from workbench.widgets import Tuner
+
+    tuner = Tuner(base.replace(num_clients=3, rounds=7, fraction=0.5), run=Stepper())
+    assert list(tuner.knobs()) == ["rank", "lora_alpha", "mu", "adapter_epochs", "adapter_lr",
+                                   "lora_targets"]
+    assert tuner.knobs()["rank"].max == 10  # digits' head is 500→10: rank ≤ 10
+    assert tuner.knobs()["rank"].tooltip == "LoRA rank r"
+    assert {n: c.value for n, c in tuner.size.items()} == {"num_clients": 3, "rounds": 7,
+                                                           "fraction": 0.5}
+    tuner.runner.stop()
+    tuner.algorithm.value = "fedproto"
+    assert [c.description for c in tuner.knob_box.children] == ["fedproto_weight", "fedproto_predict"]
+    tuner.algorithm.value = "lg_fedavg"
+    assert "no knobs of its own" in tuner.knob_box.children[0].value
+    tuner.close()
+
+
+def test_the_notebooks_runs_are_cached_settings(base):
+    from workbench.widgets import Tuner
+
+    run, table = Stepper(), fake_table(base, ["fedlora", "standalone"])
+    tuner = Tuner(base, table=table, run=run)
+    assert tuner.runner.wait_idle(WAIT) and run.calls == []
+    assert len(tuner.order) == 2 and len(tuner.figure.data) == 6
+    assert tuner.current == setting_key(base)
+    assert all(len(t.x) == 3 for t in tuner.figure.data if t.meta != "mb" or t.x)
+    tuner.algorithm.value = "standalone"  # compared in the notebook: drawn at once, not run
+    assert tuner.runner.wait_idle(WAIT) and run.calls == []
+    assert "sends nothing" in tuner.figure.layout.annotations[-1].text
+    tuner.close()
+
+
+def test_settings_are_compared_emphasised_capped_pinned_and_removed(base):
+    from workbench.widgets import MAX_SHOWN, Tuner
+
+    run = Stepper()
+    tuner = Tuner(base, table=fake_table(base, ["fedlora"]), run=run)
+    first = tuner.current
+    tuner.knobs()["rank"].value = 2
+    run.allow(3)
+    assert tuner.runner.wait_idle(WAIT)
+    assert len(tuner.order) == 2 and len({tuner.colours[k] for k in tuner.order}) == 2
+    widths = {t.legendgroup: t.line.width for t in tuner.figure.data}
+    assert widths[tuner.current] > widths[first]
+    assert "rank=2" in tuner.labels[tuner.current] and "final" in tuner.status.value
+    tuner.pin(first, True)
+    for rank in range(3, 3 + MAX_SHOWN):
+        tuner.knobs()["rank"].value = rank
+        run.allow(3)
+        assert tuner.runner.wait_idle(WAIT)
+    assert len(tuner.order) == MAX_SHOWN and first in tuner.order
+    assert len({tuner.colours[k] for k in tuner.order}) == MAX_SHOWN
+    latest = tuner.current
+    tuner.remove(first)
+    assert first not in tuner.order and len(tuner.figure.data) == 3 * (MAX_SHOWN - 1)
+    tuner.select(latest)
+    assert tuner.knobs()["rank"].value == 2 + MAX_SHOWN and tuner.current == latest
+    tuner.close()
+
+
+def test_bad_values_are_named_and_nothing_runs(base):
+    from workbench.widgets import Tuner
+
+    run = Stepper()
+    tuner = Tuner(base.replace(eval_every=2), table=None, run=run)
+    tuner.runner.stop()
+    tuner.size["rounds"].value = 1
+    assert "not run" in tuner.status.value and "eval_every=2" in tuner.status.value
+    tuner.close()
+
+
+def fake_table(config, algorithms):
+    """A finished table per algorithm, as the notebook's own run would give."""
+    frames = []
+    for name in algorithms:
+        rows = [Row(round=r, client=c, model="cnn1", algorithm=name, participated=True,
+                    accuracy=0.2 * r, loss=1.0, train_loss=1.0, train_flops=10**9,
+                    bytes_up=0 if name == "standalone" else 10**5,
+                    bytes_down=0 if name == "standalone" else 10**5, num_train=10, num_test=5)
+                for r in range(1, config.federation.rounds + 1) for c in range(2)]
+        frames.append(to_frame(rows))
+    return pd.concat(frames, ignore_index=True)

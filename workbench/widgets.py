@@ -61,7 +61,7 @@ class Tuner:
         self.stop_button = widgets.Button(description="Stop", icon="stop",
                                            tooltip="stop the running setting at its next round")
         self.stop_button.on_click(lambda _: self.runner.stop())
-        self.status = widgets.HTML()
+        self.status = widgets.HTML().add_class("workbench-tuner-status")
         self.knob_box = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap"))
         self._knobs: dict[str, dict[str, widgets.Widget]] = {}
         for control in (self.algorithm, *self.size.values()):
@@ -128,7 +128,7 @@ class Tuner:
                 return
             spare = [k for k in self.order if k not in self.pinned and k != self.current]
             if len(self.order) >= MAX_SHOWN and spare:
-                self.remove(spare[0])
+                self._forget(spare[0])
             used = {self.colours.get(k) for k in self.order}
             self.colours[key] = next(c for c in PALETTE if c not in used)
             self.labels[key] = setting_label(config, self.base)
@@ -140,11 +140,15 @@ class Tuner:
         with self._lock:
             if key == self.runner.running:
                 self.runner.stop()
-            if key in self.order:
-                self.order.remove(key)
-            self.pinned.discard(key)
-            self.rows.pop(key, None)
+            self._forget(key)
             self._refresh(None)
+
+    def _forget(self, key: str) -> None:
+        """Drop a setting from the shown ones (no redraw)."""
+        if key in self.order:
+            self.order.remove(key)
+        self.pinned.discard(key)
+        self.rows.pop(key, None)
 
     def pin(self, key: str, on: bool) -> bool:
         """Keep a setting on the figure past the cap; False when too many are pinned."""
@@ -184,9 +188,7 @@ class Tuner:
         """Runner callback (worker thread): a setting started, drew a round, or ended."""
         with self._lock:
             if curve.state == "superseded" and key not in self.pinned and key != self.current:
-                if key in self.order:
-                    self.order.remove(key)
-                    self.rows.pop(key, None)
+                self._forget(key)
             self._refresh(key)
 
     def _refresh(self, key: str | None) -> None:
@@ -202,7 +204,7 @@ class Tuner:
                               f"<span style='font-weight:{weight}'>{html.escape(label)}</span>"
                               f" <span style='color:#666'>{describe(curve)}</span>")
             self.settings.children = [self.rows[k][0] for k in reversed(self.order) if k in self.rows]
-            if self.current in self.runner.curves and key in (None, self.current):
+            if self.current in self.labels and key in (None, self.current):
                 curve = self.runner.curves[self.current]
                 self.status.value = f"<b>{html.escape(self.labels[self.current])}</b>: {describe(curve)}"
 
