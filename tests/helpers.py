@@ -6,7 +6,7 @@ import torch
 
 from workbench.algorithms import REGISTRY, Client, Environment
 from workbench.config import build_config
-from workbench.data import ClientData
+from workbench.core.data import ClientData
 
 
 def synthetic_client(cid: int, model_name: str, n: int = 40, classes: int = 10, seed: int = 0) -> Client:

@@ -2,10 +2,10 @@ import pytest
 import torch
 from peft.tuners.lora import LoraLayer
 
-from workbench.adapters import (adapter_disabled, adapter_parameters, adapter_state,
+from workbench.core.adapters import (adapter_disabled, adapter_parameters, adapter_state,
                                 check_homogeneous, inject_lora, load_adapter_state,
                                 private_parameters, set_trainable)
-from workbench.models import build_model
+from workbench.core.models import build_model
 
 
 def lora_model(name="cnn2", rank=4, alpha=8.0, seed=0):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from workbench.aggregation import InvalidUpdateError, validate_update, weighted_average
+from workbench.core.aggregation import InvalidUpdateError, validate_update, weighted_average
 
 
 def test_weighted_average_by_sample_counts_matches_hand_computation():
@@ -48,7 +48,7 @@ def test_weights_must_match_updates_and_be_positive():
 
 
 def test_classwise_average_weights_each_class_by_its_counts():
-    from workbench.aggregation import classwise_average
+    from workbench.core.aggregation import classwise_average
     a = {"values": torch.tensor([[1.0, 1.0], [5.0, 0.0], [9.0, 9.0]]), "counts": torch.tensor([1, 3, 0])}
     b = {"values": torch.tensor([[4.0, 7.0], [0.0, 0.0], [0.0, 0.0]]), "counts": torch.tensor([2, 0, 0])}
     out = classwise_average({0: a, 1: b})

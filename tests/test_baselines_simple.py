@@ -10,15 +10,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-import workbench.simulation
+import workbench.loop.runner
 from workbench.algorithms.fd import FederatedDistillation, distillation_loss
 from workbench.algorithms.fedavg import FedAvg
 from workbench.algorithms.lg_fedavg import LGFedAvg
 from workbench.algorithms.standalone import Standalone
 from workbench.config import build_config
-from workbench.data import ClientData, Normalizer
-from workbench.models import build_model, count_parameters
-from workbench.simulation import Ledger, run_experiment, run_round
+from workbench.core.data import ClientData, Normalizer
+from workbench.core.models import build_model, count_parameters
+from workbench.core.accounting import Ledger
+from workbench.loop.rounds import run_round
+from workbench.loop.runner import run_experiment
 
 from helpers import make_algorithm
 
@@ -32,7 +34,7 @@ CLASSES = {"standalone": Standalone, "fedavg": FedAvg, "lg_fedavg": LGFedAvg,
 
 
 def run_tiny(monkeypatch, name, **flat):
-    monkeypatch.setitem(workbench.simulation.REGISTRY, name, CLASSES[name])
+    monkeypatch.setitem(workbench.loop.runner.REGISTRY, name, CLASSES[name])
     config = build_config({"algorithm": name, "dataset": "digits", "num_clients": 2, "rounds": 1,
                            "batch_size": 32, "device": "cpu", "fedavg_model": "cnn5", **flat})
     return run_experiment(config).table

@@ -1,9 +1,9 @@
 import pandas as pd
 import pytest
 
-from workbench.checkpoint import CHECKPOINT_FILE
+from workbench.loop.checkpoint import CHECKPOINT_FILE
 from workbench.config import build_config
-from workbench.simulation import run_experiment
+from workbench.loop.runner import run_experiment
 
 
 class Killed(Exception):

@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 
 from workbench.cli import main
-from workbench.costs import cost_ratios, per_round_costs
-from workbench.results import cost_to_target
-from workbench.zoo_spec import ZOO
+from workbench.tools.costs import cost_ratios, per_round_costs
+from workbench.core.results import cost_to_target
+from workbench.core.zoo import ZOO
 
 from test_flops import analytic_step
 

@@ -1,4 +1,4 @@
-"""Tests for workbench.data."""
+"""Tests for workbench.core.data."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 import torchvision
 
-from workbench.data import (
+from workbench.core.data import (
     NUM_CLASSES,
     DataUnavailableError,
     Normalizer,
@@ -20,7 +20,7 @@ from workbench.data import (
     load_dataset,
     train_batches,
 )
-from workbench.partition import partition
+from workbench.core.partition import partition
 
 
 @pytest.fixture(scope="module")

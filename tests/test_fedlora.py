@@ -1,6 +1,6 @@
 import torch
 
-from workbench.adapters import adapter_parameters, adapter_state, load_adapter_state, private_parameters
+from workbench.core.adapters import adapter_parameters, adapter_state, load_adapter_state, private_parameters
 
 from helpers import make_algorithm
 

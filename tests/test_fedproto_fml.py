@@ -4,16 +4,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import workbench.simulation
-from workbench.accounting import payload_bytes
+import workbench.loop.runner
+from workbench.core.accounting import payload_bytes
 from workbench.algorithms.base import Algorithm
-from workbench.aggregation import class_means
+from workbench.core.aggregation import class_means
 from workbench.algorithms.fedproto import (FedProto, prototype_penalty,
                                            prototype_scores)
 from workbench.algorithms.fml import FML, distill_kl, mutual_losses
 from workbench.config import build_config
-from workbench.models import count_parameters
-from workbench.simulation import run_experiment
+from workbench.core.models import count_parameters
+from workbench.loop.runner import run_experiment
 
 from helpers import make_algorithm
 
@@ -169,7 +169,7 @@ def test_local_update_trains_both_models_and_counts_both():
     ("fml", FML, 4 * CNN5_PARAMS, 4 * CNN5_PARAMS),
 ])
 def test_end_to_end_bytes(monkeypatch, name, cls, up, down):
-    monkeypatch.setitem(workbench.simulation.REGISTRY, name, cls)
+    monkeypatch.setitem(workbench.loop.runner.REGISTRY, name, cls)
     result = run_experiment(build_config({"algorithm": name, "dataset": "digits", "num_clients": 2,
                                           "rounds": 1, "batch_size": 32, "device": "cpu",
                                           "models": "cnn5"}))

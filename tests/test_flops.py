@@ -8,8 +8,8 @@ gradient (only if something upstream needs it). Elementwise work is not counted.
 import pytest
 import torch
 
-from workbench.accounting import FlopMeter, payload_bytes
-from workbench.zoo_spec import REPRESENTATION_DIM as D, ZOO
+from workbench.core.accounting import FlopMeter, payload_bytes
+from workbench.core.zoo import REPRESENTATION_DIM as D, ZOO
 
 from helpers import make_algorithm
 

@@ -25,8 +25,8 @@ psutil = pytest.importorskip("psutil")
 
 from workbench.config import build_config  # noqa: E402
 from workbench.flower.certs import make_certificates, make_node_keys  # noqa: E402
-from workbench.results import read_run  # noqa: E402
-from workbench.simulation import run_experiment  # noqa: E402
+from workbench.core.results import read_run  # noqa: E402
+from workbench.loop.runner import run_experiment  # noqa: E402
 
 APP = Path(__file__).resolve().parents[1] / "workbench" / "flower" / "app"
 BIN = Path(sys.executable).parent

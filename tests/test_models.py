@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from workbench.models import build_model, count_parameters
-from workbench.zoo_spec import ZOO, linear_shapes
+from workbench.core.models import build_model, count_parameters
+from workbench.core.zoo import ZOO, linear_shapes
 
 
 @pytest.mark.parametrize("name, expected", [

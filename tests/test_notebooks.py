@@ -4,8 +4,8 @@ import nbformat
 import papermill
 import pytest
 
-from workbench.notebook import parameters_source
-from workbench.results import read_run
+from workbench.lab.notebook import parameters_source
+from workbench.core.results import read_run
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 TINY = {"dataset": "digits", "num_clients": 2, "rounds": 2, "device": "cpu", "batch_size": 64}
@@ -49,7 +49,7 @@ def test_unknown_injected_parameter_is_refused(tmp_path):
 
 
 def test_compare_without_out_dir_writes_nothing(tiny, tmp_path, monkeypatch):
-    from workbench import notebook
+    from workbench.lab import notebook
     from workbench.config import build_config
 
     monkeypatch.chdir(tmp_path)
@@ -85,7 +85,7 @@ def test_the_notebook_can_be_edited_and_rerun_cell_by_cell(tmp_path):
 
 def test_papermill_reads_every_parameter_with_its_type_and_help():
     from workbench.config import parameter_table
-    from workbench.notebook import NOTEBOOK_OPTIONS
+    from workbench.lab.notebook import NOTEBOOK_OPTIONS
 
     inspected = papermill.inspect_notebook(str(NOTEBOOKS / "fedlora.ipynb"))
     assert set(inspected) == set(parameter_table()) | set(NOTEBOOK_OPTIONS)

@@ -1,11 +1,11 @@
-"""Tests for workbench.partition."""
+"""Tests for workbench.core.partition."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from workbench.partition import (
+from workbench.core.partition import (
     class_weights_dirichlet,
     class_weights_pathological,
     partition,

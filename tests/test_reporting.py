@@ -13,7 +13,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from workbench import export, reporting
+from workbench.lab import export, reporting
 
 ROUNDS, CLIENTS, MODELS = 2, 3, ("cnn1", "cnn2", "cnn3")
 GRID = {"algorithm": ["fedlora", "lg_fedavg"], "rank": [1, 4], "mu": [0.2, 0.8], "seed": [0, 1]}
@@ -217,7 +217,7 @@ def test_a_plain_run_table_is_one_point(sweep: reporting.Sweep) -> None:
 
 
 def test_reporting_never_imports_torch() -> None:
-    code = "import sys, workbench.reporting, workbench.export; assert 'torch' not in sys.modules"
+    code = "import sys, workbench.lab.reporting, workbench.lab.export; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -3,8 +3,9 @@ import pytest
 
 from workbench.cli import main
 from workbench.config import build_config
-from workbench.results import read_run
-from workbench.simulation import run_experiment, sample_clients
+from workbench.core.results import read_run
+from workbench.loop.rounds import sample_clients
+from workbench.loop.runner import run_experiment
 
 COLUMNS = ["round", "client", "model", "algorithm", "accuracy", "loss", "train_flops",
            "bytes_up", "bytes_down"]
@@ -67,8 +68,8 @@ def test_cli_runs_and_prints_a_summary(tiny, tmp_path, capsys):
                                   ["--algorithm", "nope"], ["--rounds", "-1"], ["--lr", "0"],
                                   ["--batch_size", "0"], ["--model_epochs", "0"], ["--bogus", "1"]])
 def test_cli_refuses_bad_values_before_any_work(flag, tmp_path, capsys, monkeypatch):
-    import workbench.simulation as simulation
-    monkeypatch.setattr(simulation, "load_dataset", lambda *a, **k: pytest.fail("data was loaded"))
+    import workbench.loop.rounds as rounds
+    monkeypatch.setattr(rounds, "load_dataset", lambda *a, **k: pytest.fail("data was loaded"))
     assert main(["run", *flag, "--out", str(tmp_path / "x")]) == 2
     assert flag[0][2:] in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import nbformat
 import pytest
 
-from workbench.templates import clean_template, strip, strip_tracked_notebook
+from workbench.lab.templates import clean_template, strip, strip_tracked_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,7 +62,7 @@ def test_gitattributes_route_notebooks_through_nbstripout():
 
 
 def test_a_sweep_point_runs_a_clean_copy_on_a_quiet_kernel(tmp_path, capfd, monkeypatch):
-    from workbench.sweep import execute_point
+    from workbench.lab.sweep import execute_point
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # execute_point sets it; restored afterwards
     template = tmp_path / "template.ipynb"

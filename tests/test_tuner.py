@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from workbench.config import build_config
-from workbench.results import Row, mean_accuracy, to_frame
-from workbench.tuner_runs import Curve, Runner, setting_key
+from workbench.core.results import Row, mean_accuracy, to_frame
+from workbench.lab.tuner_runs import Curve, Runner, setting_key
 
 WAIT = 120  # seconds: generous, the machine may be busy
 
@@ -129,8 +129,8 @@ def test_a_failing_setting_is_reported_and_the_worker_goes_on(base):
 
 
 def test_the_real_loop_streams_costs_that_match_its_table(tiny):
-    from workbench.simulation import run_experiment
-    from workbench.tuner_runs import run_preview
+    from workbench.loop.runner import run_experiment
+    from workbench.lab.tuner_runs import run_preview
 
     config = build_config({**tiny, "num_clients": 2, "rounds": 2, "algorithm": "lg_fedavg"})
     seen = []
@@ -154,7 +154,7 @@ def test_setting_keys_follow_the_whole_config(base):
 # ---- the widget ---------------------------------------------------------------------------
 
 def test_controls_come_from_the_method_and_the_notebook(base):
-    from workbench.widgets import Tuner
+    from workbench.lab.widgets import Tuner
 
     tuner = Tuner(base.replace(num_clients=3, rounds=7, fraction=0.5), run=Stepper())
     assert list(tuner.knobs()) == ["rank", "lora_alpha", "mu", "adapter_epochs", "adapter_lr",
@@ -172,7 +172,7 @@ def test_controls_come_from_the_method_and_the_notebook(base):
 
 
 def test_the_notebooks_runs_are_cached_settings(base):
-    from workbench.widgets import Tuner
+    from workbench.lab.widgets import Tuner
 
     run, table = Stepper(), fake_table(base, ["fedlora", "standalone"])
     tuner = Tuner(base, table=table, run=run)
@@ -187,7 +187,7 @@ def test_the_notebooks_runs_are_cached_settings(base):
 
 
 def test_settings_are_compared_emphasised_capped_pinned_and_removed(base):
-    from workbench.widgets import MAX_SHOWN, Tuner
+    from workbench.lab.widgets import MAX_SHOWN, Tuner
 
     run = Stepper()
     tuner = Tuner(base, table=fake_table(base, ["fedlora"]), run=run)
@@ -215,7 +215,7 @@ def test_settings_are_compared_emphasised_capped_pinned_and_removed(base):
 
 
 def test_bad_values_are_named_and_nothing_runs(base):
-    from workbench.widgets import Tuner
+    from workbench.lab.widgets import Tuner
 
     run = Stepper()
     tuner = Tuner(base.replace(eval_every=2), table=None, run=run)

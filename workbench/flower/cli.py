@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from workbench.cli import _add_parameters, _flat
+from workbench.flags import add_parameters, flat_parameters
 from workbench.config import ConfigError, build_config
 
 
@@ -29,7 +29,7 @@ def parser() -> argparse.ArgumentParser:
                      help="Ray CPUs per virtual SuperNode (how many clients train at once)")
     sim.add_argument("--timeout", type=float, default=3600.0, help="seconds per round trip")
     sim.add_argument("--verbose", action="store_true", help="Flower's DEBUG log")
-    _add_parameters(sim)
+    add_parameters(sim)
     certs = commands.add_parser("certs", help="a throw-away CA and server certificate for "
                                               "127.0.0.1/localhost (testing only)")
     certs.add_argument("folder", type=Path)
@@ -42,9 +42,9 @@ def parser() -> argparse.ArgumentParser:
 def cmd_simulate(args: argparse.Namespace, extra: list[str]) -> int:
     """Run, write the run directory, print its summary."""
     from workbench.flower.local import simulate
-    from workbench.results import format_summary
+    from workbench.core.results import format_summary
 
-    config = build_config(_flat(args, extra))
+    config = build_config(flat_parameters(args, extra))
     result = simulate(config, args.out, cpus_per_client=args.cpus_per_client,
                       timeout=args.timeout, verbose=args.verbose)
     print(format_summary(result.summary))

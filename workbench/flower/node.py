@@ -3,7 +3,7 @@
 Each ClientApp call rebuilds the client from what every process can reproduce (the dataset,
 the seeded partition, the seeded set-up of `Algorithm.setup_client`) and then restores the
 state it left on this node's disk after its last participation, in the checkpoint format of
-`workbench.checkpoint`. The private model therefore stays on the node: it is written to and read
+`workbench.loop.checkpoint`. The private model therefore stays on the node: it is written to and read
 from local storage, never put into a message.
 """
 
@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 from workbench.algorithms import REGISTRY, Algorithm, Client, Environment
-from workbench.checkpoint import _client_state, _load_client_state
+from workbench.loop.checkpoint import client_state, load_client_state
 from workbench.config import ExperimentConfig, build_config
-from workbench.data import ClientData
-from workbench.simulation import make_clients, resolve_device
+from workbench.core.data import ClientData
+from workbench.loop.rounds import make_clients, resolve_device
 
 STATE_ROOT_ENV = "WORKBENCH_FLOWER_STATE"  # where nodes keep client state when not configured
 
@@ -66,7 +66,7 @@ def open_client(config: ExperimentConfig, cid: int, root: Path) -> NodeClient:
     state_file = root / f"client-{cid}.pt"
     if state_file.exists():
         saved = torch.load(state_file, map_location=env.device, weights_only=True)
-        _load_client_state(client, saved)
+        load_client_state(client, saved)
     return NodeClient(algorithm=algorithm, client=client, state_file=state_file)
 
 
@@ -74,5 +74,5 @@ def save_client(node: NodeClient) -> None:
     """Persist the client's state on this node, atomically (a crash keeps the previous one)."""
     node.state_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = node.state_file.with_suffix(".tmp")
-    torch.save(_client_state(node.client), tmp)
+    torch.save(client_state(node.client), tmp)
     os.replace(tmp, node.state_file)

@@ -3,7 +3,7 @@
 A workbench payload is a name → tensor dict; on the wire it is an `ArrayRecord` whose Arrays
 hold each tensor as NumPy `.npy` bytes (a ~128-byte header, then the raw data). The tensor
 bytes of a record are read from the Arrays themselves (numel × element size of what was
-decoded), so they are what crossed the wire and equal `workbench.accounting.payload_bytes` of
+decoded), so they are what crossed the wire and equal `workbench.core.accounting.payload_bytes` of
 the payload; the `.npy` headers are reported separately as framing overhead.
 """
 
@@ -16,7 +16,7 @@ import torch
 from flwr.app import Array, ArrayRecord
 from torch import Tensor
 
-from workbench.aggregation import InvalidUpdateError
+from workbench.core.aggregation import InvalidUpdateError
 
 Payload = Mapping[str, Tensor]
 

@@ -1,11 +1,11 @@
 """Benchmark harness: the workbench's FL rounds against a bare training loop, side by side.
 
-`python -m workbench.bench [--workloads a,b] [--repeat 3] [--out FILE]`. Each workload runs in
+`python -m workbench.tools.bench [--workloads a,b] [--repeat 3] [--out FILE]`. Each workload runs in
 its own process (so its peak resident memory is its own) and measures, alternating:
 - bare: the same models (zoo CNN + head LoRA) and losses, trained for exactly the same optimizer
   steps on pre-normalized in-memory tensors, with no sampling, payloads, aggregation,
   augmentation, evaluation or accounting: the limit of this machine;
-- workbench: the same rounds through `simulation.run_loop` (evaluation and accounting included).
+- workbench: the same rounds through `workbench.loop.runner.run_loop` (evaluation and accounting included).
 Round time excludes set-up and the first round (warm-up, FLOP counting); medians over repeats.
 Peak memory is that of a separate fresh process running the workbench part once (imports,
 data and all clients included).
@@ -26,13 +26,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from workbench.adapters import inject_lora, set_trainable
+from workbench.core.adapters import inject_lora, set_trainable
 from workbench.algorithms import Client, Environment
 from workbench.config import ExperimentConfig, build_config
-from workbench.costs import synthetic_clients
-from workbench.data import ClientData
-from workbench.models import build_model
-from workbench.simulation import run_loop, sample_clients
+from workbench.tools.costs import synthetic_clients
+from workbench.core.data import ClientData
+from workbench.core.models import build_model
+from workbench.loop.rounds import sample_clients
+from workbench.loop.runner import run_loop
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ def measure(name: str, repeat: int, device: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen workloads, print a table and write the JSON list."""
-    parser = argparse.ArgumentParser(prog="python -m workbench.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m workbench.tools.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", default=",".join(DEFAULT),
                         help=f"comma-separated, from {sorted(WORKLOADS)}")
     parser.add_argument("--repeat", type=int, default=3, help="repeats per workload (median)")

@@ -27,9 +27,9 @@ import yaml
 from tqdm.auto import tqdm
 
 from workbench.config import ConfigError, build_config
-from workbench.results import TABLE_FILE, read_run
+from workbench.core.results import TABLE_FILE, read_run
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "fedlora.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "fedlora.ipynb"
 SPEC_KEYS = {"parameters", "grid", "also"}
 
 
@@ -114,7 +114,7 @@ def execute_point(notebook: str, point_dir: str, flat: dict[str, Any], threads: 
     """Run one point's notebook with papermill (in a worker process) and record its status."""
     import papermill
 
-    from workbench.templates import QUIET_KERNEL, clean_template
+    from workbench.lab.templates import QUIET_KERNEL, clean_template
 
     os.environ["OMP_NUM_THREADS"] = str(threads)  # the kernel inherits it: no oversubscription
     folder = Path(point_dir).resolve()  # the kernel runs in the point's folder
@@ -191,14 +191,14 @@ def run_sweep(spec_source: str | Path | Mapping[str, Any], out: str | Path, work
             print(f"point {s['id']} {s['params']} failed: {s['error']}", flush=True)
     if not report:
         return sweep_dir / "results.csv"
-    from workbench.export import build_report
+    from workbench.lab.export import build_report
 
     return build_report(sweep_dir)
 
 
 def export_points(sweep_dir: str | Path) -> list[Path]:
     """Export every executed point notebook of a sweep to HTML beside it (code shown)."""
-    from workbench.export import notebook_to_html
+    from workbench.lab.export import notebook_to_html
 
     return [notebook_to_html(nb, nb.with_suffix(".html"), hide_code=False)
             for nb in sorted(Path(sweep_dir).glob("points/*/fedlora.ipynb"))]

@@ -1,6 +1,6 @@
 """Sweep reports: load a finished sweep folder, summarise its points, draw Plotly figures.
 
-Reads only the tidy tables that `workbench.results` defines (pandas + plotly; never torch).
+Reads only the tidy tables that `workbench.core.results` defines (pandas + plotly; never torch).
 A *configuration* is one combination of the `by` columns (default: the algorithm and every swept
 parameter except `seed`); curves of a configuration average its points (seeds) round by round.
 Accuracy is the mean over all clients of each client's local test accuracy.
@@ -18,7 +18,7 @@ from typing import Any, Literal
 import pandas as pd
 import plotly.graph_objects as go
 
-from workbench.results import Row, mean_accuracy, summarize
+from workbench.core.results import Row, mean_accuracy, summarize
 
 SPEC_FILE, TABLE_FILE = "sweep.json", "results.csv"
 RESULT_COLUMNS = (*Row.__dataclass_fields__, "cum_train_flops", "cum_bytes_up", "cum_bytes_down")

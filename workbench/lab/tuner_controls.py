@@ -11,7 +11,8 @@ from typing import Any, get_type_hints
 
 import ipywidgets as widgets
 
-from workbench.config import SECTIONS, ConfigError, ExperimentConfig
+from workbench.algorithms import REGISTRY
+from workbench.config import ConfigError, ExperimentConfig, FederationConfig
 
 SIZE_KNOBS = ("num_clients", "rounds", "fraction")  # the preview's size, notebook values first
 _STYLE = {"description_width": "initial"}
@@ -19,7 +20,7 @@ _STYLE = {"description_width": "initial"}
 
 def method_section(algorithm: str) -> type | None:
     """The frozen dataclass of a method's own knobs, or None when it has none."""
-    return SECTIONS.get(algorithm) if algorithm not in ("run", "data", "federation", "train") else None
+    return REGISTRY[algorithm].Params
 
 
 def method_knobs(algorithm: str) -> list[tuple[str, dataclasses.Field, Any]]:
@@ -97,7 +98,9 @@ def _float_control(meta: dict, value: float) -> widgets.Widget:
 def knob_control(name: str, f: dataclasses.Field, kind: Any, value: Any,
                  config: ExperimentConfig) -> widgets.Widget:
     """The control of one knob, labelled by its flat name, with its help as tooltip."""
-    meta = f.metadata
+    meta = dict(f.metadata)
+    if callable(meta["choices"]):  # choices that follow the registry
+        meta["choices"] = meta["choices"]()
     if kind is bool:
         control = widgets.Checkbox(value=value, indent=False)
     elif meta["choices"] is not None and kind == tuple[str, ...]:
@@ -126,8 +129,7 @@ def method_controls(algorithm: str, config: ExperimentConfig) -> dict[str, widge
 def size_controls(config: ExperimentConfig) -> dict[str, widgets.Widget]:
     """Clients, rounds and fraction of the preview, starting at the notebook's values (no cap)."""
     fed = config.federation
-    tips = {name: SECTIONS["federation"].__dataclass_fields__[name].metadata["help"]
-            for name in SIZE_KNOBS}
+    tips = {f.name: f.metadata["help"] for f in dataclasses.fields(FederationConfig)}
     controls = {
         "num_clients": widgets.BoundedIntText(value=fed.num_clients, min=1, max=100_000),
         "rounds": widgets.BoundedIntText(value=fed.rounds, min=1, max=100_000),

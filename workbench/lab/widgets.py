@@ -17,10 +17,10 @@ from typing import Any
 import ipywidgets as widgets
 import pandas as pd
 
-from workbench.config import ALGORITHMS, ConfigError, ExperimentConfig
-from workbench.tuner_controls import SIZE_KNOBS, method_controls, setting_label, size_controls
-from workbench.tuner_figure import PALETTE, draw, make_figure
-from workbench.tuner_runs import Curve, Runner, RunFn, run_preview
+from workbench.config import ConfigError, ExperimentConfig
+from workbench.lab.tuner_controls import SIZE_KNOBS, method_controls, setting_label, size_controls
+from workbench.lab.tuner_figure import PALETTE, draw, make_figure
+from workbench.lab.tuner_runs import Curve, Runner, RunFn, run_preview
 
 MAX_SHOWN = 8  # settings drawn at once: more lines than this stop being readable
 _LIVE: list[Tuner] = []  # a new tuner ends the runs of the previous one (one kernel, two cores)
@@ -55,7 +55,7 @@ class Tuner:
         """Algorithm dropdown, the method's knobs, preview size, Stop, progress line."""
         from workbench.algorithms import REGISTRY
 
-        self.algorithm = widgets.Dropdown(options=[a for a in ALGORITHMS if a in REGISTRY],
+        self.algorithm = widgets.Dropdown(options=list(REGISTRY),
                                           value=config.run.algorithm, description="algorithm")
         self.size = size_controls(config)
         self.stop_button = widgets.Button(description="Stop", icon="stop",

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from workbench.config import ExperimentConfig
-from workbench.results import mean_accuracy
+from workbench.core.results import mean_accuracy
 
 RunFn = Callable[[ExperimentConfig, Callable[[int, int, dict], None]], pd.DataFrame]
 
@@ -85,7 +85,7 @@ def _clients(config: ExperimentConfig) -> tuple[list, Any]:
     """Fresh clients over client data prepared once per data setting (a knob change reloads
     nothing: the first round of a new setting comes sooner)."""
     from workbench.algorithms import Client
-    from workbench.simulation import make_clients, resolve_device
+    from workbench.loop.rounds import make_clients, resolve_device
 
     key = (config.data, config.run.seed, config.run.device, config.federation.num_clients)
     if key not in _DATA:
@@ -100,7 +100,7 @@ def _clients(config: ExperimentConfig) -> tuple[list, Any]:
 
 def run_preview(config: ExperimentConfig, progress: Callable[[int, int, dict], None]) -> pd.DataFrame:
     """Run one setting in memory (nothing written) and return its results table."""
-    from workbench.simulation import run_loop
+    from workbench.loop.runner import run_loop
 
     clients, env = _clients(config)
     return run_loop(config, clients, env, progress=progress).table

@@ -1,4 +1,4 @@
-"""The heterogeneous model zoo CNN-1..CNN-5 (DESIGN.md §2), built from `workbench.zoo_spec`.
+"""The heterogeneous model zoo CNN-1..CNN-5 (docs/architecture.md), built from `workbench.core.zoo`.
 
 Every model exposes `features(x) -> (B, 500)` and `head(z) -> (B, C)`; forward is head∘features.
 """
@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workbench.zoo_spec import KERNEL, REPRESENTATION_DIM, ZOO, CNNSpec
+from workbench.core.zoo import KERNEL, REPRESENTATION_DIM, ZOO, CNNSpec
 
 
 class ZooCNN(nn.Module):

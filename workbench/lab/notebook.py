@@ -86,8 +86,8 @@ def collect(namespace: Mapping[str, Any], before: set[str]) -> tuple[ExperimentC
 
 def run(config: ExperimentConfig, options: NotebookOptions) -> pd.DataFrame:
     """Run the configured experiment and any compared algorithms; one combined table."""
-    from workbench.results import format_summary
-    from workbench.simulation import run_experiment
+    from workbench.core.results import format_summary
+    from workbench.loop.runner import run_experiment
 
     tables = []
     for name in (config.run.algorithm, *options.compare):

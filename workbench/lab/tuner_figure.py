@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from workbench.tuner_runs import Curve
+from workbench.lab.tuner_runs import Curve
 
 PALETTE = qualitative.Plotly  # 10 distinct colours; the tuner shows at most 8 settings
 PANELS = (("round", "round"), ("gflop", "cumulative training GFLOP, all clients (log)"),

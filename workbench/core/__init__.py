@@ -1,0 +1,1 @@
+"""Core: configuration, data, models, adapters, training, aggregation, accounting, results."""

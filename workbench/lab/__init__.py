@@ -1,0 +1,1 @@
+"""The lab: notebook glue, the interactive tuner, sweeps and reports."""

@@ -1,0 +1,1 @@
+"""The round loop: round pieces shared with Flower, the in-process runner, checkpoints."""

@@ -1,0 +1,1 @@
+"""Tools: the cost table and the benchmark harness."""
