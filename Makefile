@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml
 # .gitattributes), and JupyterLab from this venv saves them stripped (.jupyter's pre-save hook).
 notebook-hygiene: $(STAMP)
 	if git rev-parse --git-dir >/dev/null 2>&1; then \
-	  git config filter.nbstripout.clean '"$(abspath $(VENV))/bin/python" -m nbstripout'; \
+	  git config filter.nbstripout.clean '"$(abspath $(VENV))/bin/python" -m nbstripout --keep-id'; \
 	  git config filter.nbstripout.smudge cat; \
 	  git config filter.nbstripout.required true; \
-	  git config diff.ipynb.textconv '"$(abspath $(VENV))/bin/python" -m nbstripout -t'; \
+	  git config diff.ipynb.textconv '"$(abspath $(VENV))/bin/python" -m nbstripout --keep-id -t'; \
 	fi
 	mkdir -p $(dir $(JUPYTER_CONF))
 	cp .jupyter/jupyter_server_config.json $(JUPYTER_CONF)

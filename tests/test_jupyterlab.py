@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,7 +18,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from test_report_browser import CHROMIUM, FLAGS, need_browser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +35,7 @@ TUNER = """() => {
   return {traces: gd.data.map(t => [t.legendgroup, t.meta, (t.x || []).filter(x => x > 0).length]),
           status};
 }"""
-KERNEL_IDLE = """() => { const w = window.jupyterapp.shell.currentWidget;
+KERNEL_IDLE = """() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
   const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
   return !!k && k.status === 'idle'; }"""
 RUN_LAST_CELL = """async () => { const app = window.jupyterapp, nb = app.shell.currentWidget.content;
@@ -91,8 +89,8 @@ def start_lab(tmp: Path, root: Path, port: int) -> subprocess.Popen:
                "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     if os.geteuid() == 0:
         command.append("--allow-root")
-    log = open(tmp / "lab.log", "wb")
-    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    with open(tmp / "lab.log", "wb") as log:  # the server keeps its own copy of the handle
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def wait_ready(server: subprocess.Popen, port: int, log: Path) -> None:

@@ -4,8 +4,8 @@ import nbformat
 import papermill
 import pytest
 
-from workbench.lab.notebook import parameters_source
 from workbench.core.results import read_run
+from workbench.lab.notebook import parameters_source
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 TINY = {"dataset": "digits", "num_clients": 2, "rounds": 2, "device": "cpu", "batch_size": 64}
@@ -20,7 +20,8 @@ def parameters_cell(path):
 def test_notebooks_are_committed_clean_with_one_parameters_cell(name):
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     assert len(parameters_cell(NOTEBOOKS / name)) == 1
-    assert all(not c.get("outputs") and not c.get("execution_count") for c in nb.cells if c.cell_type == "code")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.get("outputs") and not c.get("execution_count") for c in code)
 
 
 def test_fedlora_parameters_cell_matches_the_config_table():
@@ -49,8 +50,8 @@ def test_unknown_injected_parameter_is_refused(tmp_path):
 
 
 def test_compare_without_out_dir_writes_nothing(tiny, tmp_path, monkeypatch):
-    from workbench.lab import notebook
     from workbench.config import build_config
+    from workbench.lab import notebook
 
     monkeypatch.chdir(tmp_path)
     config = build_config({**tiny, "num_clients": 2, "algorithm": "lg_fedavg"})

@@ -129,15 +129,15 @@ def test_a_failing_setting_is_reported_and_the_worker_goes_on(base):
 
 
 def test_the_real_loop_streams_costs_that_match_its_table(tiny):
-    from workbench.loop.runner import run_experiment
     from workbench.lab.tuner_runs import run_preview
+    from workbench.loop.runner import run_experiment
 
     config = build_config({**tiny, "num_clients": 2, "rounds": 2, "algorithm": "lg_fedavg"})
     seen = []
     table = run_preview(config, lambda r, total, m: seen.append((r, total, m)))
     expected = mean_accuracy(table)
     assert [(r, total) for r, total, _ in seen] == [(1, 2), (2, 2)]
-    for (_, _, metrics), (_, row) in zip(seen, expected.iterrows()):
+    for (_, _, metrics), (_, row) in zip(seen, expected.iterrows(), strict=True):
         assert metrics["accuracy"] == pytest.approx(row["accuracy"])
         assert metrics["cum_train_flops"] == row["cum_train_flops"] > 0
         assert metrics["cum_bytes_up"] + metrics["cum_bytes_down"] == row["cum_bytes"] > 0

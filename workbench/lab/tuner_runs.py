@@ -8,6 +8,7 @@ key; a notebook's own finished runs can be added so they are never run again.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -95,7 +96,7 @@ def _clients(config: ExperimentConfig) -> tuple[list, Any]:
         _DATA[key] = ([c.data for c in clients], env)
     datas, env = _DATA[key]
     return [Client(cid=k, model_name=name, data=data)
-            for k, (name, data) in enumerate(zip(config.client_models(), datas))], env
+            for k, (name, data) in enumerate(zip(config.client_models(), datas, strict=True))], env
 
 
 def run_preview(config: ExperimentConfig, progress: Callable[[int, int, dict], None]) -> pd.DataFrame:
@@ -197,7 +198,7 @@ class Runner:
                                               state="running")
             self._emit(key, curve)
             try:
-                table = self.run(config, lambda r, total, m: self._round(key, curve, r, total, m))
+                table = self.run(config, functools.partial(self._round, key, curve))
                 self.curves[key] = curve = Curve.from_table(config, table)
             except Cancelled as why:
                 curve.state = str(why)  # the partial curve stays for a pinned trace
@@ -219,5 +220,5 @@ class Runner:
         """Tell the tuner; a drawing error must not kill the worker thread."""
         try:
             self.notify(key, curve)
-        except Exception as error:  # noqa: BLE001 - reported, the run goes on
+        except Exception as error:
             curve.error = f"drawing failed: {type(error).__name__}: {error}"

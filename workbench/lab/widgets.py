@@ -18,9 +18,9 @@ import ipywidgets as widgets
 import pandas as pd
 
 from workbench.config import ConfigError, ExperimentConfig
-from workbench.lab.tuner_controls import SIZE_KNOBS, method_controls, setting_label, size_controls
+from workbench.lab.tuner_controls import method_controls, setting_label, size_controls
 from workbench.lab.tuner_figure import PALETTE, draw, make_figure
-from workbench.lab.tuner_runs import Curve, Runner, RunFn, run_preview
+from workbench.lab.tuner_runs import Curve, RunFn, Runner, run_preview
 
 MAX_SHOWN = 8  # settings drawn at once: more lines than this stop being readable
 _LIVE: list[Tuner] = []  # a new tuner ends the runs of the previous one (one kernel, two cores)
