@@ -98,13 +98,15 @@ def _execute(kernel: WarmKernel, notebook: str | Path, folder: Path, parameters:
     """Papermill on the warm kernel, after the kernel's prologue."""
     import papermill
 
+    from workbench.lab.templates import clean_template
     from workbench.lab.warm_engine import ENGINE, register
 
     register()
     kernel.ensure_started()
     # saving a 5 MB notebook (plotly.js) after each cell costs seconds; it is written at the end
     # (on failure too), and a killed point resumes from its run's checkpoint, not its notebook
-    papermill.execute_notebook(str(notebook), str(folder / "fedlora.ipynb"), parameters=parameters,
+    papermill.execute_notebook(clean_template(notebook), str(folder / "fedlora.ipynb"),
+                               parameters=parameters,
                                engine_name=ENGINE, kernel_name="python3", progress_bar=False,
                                execution_timeout=timeout, start_timeout=300, km=kernel.km,
                                prologue=kernel.prologue(folder), request_save_on_cell_execute=False)

@@ -23,7 +23,7 @@ from workbench.core.accounting import Ledger
 from workbench.config import ExperimentConfig
 from workbench.core.errors import UserError
 from workbench.core.facts import SUMMARY_FILE, TABLE_FILE, TIMING_FILE
-from workbench.core.results import (Event, config_differences, events_frame, read_events,
+from workbench.core.results import (COST_COLUMNS, Event, config_differences, events_frame, read_events,
                                     read_run, read_summary, summarize, to_frame, write_run)
 from workbench.loop import checkpoint
 from workbench.loop.rounds import (RoundRefusedError, evaluate_all, evaluates, make_clients,
@@ -103,7 +103,9 @@ def run_loop(config: ExperimentConfig, clients: list[Client], env: Environment,
             new_rows = evaluate_all(algorithm, clients, ledger, round_)
             rows.extend(new_rows)
             if progress is not None:
-                progress(round_, rounds, {"accuracy": float(np.mean([r.accuracy for r in new_rows]))})
+                progress(round_, rounds, {"accuracy": float(np.mean([r.accuracy for r in new_rows])),
+                                          **{f"cum_{c}": sum(getattr(r, c) for r in rows)
+                                             for c in COST_COLUMNS}})  # all clients, so far
         if every_ckpt and round_ % every_ckpt == 0 and round_ < rounds:
             run_dir.mkdir(parents=True, exist_ok=True)
             checkpoint.save(ckpt, round_, config.to_flat(), algorithm, clients, server, ledger,
