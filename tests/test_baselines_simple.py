@@ -15,7 +15,7 @@ from workbench.algorithms.fd import FederatedDistillation, distillation_loss
 from workbench.algorithms.fedavg import FedAvg
 from workbench.algorithms.lg_fedavg import LGFedAvg
 from workbench.algorithms.standalone import Standalone
-from workbench.core.config import build_config
+from workbench.config import build_config
 from workbench.core.data import ClientData, Normalizer
 from workbench.core.models import build_model, count_parameters
 from workbench.core.accounting import Ledger

@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from workbench.loop.checkpoint import CHECKPOINT_FILE
-from workbench.core.config import build_config
+from workbench.config import build_config
 from workbench.loop.runner import run_experiment
 
 

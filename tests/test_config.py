@@ -1,6 +1,9 @@
 import pytest
 
-from workbench.core.config import ALGORITHMS, ConfigError, build_config, defaults
+from workbench.config import ConfigError, build_config, defaults
+from workbench.config import RunConfig
+
+ALGORITHMS = RunConfig.__dataclass_fields__["algorithm"].metadata["choices"]()
 
 
 @pytest.mark.parametrize("flat, fragment", [

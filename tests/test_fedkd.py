@@ -10,7 +10,7 @@ from workbench.core.aggregation import InvalidUpdateError
 from workbench.algorithms.fedkd import FedKD, fedkd_losses
 from workbench.core.compression import (compress_state, decompress_state, energy_schedule,
                                    merge_payloads, rank_for_energy, svd_compress, svd_decompress)
-from workbench.core.config import build_config
+from workbench.config import build_config
 from workbench.loop.runner import run_experiment
 
 from helpers import make_algorithm
@@ -195,6 +195,22 @@ def test_a_client_that_missed_rounds_lands_exactly_on_the_global_student():
     algorithm.receive(late, down)
     assert_student_is(late, server, atol=1e-5)
     assert same_payload(algorithm.broadcast(server, first), algorithm.history[1])
+
+
+def test_steps_no_client_needs_are_folded_so_history_stays_bounded():
+    algorithm, (first, late) = make_algorithm(cls=FedKD, algorithm="fedkd", num_clients=2, rounds=5,
+                                              models="cnn5")
+    server = algorithm.initial_server_state()
+    for _ in range(5):
+        server = play_round(algorithm, [first, late], server, [first])
+        assert len(algorithm.history) <= 2  # from θ⁰ (late's version) and from first's version
+    assert algorithm.version == 5
+    resumed = FedKD(algorithm.config, algorithm.env)  # the folded history survives a checkpoint
+    resumed.load_state_dict(algorithm.state_dict())
+    down = algorithm.broadcast(server, late)
+    assert same_payload(resumed.broadcast(server, late), down)
+    algorithm.receive(late, down)
+    assert_student_is(late, server, atol=1e-5)  # still lands exactly on the global student
 
 
 def test_bad_updates_are_refused_naming_the_client():

@@ -11,7 +11,7 @@ from workbench.core.aggregation import class_means
 from workbench.algorithms.fedproto import (FedProto, prototype_penalty,
                                            prototype_scores)
 from workbench.algorithms.fml import FML, distill_kl, mutual_losses
-from workbench.core.config import build_config
+from workbench.config import build_config
 from workbench.core.models import count_parameters
 from workbench.loop.runner import run_experiment
 

@@ -20,10 +20,10 @@ from flwr.serverapp import Grid  # noqa: E402
 from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
 from workbench.core.accounting import payload_bytes  # noqa: E402
-from workbench.core.config import ConfigError, build_config, defaults  # noqa: E402
+from workbench.config import ConfigError, build_config, defaults  # noqa: E402
 from workbench.flower.client_app import make_client_app  # noqa: E402
 from workbench.flower.local import simulate  # noqa: E402
-from workbench.flower.payloads import REFERENCES, check_supported  # noqa: E402
+from workbench.algorithms import REGISTRY  # noqa: E402
 from workbench.flower.records import from_record, record_bytes, to_record  # noqa: E402
 from workbench.flower.settings import (FlowerSettings, partition_id, split_run_config,  # noqa: E402
                                        to_run_config)
@@ -85,11 +85,6 @@ def test_partition_id_is_checked_against_the_run():
         partition_id({"partition-id": 0, "num-partitions": 3}, 4)
 
 
-def test_unsupported_algorithm_is_refused_with_the_reason():
-    with pytest.raises(ValueError, match="algorithm='fedkd' cannot run on Flower: .*FedKD.round"):
-        check_supported("fedkd")
-
-
 def test_flower_app_config_holds_valid_parameters_at_their_defaults():
     config, warnings = load_and_validate(APP / "pyproject.toml")  # imports both components too
     app_config = config["tool"]["flwr"]["app"]["config"]
@@ -97,6 +92,7 @@ def test_flower_app_config_holds_valid_parameters_at_their_defaults():
     expected = to_run_config(build_config({}))
     assert {k: expected[k] for k in flat} == flat
     assert {"rank", "mu", "num_clients", "rounds", "algorithm"} <= set(flat) <= set(defaults())
+    assert list(flat) == list(defaults())  # every registered parameter, in the registry's order
     assert tomllib.loads((APP / "pyproject.toml").read_text())["tool"]["flwr"]["app"][
         "components"] == {"serverapp": "workbench.flower.server_app:app",
                           "clientapp": "workbench.flower.client_app:app"}
@@ -186,8 +182,8 @@ class LoopbackGrid(Grid):
         return replies
 
 
-@pytest.mark.parametrize("algorithm", sorted(REFERENCES))
-def test_every_supported_algorithm_runs_through_the_apps_as_in_process(algorithm, tmp_path,
+@pytest.mark.parametrize("algorithm", sorted(REGISTRY))
+def test_every_algorithm_runs_through_the_apps_as_in_process(algorithm, tmp_path,
                                                                        task_identity, one_thread):
     """Sampling half the clients, evaluating every 2nd round: identical tables."""
     config = build_config({**FLOWER_TINY, "algorithm": algorithm, "rounds": 3, "eval_every": 2,
@@ -223,6 +219,20 @@ def test_fedlora_on_flower_simulation_equals_the_in_process_run(tmp_path, no_tel
         (state_file,) = (tmp_path / "nodes").glob(f"run-*/client-{cid}.pt")
         saved = torch.load(state_file, weights_only=True)["model"]
         assert any(key.startswith("conv1.") for key in saved)
+
+
+def test_fedkd_on_flower_simulation_equals_the_in_process_run(tmp_path, no_telemetry, one_thread):
+    """FedKD's clients take the round (SVD energy) from begin_round, and the server validates
+    their variable-rank compressed uploads by reconstructing them: identical tables."""
+    config = build_config({**FLOWER_TINY, "algorithm": "fedkd", "models": "cnn4,cnn5"})
+    expected = run_experiment(config, out_dir=tmp_path / "in-process")
+    got = simulate(config, tmp_path / "flower", state_dir=tmp_path / "nodes")
+    pd.testing.assert_frame_equal(read_run(got.run_dir)[1], read_run(expected.run_dir)[1],
+                                  check_exact=True)
+    details = json.loads((tmp_path / "flower" / "flower.json").read_text())
+    assert details["refused"] == []
+    ups = [m for m in details["messages"] if m["direction"] == "up"]
+    assert any(key.endswith(".S") for m in ups for key in m["keys"])  # compressed, not dense
 
 
 def test_malformed_clients_are_refused_in_a_flower_simulation(tmp_path, no_telemetry):

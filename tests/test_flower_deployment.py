@@ -23,7 +23,7 @@ import torch
 pytest.importorskip("flwr", reason="the Flower extra is not installed: pip install -e .[flower]")
 psutil = pytest.importorskip("psutil")
 
-from workbench.core.config import build_config  # noqa: E402
+from workbench.config import build_config  # noqa: E402
 from workbench.flower.certs import make_certificates, make_node_keys  # noqa: E402
 from workbench.core.results import read_run  # noqa: E402
 from workbench.loop.runner import run_experiment  # noqa: E402

@@ -49,7 +49,7 @@ def test_unknown_injected_parameter_is_refused(tmp_path):
 
 
 def test_tuner_redraws_in_place_and_caches(tiny):
-    from workbench.core.config import build_config
+    from workbench.config import build_config
     from workbench.lab.widgets import Tuner
 
     tuner = Tuner(build_config({**tiny, "num_clients": 2}), max_rounds=2)
@@ -64,7 +64,7 @@ def test_tuner_redraws_in_place_and_caches(tiny):
 
 
 def test_papermill_reads_every_parameter_with_its_type_and_help():
-    from workbench.core.config import parameter_table
+    from workbench.config import parameter_table
     from workbench.lab.notebook import NOTEBOOK_OPTIONS
 
     inspected = papermill.inspect_notebook(str(NOTEBOOKS / "fedlora.ipynb"))

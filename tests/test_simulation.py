@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from workbench.cli import main
-from workbench.core.config import build_config
+from workbench.config import build_config
 from workbench.core.results import read_run
 from workbench.loop.rounds import sample_clients
 from workbench.loop.runner import run_experiment

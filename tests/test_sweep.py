@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from workbench.cli import main
-from workbench.core.config import ConfigError
+from workbench.config import ConfigError
 from workbench.lab.sweep import expand, load_spec, run_sweep
 
 FIXED = {"dataset": "digits", "num_clients": 2, "rounds": 2, "batch_size": 64, "device": "cpu",

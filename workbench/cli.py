@@ -12,25 +12,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from workbench.core.config import ConfigError, build_config, parameter_table
-
-
-def _add_parameters(parser: argparse.ArgumentParser) -> None:
-    """One `--name` flag per config parameter; values are parsed by build_config, not argparse."""
-    group = parser.add_argument_group("experiment parameters (see `python -m workbench params`)")
-    for name, (_, f) in parameter_table().items():
-        group.add_argument(f"--{name}", dest=f"param_{name}", default=argparse.SUPPRESS,
-                           metavar="V", help=f.metadata["help"])
-
-
-def _flat(args: argparse.Namespace, extra: list[str]) -> dict[str, str]:
-    """The parameters given on the command line; unknown `--name value` pairs are kept so that
-    build_config refuses them with its suggestions."""
-    flat = {k.removeprefix("param_"): v for k, v in vars(args).items() if k.startswith("param_")}
-    if len(extra) % 2 or not all(flag.startswith("--") for flag in extra[::2]):
-        raise ConfigError(f"cannot read arguments {extra}: expected --name value pairs")
-    flat.update({flag[2:]: value for flag, value in zip(extra[::2], extra[1::2])})
-    return flat
+from workbench.config import ConfigError, build_config, parameter_table
+from workbench.flags import add_parameters, flat_parameters
 
 
 def parser() -> argparse.ArgumentParser:
@@ -41,7 +24,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=None,
                      help="run directory (default: runs/<algorithm>-<dataset>-<time>)")
     run.add_argument("--quiet", action="store_true", help="no per-round progress lines")
-    _add_parameters(run)
+    add_parameters(run)
     commands.add_parser("params", help="list every parameter with its default and help")
     costs = commands.add_parser("costs", help="per-round FLOPs and bytes of every method, with "
                                               "ratios to FedLoRA")
@@ -49,7 +32,7 @@ def parser() -> argparse.ArgumentParser:
     costs.add_argument("--samples_per_client", type=int, default=500,
                        help="training samples of each client")
     costs.add_argument("--csv", type=Path, default=None, help="also write the table here")
-    _add_parameters(costs)
+    add_parameters(costs)
     target = commands.add_parser("target", help="rounds, FLOPs and bytes each finished run "
                                                 "needed to reach a target mean accuracy")
     target.add_argument("runs", nargs="+", type=Path, help="run directories")
@@ -71,7 +54,7 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     from workbench.core.results import format_summary
     from workbench.loop.runner import run_experiment
 
-    config = build_config(_flat(args, extra))
+    config = build_config(flat_parameters(args, extra))
     out = args.out or Path("runs") / (f"{config.run.algorithm}-{config.data.dataset}-"
                                       f"{time.strftime('%Y%m%d-%H%M%S')}")
 
@@ -86,7 +69,7 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_params(args: argparse.Namespace, extra: list[str]) -> int:
     """Print every parameter, its default and its help."""
-    from workbench.core.config import defaults
+    from workbench.config import defaults
 
     values = defaults()
     for name, (_, f) in parameter_table().items():
@@ -100,7 +83,7 @@ def cmd_costs(args: argparse.Namespace, extra: list[str]) -> int:
 
     from workbench.tools.costs import cost_ratios, per_round_costs
 
-    flat = _flat(args, extra)
+    flat = flat_parameters(args, extra)
     build_config(flat)
     names = args.algorithms.split(",") if args.algorithms else None
     table = per_round_costs(flat, names, args.samples_per_client)

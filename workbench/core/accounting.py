@@ -1,6 +1,6 @@
 """Cost accounting: training FLOPs counted by torch's FlopCounterMode, bytes of real payloads.
 
-Conventions (DESIGN.md §5):
+Conventions (docs/architecture.md, cost accounting):
 - FLOPs: matmul and convolution work of forward + backward of each training step as it actually
   runs, 2 FLOPs per multiply-add (FlopCounterMode's convention). Frozen layers still cost their
   forward; a frozen weight costs no weight-gradient op. Elementwise ops (ReLU, pooling, loss,
@@ -10,15 +10,15 @@ Conventions (DESIGN.md §5):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
+from workbench.core.facts import Payload
 from workbench.core.results import Row
 
-Payload = Mapping[str, Tensor]
 
 
 def payload_bytes(payload: Payload) -> int:

@@ -42,6 +42,12 @@ def validate_update(client: int, update: Payload, reference: Payload) -> None:
             raise InvalidUpdateError(client, name, "contains NaN or infinity")
 
 
+def class_table(num_classes: int, width: int, values: str) -> dict[str, Tensor]:
+    """The reference of a per-class upload: C × width float means and C int64 counts."""
+    return {values: torch.zeros(num_classes, width, dtype=torch.float32),
+            "counts": torch.zeros(num_classes, dtype=torch.int64)}
+
+
 def weighted_average(updates: Mapping[int, Payload], weights: Mapping[int, float],
                      reference: Payload | None = None) -> dict[str, Tensor]:
     """Σ w_k θ_k / Σ w_k per tensor name, after validating every update (first one is the reference)."""

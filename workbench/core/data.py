@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
+from workbench.core.facts import DATASET_CLASSES
+
+NUM_CLASSES = DATASET_CLASSES  # classes per dataset (defined once in facts)
 
 # Per-channel pixel statistics of the official CIFAR training sets on the [0, 1] scale.
 _CIFAR_STATS = {

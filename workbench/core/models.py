@@ -1,4 +1,4 @@
-"""The heterogeneous model zoo CNN-1..CNN-5 (DESIGN.md §2), built from `workbench.core.zoo`.
+"""The heterogeneous model zoo CNN-1..CNN-5 (docs/architecture.md), built from `workbench.core.zoo`.
 
 Every model exposes `features(x) -> (B, 500)` and `head(z) -> (B, C)`; forward is head∘features.
 """

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-SCHEMES = ("pathological", "dirichlet")
+from workbench.core.facts import PARTITIONS
+
+SCHEMES = PARTITIONS
 
 
 def class_weights_pathological(

@@ -14,7 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-CONFIG_FILE, TABLE_FILE, SUMMARY_FILE = "config.json", "results.csv", "summary.json"
+from workbench.core.facts import CONFIG_FILE, SUMMARY_FILE, TABLE_FILE
+
 COST_COLUMNS = ("train_flops", "bytes_up", "bytes_down")
 
 

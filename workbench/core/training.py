@@ -32,6 +32,15 @@ class PhaseStats:
     steps: int
     mean_loss: float
 
+    def then(self, later: PhaseStats) -> PhaseStats:
+        """This phase followed by a later one: costs add up, the loss is the later phase's."""
+        return PhaseStats(flops=self.flops + later.flops, steps=self.steps + later.steps,
+                          mean_loss=later.mean_loss)
+
+    def plus_flops(self, flops: int) -> PhaseStats:
+        """The same phase with forward-only work (e.g. a statistics pass) added to its cost."""
+        return PhaseStats(flops=self.flops + flops, steps=self.steps, mean_loss=self.mean_loss)
+
 
 def run_phase(modules: list[nn.Module], loss_fn: LossFn, batches: Batches, epochs: int,
               sgd: SGDSpec, meter: FlopMeter, key: Hashable) -> PhaseStats:

@@ -14,8 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from workbench.cli import _add_parameters, _flat
-from workbench.core.config import ConfigError, build_config
+from workbench.flags import add_parameters, flat_parameters
+from workbench.config import ConfigError, build_config
 
 
 def parser() -> argparse.ArgumentParser:
@@ -29,7 +29,7 @@ def parser() -> argparse.ArgumentParser:
                      help="Ray CPUs per virtual SuperNode (how many clients train at once)")
     sim.add_argument("--timeout", type=float, default=3600.0, help="seconds per round trip")
     sim.add_argument("--verbose", action="store_true", help="Flower's DEBUG log")
-    _add_parameters(sim)
+    add_parameters(sim)
     certs = commands.add_parser("certs", help="a throw-away CA and server certificate for "
                                               "127.0.0.1/localhost (testing only)")
     certs.add_argument("folder", type=Path)
@@ -44,7 +44,7 @@ def cmd_simulate(args: argparse.Namespace, extra: list[str]) -> int:
     from workbench.flower.local import simulate
     from workbench.core.results import format_summary
 
-    config = build_config(_flat(args, extra))
+    config = build_config(flat_parameters(args, extra))
     result = simulate(config, args.out, cpus_per_client=args.cpus_per_client,
                       timeout=args.timeout, verbose=args.verbose)
     print(format_summary(result.summary))

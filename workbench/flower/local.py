@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from workbench.core.config import ExperimentConfig
+from workbench.config import ExperimentConfig
 from workbench.flower.client_app import make_client_app
-from workbench.flower.payloads import check_supported
 from workbench.flower.server_app import make_server_app
 from workbench.flower.settings import FlowerSettings, to_run_config
+from workbench.core.facts import TABLE_FILE
 from workbench.core.results import read_run, summarize
 from workbench.loop.runner import RunResult
 
@@ -39,7 +39,6 @@ def simulate(config: ExperimentConfig, out_dir: str | Path, *, cpus_per_client: 
     """
     from flwr.simulation import run_simulation
 
-    check_supported(config.run.algorithm)
     run_dir = Path(out_dir).expanduser().resolve()
     settings = FlowerSettings(out_dir=str(run_dir), timeout=timeout, wait_nodes=timeout)
     run_config = to_run_config(config, settings)
@@ -50,7 +49,7 @@ def simulate(config: ExperimentConfig, out_dir: str | Path, *, cpus_per_client: 
                        num_supernodes=config.federation.num_clients,
                        backend_name="ray", backend_config=backend_config(cpus_per_client),
                        verbose_logging=verbose)
-    if not (run_dir / "results.csv").exists():
+    if not (run_dir / TABLE_FILE).exists():
         raise RuntimeError(f"the Flower simulation ended without writing {run_dir}; see its log")
     _, table = read_run(run_dir)
     return RunResult(config=config, table=table, summary=summarize(table), run_dir=run_dir)

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from workbench.algorithms import REGISTRY, Algorithm, Client, Environment
-from workbench.loop.checkpoint import _client_state, _load_client_state
-from workbench.core.config import ExperimentConfig, build_config
+from workbench.loop.checkpoint import client_state, load_client_state
+from workbench.config import ExperimentConfig, build_config
 from workbench.core.data import ClientData
 from workbench.loop.rounds import make_clients, resolve_device
 
@@ -66,7 +66,7 @@ def open_client(config: ExperimentConfig, cid: int, root: Path) -> NodeClient:
     state_file = root / f"client-{cid}.pt"
     if state_file.exists():
         saved = torch.load(state_file, map_location=env.device, weights_only=True)
-        _load_client_state(client, saved)
+        load_client_state(client, saved)
     return NodeClient(algorithm=algorithm, client=client, state_file=state_file)
 
 
@@ -74,5 +74,5 @@ def save_client(node: NodeClient) -> None:
     """Persist the client's state on this node, atomically (a crash keeps the previous one)."""
     node.state_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = node.state_file.with_suffix(".tmp")
-    torch.save(_client_state(node.client), tmp)
+    torch.save(client_state(node.client), tmp)
     os.replace(tmp, node.state_file)

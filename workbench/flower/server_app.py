@@ -17,8 +17,8 @@ from typing import Any
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from workbench.core.config import ConfigError, ExperimentConfig
-from workbench.flower.payloads import check_supported
+from workbench.config import ConfigError, ExperimentConfig
+from workbench.flower.protocol import CONFIG, INFO, PARTITION_ID
 from workbench.flower.settings import FlowerSettings, split_run_config
 from workbench.flower.strategy import WorkbenchStrategy
 from workbench.core.results import to_frame, write_run
@@ -45,7 +45,7 @@ def discover(grid: Grid, config: ExperimentConfig,
     """(client id → node id, client id → its info), every client served by exactly one node."""
     wanted = config.federation.num_clients
     node_ids = _wait_for_nodes(grid, wanted, settings.wait_nodes)
-    messages = [Message(RecordDict({"config": ConfigRecord({})}), dst_node_id=node,
+    messages = [Message(RecordDict({CONFIG: ConfigRecord({})}), dst_node_id=node,
                         message_type=MessageType.QUERY) for node in node_ids]
     nodes: dict[int, int] = {}
     info: dict[int, dict[str, Any]] = {}
@@ -53,8 +53,8 @@ def discover(grid: Grid, config: ExperimentConfig,
         node = reply.metadata.src_node_id
         if reply.has_error():
             raise RuntimeError(f"SuperNode {node} cannot serve this run: {reply.error.reason}")
-        found = dict(reply.content.config_records["info"])
-        cid = int(found["partition-id"])
+        found = dict(reply.content.config_records[INFO])
+        cid = int(found[PARTITION_ID])
         if cid in nodes:
             raise RuntimeError(f"SuperNodes {nodes[cid]} and {node} both have partition-id={cid}; "
                                f"give every SuperNode its own partition-id")
@@ -81,7 +81,6 @@ def finish(strategy: WorkbenchStrategy, settings: FlowerSettings) -> dict[str, A
 def _checked(run_config: Mapping[str, Any]) -> tuple[ExperimentConfig, FlowerSettings]:
     """The run's config, refused before any node is contacted when it cannot run or be saved."""
     config, settings = split_run_config(run_config)
-    check_supported(config.run.algorithm)
     if not Path(settings.out_dir).expanduser().is_absolute():
         # the ServerApp runs wherever the SuperLink starts it: a relative path would be a guess
         raise ConfigError(f"run config out-dir={settings.out_dir!r}: give an absolute path, e.g. "

@@ -2,8 +2,7 @@
 
 Sampling (`sample_clients`), broadcast, aggregation and accounting (`Ledger`, `Row`) are the
 in-process loop's own; Flower only carries the messages. Before aggregating, every upload is
-checked against the round's reference payload (`payloads.upload_reference`) with
-`aggregation.validate_update`; a malformed or failed upload is refused with an error naming
+checked by the algorithm's own `validate_upload` (against the round's global state); a malformed or failed upload is refused with an error naming
 the client and the tensor, and the round completes with the others.
 """
 
@@ -21,11 +20,10 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from torch import Tensor
 
-from workbench.core.aggregation import InvalidUpdateError, validate_update
+from workbench.core.aggregation import InvalidUpdateError
 from workbench.algorithms import REGISTRY, Client, Environment
-from workbench.core.config import ExperimentConfig
-from workbench.flower.client_app import EVALUATE, ROUND
-from workbench.flower.payloads import check_supported, upload_reference
+from workbench.config import ExperimentConfig
+from workbench.flower.protocol import ACCURACY, ARRAYS, CONFIG, EVALUATE, EVALUATION, LOSS, METRICS, NUM_TEST, NUM_TRAIN, ROUND, TRAIN_FLOPS, TRAIN_LOSS
 from workbench.flower.records import decode_update, from_record, record_bytes, to_record
 from workbench.core.results import Row
 from workbench.core.accounting import Ledger
@@ -45,7 +43,6 @@ class WorkbenchStrategy(Strategy):
     def __init__(self, config: ExperimentConfig, nodes: Mapping[int, int],
                  info: Mapping[int, Mapping[str, Any]]) -> None:
         """nodes: client id → Flower node id; info: client id → what its node reported."""
-        check_supported(config.run.algorithm)
         self.config, self.nodes, self.info = config, dict(nodes), dict(info)
         self.cid_of = {node: cid for cid, node in self.nodes.items()}
         self.algorithm = REGISTRY[config.run.algorithm](config, server_environment(config))
@@ -76,13 +73,14 @@ class WorkbenchStrategy(Strategy):
         """One message per sampled client with its broadcast payload."""
         fed = self.config.federation
         self.state = from_record(arrays)
+        self.algorithm.begin_round(server_round)
         sampled = sample_clients(fed.num_clients, fed.fraction, self.config.run.seed, server_round)
         settings = ConfigRecord({ROUND: server_round, EVALUATE: self._evaluates(server_round)})
         messages = []
         for cid in sampled:
             record = to_record(self.algorithm.broadcast(self.state, self.handles[cid]))
             self.down[cid] = self._count(server_round, cid, "down", record)
-            content = RecordDict({"arrays": record, "config": settings})
+            content = RecordDict({ARRAYS: record, CONFIG: settings})
             messages.append(Message(content, dst_node_id=self.nodes[cid],
                                     message_type=MessageType.TRAIN, group_id=str(server_round)))
         return messages
@@ -91,15 +89,14 @@ class WorkbenchStrategy(Strategy):
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Account every reply, refuse the malformed ones, aggregate the rest."""
         answered = self._by_client(replies)
-        self.evaluated.update({cid: r.content.metric_records["evaluation"]
+        self.evaluated.update({cid: r.content.metric_records[EVALUATION]
                                for cid, r in answered.items()
-                               if r.has_content() and "evaluation" in r.content.metric_records})
-        reference = upload_reference(self.config, self.state)
+                               if r.has_content() and EVALUATION in r.content.metric_records})
         uploads, weights = {}, {}
         for cid in sorted(self.down):  # sorted: the in-process loop sums clients in this order
             try:
-                uploads[cid] = self._accept(server_round, cid, answered.get(cid), reference)
-                weights[cid] = float(self.info[cid]["num-train"])
+                uploads[cid] = self._accept(server_round, cid, answered.get(cid))
+                weights[cid] = float(self.info[cid][NUM_TRAIN])
             except InvalidUpdateError as error:
                 self._refuse(server_round, error)
         new_state = self._aggregate(server_round, uploads, weights)
@@ -107,8 +104,7 @@ class WorkbenchStrategy(Strategy):
         self.down = {}
         return to_record(new_state), metrics
 
-    def _accept(self, round_: int, cid: int, reply: Message | None,
-                reference: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def _accept(self, round_: int, cid: int, reply: Message | None) -> dict[str, Tensor]:
         """Record one client's costs and return its validated upload (or refuse it)."""
         if reply is None:
             self.ledger.add(cid, 0, 0, self.down[cid], math.nan)
@@ -116,16 +112,16 @@ class WorkbenchStrategy(Strategy):
         if reply.has_error():
             self.ledger.add(cid, 0, 0, self.down[cid], math.nan)
             raise InvalidUpdateError(cid, None, f"the ClientApp failed: {reply.error.reason}")
-        record = reply.content.array_records.get("arrays")
-        metrics = reply.content.metric_records.get("metrics", MetricRecord())
+        record = reply.content.array_records.get(ARRAYS)
+        metrics = reply.content.metric_records.get(METRICS, MetricRecord())
         try:
             up = self._count(round_, cid, "up", record) if record is not None else 0
         except (TypeError, ValueError):  # arrays of no known dtype: decode_update refuses them
             up = 0
-        self.ledger.add(cid, int(metrics.get("train-flops", 0)), up, self.down[cid],
-                        float(metrics.get("train-loss", math.nan)))
+        self.ledger.add(cid, int(metrics.get(TRAIN_FLOPS, 0)), up, self.down[cid],
+                        float(metrics.get(TRAIN_LOSS, math.nan)))
         update = decode_update(cid, record)
-        validate_update(cid, update, reference)
+        self.algorithm.validate_upload(cid, update, self.state)
         return update
 
     def _aggregate(self, round_: int, uploads: dict[int, dict[str, Tensor]],
@@ -152,7 +148,7 @@ class WorkbenchStrategy(Strategy):
         """In the in-process loop's evaluation rounds: every client not evaluated on upload."""
         if not self._evaluates(server_round):
             return []
-        content = RecordDict({"config": ConfigRecord({ROUND: server_round})})
+        content = RecordDict({CONFIG: ConfigRecord({ROUND: server_round})})
         return [Message(content, dst_node_id=self.nodes[cid], message_type=MessageType.EVALUATE,
                         group_id=str(server_round))
                 for cid in sorted(self.nodes) if cid not in self.evaluated]
@@ -168,7 +164,7 @@ class WorkbenchStrategy(Strategy):
                 log.error("round %d: evaluation of client %d failed: %s", server_round, cid,
                           reply.error.reason)
             else:
-                evaluated[cid] = reply.content.metric_records["evaluation"]
+                evaluated[cid] = reply.content.metric_records[EVALUATION]
         missing = sorted(set(self.nodes) - set(evaluated))
         if missing:
             log.error("round %d: no evaluation from clients %s; their rows are missing",
@@ -185,12 +181,12 @@ class WorkbenchStrategy(Strategy):
             return None
         accuracy = float(np.mean([r.accuracy for r in new_rows]))
         log.info("round %d: mean accuracy %.4f", server_round, accuracy)
-        return MetricRecord({"accuracy": accuracy})
+        return MetricRecord({ACCURACY: accuracy})
 
     def _row(self, round_: int, cid: int, metrics: MetricRecord) -> Row:
         """A client's table row from its evaluation metrics and its settled costs."""
-        accuracy, loss = float(metrics["accuracy"]), float(metrics["loss"])
-        num_train, num_test = int(metrics["num-train"]), int(metrics["num-test"])
+        accuracy, loss = float(metrics[ACCURACY]), float(metrics[LOSS])
+        num_train, num_test = int(metrics[NUM_TRAIN]), int(metrics[NUM_TEST])
         # settled only once the metrics were readable: unsettled costs go into the next row
         return self.ledger.row(round_, cid, self.handles[cid].model_name, self.algorithm.name,
                                accuracy, loss, num_train, num_test)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from workbench.core.config import ConfigError, ExperimentConfig, build_config, defaults, parameter_table
+from workbench.config import ConfigError, ExperimentConfig, build_config, defaults, parameter_table
 
 NOTEBOOK_OPTIONS: dict[str, tuple[Any, str]] = {
     "interactive": (True, "rank/mu/algorithm sliders driving a live figure (JupyterLab); "

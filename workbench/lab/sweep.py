@@ -26,7 +26,7 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
-from workbench.core.config import ConfigError, build_config
+from workbench.config import ConfigError, build_config
 from workbench.core.results import TABLE_FILE, read_run
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "fedlora.ipynb"

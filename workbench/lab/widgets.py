@@ -13,7 +13,7 @@ from typing import Any
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
-from workbench.core.config import ALGORITHMS, ExperimentConfig
+from workbench.config import ExperimentConfig
 from workbench.core.results import mean_accuracy
 
 
@@ -30,7 +30,7 @@ class Tuner:
                                       description="rank", continuous_update=False)
         self.mu = widgets.FloatSlider(value=config.fedlora.mu, min=0, max=1, step=0.05,
                                       description="μ", continuous_update=False)
-        self.algorithm = widgets.Dropdown(options=[a for a in ALGORITHMS if a in REGISTRY],
+        self.algorithm = widgets.Dropdown(options=list(REGISTRY),
                                           value=config.run.algorithm, description="algorithm")
         self.status = widgets.HTML()
         self.figure = go.FigureWidget(layout=dict(template="plotly_white", height=380,

@@ -17,17 +17,19 @@ import torch
 from torch import nn
 
 from workbench.algorithms import Algorithm, Client
+from workbench.core.facts import CHECKPOINT_FILE
 from workbench.core.results import Row
 
-CHECKPOINT_FILE = "checkpoint.pt"
+__all__ = ["CHECKPOINT_FILE", "client_state", "load", "load_client_state", "save"]
 
 
-def _client_state(client: Client) -> dict[str, Any]:
+
+def client_state(client: Client) -> dict[str, Any]:
     """A client's state with modules replaced by their state dicts."""
     return {k: v.state_dict() if isinstance(v, nn.Module) else v for k, v in client.state.items()}
 
 
-def _load_client_state(client: Client, saved: dict[str, Any]) -> None:
+def load_client_state(client: Client, saved: dict[str, Any]) -> None:
     """Restore a client's state in place (modules keep their structure, weights are loaded);
     entries an algorithm adds after set-up (e.g. received prototypes) are restored as saved."""
     missing = set(client.state) - set(saved)
@@ -45,7 +47,7 @@ def save(path: Path, round_: int, config_flat: dict, algorithm: Algorithm, clien
     """Write a checkpoint atomically (a crash mid-write leaves the previous one intact)."""
     payload = {"round": round_, "config": config_flat, "server": server,
                "algorithm": algorithm.state_dict(),
-               "clients": {c.cid: _client_state(c) for c in clients},
+               "clients": {c.cid: client_state(c) for c in clients},
                "ledger": dataclasses.asdict(ledger), "rows": [dataclasses.asdict(r) for r in rows]}
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
@@ -67,6 +69,6 @@ def load(path: Path, config_flat: dict, algorithm: Algorithm, clients: list[Clie
         saved = payload["clients"][client.cid]
         if saved:
             materialize(client)
-            _load_client_state(client, saved)
+            load_client_state(client, saved)
     rows = [Row(**r) for r in payload["rows"]]
     return payload["round"], payload["server"], payload["ledger"], rows

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from workbench.algorithms import Algorithm, Client, Environment
-from workbench.algorithms.base import derived_seed
+from workbench.algorithms.base import Seed, derived_seed
 from workbench.core.accounting import Ledger, payload_bytes
-from workbench.core.config import ExperimentConfig
+from workbench.config import ExperimentConfig
 from workbench.core.data import ClientData, Normalizer, client_datasets, load_dataset
 from workbench.core.partition import partition
 from workbench.core.results import Row
@@ -36,7 +36,7 @@ def resolve_device(name: str) -> torch.device:
 def sample_clients(num_clients: int, fraction: float, seed: int, round_: int) -> list[int]:
     """The clients taking part in a round: max(1, round(C·N)) drawn without replacement."""
     count = max(1, int(round(fraction * num_clients)))
-    rng = np.random.default_rng([seed, round_, 7])
+    rng = np.random.default_rng([seed, round_, Seed.SAMPLING])
     return sorted(int(c) for c in rng.choice(num_clients, size=count, replace=False))
 
 
@@ -63,7 +63,7 @@ def evaluates(config: ExperimentConfig, round_: int) -> bool:
 
 def round_generator(seed: int, round_: int, cid: int) -> torch.Generator:
     """The generator of a client's batches in a round, reproducible in any process."""
-    return torch.Generator().manual_seed(derived_seed(seed, round_, cid, 3))
+    return torch.Generator().manual_seed(derived_seed(seed, round_, cid, Seed.BATCHES))
 
 
 def evaluate_client(algorithm: Algorithm, client: Client) -> tuple[float, float]:

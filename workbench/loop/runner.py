@@ -16,7 +16,7 @@ import pandas as pd
 
 from workbench.algorithms import REGISTRY, Client, Environment
 from workbench.core.accounting import Ledger
-from workbench.core.config import ExperimentConfig
+from workbench.config import ExperimentConfig
 from workbench.core.results import TABLE_FILE, read_run, summarize, to_frame, write_run
 from workbench.loop import checkpoint
 from workbench.loop.rounds import evaluate_all, evaluates, make_clients, materialize, resolve_device, run_round

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from workbench.core.adapters import inject_lora, set_trainable
 from workbench.algorithms import Client, Environment
-from workbench.core.config import ExperimentConfig, build_config
+from workbench.config import ExperimentConfig, build_config
 from workbench.tools.costs import synthetic_clients
 from workbench.core.data import ClientData
 from workbench.core.models import build_model

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from workbench.algorithms import REGISTRY, Client, Environment
-from workbench.core.config import ALGORITHMS, build_config
+from workbench.config import build_config
 from workbench.core.data import ClientData
 from workbench.core.accounting import Ledger
 from workbench.loop.rounds import run_round
@@ -64,7 +64,7 @@ def method_costs(flat: Mapping[str, Any], algorithm: str, samples_per_client: in
 def per_round_costs(flat: Mapping[str, Any], algorithms: Sequence[str] | None = None,
                     samples_per_client: int = 500) -> pd.DataFrame:
     """Every method's per-client per-round costs, with each method's mean and ratio to FedLoRA."""
-    names = list(algorithms) if algorithms else [a for a in ALGORITHMS if a in REGISTRY]
+    names = list(algorithms) if algorithms else list(REGISTRY)
     unknown = [a for a in names if a not in REGISTRY]
     if unknown:
         raise ValueError(f"algorithms {unknown} are not available; choose from {sorted(REGISTRY)}")
