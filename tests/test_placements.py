@@ -7,7 +7,7 @@ from workbench.core.accounting import payload_bytes
 from workbench.core.adapters import (adapter_disabled, adapter_parameters, adapter_state,
                                      attach_adapter, load_adapter_state, local_and_combined,
                                      private_parameters)
-from workbench.core.config import ConfigError
+from workbench.core.params import ConfigError
 from workbench.core.models import build_model
 from workbench.core.placements import (PLACEMENTS, adapter_factors, check_placement, check_shapes,
                                        shared_numel)

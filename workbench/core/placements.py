@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from workbench.core.config import ConfigError
+from workbench.core.params import ConfigError
 from workbench.core.zoo import IMAGE_SIZE, REPRESENTATION_DIM, linear_shapes
 
 PLACEMENTS = ("head", "fc2", "parallel", "parallel_logits")
