@@ -3,8 +3,13 @@
 Yi et al., "FedLoRA: Model-Heterogeneous Personalized Federated Learning with LoRA Tuning",
 arXiv:2310.13283. Reconstructed from the abstract (docs/architecture.md): each client alternates
 (1) adapter frozen, train the private model on (1−μ)·CE(local) + μ·CE(local ⊕ adapter), and
-(2) model frozen, train the adapter on CE(local ⊕ adapter); only the adapter is uploaded and
-the server averages adapters weighted by training-sample counts.
+(2) model frozen, train the adapter on CE(local ⊕ adapter); only the adapter's shared factors
+are uploaded and the server averages them weighted by training-sample counts.
+
+Where the adapter sits is reconstructed too (`adapter_placement`, `workbench.core.placements`):
+beside the head, on fc2 sharing its 500-wide factor, or as a low-rank branch from the input into
+the representation or the logits. μ may warm up linearly over the first rounds (`mu_schedule`),
+and both phases may clip gradient norms (`max_grad_norm`) as the authors' sister code does.
 """
 
 from __future__ import annotations
