@@ -79,6 +79,56 @@ def test_note_names_the_verdict_and_lists_unfinished_points(sweep_dir, tmp_path)
     out = tmp_path / "note.md"
     assert main([str(sweep_dir), "--out", str(out)]) == 0
     text = out.read_text()
-    assert "24 of 25 points finished" in text and "p999" in text and "killed" in text
+    assert "24 of 25 points finished" in text and "| 3 | failed | fml | 1 | killed |" in text
     assert "best other method: `fd`" in text
     assert "`fedlora · adapter_placement=fc2`: +0.0500" in text and "beyond seed noise" in text
+
+
+def test_the_protocol_spec_covers_every_method_placement_seed_and_two_partitions():
+    from pathlib import Path
+
+    from workbench.algorithms import REGISTRY
+    from workbench.core.placements import PLACEMENTS
+    from workbench.lab.sweep import expand, load_spec
+
+    spec = Path(__file__).resolve().parents[1] / "notebooks" / "sweeps" / "fedlora-protocol.yaml"
+    points = expand(load_spec(spec))  # every point passes the strict config call
+    assert len({p.id for p in points}) == len(points)
+    assert {p.flat["algorithm"] for p in points} == set(REGISTRY)
+    assert {p.flat["partition"] for p in points} == {"pathological", "dirichlet"}
+    for algorithm in REGISTRY:
+        seeds = {p.flat["seed"] for p in points if p.flat["algorithm"] == algorithm}
+        assert len(seeds) >= 3, algorithm
+    fedlora = [p.flat for p in points if p.flat["algorithm"] == "fedlora"]
+    assert {f["adapter_placement"] for f in fedlora} == set(PLACEMENTS)
+    assert len({f["rank"] for f in fedlora}) >= 2 and len({f["mu"] for f in fedlora}) >= 2
+
+
+def test_a_running_sweep_is_tabulated_from_its_spec(sweep_dir, tmp_path):
+    """Without sweep.json: the spec names the points, unfinished ones are counted."""
+    import yaml
+
+    from workbench.lab.sweep import expand, load_spec
+
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump({
+        "parameters": {"rounds": 2, "classes_per_client": 3},
+        "grid": {"seed": [0, 1], "partition": ["pathological", "dirichlet"],
+                 "algorithm": ["standalone", "fd"]}}, sort_keys=False))
+    points = expand(load_spec(spec_file))
+    table = pd.read_csv(sweep_dir / "results.csv")
+    run = tmp_path / "sweep"
+    for p in points[:5]:  # five of eight finished
+        src = table[(table["seed"] == p.swept["seed"]) & (table["partition"] == p.swept["partition"])
+                    & (table["algorithm"] == p.swept["algorithm"])]
+        folder = run / "points" / p.id
+        (folder / "run").mkdir(parents=True)
+        src.drop(columns=["point", "seed", "partition", "adapter_placement"]).to_csv(
+            folder / "run" / "results.csv", index=False)
+        (folder / "run" / "config.json").write_text(json.dumps(p.flat))
+        (folder / "status.json").write_text(json.dumps({"state": "done", "error": None}))
+    out = tmp_path / "partial.md"
+    assert main([str(run), "--spec", str(spec_file), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "5 of 8 points finished" in text and "**Partial:** 3 points" in text
+    assert "| 1 | missing | fd | 2 |" in text and "| 1 | missing | standalone | 1 |" in text

@@ -22,6 +22,7 @@ from workbench.lab.reporting import label, point_summary
 
 SPLIT = ("partition",)
 KEY = "configuration"
+GAP_COLUMNS = ["partition", KEY, "reference", "pairs", "gap_mean", "gap_ci95", "beyond_noise"]
 
 
 def interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
@@ -86,7 +87,7 @@ def paired_gaps(table: pd.DataFrame, swept: Sequence[str], reference: str) -> pd
             rows.append({"partition": partition, KEY: config, "reference": reference,
                          "pairs": len(diffs), "gap_mean": mean, "gap_ci95": half,
                          "beyond_noise": bool(abs(mean) > half) if not math.isnan(half) else False})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=GAP_COLUMNS)
 
 
 def best_baseline(protocol: pd.DataFrame, partition: str, exclude: str = "fedlora") -> str:

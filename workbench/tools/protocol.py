@@ -1,6 +1,7 @@
 """Write the FedLoRA protocol note (markdown) from a finished or partial sweep folder.
 
     python -m workbench.tools.protocol SWEEP_DIR --out docs/fedlora-protocol-tables.md
+    python -m workbench.tools.protocol SWEEP_DIR --spec SPEC.yaml --out …   # while it runs
 
 Per partition: every configuration's final accuracy per seed and mean ± 95% CI, training FLOPs
 and bytes of the whole run, the cost to reach a target (default: Standalone's mean final
@@ -19,7 +20,8 @@ import pandas as pd
 
 from workbench.lab.protocol import (KEY, best_baseline, configurations, markdown, paired_gaps,
                                     protocol_table)
-from workbench.lab.reporting import load_sweep
+from workbench.lab.reporting import Sweep, label, load_sweep
+from workbench.lab.sweep import collect, expand, load_spec, point_state, swept_values
 
 FORMATS = {"final_mean": ".4f", "final_ci95": ".4f", "best_mean": ".4f", "train_flops": ".3g",
            "bytes": ".3g", "target": ".3f", "flops_to_target": ".3g", "bytes_to_target": ".3g",
@@ -50,37 +52,77 @@ def verdict(gaps: pd.DataFrame, partition: str, reference: str) -> str:
             f"{len(beyond)} of {len(rows)} FedLoRA configurations are better beyond seed noise")
 
 
-def write_note(sweep_dir: Path, out: Path, targets: dict[str, float] | None = None) -> str:
-    """Build the note, write it to `out` and return it."""
-    sweep = load_sweep(sweep_dir)
+def load(sweep_dir: Path, spec: Path | None = None) -> Sweep:
+    """A finished sweep (its sweep.json), or with `spec` the points finished so far of a sweep
+    that is still running or was stopped (the others count as not finished)."""
+    if spec is None:
+        return load_sweep(sweep_dir)
+    loaded = load_spec(spec)
+    points, names = expand(loaded), list(swept_values(loaded))
+    states = [{"id": p.id, **point_state(sweep_dir, p), **p.swept} for p in points]
+    frame = pd.DataFrame(states).reindex(columns=["id", "state", "error", *names])
+    return Sweep(spec={"parameters": loaded["parameters"], "grid": swept_values(loaded)},
+                 points=frame, table=collect(sweep_dir, points, names))
+
+
+def labelled(sweep: Sweep) -> tuple[pd.DataFrame, list[str]]:
+    """The results with `partition` and `seed` columns even where the sweep fixed them."""
     table, swept = sweep.table, list(sweep.swept)
-    for name in ("partition", "seed"):  # a fixed value still labels every row
+    for name in ("partition", "seed"):
         if name not in swept:
             table = table.assign(**{name: sweep.spec.get("parameters", {}).get(name, 0)})
             swept.append(name)
+    return table, swept
+
+
+def unfinished(sweep: Sweep) -> str:
+    """Points that did not finish, counted per seed, state and configuration."""
+    points = sweep.points[sweep.points["state"] != "done"].copy()
+    keys = [c for c in points.columns if c not in ("id", "state", "error", "seed", "partition")]
+    points["configuration"] = [label({k: r[k] for k in keys}) for _, r in points.iterrows()]
+    groups = ["seed", "state", "configuration"] if "seed" in points else ["state", "configuration"]
+    counts = points.groupby(groups, dropna=False).agg(points=("id", "count"), errors=("error", _joined))
+    return markdown(counts.reset_index())
+
+
+def _joined(errors: pd.Series) -> str:
+    """Distinct error messages of a group of points, or '' when there are none."""
+    return "; ".join(sorted({str(e) for e in errors.dropna()}))
+
+
+def partition_section(table: pd.DataFrame, swept: list[str], protocol: pd.DataFrame,
+                      partition: str, target: float) -> list[str]:
+    """One partition's verdicts, its table (best first) and its paired gaps."""
+    best = best_baseline(protocol, partition)
+    gaps = pd.concat([paired_gaps(table[table["partition"] == partition], swept, ref)
+                      for ref in dict.fromkeys(("standalone", best))], ignore_index=True)
+    rows = protocol[protocol["partition"] == partition].sort_values("final_mean", ascending=False)
+    return [f"## Partition `{partition}` (target accuracy {target:.2f})", "",
+            f"- {verdict(gaps, partition, 'standalone')}",
+            f"- best other method: `{best}`; {verdict(gaps, partition, best)}", "",
+            markdown(rows.drop(columns=["partition", "algorithm"]), FORMATS), "",
+            "Gaps in final accuracy, paired by seed (95% CI):", "",
+            markdown(gaps.drop(columns=["partition"]), FORMATS), ""]
+
+
+def write_note(sweep_dir: Path, out: Path, targets: dict[str, float] | None = None,
+               spec: Path | None = None) -> str:
+    """Build the note, write it to `out` and return it."""
+    sweep = load(sweep_dir, spec)
+    table, swept = labelled(sweep)
     targets = {**default_targets(table, swept), **(targets or {})}
     protocol = protocol_table(table, swept, targets)
     done = int((sweep.points["state"] == "done").sum())
-    lines = [f"# FedLoRA protocol: tables (generated by `python -m workbench.tools.protocol`)", "",
+    lines = ["# FedLoRA protocol: tables (generated by `python -m workbench.tools.protocol`)", "",
              f"Sweep `{sweep_dir.name}`: {done} of {len(sweep.points)} points finished; fixed "
              f"parameters: `{sweep.spec.get('parameters', {})}`.", ""]
     if done < len(sweep.points):
-        missing = sweep.points[sweep.points["state"] != "done"]
-        lines += [f"**Partial:** {len(missing)} points did not finish (listed at the end).", ""]
+        lines += [f"**Partial:** {len(sweep.points) - done} points did not finish (counted at "
+                  f"the end); every number below is over the finished seeds only.", ""]
     for partition in sorted(protocol["partition"].unique()):
-        best = best_baseline(protocol, partition)
-        part_gaps = pd.concat([paired_gaps(table[table["partition"] == partition], swept, ref)
-                               for ref in dict.fromkeys(("standalone", best))], ignore_index=True)
-        rows = protocol[protocol["partition"] == partition].sort_values("final_mean", ascending=False)
-        lines += [f"## Partition `{partition}` (target accuracy {targets[partition]:.2f})", "",
-                  f"- {verdict(part_gaps, partition, 'standalone')}",
-                  f"- best other method: `{best}`; {verdict(part_gaps, partition, best)}", "",
-                  markdown(rows.drop(columns=["partition", "algorithm"]), FORMATS), "",
-                  "Gaps in final accuracy, paired by seed (95% CI):", "",
-                  markdown(part_gaps.drop(columns=["partition"]), FORMATS), ""]
+        lines += partition_section(table, swept, protocol, partition, targets[partition])
     if done < len(sweep.points):
-        missing = sweep.points[sweep.points["state"] != "done"]
-        lines += ["## Points that did not finish", "", markdown(missing.fillna("")), ""]
+        lines += ["## Points that did not finish", "", unfinished(sweep), ""]
     text = "\n".join(lines)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
@@ -92,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workbench.tools.protocol", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path, help="sweep folder (sweep.json, results.csv)")
     parser.add_argument("--out", type=Path, required=True, help="markdown file to write")
+    parser.add_argument("--spec", type=Path, default=None,
+                        help="the sweep's spec: tabulate the points finished so far (no sweep.json needed)")
     parser.add_argument("--target", action="append", default=[], metavar="PARTITION=ACC",
                         help="target mean accuracy of a partition (default: Standalone's)")
     args = parser.parse_args(argv)
@@ -101,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if any(len(p) != 2 for p in pairs):
             parser.error(f"--target expects PARTITION=ACC, got {args.target}")
         targets = {k: float(v) for k, v in pairs}
-    print(write_note(args.sweep_dir, args.out, targets))
+    print(write_note(args.sweep_dir, args.out, targets, args.spec))
     return 0
 
 
