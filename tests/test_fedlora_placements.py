@@ -139,3 +139,20 @@ def test_the_cli_runs_each_placement(placement, tiny, tmp_path):
     assert flat["adapter_placement"] == placement
     expected = sum(4 * shared_numel(placement, m, 10, flat["rank"]) for m in table["model"])
     assert table["bytes_up"].sum() == expected == table["bytes_down"].sum()
+
+
+@pytest.mark.parametrize("placement", ["fc2", "parallel_logits"])
+def test_without_sharing_adapters_train_but_nothing_is_sent(placement):
+    from workbench.core.accounting import Ledger
+    from workbench.loop.rounds import run_round
+
+    algorithm, clients = make_algorithm(num_clients=2, models="cnn1,cnn3", adapter_placement=placement,
+                                        share_adapter=False)
+    server, ledger = algorithm.initial_server_state(), Ledger()
+    assert server == {}
+    before = [snapshot(shared_parameters(c.state["model"]).values()) for c in clients]
+    server = run_round(algorithm, clients, server, 1, ledger)
+    assert server == {} and all(ledger.up[c.cid] == ledger.down[c.cid] == 0 for c in clients)
+    after = [list(shared_parameters(c.state["model"]).values()) for c in clients]
+    assert all(not unchanged(b, a) for b, a in zip(before, after))  # each adapter trained locally
+    assert not torch.equal(after[0][-1], after[1][-1])  # and the two were never averaged

@@ -56,6 +56,8 @@ class FedLoRAParams(Section):
         "representation), parallel_logits (x→C branch added to the logits)", choices=PLACEMENTS)
     lora_targets: tuple[str, ...] = param(("head",), "adapter_placement=head: Linear layers "
                                           "carrying the adapter", choices=LORA_TARGETS)
+    share_adapter: bool = param(True, "false: ablation, every client keeps its own adapter and "
+                                      "nothing is sent (same training, no federation)")
 
 
 def check_adapter(placement: str, models: list[str], num_classes: int,
@@ -102,7 +104,10 @@ class FedLoRA(Algorithm):
         client.state["model"] = self.attach(client.state["model"])
 
     def initial_server_state(self) -> dict[str, Tensor]:
-        """θ⁰: the shared factors, A from LoRA's initialisation under the run seed, B = 0."""
+        """θ⁰: the shared factors, A from LoRA's initialisation under the run seed, B = 0
+        (nothing in the no-sharing ablation)."""
+        if not self.params.share_adapter:
+            return {}
         return adapters.adapter_state(self.attach(self.build(self.config.client_models()[0], seed=0)))
 
     def begin_round(self, round_: int) -> None:
@@ -113,10 +118,11 @@ class FedLoRA(Algorithm):
         return derived_seed(self.config.run.seed, 0, Seed.ADAPTER)
 
     def receive(self, client: Client, payload: Payload) -> None:
-        adapters.load_adapter_state(client.state["model"], payload)
+        if self.params.share_adapter:
+            adapters.load_adapter_state(client.state["model"], payload)
 
     def upload(self, client: Client) -> Payload:
-        return adapters.adapter_state(client.state["model"])
+        return adapters.adapter_state(client.state["model"]) if self.params.share_adapter else {}
 
     def local_update(self, client: Client, generator: torch.Generator) -> PhaseStats:
         first = self.train_model(client, generator)

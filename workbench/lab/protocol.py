@@ -36,10 +36,19 @@ def interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float
 
 
 def configurations(table: pd.DataFrame, swept: Sequence[str]) -> pd.DataFrame:
-    """One row per finished point: partition, seed, configuration label and its summary."""
+    """One row per finished point: partition, seed, configuration label and its summary.
+
+    A label names the algorithm and the swept values that tell its configurations apart: a
+    value every point of the algorithm sets alike (e.g. model_epochs=2 on all FedLoRA points)
+    is left out."""
     summary = point_summary(table, swept)
-    keys = ["algorithm", *[k for k in swept if k not in ("algorithm", "seed", *SPLIT)]]
-    summary[KEY] = [label({k: row[k] for k in keys}) for _, row in summary.iterrows()]
+    keys = [k for k in swept if k not in ("algorithm", "seed", *SPLIT)]
+    labels = pd.Series("", index=summary.index)
+    for _, group in summary.groupby("algorithm", sort=False):
+        varying = [k for k in keys if not (group[k].notna().all() and group[k].nunique() == 1)]
+        labels[group.index] = [label({"algorithm": r["algorithm"], **{k: r[k] for k in varying}})
+                               for _, r in group.iterrows()]
+    summary[KEY] = labels
     return summary
 
 
