@@ -21,6 +21,7 @@ class SGDSpec:
     lr: float
     momentum: float
     weight_decay: float
+    max_grad_norm: float = 0.0  # clip the gradients' global L2 norm to this before a step; 0: off
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ def run_phase(modules: list[nn.Module], loss_fn: LossFn, batches: Batches, epoch
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(x, y)
         loss.backward()
+        if sgd.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, sgd.max_grad_norm)
         optimizer.step()
         return loss.detach()
 
