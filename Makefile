@@ -31,6 +31,8 @@ demo: setup
 	$(PY) -m workbench sweep notebooks/sweeps/demo.yaml --out reports/demo --workers 2
 
 test: setup
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 clean:

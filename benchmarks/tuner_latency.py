@@ -26,8 +26,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     marks: list[tuple[float, str, str, int]] = []
-    config = build_config({"num_clients": args.num_clients, "rounds": args.rounds,
-                           "device": args.device})
+    config = build_config({"num_clients": args.num_clients, "rounds": args.rounds, "device": args.device})
     started = time.perf_counter()
     tuner = Tuner(config)  # no notebook table: the notebook's setting runs in the background
     draw = tuner.runner.notify

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import make_algorithm
 
 from workbench.algorithms.fedlora import mu_at
 from workbench.cli import main
@@ -11,8 +12,6 @@ from workbench.core.adapters import adapter_parameters, private_parameters, shar
 from workbench.core.placements import PLACEMENTS, shared_numel
 from workbench.core.results import read_run
 from workbench.core.zoo import ZOO
-
-from helpers import make_algorithm
 
 
 def snapshot(tensors):
@@ -45,8 +44,7 @@ def test_adapter_phase_changes_only_the_adapter(placement):
 
 @pytest.mark.parametrize("placement", PLACEMENTS)
 def test_model_phase_changes_only_the_private_model(placement):
-    algorithm, (client,) = make_algorithm(num_clients=1, models="cnn2", adapter_placement=placement,
-                                          mu=0.5)
+    algorithm, (client,) = make_algorithm(num_clients=1, models="cnn2", adapter_placement=placement, mu=0.5)
     model = client.state["model"]
     perturb(model)
     private, adapter = snapshot(private_parameters(model)), snapshot(adapter_parameters(model).values())
@@ -57,13 +55,13 @@ def test_model_phase_changes_only_the_private_model(placement):
 
 @pytest.mark.parametrize("placement", PLACEMENTS)
 def test_mixed_loss_equals_its_definition(placement):
-    algorithm, (client,) = make_algorithm(num_clients=1, models="cnn4", adapter_placement=placement,
-                                          mu=0.3)
+    algorithm, (client,) = make_algorithm(num_clients=1, models="cnn4", adapter_placement=placement, mu=0.3)
     model = client.state["model"]
     perturb(model)
     x, y = torch.randn(6, 3, 32, 32), torch.arange(6)
     ce = torch.nn.functional.cross_entropy
     from workbench.core.adapters import adapter_disabled
+
     with adapter_disabled(model):
         local = ce(model(x), y)
     expected = 0.7 * local + 0.3 * ce(model(x), y)
@@ -81,8 +79,9 @@ def test_round_bytes_are_the_shared_factors_exactly(placement):
         assert payload_bytes(up) == 4 * shared_numel(placement, client.model_name, 10, 3)
     # homogeneous: every architecture sends the same bytes, and the server can average them
     assert len({payload_bytes(algorithm.upload(c)) for c in clients}) == 1
-    merged = algorithm.aggregate(server, {c.cid: algorithm.upload(c) for c in clients},
-                                 {c.cid: 1.0 for c in clients})
+    merged = algorithm.aggregate(
+        server, {c.cid: algorithm.upload(c) for c in clients}, {c.cid: 1.0 for c in clients}
+    )
     assert {k: v.shape for k, v in merged.items()} == {k: v.shape for k, v in server.items()}
 
 
@@ -101,8 +100,7 @@ def test_mu_warmup_rises_linearly_then_holds():
 
 
 def test_the_round_s_mu_reaches_the_loss():
-    algorithm, (client,) = make_algorithm(num_clients=1, mu=0.6, mu_schedule="warmup",
-                                          mu_warmup_rounds=2)
+    algorithm, (client,) = make_algorithm(num_clients=1, mu=0.6, mu_schedule="warmup", mu_warmup_rounds=2)
     model = client.state["model"]
     perturb(model)
     x, y = torch.randn(4, 3, 32, 32), torch.arange(4)
@@ -146,8 +144,9 @@ def test_without_sharing_adapters_train_but_nothing_is_sent(placement):
     from workbench.core.accounting import Ledger
     from workbench.loop.rounds import run_round
 
-    algorithm, clients = make_algorithm(num_clients=2, models="cnn1,cnn3", adapter_placement=placement,
-                                        share_adapter=False)
+    algorithm, clients = make_algorithm(
+        num_clients=2, models="cnn1,cnn3", adapter_placement=placement, share_adapter=False
+    )
     server, ledger = algorithm.initial_server_state(), Ledger()
     assert server == {}
     before = [snapshot(shared_parameters(c.state["model"]).values()) for c in clients]

@@ -8,11 +8,11 @@ cost 2·d_in·r and 2·r·d_out forward per sample, with (d_in, d_out) from the 
 
 import pytest
 import torch
+from helpers import make_algorithm
 
 from workbench.core.placements import PLACEMENTS, site_shapes
-from workbench.core.zoo import REPRESENTATION_DIM as D, ZOO
-
-from helpers import make_algorithm
+from workbench.core.zoo import REPRESENTATION_DIM as D
+from workbench.core.zoo import ZOO
 
 RANK, CLASSES, BATCH = 3, 10, 8
 
@@ -20,11 +20,17 @@ RANK, CLASSES, BATCH = 3, 10, 8
 def costs(name: str, placement: str) -> dict[str, int]:
     """Forward FLOPs per sample: the private body (conv1…fc2), the head, the adapter's A and B."""
     s = ZOO[name]
-    (d_in, d_out), = site_shapes(placement, ("head",), name, CLASSES).values()
-    return {"conv1": 2 * 3 * 25 * s.conv1 * 28 * 28,
-            "body": 2 * 3 * 25 * s.conv1 * 28 * 28 + 2 * s.conv1 * 25 * s.conv2 * 10 * 10
-            + 2 * s.flat_dim * s.fc1 + 2 * s.fc1 * D,
-            "head": 2 * D * CLASSES, "A": 2 * d_in * RANK, "B": 2 * RANK * d_out}
+    ((d_in, d_out),) = site_shapes(placement, ("head",), name, CLASSES).values()
+    return {
+        "conv1": 2 * 3 * 25 * s.conv1 * 28 * 28,
+        "body": 2 * 3 * 25 * s.conv1 * 28 * 28
+        + 2 * s.conv1 * 25 * s.conv2 * 10 * 10
+        + 2 * s.flat_dim * s.fc1
+        + 2 * s.fc1 * D,
+        "head": 2 * D * CLASSES,
+        "A": 2 * d_in * RANK,
+        "B": 2 * RANK * d_out,
+    }
 
 
 def model_phase(name: str, placement: str, mu: float) -> int:
@@ -52,13 +58,14 @@ def adapter_phase(name: str, placement: str) -> int:
 
 
 def counted(name: str, placement: str, mu: float, **extra) -> tuple[int, int]:
-    algorithm, (client,) = make_algorithm(num_clients=1, models=name, mu=mu, batch_size=BATCH,
-                                          rank=RANK, adapter_placement=placement, **extra)
-    client.data = type(client.data)(client.data.train_x[:BATCH], client.data.train_y[:BATCH],
-                                    client.data.test_x, client.data.test_y)
+    algorithm, (client,) = make_algorithm(
+        num_clients=1, models=name, mu=mu, batch_size=BATCH, rank=RANK, adapter_placement=placement, **extra
+    )
+    client.data = type(client.data)(
+        client.data.train_x[:BATCH], client.data.train_y[:BATCH], client.data.test_x, client.data.test_y
+    )
     generator = torch.Generator().manual_seed(0)
-    return (algorithm.train_model(client, generator).flops,
-            algorithm.train_adapter(client, generator).flops)
+    return (algorithm.train_model(client, generator).flops, algorithm.train_adapter(client, generator).flops)
 
 
 @pytest.mark.parametrize("placement", PLACEMENTS)
@@ -82,6 +89,7 @@ def test_gradient_clipping_costs_no_counted_flops():
 
 def test_the_head_formula_here_agrees_with_test_flops():
     from test_flops import analytic_step
+
     for name in ZOO:
         assert BATCH * model_phase(name, "head", 0.5) == analytic_step(name, "model", 0.5, BATCH, rank=RANK)
         assert BATCH * adapter_phase(name, "head") == analytic_step(name, "adapter", 0.5, BATCH, rank=RANK)

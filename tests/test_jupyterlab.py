@@ -22,8 +22,7 @@ from test_report_browser import CHROMIUM, FLAGS, need_browser
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "workbench-test-token"
-SMALL = {"dataset": "digits", "num_clients": 4, "rounds": 4, "device": "cpu", "rank": 4,
-         "batch_size": 32}
+SMALL = {"dataset": "digits", "num_clients": 4, "rounds": 4, "device": "cpu", "rank": 4, "batch_size": 32}
 PROBE = "import time\nprint('probe', time.time())"
 START_BUDGET, RUN_BUDGET = 240, 900  # seconds: a busy 2-core machine is slow, not broken
 # the tuner's figure: its traces as (setting, panel, points with x > 0), and its progress line
@@ -67,8 +66,9 @@ def free_port() -> int:
 
 
 def api(port: int, path: str, method: str = "GET") -> object:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
-                                     headers={"Authorization": f"token {TOKEN}"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", method=method, headers={"Authorization": f"token {TOKEN}"}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         body = response.read()
     return json.loads(body) if body else None
@@ -76,17 +76,41 @@ def api(port: int, path: str, method: str = "GET") -> object:
 
 def start_lab(tmp: Path, root: Path, port: int) -> subprocess.Popen:
     """JupyterLab on 127.0.0.1 with a fixed token, temp Jupyter/XDG dirs and the repo's config."""
-    dirs = {name: tmp / name.lower() for name in (
-        "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR",
-        "JUPYTERLAB_SETTINGS_DIR", "JUPYTERLAB_WORKSPACES_DIR", "XDG_CONFIG_HOME",
-        "XDG_CACHE_HOME", "XDG_DATA_HOME")}
-    env = {**os.environ, **{k: str(v) for k, v in dirs.items()},
-           "JUPYTER_CONFIG_PATH": str(ROOT / ".jupyter"), "PYTHONPATH": str(ROOT),
-           "OMP_NUM_THREADS": "2"}
-    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
-               f"--port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={TOKEN}",
-               f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
-               "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    dirs = {
+        name: tmp / name.lower()
+        for name in (
+            "JUPYTER_CONFIG_DIR",
+            "JUPYTER_DATA_DIR",
+            "JUPYTER_RUNTIME_DIR",
+            "IPYTHONDIR",
+            "JUPYTERLAB_SETTINGS_DIR",
+            "JUPYTERLAB_WORKSPACES_DIR",
+            "XDG_CONFIG_HOME",
+            "XDG_CACHE_HOME",
+            "XDG_DATA_HOME",
+        )
+    }
+    env = {
+        **os.environ,
+        **{k: str(v) for k, v in dirs.items()},
+        "JUPYTER_CONFIG_PATH": str(ROOT / ".jupyter"),
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "2",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={TOKEN}",
+        f"--ServerApp.root_dir={root}",
+        "--LabApp.expose_app_in_browser=True",
+        "--LabApp.news_url=",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
     if os.geteuid() == 0:
         command.append("--allow-root")
     with open(tmp / "lab.log", "wb") as log:  # the server keeps its own copy of the handle
@@ -169,9 +193,12 @@ def test_the_tuner_streams_compares_and_keeps_the_kernel_free(lab) -> None:
             page.wait_for_function(KERNEL_IDLE, timeout=START_BUDGET * 1000)
             page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
             # the notebook's own run is the first setting: drawn in full, not run again
-            page.wait_for_function(f"() => {{ const s = ({TUNER})(); return s && s.traces.length === 3"
-                                   f" && s.traces.every(t => t[2] === {SMALL['rounds']}); }}",
-                                   timeout=RUN_BUDGET * 1000, polling=1000)
+            page.wait_for_function(
+                f"() => {{ const s = ({TUNER})(); return s && s.traces.length === 3"
+                f" && s.traces.every(t => t[2] === {SMALL['rounds']}); }}",
+                timeout=RUN_BUDGET * 1000,
+                polling=1000,
+            )
             page.wait_for_function(KERNEL_IDLE, timeout=RUN_BUDGET * 1000)
             page.screenshot(path=str(shots / "1-after-run-all.png"), full_page=True)
             before = page.evaluate(LAST_OUTPUT)
@@ -180,16 +207,21 @@ def test_the_tuner_streams_compares_and_keeps_the_kernel_free(lab) -> None:
             moved = time.monotonic()
             page.wait_for_function(f"() => ({TUNER})().traces.length === 6", timeout=60_000)
             page.evaluate(RUN_LAST_CELL)
-            page.wait_for_function(f"() => ({LAST_OUTPUT})() !== {json.dumps(before)}",
-                                   timeout=120_000)
+            page.wait_for_function(f"() => ({LAST_OUTPUT})() !== {json.dumps(before)}", timeout=120_000)
             while_probing = page.evaluate(TUNER)
             page.screenshot(path=str(shots / "2-probe-ran.png"), full_page=True)
-            page.wait_for_function(f"() => ({TUNER})().traces.slice(3).every(t => t[2] >= 1)",
-                                   timeout=RUN_BUDGET * 1000, polling=500)
+            page.wait_for_function(
+                f"() => ({TUNER})().traces.slice(3).every(t => t[2] >= 1)",
+                timeout=RUN_BUDGET * 1000,
+                polling=500,
+            )
             first_round = time.monotonic() - moved
             page.screenshot(path=str(shots / "3-new-trace-drawing.png"), full_page=True)
-            page.wait_for_function(f"() => ({TUNER})().traces.every(t => t[2] === {SMALL['rounds']})",
-                                   timeout=RUN_BUDGET * 1000, polling=1000)
+            page.wait_for_function(
+                f"() => ({TUNER})().traces.every(t => t[2] === {SMALL['rounds']})",
+                timeout=RUN_BUDGET * 1000,
+                polling=1000,
+            )
             final = page.evaluate(TUNER)
             page.screenshot(path=str(shots / "4-two-settings.png"), full_page=True)
             page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")

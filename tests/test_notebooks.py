@@ -30,10 +30,14 @@ def test_fedlora_parameters_cell_matches_the_config_table():
 
 def test_fedlora_notebook_runs_headless_and_writes_results(tmp_path):
     out = tmp_path / "run"
-    papermill.execute_notebook(str(NOTEBOOKS / "fedlora.ipynb"), str(tmp_path / "out.ipynb"),
-                               parameters={**TINY, "interactive": False, "out_dir": str(out),
-                                           "compare": "standalone"},
-                               kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
+    papermill.execute_notebook(
+        str(NOTEBOOKS / "fedlora.ipynb"),
+        str(tmp_path / "out.ipynb"),
+        parameters={**TINY, "interactive": False, "out_dir": str(out), "compare": "standalone"},
+        kernel_name="python3",
+        progress_bar=False,
+        cwd=str(tmp_path),
+    )
     flat, table = read_run(out)
     assert flat["rounds"] == 2 and len(table) == 2 * 2
     assert read_run(tmp_path / "run-standalone")[1]["bytes_up"].sum() == 0
@@ -44,9 +48,14 @@ def test_fedlora_notebook_runs_headless_and_writes_results(tmp_path):
 
 def test_unknown_injected_parameter_is_refused(tmp_path):
     with pytest.raises(papermill.PapermillExecutionError, match="did you mean 'rank'"):
-        papermill.execute_notebook(str(NOTEBOOKS / "fedlora.ipynb"), str(tmp_path / "out.ipynb"),
-                                   parameters={**TINY, "interactive": False, "rnak": 3},
-                                   kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
+        papermill.execute_notebook(
+            str(NOTEBOOKS / "fedlora.ipynb"),
+            str(tmp_path / "out.ipynb"),
+            parameters={**TINY, "interactive": False, "rnak": 3},
+            kernel_name="python3",
+            progress_bar=False,
+            cwd=str(tmp_path),
+        )
 
 
 def test_compare_without_out_dir_writes_nothing(tiny, tmp_path, monkeypatch):
@@ -71,8 +80,9 @@ def test_the_notebook_can_be_edited_and_rerun_cell_by_cell(tmp_path):
     small = {**TINY, "rounds": 1, "interactive": False, "compare": "standalone"}
     nb.cells[index].source += "".join(f"\n{k} = {v!r}" for k, v in small.items())
     nb.cells.append(nbformat.v4.new_code_cell("print(config.fedlora.rank, sorted(set(table.algorithm)))"))
-    client = NotebookClient(nb, kernel_name="python3", timeout=600,
-                            resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(
+        nb, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(tmp_path)}}
+    )
     with client.setup_kernel():
         for i, cell in enumerate(nb.cells):
             client.execute_cell(cell, i)

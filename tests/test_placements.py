@@ -4,13 +4,18 @@ import pytest
 import torch
 
 from workbench.core.accounting import payload_bytes
-from workbench.core.adapters import (adapter_disabled, adapter_parameters, adapter_state,
-                                     attach_adapter, load_adapter_state, local_and_combined,
-                                     private_parameters)
-from workbench.core.params import ConfigError
+from workbench.core.adapters import (
+    adapter_disabled,
+    adapter_parameters,
+    adapter_state,
+    attach_adapter,
+    load_adapter_state,
+    local_and_combined,
+    private_parameters,
+)
 from workbench.core.models import build_model
-from workbench.core.placements import (PLACEMENTS, adapter_factors, check_placement, check_shapes,
-                                       shared_numel)
+from workbench.core.params import ConfigError
+from workbench.core.placements import PLACEMENTS, adapter_factors, check_placement, check_shapes, shared_numel
 from workbench.core.zoo import ZOO
 
 
@@ -96,12 +101,15 @@ def test_parallel_branch_is_added_where_its_placement_says():
     torch.testing.assert_close(logits.adapter(x), x.flatten(1) @ a.T @ b.T * (8.0 / 4))
 
 
-@pytest.mark.parametrize("placement, site, shapes", [
-    ("head", "fc2", {"cnn1": {"fc2": (2000, 500)}, "cnn3": {"fc2": (1000, 500)}}),
-    ("fc2", "fc2", {"a": {"fc2": (2000, 500)}, "b": {"fc2": (1000, 400)}}),
-    ("parallel", "adapter", {"a": {"adapter": (3072, 500)}, "b": {"adapter": (768, 500)}}),
-    ("parallel_logits", "adapter", {"a": {"adapter": (3072, 10)}, "b": {"adapter": (3072, 12)}}),
-])
+@pytest.mark.parametrize(
+    "placement, site, shapes",
+    [
+        ("head", "fc2", {"cnn1": {"fc2": (2000, 500)}, "cnn3": {"fc2": (1000, 500)}}),
+        ("fc2", "fc2", {"a": {"fc2": (2000, 500)}, "b": {"fc2": (1000, 400)}}),
+        ("parallel", "adapter", {"a": {"adapter": (3072, 500)}, "b": {"adapter": (768, 500)}}),
+        ("parallel_logits", "adapter", {"a": {"adapter": (3072, 10)}, "b": {"adapter": (3072, 12)}}),
+    ],
+)
 def test_a_shared_factor_of_two_shapes_is_refused_naming_the_shapes(placement, site, shapes):
     with pytest.raises(ConfigError, match=rf"layer '{site}' is not homogeneous.*→.*→.*one"):
         check_shapes(placement, shapes, rank=4)

@@ -11,8 +11,12 @@ from workbench.tools.protocol import main
 
 SWEPT = ["seed", "partition", "algorithm", "adapter_placement"]
 # final accuracy of each configuration per seed; fedlora-fc2 is Standalone + 0.05 on every seed
-FINALS = {("standalone", None): [0.80, 0.70, 0.75], ("fd", None): [0.82, 0.71, 0.78],
-          ("fedlora", "fc2"): [0.85, 0.75, 0.80], ("fedlora", "head"): [0.81, 0.69, 0.77]}
+FINALS = {
+    ("standalone", None): [0.80, 0.70, 0.75],
+    ("fd", None): [0.82, 0.71, 0.78],
+    ("fedlora", "fc2"): [0.85, 0.75, 0.80],
+    ("fedlora", "head"): [0.81, 0.69, 0.77],
+}
 
 
 def rows(point, seed, partition, algorithm, placement, final):
@@ -20,11 +24,27 @@ def rows(point, seed, partition, algorithm, placement, final):
     out = []
     for round_, acc in ((1, final - 0.1), (2, final)):
         for client in (0, 1):
-            out.append({"round": round_, "client": client, "model": "cnn1", "algorithm": algorithm,
-                        "participated": True, "accuracy": acc, "loss": 1.0, "train_loss": 1.0,
-                        "train_flops": 100, "bytes_up": 10, "bytes_down": 10, "num_train": 5,
-                        "num_test": 5, "point": point, "seed": seed, "partition": partition,
-                        "adapter_placement": placement})
+            out.append(
+                {
+                    "round": round_,
+                    "client": client,
+                    "model": "cnn1",
+                    "algorithm": algorithm,
+                    "participated": True,
+                    "accuracy": acc,
+                    "loss": 1.0,
+                    "train_loss": 1.0,
+                    "train_flops": 100,
+                    "bytes_up": 10,
+                    "bytes_down": 10,
+                    "num_train": 5,
+                    "num_test": 5,
+                    "point": point,
+                    "seed": seed,
+                    "partition": partition,
+                    "adapter_placement": placement,
+                }
+            )
     return out
 
 
@@ -35,12 +55,22 @@ def sweep_dir(tmp_path):
         for (algorithm, placement), finals in FINALS.items():
             for seed, final in enumerate(finals):
                 point = f"p{len(points):03d}"
-                params = {"seed": seed, "partition": partition, "algorithm": algorithm,
-                          **({"adapter_placement": placement} if placement else {})}
+                params = {
+                    "seed": seed,
+                    "partition": partition,
+                    "algorithm": algorithm,
+                    **({"adapter_placement": placement} if placement else {}),
+                }
                 points.append({"id": point, "params": params, "state": "done", "error": None})
                 records += rows(point, seed, partition, algorithm, placement, final)
-    points.append({"id": "p999", "params": {"seed": 3, "partition": "dirichlet", "algorithm": "fml"},
-                   "state": "failed", "error": "killed"})
+    points.append(
+        {
+            "id": "p999",
+            "params": {"seed": 3, "partition": "dirichlet", "algorithm": "fml"},
+            "state": "failed",
+            "error": "killed",
+        }
+    )
     spec = {"parameters": {"rounds": 2}, "grid": {k: [] for k in SWEPT}, "spec": {}, "points": points}
     (tmp_path / "sweep.json").write_text(json.dumps(spec))
     pd.DataFrame(records).to_csv(tmp_path / "results.csv", index=False)
@@ -57,8 +87,10 @@ def test_interval_is_the_student_t_interval():
 def test_protocol_table_has_every_seed_and_the_cost_to_target(sweep_dir):
     table = pd.read_csv(sweep_dir / "results.csv")
     protocol = protocol_table(table, SWEPT, {"pathological": 0.76, "dirichlet": 0.76})
-    row = protocol[(protocol["partition"] == "dirichlet")
-                   & (protocol["configuration"] == "fedlora · adapter_placement=fc2")].iloc[0]
+    row = protocol[
+        (protocol["partition"] == "dirichlet")
+        & (protocol["configuration"] == "fedlora · adapter_placement=fc2")
+    ].iloc[0]
     assert row["seeds"] == 3 and row["final_per_seed"] == "0.850 / 0.750 / 0.800"
     assert row["final_mean"] == pytest.approx(0.8)
     assert row["reached"] == "2/3"  # seed 1 peaks at 0.75 < 0.76
@@ -111,20 +143,33 @@ def test_a_running_sweep_is_tabulated_from_its_spec(sweep_dir, tmp_path):
     from workbench.lab.sweep import expand, load_spec
 
     spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text(yaml.safe_dump({
-        "parameters": {"rounds": 2, "classes_per_client": 3},
-        "grid": {"seed": [0, 1], "partition": ["pathological", "dirichlet"],
-                 "algorithm": ["standalone", "fd"]}}, sort_keys=False))
+    spec_file.write_text(
+        yaml.safe_dump(
+            {
+                "parameters": {"rounds": 2, "classes_per_client": 3},
+                "grid": {
+                    "seed": [0, 1],
+                    "partition": ["pathological", "dirichlet"],
+                    "algorithm": ["standalone", "fd"],
+                },
+            },
+            sort_keys=False,
+        )
+    )
     points = expand(load_spec(spec_file))
     table = pd.read_csv(sweep_dir / "results.csv")
     run = tmp_path / "sweep"
     for p in points[:5]:  # five of eight finished
-        src = table[(table["seed"] == p.swept["seed"]) & (table["partition"] == p.swept["partition"])
-                    & (table["algorithm"] == p.swept["algorithm"])]
+        src = table[
+            (table["seed"] == p.swept["seed"])
+            & (table["partition"] == p.swept["partition"])
+            & (table["algorithm"] == p.swept["algorithm"])
+        ]
         folder = run / "points" / p.id
         (folder / "run").mkdir(parents=True)
         src.drop(columns=["point", "seed", "partition", "adapter_placement"]).to_csv(
-            folder / "run" / "results.csv", index=False)
+            folder / "run" / "results.csv", index=False
+        )
         (folder / "run" / "config.json").write_text(json.dumps(p.flat))
         (folder / "status.json").write_text(json.dumps({"state": "done", "error": None}))
     out = tmp_path / "partial.md"

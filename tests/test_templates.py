@@ -67,8 +67,9 @@ def test_a_sweep_point_runs_a_clean_copy_on_a_quiet_kernel(tmp_path, capfd, monk
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # execute_point sets it; restored afterwards
     template = tmp_path / "template.ipynb"
     nb = dirty_notebook()
-    nb.cells.insert(0, nbformat.v4.new_code_cell("interactive = True\nout_dir = ''",
-                                                 metadata={"tags": ["parameters"]}))
+    nb.cells.insert(
+        0, nbformat.v4.new_code_cell("interactive = True\nout_dir = ''", metadata={"tags": ["parameters"]})
+    )
     nbformat.write(nb, template)
     status = execute_point(str(template), str(tmp_path / "point"), {}, threads=1, timeout=120)
     assert status["state"] == "done", status

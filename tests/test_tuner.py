@@ -32,14 +32,32 @@ class Stepper:
         for r in range(1, total + 1):
             assert self.steps.acquire(timeout=WAIT), "test never allowed the round"
             for cid in range(2):
-                rows.append(Row(round=r, client=cid, model="cnn1", algorithm=config.run.algorithm,
-                                participated=True, accuracy=0.1 * r + 0.01 * config.fedlora.rank,
-                                loss=1.0, train_loss=1.0, train_flops=10**9, bytes_up=10**6,
-                                bytes_down=10**6, num_train=10, num_test=5))
+                rows.append(
+                    Row(
+                        round=r,
+                        client=cid,
+                        model="cnn1",
+                        algorithm=config.run.algorithm,
+                        participated=True,
+                        accuracy=0.1 * r + 0.01 * config.fedlora.rank,
+                        loss=1.0,
+                        train_loss=1.0,
+                        train_flops=10**9,
+                        bytes_up=10**6,
+                        bytes_down=10**6,
+                        num_train=10,
+                        num_test=5,
+                    )
+                )
             curve = mean_accuracy(to_frame(rows)).iloc[-1]
-            progress(r, total, {"accuracy": curve["accuracy"],
-                                **{c: curve[c] for c in ("cum_train_flops", "cum_bytes_up",
-                                                         "cum_bytes_down")}})
+            progress(
+                r,
+                total,
+                {
+                    "accuracy": curve["accuracy"],
+                    **{c: curve[c] for c in ("cum_train_flops", "cum_bytes_up", "cum_bytes_down")},
+                },
+            )
         return to_frame(rows)
 
 
@@ -153,16 +171,15 @@ def test_setting_keys_follow_the_whole_config(base):
 
 # ---- the widget ---------------------------------------------------------------------------
 
+
 def test_controls_come_from_the_method_and_the_notebook(base):
     from workbench.lab.widgets import Tuner
 
     tuner = Tuner(base.replace(num_clients=3, rounds=7, fraction=0.5), run=Stepper())
-    assert list(tuner.knobs()) == ["rank", "lora_alpha", "mu", "adapter_epochs", "adapter_lr",
-                                   "lora_targets"]
+    assert list(tuner.knobs()) == ["rank", "lora_alpha", "mu", "adapter_epochs", "adapter_lr", "lora_targets"]
     assert tuner.knobs()["rank"].max == 10  # digits' head is 500→10: rank ≤ 10
     assert tuner.knobs()["rank"].tooltip == "LoRA rank r"
-    assert {n: c.value for n, c in tuner.size.items()} == {"num_clients": 3, "rounds": 7,
-                                                           "fraction": 0.5}
+    assert {n: c.value for n, c in tuner.size.items()} == {"num_clients": 3, "rounds": 7, "fraction": 0.5}
     tuner.runner.stop()
     tuner.algorithm.value = "fedproto"
     assert [c.description for c in tuner.knob_box.children] == ["fedproto_weight", "fedproto_predict"]
@@ -229,10 +246,24 @@ def fake_table(config, algorithms):
     """A finished table per algorithm, as the notebook's own run would give."""
     frames = []
     for name in algorithms:
-        rows = [Row(round=r, client=c, model="cnn1", algorithm=name, participated=True,
-                    accuracy=0.2 * r, loss=1.0, train_loss=1.0, train_flops=10**9,
-                    bytes_up=0 if name == "standalone" else 10**5,
-                    bytes_down=0 if name == "standalone" else 10**5, num_train=10, num_test=5)
-                for r in range(1, config.federation.rounds + 1) for c in range(2)]
+        rows = [
+            Row(
+                round=r,
+                client=c,
+                model="cnn1",
+                algorithm=name,
+                participated=True,
+                accuracy=0.2 * r,
+                loss=1.0,
+                train_loss=1.0,
+                train_flops=10**9,
+                bytes_up=0 if name == "standalone" else 10**5,
+                bytes_down=0 if name == "standalone" else 10**5,
+                num_train=10,
+                num_test=5,
+            )
+            for r in range(1, config.federation.rounds + 1)
+            for c in range(2)
+        ]
         frames.append(to_frame(rows))
     return pd.concat(frames, ignore_index=True)

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from workbench.algorithms.base import Algorithm, Client, Environment, Payload, Seed, derived_seed
-from workbench.core.lazy import lazy
 from workbench.core.facts import MAX_EPOCHS, TOO_LONG
-from workbench.core.params import ConfigError, Section, param
+from workbench.core.lazy import lazy
+from workbench.core.params import Section, param
 from workbench.core.placements import PLACEMENTS, check_placement
 
 if TYPE_CHECKING:
@@ -43,28 +43,45 @@ class FedLoRAParams(Section):
     rank: int = param(4, "LoRA rank r", ge=1)
     lora_alpha: float = param(8.0, "LoRA scale numerator: the branch is scaled by alpha/r", gt=0)
     mu: float = param(0.5, "weight of the adapter-on loss while training the model", ge=0, le=1)
-    mu_schedule: str = param("constant", "constant: mu in every round; warmup: mu·min(1, t/"
-                             "mu_warmup_rounds) in round t", choices=MU_SCHEDULES)
-    mu_warmup_rounds: int = param(5, "warmup: rounds over which mu rises linearly to its value",
-                                  ge=1)
-    adapter_epochs: int = param(1, "local epochs training the adapter per round", ge=1,
-                                le=MAX_EPOCHS, why=TOO_LONG)
+    mu_schedule: str = param(
+        "constant",
+        "constant: mu in every round; warmup: mu·min(1, t/mu_warmup_rounds) in round t",
+        choices=MU_SCHEDULES,
+    )
+    mu_warmup_rounds: int = param(5, "warmup: rounds over which mu rises linearly to its value", ge=1)
+    adapter_epochs: int = param(
+        1, "local epochs training the adapter per round", ge=1, le=MAX_EPOCHS, why=TOO_LONG
+    )
     adapter_lr: float = param(0.01, "SGD learning rate of the adapter", gt=0)
-    max_grad_norm: float = param(0.0, "clip each step's gradient L2 norm to this in both phases "
-                                      "(0: off; the authors' sister code clips at 50)", ge=0)
+    max_grad_norm: float = param(
+        0.0,
+        "clip each step's gradient L2 norm to this in both phases "
+        "(0: off; the authors' sister code clips at 50)",
+        ge=0,
+    )
     adapter_placement: str = param(
-        "head", "where the homogeneous adapter sits: head (LoRA beside lora_targets), fc2 (LoRA "
+        "head",
+        "where the homogeneous adapter sits: head (LoRA beside lora_targets), fc2 (LoRA "
         "on fc2 sharing B 500×r, A kept), parallel (low-rank x→500 branch added to the "
-        "representation), parallel_logits (x→C branch added to the logits)", choices=PLACEMENTS)
-    lora_targets: tuple[str, ...] = param(("head",), "adapter_placement=head: Linear layers "
-                                          "carrying the adapter", choices=LORA_TARGETS,
-                                          unique=True)
-    share_adapter: bool = param(True, "false: ablation, every client keeps its own adapter and "
-                                      "nothing is sent (same training, no federation)")
+        "representation), parallel_logits (x→C branch added to the logits)",
+        choices=PLACEMENTS,
+    )
+    lora_targets: tuple[str, ...] = param(
+        ("head",),
+        "adapter_placement=head: Linear layers carrying the adapter",
+        choices=LORA_TARGETS,
+        unique=True,
+    )
+    share_adapter: bool = param(
+        True,
+        "false: ablation, every client keeps its own adapter and "
+        "nothing is sent (same training, no federation)",
+    )
 
 
-def check_adapter(placement: str, models: list[str], num_classes: int,
-                  targets: tuple[str, ...], rank: int) -> None:
+def check_adapter(
+    placement: str, models: list[str], num_classes: int, targets: tuple[str, ...], rank: int
+) -> None:
     """Refuse an adapter that cannot have one shape on every client, or a rank it cannot hold
     (a target named twice is refused with the parameter itself: `unique`)."""
     check_placement(placement, models, num_classes, rank, targets)
@@ -86,8 +103,13 @@ class FedLoRA(Algorithm):
     def check(cls, config: ExperimentConfig) -> None:
         """The adapter must have one shape on every client's model."""
         lora = config.fedlora
-        check_adapter(lora.adapter_placement, sorted(set(config.client_models())),
-                      config.num_classes, lora.lora_targets, lora.rank)
+        check_adapter(
+            lora.adapter_placement,
+            sorted(set(config.client_models())),
+            config.num_classes,
+            lora.lora_targets,
+            lora.rank,
+        )
 
     def __init__(self, config: ExperimentConfig, env: Environment) -> None:
         super().__init__(config, env)
@@ -97,8 +119,9 @@ class FedLoRA(Algorithm):
         """The model with the configured adapter; the same seed everywhere, so every client
         (sampled or not) and the server start from the same shared factors."""
         lora = self.params
-        return adapters.attach_adapter(model, lora.adapter_placement, lora.rank, lora.lora_alpha,
-                                       self.adapter_seed(), lora.lora_targets)
+        return adapters.attach_adapter(
+            model, lora.adapter_placement, lora.rank, lora.lora_alpha, self.adapter_seed(), lora.lora_targets
+        )
 
     def setup_client(self, client: Client) -> None:
         super().setup_client(client)
@@ -134,8 +157,15 @@ class FedLoRA(Algorithm):
         """Phase 1: adapter frozen, private model trained on the μ-mixed loss."""
         model = client.state["model"]
         adapters.set_trainable(model, private=True, adapter=False)
-        return self.phase(client, [model], self.model_loss(model), generator,
-                          self.config.train.model_epochs, self.sgd(self.config.train.lr), "model")
+        return self.phase(
+            client,
+            [model],
+            self.model_loss(model),
+            generator,
+            self.config.train.model_epochs,
+            self.sgd(self.config.train.lr),
+            "model",
+        )
 
     def sgd(self, lr: float) -> SGDSpec:
         """A phase's SGD settings: the run's momentum and decay, FedLoRA's clipping."""
@@ -146,8 +176,15 @@ class FedLoRA(Algorithm):
         model, lora = client.state["model"], self.params
         adapters.set_trainable(model, private=False, adapter=True)
         sgd = self.sgd(lora.adapter_lr)
-        return self.phase(client, [model], lambda x, y: F.cross_entropy(model(x), y), generator,
-                          lora.adapter_epochs, sgd, "adapter")
+        return self.phase(
+            client,
+            [model],
+            lambda x, y: F.cross_entropy(model(x), y),
+            generator,
+            lora.adapter_epochs,
+            sgd,
+            "adapter",
+        )
 
     def model_loss(self, model: nn.Module) -> LossFn:
         """(1−μ)·CE(F_k(x)) + μ·CE(F_k(x) ⊕ θ(x)) with this round's μ; a zero-weighted term is

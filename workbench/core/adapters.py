@@ -31,8 +31,9 @@ ADAPTER = "default"  # PEFT's adapter name; the workbench uses one adapter per m
 KEPT = "kept_adapter_factors"  # model attribute: adapter factors that never leave the client
 
 
-def attach_adapter(model: nn.Module, placement: str, rank: int, alpha: float, seed: int,
-                   targets: tuple[str, ...] = ("head",)) -> nn.Module:
+def attach_adapter(
+    model: nn.Module, placement: str, rank: int, alpha: float, seed: int, targets: tuple[str, ...] = ("head",)
+) -> nn.Module:
     """The model with its placement's adapter (B = 0: outputs unchanged); factors a placement
     does not share are recorded on the model as kept."""
     if placement in ("parallel", "parallel_logits"):
@@ -41,20 +42,21 @@ def attach_adapter(model: nn.Module, placement: str, rank: int, alpha: float, se
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             branch = LowRankBranch(INPUT_DIM, d_out, rank, alpha).to(model.head.weight.device)
-        adapted: nn.Module = ParallelAdapted(model, branch, "representation" if placement ==
-                                             "parallel" else "logits")
+        adapted: nn.Module = ParallelAdapted(
+            model, branch, "representation" if placement == "parallel" else "logits"
+        )
     elif placement in ("head", "fc2"):
         adapted = inject_lora(model, targets if placement == "head" else ("fc2",), rank, alpha, seed)
     else:
         raise ValueError(f"unknown adapter placement {placement!r}")
     shared = SHARED_FACTORS[placement]
-    setattr(adapted, KEPT, frozenset(k for k in adapter_parameters(adapted)
-                                     if k.rsplit(".", 1)[1] not in shared))
+    setattr(
+        adapted, KEPT, frozenset(k for k in adapter_parameters(adapted) if k.rsplit(".", 1)[1] not in shared)
+    )
     return adapted
 
 
-def inject_lora(model: nn.Module, targets: tuple[str, ...], rank: int, alpha: float,
-                seed: int) -> nn.Module:
+def inject_lora(model: nn.Module, targets: tuple[str, ...], rank: int, alpha: float, seed: int) -> nn.Module:
     """Wrap each target Linear with a LoRA branch (B = 0, so the model's output is unchanged)."""
     missing = [t for t in targets if not isinstance(dict(model.named_modules()).get(t), nn.Linear)]
     if missing:
@@ -62,8 +64,7 @@ def inject_lora(model: nn.Module, targets: tuple[str, ...], rank: int, alpha: fl
     # imported here: PEFT imports transformers (seconds), so only runs that inject pay for it
     from peft import LoraConfig, inject_adapter_in_model
 
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none",
-                        target_modules=list(targets))
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none", target_modules=list(targets))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = inject_adapter_in_model(config, model, adapter_name=ADAPTER)
@@ -120,8 +121,9 @@ def load_adapter_state(model: nn.Module, state: Mapping[str, Tensor]) -> None:
     with torch.no_grad():
         for name, p in params.items():
             if state[name].shape != p.shape:
-                raise ValueError(f"adapter tensor {name}: shape {tuple(state[name].shape)} "
-                                 f"!= model's {tuple(p.shape)}")
+                raise ValueError(
+                    f"adapter tensor {name}: shape {tuple(state[name].shape)} != model's {tuple(p.shape)}"
+                )
             p.copy_(state[name])
 
 

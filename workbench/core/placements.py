@@ -27,8 +27,12 @@ from workbench.core.zoo import IMAGE_SIZE, REPRESENTATION_DIM, linear_shapes
 PLACEMENTS = ("head", "fc2", "parallel", "parallel_logits")
 INPUT_DIM = 3 * IMAGE_SIZE * IMAGE_SIZE  # the parallel adapter reads the flattened image
 BRANCH = "adapter"  # module name of the parallel adapter network
-SHARED_FACTORS = {"head": ("lora_A", "lora_B"), "fc2": ("lora_B",),
-                  "parallel": ("lora_A", "lora_B"), "parallel_logits": ("lora_A", "lora_B")}
+SHARED_FACTORS = {
+    "head": ("lora_A", "lora_B"),
+    "fc2": ("lora_B",),
+    "parallel": ("lora_A", "lora_B"),
+    "parallel_logits": ("lora_A", "lora_B"),
+}
 Shapes = Mapping[str, Mapping[str, tuple[int, int]]]  # model → site → (d_in, d_out)
 
 
@@ -41,8 +45,9 @@ def adapter_sites(placement: str, targets: tuple[str, ...]) -> tuple[str, ...]:
     return (BRANCH,)
 
 
-def site_shapes(placement: str, targets: tuple[str, ...], model: str,
-                num_classes: int) -> dict[str, tuple[int, int]]:
+def site_shapes(
+    placement: str, targets: tuple[str, ...], model: str, num_classes: int
+) -> dict[str, tuple[int, int]]:
     """(d_in, d_out) of the low-rank update at each site of a zoo model."""
     if placement == "parallel":
         return {BRANCH: (INPUT_DIM, REPRESENTATION_DIM)}
@@ -52,8 +57,9 @@ def site_shapes(placement: str, targets: tuple[str, ...], model: str,
     return {site: layers[site] for site in adapter_sites(placement, targets)}
 
 
-def adapter_factors(placement: str, model: str, num_classes: int, rank: int,
-                    targets: tuple[str, ...] = ("head",)) -> dict[str, tuple[tuple[int, int], bool]]:
+def adapter_factors(
+    placement: str, model: str, num_classes: int, rank: int, targets: tuple[str, ...] = ("head",)
+) -> dict[str, tuple[tuple[int, int], bool]]:
     """Every adapter tensor of a zoo model: name → (shape, shared?). A is r×d_in, B is d_out×r."""
     factors = {}
     for site, (d_in, d_out) in site_shapes(placement, targets, model, num_classes).items():
@@ -63,22 +69,30 @@ def adapter_factors(placement: str, model: str, num_classes: int, rank: int,
     return factors
 
 
-def shared_numel(placement: str, model: str, num_classes: int, rank: int,
-                 targets: tuple[str, ...] = ("head",)) -> int:
+def shared_numel(
+    placement: str, model: str, num_classes: int, rank: int, targets: tuple[str, ...] = ("head",)
+) -> int:
     """Scalars a client uploads (and downloads) per round: the shared factors only."""
-    return sum(rows * cols for (rows, cols), shared
-               in adapter_factors(placement, model, num_classes, rank, targets).values() if shared)
+    return sum(
+        rows * cols
+        for (rows, cols), shared in adapter_factors(placement, model, num_classes, rank, targets).values()
+        if shared
+    )
 
 
-def check_placement(placement: str, models: list[str], num_classes: int, rank: int,
-                    targets: tuple[str, ...]) -> None:
+def check_placement(
+    placement: str, models: list[str], num_classes: int, rank: int, targets: tuple[str, ...]
+) -> None:
     """Refuse a placement whose shared factors differ in shape across the clients' models."""
     if placement not in PLACEMENTS:
-        raise ConfigError(f"parameter adapter_placement={placement!r} is not allowed; "
-                          f"choose from {list(PLACEMENTS)}")
+        raise ConfigError(
+            f"parameter adapter_placement={placement!r} is not allowed; choose from {list(PLACEMENTS)}"
+        )
     if placement != "head" and tuple(targets) != ("head",):
-        raise ConfigError(f"parameter lora_targets={','.join(targets)!r} applies only to "
-                          f"adapter_placement='head' (got {placement!r}); leave it at 'head'")
+        raise ConfigError(
+            f"parameter lora_targets={','.join(targets)!r} applies only to "
+            f"adapter_placement='head' (got {placement!r}); leave it at 'head'"
+        )
     shapes = {m: site_shapes(placement, targets, m, num_classes) for m in models}
     check_shapes(placement, shapes, rank)
 
@@ -97,8 +111,11 @@ def check_shapes(placement: str, shapes: Shapes, rank: int) -> None:
                 raise ConfigError(
                     f"parameter {what}: layer {site!r} is not homogeneous across the clients' "
                     f"models ({listed}); its shared factor {site}.{factor} needs one {label} "
-                    f"size, so the adapter cannot be shared")
+                    f"size, so the adapter cannot be shared"
+                )
         low = min(min(d) for d in per_model.values())
         if rank > low:
-            raise ConfigError(f"parameter rank={rank} is out of range: adapter site {site!r} "
-                              f"({placement}) is at most {low} wide, so rank must be <= {low}")
+            raise ConfigError(
+                f"parameter rank={rank} is out of range: adapter site {site!r} "
+                f"({placement}) is at most {low} wide, so rank must be <= {low}"
+            )

@@ -16,11 +16,16 @@ import pandas as pd
 from workbench.config import ExperimentConfig, build_config, defaults, parameter_table
 
 NOTEBOOK_OPTIONS: dict[str, tuple[Any, str]] = {
-    "interactive": (True, "live tuner: each method's knobs and the preview size drive "
-                          "accuracy, FLOPs and bytes figures (JupyterLab); batch runs set False"),
+    "interactive": (
+        True,
+        "live tuner: each method's knobs and the preview size drive "
+        "accuracy, FLOPs and bytes figures (JupyterLab); batch runs set False",
+    ),
     "out_dir": ("", "run directory to write (sweeps set it); empty: keep results in memory"),
-    "compare": ("", "comma-separated algorithms to run beside it on the same data, e.g. "
-                    "'fedproto,lg_fedavg'"),
+    "compare": (
+        "",
+        "comma-separated algorithms to run beside it on the same data, e.g. 'fedproto,lg_fedavg'",
+    ),
 }
 
 
@@ -69,8 +74,9 @@ def collect(namespace: Mapping[str, Any], before: set[str]) -> tuple[ExperimentC
     the parameters cell can be edited and re-run after a full run; a literal with an unknown
     name is refused (a misspelt injected parameter). Prefix a helper literal with `_`.
     """
-    new = {k: v for k, v in namespace.items()
-           if k not in before and not k.startswith("_") and _literal_value(v)}
+    new = {
+        k: v for k, v in namespace.items() if k not in before and not k.startswith("_") and _literal_value(v)
+    }
     known = set(parameter_table()) | set(NOTEBOOK_OPTIONS)
     unknown = sorted(set(new) - known)
     if unknown:
@@ -80,8 +86,9 @@ def collect(namespace: Mapping[str, Any], before: set[str]) -> tuple[ExperimentC
     compare = tuple(a for a in str(options["compare"]).split(",") if a.strip())
     for name in compare:
         build_config({**config.to_flat(), "algorithm": name.strip()})
-    return config, NotebookOptions(bool(options["interactive"]), str(options["out_dir"]),
-                                   tuple(a.strip() for a in compare))
+    return config, NotebookOptions(
+        bool(options["interactive"]), str(options["out_dir"]), tuple(a.strip() for a in compare)
+    )
 
 
 def run(config: ExperimentConfig, options: NotebookOptions) -> pd.DataFrame:

@@ -46,8 +46,9 @@ def configurations(table: pd.DataFrame, swept: Sequence[str]) -> pd.DataFrame:
     labels = pd.Series("", index=summary.index)
     for _, group in summary.groupby("algorithm", sort=False):
         varying = [k for k in keys if not (group[k].notna().all() and group[k].nunique() == 1)]
-        labels[group.index] = [label({"algorithm": r["algorithm"], **{k: r[k] for k in varying}})
-                               for _, r in group.iterrows()]
+        labels[group.index] = [
+            label({"algorithm": r["algorithm"], **{k: r[k] for k in varying}}) for _, r in group.iterrows()
+        ]
     summary[KEY] = labels
     return summary
 
@@ -59,8 +60,7 @@ def _to_target(table: pd.DataFrame, points: pd.DataFrame, target: float) -> pd.D
     return reached.rename(columns={"run": "point"})[["point", "round", "cum_train_flops", "cum_bytes"]]
 
 
-def protocol_table(table: pd.DataFrame, swept: Sequence[str],
-                   targets: Mapping[str, float]) -> pd.DataFrame:
+def protocol_table(table: pd.DataFrame, swept: Sequence[str], targets: Mapping[str, float]) -> pd.DataFrame:
     """Per partition and configuration: seeds, accuracy mean ± 95% CI, costs, cost to target."""
     points = configurations(table, swept)
     rows = []
@@ -69,16 +69,24 @@ def protocol_table(table: pd.DataFrame, swept: Sequence[str],
         mean, half = interval(group["final_accuracy"])
         target = targets[partition]
         hit = _to_target(table, group, target).dropna()
-        rows.append({
-            "partition": partition, KEY: config, "algorithm": group["algorithm"].iloc[0],
-            "seeds": len(group), "final_mean": mean, "final_ci95": half,
-            "final_per_seed": " / ".join(f"{v:.3f}" for v in group["final_accuracy"]),
-            "best_mean": group["best_accuracy"].mean(),
-            "train_flops": group["total_train_flops"].mean(),
-            "bytes": group["total_bytes"].mean(), "target": target,
-            "reached": f"{len(hit)}/{len(group)}",
-            "flops_to_target": hit["cum_train_flops"].mean() if len(hit) else math.nan,
-            "bytes_to_target": hit["cum_bytes"].mean() if len(hit) else math.nan})
+        rows.append(
+            {
+                "partition": partition,
+                KEY: config,
+                "algorithm": group["algorithm"].iloc[0],
+                "seeds": len(group),
+                "final_mean": mean,
+                "final_ci95": half,
+                "final_per_seed": " / ".join(f"{v:.3f}" for v in group["final_accuracy"]),
+                "best_mean": group["best_accuracy"].mean(),
+                "train_flops": group["total_train_flops"].mean(),
+                "bytes": group["total_bytes"].mean(),
+                "target": target,
+                "reached": f"{len(hit)}/{len(group)}",
+                "flops_to_target": hit["cum_train_flops"].mean() if len(hit) else math.nan,
+                "bytes_to_target": hit["cum_bytes"].mean() if len(hit) else math.nan,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -93,9 +101,17 @@ def paired_gaps(table: pd.DataFrame, swept: Sequence[str], reference: str) -> pd
             if config == reference or diffs.empty:
                 continue
             mean, half = interval(diffs)
-            rows.append({"partition": partition, KEY: config, "reference": reference,
-                         "pairs": len(diffs), "gap_mean": mean, "gap_ci95": half,
-                         "beyond_noise": bool(abs(mean) > half) if not math.isnan(half) else False})
+            rows.append(
+                {
+                    "partition": partition,
+                    KEY: config,
+                    "reference": reference,
+                    "pairs": len(diffs),
+                    "gap_mean": mean,
+                    "gap_ci95": half,
+                    "beyond_noise": bool(abs(mean) > half) if not math.isnan(half) else False,
+                }
+            )
     return pd.DataFrame(rows, columns=GAP_COLUMNS)
 
 
@@ -115,6 +131,5 @@ def markdown(frame: pd.DataFrame, formats: Mapping[str, str] | None = None) -> s
         return format(value, formats[column]) if column in formats else str(value)
 
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(cell(c, v) for c, v in row.items()) + " |"
-              for _, row in frame.iterrows()]
+    lines += ["| " + " | ".join(cell(c, v) for c, v in row.items()) + " |" for _, row in frame.iterrows()]
     return "\n".join(lines)

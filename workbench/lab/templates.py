@@ -44,8 +44,12 @@ def clean_template(path: str | Path) -> nbformat.NotebookNode:
 def is_tracked(path: Path) -> bool:
     """Whether git tracks the file (False outside a repository or without git)."""
     try:
-        done = subprocess.run(["git", "ls-files", "--error-unmatch", path.name], cwd=path.parent,
-                              capture_output=True, timeout=10)
+        done = subprocess.run(
+            ["git", "ls-files", "--error-unmatch", path.name],
+            cwd=path.parent,
+            capture_output=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return False
     return done.returncode == 0

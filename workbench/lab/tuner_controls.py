@@ -49,8 +49,9 @@ def setting_label(config: ExperimentConfig, base: ExperimentConfig) -> str:
     """'fedlora · rank=8 · mu=0.5 …': the method, its knobs, and the size where it differs."""
     section = method_section(config.run.algorithm)
     prefix = section.prefix if section else ""
-    parts = [config.run.algorithm] + [f"{name.removeprefix(prefix)}={short(value)}"
-                                      for name, value in knob_values(config).items()]
+    parts = [config.run.algorithm] + [
+        f"{name.removeprefix(prefix)}={short(value)}" for name, value in knob_values(config).items()
+    ]
     flat, base_flat = config.to_flat(), base.to_flat()
     parts += [f"{name}={short(flat[name])}" for name in SIZE_KNOBS if flat[name] != base_flat[name]]
     return " · ".join(parts)
@@ -82,21 +83,23 @@ def _float_control(meta: dict, value: float) -> widgets.Widget:
     low = meta["ge"] if meta["ge"] is not None else meta["gt"]
     high = meta["le"] if meta["le"] is not None else meta["lt"]
     if low is not None and high is not None:
-        return widgets.FloatSlider(value=value, min=low, max=high, step=(high - low) / 20,
-                                   continuous_update=False)
+        return widgets.FloatSlider(
+            value=value, min=low, max=high, step=(high - low) / 20, continuous_update=False
+        )
     if meta["gt"] is not None and value > 0:
         centre = math.log10(value)
-        return widgets.FloatLogSlider(value=value, base=10, min=centre - 2, max=centre + 2,
-                                      step=0.25, continuous_update=False)
+        return widgets.FloatLogSlider(
+            value=value, base=10, min=centre - 2, max=centre + 2, step=0.25, continuous_update=False
+        )
     if low is not None:
         top = max(4 * value, 1.0)
-        return widgets.FloatSlider(value=value, min=low, max=top, step=top / 40,
-                                   continuous_update=False)
+        return widgets.FloatSlider(value=value, min=low, max=top, step=top / 40, continuous_update=False)
     return widgets.FloatText(value=value, continuous_update=False)
 
 
-def knob_control(name: str, f: dataclasses.Field, kind: Any, value: Any,
-                 config: ExperimentConfig) -> widgets.Widget:
+def knob_control(
+    name: str, f: dataclasses.Field, kind: Any, value: Any, config: ExperimentConfig
+) -> widgets.Widget:
     """The control of one knob, labelled by its flat name, with its help as tooltip."""
     meta = dict(f.metadata)
     if callable(meta["choices"]):  # choices that follow the registry
@@ -104,8 +107,9 @@ def knob_control(name: str, f: dataclasses.Field, kind: Any, value: Any,
     if kind is bool:
         control = widgets.Checkbox(value=value, indent=False)
     elif meta["choices"] is not None and kind == tuple[str, ...]:
-        control = widgets.SelectMultiple(options=meta["choices"], value=tuple(value),
-                                         rows=len(meta["choices"]))
+        control = widgets.SelectMultiple(
+            options=meta["choices"], value=tuple(value), rows=len(meta["choices"])
+        )
     elif meta["choices"] is not None:
         control = widgets.Dropdown(options=meta["choices"], value=value)
     elif kind is int:
@@ -122,8 +126,9 @@ def method_controls(algorithm: str, config: ExperimentConfig) -> dict[str, widge
     """Flat name → control for each knob the method owns, starting at the config's values."""
     probe = config.replace(algorithm=algorithm)
     values = knob_values(probe)
-    return {name: knob_control(name, f, kind, values[name], probe)
-            for name, f, kind in method_knobs(algorithm)}
+    return {
+        name: knob_control(name, f, kind, values[name], probe) for name, f, kind in method_knobs(algorithm)
+    }
 
 
 def size_controls(config: ExperimentConfig) -> dict[str, widgets.Widget]:

@@ -14,8 +14,11 @@ from plotly.subplots import make_subplots
 from workbench.lab.tuner_runs import Curve
 
 PALETTE = qualitative.Plotly  # 10 distinct colours; the tuner shows at most 8 settings
-PANELS = (("round", "round"), ("gflop", "cumulative training GFLOP, all clients (log)"),
-          ("mb", "cumulative MB sent, up + down, all clients (log)"))
+PANELS = (
+    ("round", "round"),
+    ("gflop", "cumulative training GFLOP, all clients (log)"),
+    ("mb", "cumulative MB sent, up + down, all clients (log)"),
+)
 _UNITS = {"gflop": "GFLOP", "mb": "MB"}
 
 
@@ -27,12 +30,22 @@ def _hover(panel: str) -> str:
 
 def make_figure() -> go.FigureWidget:
     """An empty three-panel FigureWidget with unambiguous axis titles and units."""
-    fig = make_subplots(rows=1, cols=3, shared_yaxes=True, horizontal_spacing=0.04,
-                        subplot_titles=("accuracy per round", "accuracy vs computation",
-                                        "accuracy vs communication"))
-    fig.update_layout(template="plotly_white", height=400, showlegend=False,
-                      margin={"l": 60, "r": 20, "t": 40, "b": 50}, hovermode="closest",
-                      hoverlabel={"namelength": -1}, uirevision="tuner")
+    fig = make_subplots(
+        rows=1,
+        cols=3,
+        shared_yaxes=True,
+        horizontal_spacing=0.04,
+        subplot_titles=("accuracy per round", "accuracy vs computation", "accuracy vs communication"),
+    )
+    fig.update_layout(
+        template="plotly_white",
+        height=400,
+        showlegend=False,
+        margin={"l": 60, "r": 20, "t": 40, "b": 50},
+        hovermode="closest",
+        hoverlabel={"namelength": -1},
+        uirevision="tuner",
+    )
     fig.update_yaxes(title_text="mean client accuracy (%)", range=[0, 100], row=1, col=1)
     for col, (_, title) in enumerate(PANELS, start=1):
         fig.update_xaxes(title_text=title, row=1, col=col)
@@ -45,9 +58,11 @@ def make_figure() -> go.FigureWidget:
 def _style(colour: str, current: bool, state: str) -> dict:
     """Line and marker look: thick for the current setting, dotted while partial."""
     dash = "solid" if state == "done" else "dot"
-    return {"line": {"color": colour, "width": 3.5 if current else 1.5, "dash": dash},
-            "marker": {"color": colour, "size": 7 if current else 4},
-            "opacity": 1.0 if current else 0.55}
+    return {
+        "line": {"color": colour, "width": 3.5 if current else 1.5, "dash": dash},
+        "marker": {"color": colour, "size": 7 if current else 4},
+        "opacity": 1.0 if current else 0.55,
+    }
 
 
 def trace_data(curve: Curve, panel: str) -> tuple[list, list, list]:
@@ -68,16 +83,34 @@ def draw(fig: go.FigureWidget, shown: list[tuple[str, str, str, Curve]], current
             for col, (panel, _) in enumerate(PANELS, start=1):
                 trace = index.get((key, panel))
                 if trace is None:
-                    fig.add_scatter(mode="lines+markers", legendgroup=key, meta=panel,
-                                    hovertemplate=_hover(panel),
-                                    row=1, col=col)
+                    fig.add_scatter(
+                        mode="lines+markers",
+                        legendgroup=key,
+                        meta=panel,
+                        hovertemplate=_hover(panel),
+                        row=1,
+                        col=col,
+                    )
                     trace = fig.data[-1]
                 x, y, rounds = trace_data(curve, panel)
-                trace.update(x=x, y=y, customdata=rounds, name=label,
-                             **_style(colour, key == current, curve.state))
+                trace.update(
+                    x=x, y=y, customdata=rounds, name=label, **_style(colour, key == current, curve.state)
+                )
         zero = [label for key, label, _, curve in shown if curve.mb and max(curve.mb) == 0]
         note = ("sends nothing (0 MB, not on a log axis): " + "; ".join(zero)) if zero else ""
         fig.layout.annotations = [a for a in fig.layout.annotations if a.name != "zero"] + (
-            [go.layout.Annotation(name="zero", text=note, xref="x3 domain", yref="y3 domain",
-                                  x=0.5, y=0.02, showarrow=False, font={"size": 11})]
-            if note else [])
+            [
+                go.layout.Annotation(
+                    name="zero",
+                    text=note,
+                    xref="x3 domain",
+                    yref="y3 domain",
+                    x=0.5,
+                    y=0.02,
+                    showarrow=False,
+                    font={"size": 11},
+                )
+            ]
+            if note
+            else []
+        )

@@ -60,11 +60,15 @@ class Curve:
     def from_table(cls, config: ExperimentConfig, table: pd.DataFrame) -> Curve:
         """A finished curve from a results table (e.g. the notebook's main run)."""
         rows = mean_accuracy(table)
-        return cls(config=config, total=config.federation.rounds, state="done",
-                   round=[int(r) for r in rows["round"]],
-                   accuracy=[100 * float(a) for a in rows["accuracy"]],
-                   gflop=[float(f) / 1e9 for f in rows["cum_train_flops"]],
-                   mb=[float(b) / 1e6 for b in rows["cum_bytes"]])
+        return cls(
+            config=config,
+            total=config.federation.rounds,
+            state="done",
+            round=[int(r) for r in rows["round"]],
+            accuracy=[100 * float(a) for a in rows["accuracy"]],
+            gflop=[float(f) / 1e9 for f in rows["cum_train_flops"]],
+            mb=[float(b) / 1e6 for b in rows["cum_bytes"]],
+        )
 
     def progress(self) -> str:
         """'round r of R · 12 s elapsed · ~30 s left' while running."""
@@ -95,8 +99,10 @@ def _clients(config: ExperimentConfig) -> tuple[list, Any]:
             _DATA.pop(next(iter(_DATA)))
         _DATA[key] = ([c.data for c in clients], env)
     datas, env = _DATA[key]
-    return [Client(cid=k, model_name=name, data=data)
-            for k, (name, data) in enumerate(zip(config.client_models(), datas, strict=True))], env
+    return [
+        Client(cid=k, model_name=name, data=data)
+        for k, (name, data) in enumerate(zip(config.client_models(), datas, strict=True))
+    ], env
 
 
 def run_preview(config: ExperimentConfig, progress: Callable[[int, int, dict], None]) -> pd.DataFrame:
@@ -194,8 +200,7 @@ class Runner:
         """The worker thread: run settings one after another until closed."""
         while (job := self._next()) is not None:
             key, config = job
-            curve = self.curves[key] = Curve(config=config, total=config.federation.rounds,
-                                              state="running")
+            curve = self.curves[key] = Curve(config=config, total=config.federation.rounds, state="running")
             self._emit(key, curve)
             try:
                 table = self.run(config, functools.partial(self._round, key, curve))

@@ -29,8 +29,9 @@ _LIVE: list[Tuner] = []  # a new tuner ends the runs of the previous one (one ke
 class Tuner:
     """Controls, a progress line, a three-panel FigureWidget and the list of compared settings."""
 
-    def __init__(self, config: ExperimentConfig, table: pd.DataFrame | None = None,
-                 run: RunFn = run_preview) -> None:
+    def __init__(
+        self, config: ExperimentConfig, table: pd.DataFrame | None = None, run: RunFn = run_preview
+    ) -> None:
         for old in _LIVE:
             old.close()
         _LIVE[:] = [self]
@@ -55,11 +56,13 @@ class Tuner:
         """Algorithm dropdown, the method's knobs, preview size, Stop, progress line."""
         from workbench.algorithms import REGISTRY
 
-        self.algorithm = widgets.Dropdown(options=list(REGISTRY),
-                                          value=config.run.algorithm, description="algorithm")
+        self.algorithm = widgets.Dropdown(
+            options=list(REGISTRY), value=config.run.algorithm, description="algorithm"
+        )
         self.size = size_controls(config)
-        self.stop_button = widgets.Button(description="Stop", icon="stop",
-                                           tooltip="stop the running setting at its next round")
+        self.stop_button = widgets.Button(
+            description="Stop", icon="stop", tooltip="stop the running setting at its next round"
+        )
         self.stop_button.on_click(lambda _: self.runner.stop())
         self.status = widgets.HTML().add_class("workbench-tuner-status")
         self.knob_box = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap"))
@@ -167,12 +170,15 @@ class Tuner:
     def _row(self, key: str) -> None:
         """The list row of a setting: colour, label and state; pin, ↺ and ✕ buttons."""
         text = widgets.HTML(layout=widgets.Layout(flex="1 1 auto"))
-        pin = widgets.ToggleButton(icon="thumb-tack", tooltip="pin: keep this setting shown",
-                                   layout=widgets.Layout(width="36px"))
-        back = widgets.Button(icon="undo", tooltip="set the controls to this setting",
-                              layout=widgets.Layout(width="36px"))
-        drop = widgets.Button(icon="times", tooltip="remove this setting from the figure",
-                              layout=widgets.Layout(width="36px"))
+        pin = widgets.ToggleButton(
+            icon="thumb-tack", tooltip="pin: keep this setting shown", layout=widgets.Layout(width="36px")
+        )
+        back = widgets.Button(
+            icon="undo", tooltip="set the controls to this setting", layout=widgets.Layout(width="36px")
+        )
+        drop = widgets.Button(
+            icon="times", tooltip="remove this setting from the figure", layout=widgets.Layout(width="36px")
+        )
         pin.observe(lambda change: self._pin_clicked(key, pin, change["new"]), names="value")
         back.on_click(lambda _: self.select(key))
         drop.on_click(lambda _: self.remove(key))
@@ -194,15 +200,20 @@ class Tuner:
     def _refresh(self, key: str | None) -> None:
         """Redraw the figure, the list and (for the current setting) the progress line."""
         with self._lock:
-            shown = [(k, self.labels[k], self.colours[k], self.runner.curves[k])
-                     for k in self.order if k in self.runner.curves]
+            shown = [
+                (k, self.labels[k], self.colours[k], self.runner.curves[k])
+                for k in self.order
+                if k in self.runner.curves
+            ]
             draw(self.figure, shown, self.current)
             for k, label, colour, curve in shown:
                 text = self.rows[k][1]
                 weight = "bold" if k == self.current else "normal"
-                text.value = (f"<span style='color:{colour};font-size:18px'>■</span> "
-                              f"<span style='font-weight:{weight}'>{html.escape(label)}</span>"
-                              f" <span style='color:#666'>{describe(curve)}</span>")
+                text.value = (
+                    f"<span style='color:{colour};font-size:18px'>■</span> "
+                    f"<span style='font-weight:{weight}'>{html.escape(label)}</span>"
+                    f" <span style='color:#666'>{describe(curve)}</span>"
+                )
             self.settings.children = [self.rows[k][0] for k in reversed(self.order) if k in self.rows]
             if self.current in self.labels and key in (None, self.current):
                 curve = self.runner.curves[self.current]
@@ -211,8 +222,9 @@ class Tuner:
     def widget(self) -> widgets.Widget:
         """The whole tuner as one displayable widget."""
         size = widgets.HBox([self.algorithm, *self.size.values(), self.stop_button])
-        title = widgets.HTML("<b>settings</b> (newest first; pin keeps one, ↺ sets the "
-                             "controls to it, ✕ removes it)")
+        title = widgets.HTML(
+            "<b>settings</b> (newest first; pin keeps one, ↺ sets the controls to it, ✕ removes it)"
+        )
         return widgets.VBox([size, self.knob_box, self.status, self.figure, title, self.settings])
 
     def close(self) -> None:
@@ -224,10 +236,12 @@ def describe(curve: Curve) -> str:
     """A setting's state for the list and the progress line."""
     last = curve.round[-1] if curve.round else 0
     if curve.state == "done":
-        return (f"final {curve.accuracy[-1]:.1f}% · best {max(curve.accuracy):.1f}% · "
-                f"{curve.gflop[-1]:.3g} GFLOP · {curve.mb[-1]:.3g} MB")
+        return (
+            f"final {curve.accuracy[-1]:.1f}% · best {max(curve.accuracy):.1f}% · "
+            f"{curve.gflop[-1]:.3g} GFLOP · {curve.mb[-1]:.3g} MB"
+        )
     if curve.state == "running":
-        return ("loading data and models…" if not curve.round else curve.progress())
+        return "loading data and models…" if not curve.round else curve.progress()
     if curve.state == "queued":
         return "queued"
     if curve.state == "failed":

@@ -19,17 +19,25 @@ from pathlib import Path
 
 import pandas as pd
 
-from workbench.lab.protocol import (KEY, best_baseline, configurations, markdown, paired_gaps,
-                                    protocol_table)
-from workbench.lab.reporting import Sweep, label, load_sweep
 from workbench.core.facts import STATUS_FILE
 from workbench.core.results import read_run
+from workbench.lab.protocol import KEY, best_baseline, configurations, markdown, paired_gaps, protocol_table
+from workbench.lab.reporting import Sweep, label, load_sweep
 from workbench.lab.sweep import expand, load_spec, swept_values
 
 REFERENCE = "standalone"
-FORMATS = {"final_mean": ".4f", "final_ci95": ".4f", "best_mean": ".4f", "train_flops": ".3g",
-           "bytes": ".3g", "target": ".3f", "flops_to_target": ".3g", "bytes_to_target": ".3g",
-           "gap_mean": "+.4f", "gap_ci95": ".4f"}
+FORMATS = {
+    "final_mean": ".4f",
+    "final_ci95": ".4f",
+    "best_mean": ".4f",
+    "train_flops": ".3g",
+    "bytes": ".3g",
+    "target": ".3f",
+    "flops_to_target": ".3g",
+    "bytes_to_target": ".3g",
+    "gap_mean": "+.4f",
+    "gap_ci95": ".4f",
+}
 
 
 def standalone_references(protocol: pd.DataFrame, partition: str) -> list[str]:
@@ -55,16 +63,21 @@ def default_targets(table: pd.DataFrame, swept: Sequence[str]) -> dict[str, floa
 
 def verdict(gaps: pd.DataFrame, partition: str, reference: str) -> str:
     """One sentence: the best FedLoRA gap to a reference in a partition and whether it is noise."""
-    rows = gaps[(gaps["partition"] == partition) & (gaps["reference"] == reference)
-                & gaps[KEY].str.startswith("fedlora")]
+    rows = gaps[
+        (gaps["partition"] == partition)
+        & (gaps["reference"] == reference)
+        & gaps[KEY].str.startswith("fedlora")
+    ]
     if rows.empty:
         return f"no FedLoRA configuration has seeds paired with {reference}"
     top = rows.sort_values("gap_mean", ascending=False).iloc[0]
     beyond = rows[rows["beyond_noise"] & (rows["gap_mean"] > 0)]
     noise = "beyond" if top["beyond_noise"] else "within"
-    return (f"best FedLoRA configuration `{top[KEY]}`: {top['gap_mean']:+.4f} ± {top['gap_ci95']:.4f} "
-            f"vs `{reference}` ({top['pairs']} paired seeds, {noise} seed noise); "
-            f"{len(beyond)} of {len(rows)} FedLoRA configurations are better beyond seed noise")
+    return (
+        f"best FedLoRA configuration `{top[KEY]}`: {top['gap_mean']:+.4f} ± {top['gap_ci95']:.4f} "
+        f"vs `{reference}` ({top['pairs']} paired seeds, {noise} seed noise); "
+        f"{len(beyond)} of {len(rows)} FedLoRA configurations are better beyond seed noise"
+    )
 
 
 def load(sweep_dir: Path, spec: Path | None = None) -> Sweep:
@@ -81,9 +94,11 @@ def load(sweep_dir: Path, spec: Path | None = None) -> Sweep:
         if table is not None:
             frames.append(table.assign(point=point.id, **point.swept))
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return Sweep(spec={"parameters": loaded["parameters"], "grid": swept_values(loaded)},
-                 points=pd.DataFrame(states).reindex(columns=["id", "state", "error", *names]),
-                 table=table.reindex(columns=[*table.columns, *[n for n in names if n not in table]]))
+    return Sweep(
+        spec={"parameters": loaded["parameters"], "grid": swept_values(loaded)},
+        points=pd.DataFrame(states).reindex(columns=["id", "state", "error", *names]),
+        table=table.reindex(columns=[*table.columns, *[n for n in names if n not in table]]),
+    )
 
 
 def finished_point(sweep_dir: Path, index: int, swept: dict) -> tuple[str, pd.DataFrame | None]:
@@ -124,36 +139,55 @@ def _joined(errors: pd.Series) -> str:
     return "; ".join(sorted({str(e) for e in errors.dropna()}))
 
 
-def partition_section(table: pd.DataFrame, swept: list[str], protocol: pd.DataFrame,
-                      partition: str, target: float) -> list[str]:
+def partition_section(
+    table: pd.DataFrame, swept: list[str], protocol: pd.DataFrame, partition: str, target: float
+) -> list[str]:
     """One partition's verdicts, its table (best first) and its paired gaps."""
     best = best_baseline(protocol, partition)
     references = list(dict.fromkeys([*standalone_references(protocol, partition), best]))
-    gaps = pd.concat([paired_gaps(table[table["partition"] == partition], swept, ref)
-                      for ref in references], ignore_index=True)
+    gaps = pd.concat(
+        [paired_gaps(table[table["partition"] == partition], swept, ref) for ref in references],
+        ignore_index=True,
+    )
     rows = protocol[protocol["partition"] == partition].sort_values("final_mean", ascending=False)
     verdicts = [f"- {verdict(gaps, partition, ref)}" for ref in references[:-1]]
-    return [f"## Partition `{partition}` (target accuracy {target:.2f})", "", *verdicts,
-            f"- best other method: `{best}`; {verdict(gaps, partition, best)}", "",
-            markdown(rows.drop(columns=["partition", "algorithm"]), FORMATS), "",
-            "Gaps in final accuracy, paired by seed (95% CI):", "",
-            markdown(gaps.drop(columns=["partition"]), FORMATS), ""]
+    return [
+        f"## Partition `{partition}` (target accuracy {target:.2f})",
+        "",
+        *verdicts,
+        f"- best other method: `{best}`; {verdict(gaps, partition, best)}",
+        "",
+        markdown(rows.drop(columns=["partition", "algorithm"]), FORMATS),
+        "",
+        "Gaps in final accuracy, paired by seed (95% CI):",
+        "",
+        markdown(gaps.drop(columns=["partition"]), FORMATS),
+        "",
+    ]
 
 
-def write_note(sweep_dir: Path, out: Path, targets: dict[str, float] | None = None,
-               spec: Path | None = None) -> str:
+def write_note(
+    sweep_dir: Path, out: Path, targets: dict[str, float] | None = None, spec: Path | None = None
+) -> str:
     """Build the note, write it to `out` and return it."""
     sweep = load(sweep_dir, spec)
     table, swept = labelled(sweep)
     targets = {**default_targets(table, swept), **(targets or {})}
     protocol = protocol_table(table, swept, targets)
     done = int((sweep.points["state"] == "done").sum())
-    lines = ["# FedLoRA protocol: tables (generated by `python -m workbench.tools.protocol`)", "",
-             f"Sweep `{sweep_dir.name}`: {done} of {len(sweep.points)} points finished; fixed "
-             f"parameters: `{sweep.spec.get('parameters', {})}`.", ""]
+    lines = [
+        "# FedLoRA protocol: tables (generated by `python -m workbench.tools.protocol`)",
+        "",
+        f"Sweep `{sweep_dir.name}`: {done} of {len(sweep.points)} points finished; fixed "
+        f"parameters: `{sweep.spec.get('parameters', {})}`.",
+        "",
+    ]
     if done < len(sweep.points):
-        lines += [f"**Partial:** {len(sweep.points) - done} points did not finish (counted at "
-                  f"the end); every number below is over the finished seeds only.", ""]
+        lines += [
+            f"**Partial:** {len(sweep.points) - done} points did not finish (counted at "
+            f"the end); every number below is over the finished seeds only.",
+            "",
+        ]
     for partition in sorted(protocol["partition"].unique()):
         lines += partition_section(table, swept, protocol, partition, targets[partition])
     if done < len(sweep.points):
@@ -166,13 +200,24 @@ def write_note(sweep_dir: Path, out: Path, targets: dict[str, float] | None = No
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m workbench.tools.protocol", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m workbench.tools.protocol", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("sweep_dir", type=Path, help="sweep folder (sweep.json, results.csv)")
     parser.add_argument("--out", type=Path, required=True, help="markdown file to write")
-    parser.add_argument("--spec", type=Path, default=None,
-                        help="the sweep's spec: tabulate the points finished so far (no sweep.json needed)")
-    parser.add_argument("--target", action="append", default=[], metavar="PARTITION=ACC",
-                        help="target mean accuracy of a partition (default: Standalone's)")
+    parser.add_argument(
+        "--spec",
+        type=Path,
+        default=None,
+        help="the sweep's spec: tabulate the points finished so far (no sweep.json needed)",
+    )
+    parser.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="PARTITION=ACC",
+        help="target mean accuracy of a partition (default: Standalone's)",
+    )
     args = parser.parse_args(argv)
     targets = None
     if args.target:
