@@ -18,7 +18,7 @@ import pandas as pd
 from scipy import stats
 
 from workbench.core.results import cost_to_target
-from workbench.lab.reporting import label, point_summary
+from workbench.lab.sweep_results import label, point_summary
 
 SPLIT = ("partition",)
 KEY = "configuration"

@@ -22,8 +22,8 @@ import pandas as pd
 from workbench.core.facts import STATUS_FILE
 from workbench.core.results import read_run
 from workbench.lab.protocol import KEY, best_baseline, configurations, markdown, paired_gaps, protocol_table
-from workbench.lab.reporting import Sweep, label, load_sweep
 from workbench.lab.sweep import expand, load_spec, swept_values
+from workbench.lab.sweep_results import Sweep, label, load_sweep
 
 REFERENCE = "standalone"
 FORMATS = {
