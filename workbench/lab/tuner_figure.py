@@ -7,6 +7,9 @@ setting is drawn thick and opaque, the others thin.
 
 from __future__ import annotations
 
+import copy
+import math
+
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
@@ -16,8 +19,8 @@ from workbench.lab.tuner_runs import Curve
 PALETTE = qualitative.Plotly  # 10 distinct colours; the tuner shows at most 8 settings
 PANELS = (
     ("round", "round"),
-    ("gflop", "cumulative training GFLOP, all clients (log)"),
-    ("mb", "cumulative MB sent, up + down, all clients (log)"),
+    ("gflop", "training GFLOP<br>cumulative, all clients (log)"),
+    ("mb", "MB sent, up + down<br>cumulative, all clients (log)"),
 )
 _UNITS = {"gflop": "GFLOP", "mb": "MB"}
 
@@ -39,13 +42,25 @@ def make_figure() -> go.FigureWidget:
     )
     fig.update_layout(
         template="plotly_white",
-        height=400,
+        height=420,
+        width=1050,
         showlegend=False,
-        margin={"l": 60, "r": 20, "t": 40, "b": 50},
+        margin={"l": 60, "r": 20, "t": 40, "b": 70},
         hovermode="closest",
         hoverlabel={"namelength": -1},
         uirevision="tuner",
+        meta="workbench-tuner",
     )
+    fig.add_annotation(
+        name="zero",
+        text="",
+        xref="x3 domain",
+        yref="y3 domain",
+        x=0.5,
+        y=0.02,
+        showarrow=False,
+        font={"size": 11},
+    )  # names settings that send nothing
     fig.update_yaxes(title_text="mean client accuracy (%)", range=[0, 100], row=1, col=1)
     for col, (_, title) in enumerate(PANELS, start=1):
         fig.update_xaxes(title_text=title, row=1, col=col)
@@ -74,10 +89,10 @@ def trace_data(curve: Curve, panel: str) -> tuple[list, list, list]:
 
 def draw(fig: go.FigureWidget, shown: list[tuple[str, str, str, Curve]], current: str | None) -> None:
     """Make the figure show exactly these (key, label, colour, curve) settings, in order."""
+    wanted = {key for key, *_ in shown}
+    if any(t.legendgroup not in wanted for t in fig.data):  # deletions go outside a batch
+        fig.data = [t for t in fig.data if t.legendgroup in wanted]
     with fig.batch_update():
-        wanted = {key for key, *_ in shown}
-        if any(t.legendgroup not in wanted for t in fig.data):
-            fig.data = [t for t in fig.data if t.legendgroup in wanted]
         index = {(t.legendgroup, t.meta): t for t in fig.data}
         for key, label, colour, curve in shown:
             for col, (panel, _) in enumerate(PANELS, start=1):
@@ -98,19 +113,11 @@ def draw(fig: go.FigureWidget, shown: list[tuple[str, str, str, Curve]], current
                 )
         zero = [label for key, label, _, curve in shown if curve.mb and max(curve.mb) == 0]
         note = ("sends nothing (0 MB, not on a log axis): " + "; ".join(zero)) if zero else ""
-        fig.layout.annotations = [a for a in fig.layout.annotations if a.name != "zero"] + (
-            [
-                go.layout.Annotation(
-                    name="zero",
-                    text=note,
-                    xref="x3 domain",
-                    yref="y3 domain",
-                    x=0.5,
-                    y=0.02,
-                    showarrow=False,
-                    font={"size": 11},
-                )
-            ]
-            if note
-            else []
-        )
+        last = max((curve.total for *_, curve in shown), default=1)
+        fig.layout.xaxis.dtick = max(1, math.ceil(last / 10))  # whole rounds only
+        zero_note = next(a for a in fig.layout.annotations if a.name == "zero")
+        if zero_note.text != note:
+            zero_note.text = note
+    # plotly's front-end model does not keep the deltas it is sent; a view made later (an output
+    # re-rendered by JupyterLab, a second tab) draws the synced state, so keep that current
+    fig._widget_data, fig._widget_layout = copy.deepcopy(fig._data), copy.deepcopy(fig._layout)
