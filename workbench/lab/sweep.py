@@ -143,8 +143,9 @@ def run_sweep(spec_source: str | Path | Mapping[str, Any], out: str | Path, work
           f"{len(todo)} to run", flush=True)
     record_file = sweep_dir / "sweep.json"
     previous = json.loads(record_file.read_text()) if record_file.exists() else {}
-    efficiency = (run_points(sweep_dir, [(p.id, p.flat) for p in todo], NOTEBOOK, timeout, execution)
-                  if todo else previous.get("efficiency"))
+    jobs = [(p.id, p.flat) for p in todo]
+    efficiency = (run_points(sweep_dir, jobs, NOTEBOOK, timeout, execution) if todo
+                  else previous.get("efficiency"))
     states = [{"id": p.id, "params": p.swept, **point_state(sweep_dir, p)} for p in points]
     record = {"parameters": spec["parameters"], "grid": swept_values(spec), "spec": spec,
               "points": states, "efficiency": efficiency}
