@@ -97,6 +97,7 @@ def test_ray_sweep_equals_the_local_sweep_and_resumes(tmp_path, two_nodes):
     gone.unlink()  # as if that point had never finished: a rerun runs it alone
     kept = statuses()
     again = run_sweep(SPEC, tmp_path / "ray", report=False, execution=execution)
-    assert json.loads((tmp_path / "ray" / "sweep.json").read_text())["efficiency"]["points_run"] == 1
+    record = json.loads((tmp_path / "ray" / "sweep.json").read_text())
+    assert record["efficiency"]["points_run"] == 1
     assert {k: v for k, v in statuses().items() if k in kept} == kept
     assert again.read_bytes() == local.read_bytes()

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from workbench.core.facts import TIMING_FILE
+from workbench.core.facts import STATUS_FILE, TIMING_FILE
 
 # nbformat: plotly's notebook renderer imports it, and with it jsonschema (seconds)
 BASE_IMPORTS = (
@@ -151,7 +151,7 @@ def run_point(
     timeout: int,
     where: str | None = None,
 ) -> dict[str, Any]:
-    """Run one point in the kernel and write its status.json (`node`: where, default the host
+    """Run one point in the kernel and write its status file (`node`: where, default the host
     name); a failure replaces the kernel."""
     folder = Path(folder).resolve()  # the kernel runs in the point's folder
     folder.mkdir(parents=True, exist_ok=True)
@@ -167,5 +167,5 @@ def run_point(
     status["seconds"] = round(time.perf_counter() - started, 2)
     status["experiment_s"] = experiment_seconds(folder, wall)
     status["node"] = where or socket.gethostname()
-    (folder / "status.json").write_text(json.dumps(status, indent=2))
+    (folder / STATUS_FILE).write_text(json.dumps(status, indent=2))
     return status

@@ -21,6 +21,7 @@ from typing import Any
 
 import workbench
 from workbench.config import ConfigError
+from workbench.core.facts import STATUS_FILE
 from workbench.lab.executors import Done, Execution, Job
 
 Files = dict[str, bytes]  # a point folder's files by relative path
@@ -36,15 +37,15 @@ def read_files(folder: Path) -> Files:
 
 
 def write_files(folder: Path, files: Files) -> None:
-    """Write the files under folder (status.json last, so a point is never done half-written)."""
-    for name in sorted(files, key=lambda n: n == "status.json"):
+    """Write the files under folder (its status last, so a point is never done half-written)."""
+    for name in sorted(files, key=lambda n: n == STATUS_FILE):
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(files[name])
 
 
 def _kernel(threads: int, imports: tuple[str, ...]) -> Any:
-    """This worker process's warm kernel, replaced when the task's threads, imports or GPUs differ."""
+    """This worker process's warm kernel, replaced when threads, imports or GPUs differ."""
     from workbench.lab.point_runner import WarmKernel
 
     key = (threads, imports, os.environ.get("CUDA_VISIBLE_DEVICES"))
@@ -70,9 +71,8 @@ def run_point_task(
     from workbench.lab.point_runner import run_point
 
     # the kernel is a child process: let it import the same workbench this worker runs
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        [str(PACKAGE.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
-    )
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([str(PACKAGE.parent), *paths]))
     scratch = Path(tempfile.mkdtemp(prefix=f"workbench-{point_id}-"))
     try:
         write_files(scratch, files)
@@ -162,6 +162,6 @@ def _collect(ref: Any, folder: Path) -> dict[str, Any]:
         status, files = ray.get(ref)
     except Exception as error:  # the task or its node died: record it, keep the others going
         status = {"state": "failed", "error": f"{type(error).__name__}: {error}"}
-        files = {"status.json": json.dumps(status, indent=2).encode()}
+        files = {STATUS_FILE: json.dumps(status, indent=2).encode()}
     write_files(folder, files)
     return status
