@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from workbench.algorithms import REGISTRY, Client, Environment
-from workbench.core.config import build_config
+from workbench.config import build_config
 from workbench.core.data import ClientData
 
 

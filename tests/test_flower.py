@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -13,24 +16,25 @@ import torch
 
 pytest.importorskip("flwr", reason="the Flower extra is not installed: pip install -e .[flower]")
 
-from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, RecordDict  # noqa: E402
-from flwr.cli.config_utils import load_and_validate  # noqa: E402
-from flwr.clientapp import ClientApp  # noqa: E402
-from flwr.serverapp import Grid  # noqa: E402
-from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
+from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.cli.config_utils import load_and_validate
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid
+from flwr.supercore.task_identity import TaskIdentity
 
-from workbench.core.accounting import payload_bytes  # noqa: E402
-from workbench.core.config import ConfigError, build_config, defaults  # noqa: E402
-from workbench.flower.client_app import make_client_app  # noqa: E402
-from workbench.flower.local import simulate  # noqa: E402
-from workbench.flower.payloads import REFERENCES, check_supported  # noqa: E402
-from workbench.flower.records import from_record, record_bytes, to_record  # noqa: E402
-from workbench.flower.settings import (FlowerSettings, partition_id, split_run_config,  # noqa: E402
-                                       to_run_config)
-from workbench.flower.server_app import run_server  # noqa: E402
-from workbench.flower.strategy import WorkbenchStrategy  # noqa: E402
-from workbench.core.results import read_run  # noqa: E402
-from workbench.loop.runner import run_experiment  # noqa: E402
+from workbench.algorithms import REGISTRY
+from workbench.config import ConfigError, build_config, defaults
+from workbench.core.accounting import payload_bytes
+from workbench.core.results import read_run
+from workbench.flower import local
+from workbench.flower.client_app import make_client_app
+from workbench.flower.local import RAY_ENV, simulate, start_ray
+from workbench.flower.records import from_record, record_bytes, to_record
+from workbench.flower.server_app import run_server
+from workbench.flower.settings import FlowerSettings, partition_id, split_run_config, to_run_config
+from workbench.flower.strategy import WorkbenchStrategy
+from workbench.loop.rounds import KEPT, RESTORED, RoundRefusedError
+from workbench.loop.runner import run_experiment
 
 APP = Path(__file__).resolve().parents[1] / "workbench" / "flower" / "app"
 FLOWER_TINY = dict(dataset="digits", num_clients=4, rounds=2, batch_size=64, seed=0, device="cpu")
@@ -42,6 +46,7 @@ def no_telemetry(monkeypatch):
     monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "0")
     monkeypatch.setenv("FLWR_DISABLE_UPDATE_CHECK", "1")
     monkeypatch.setenv("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # a Ray FutureWarning
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray on 127.0.0.1 only
 
 
 @pytest.fixture
@@ -85,11 +90,6 @@ def test_partition_id_is_checked_against_the_run():
         partition_id({"partition-id": 0, "num-partitions": 3}, 4)
 
 
-def test_unsupported_algorithm_is_refused_with_the_reason():
-    with pytest.raises(ValueError, match="algorithm='fedkd' cannot run on Flower: .*FedKD.round"):
-        check_supported("fedkd")
-
-
 def test_flower_app_config_holds_valid_parameters_at_their_defaults():
     config, warnings = load_and_validate(APP / "pyproject.toml")  # imports both components too
     app_config = config["tool"]["flwr"]["app"]["config"]
@@ -97,9 +97,11 @@ def test_flower_app_config_holds_valid_parameters_at_their_defaults():
     expected = to_run_config(build_config({}))
     assert {k: expected[k] for k in flat} == flat
     assert {"rank", "mu", "num_clients", "rounds", "algorithm"} <= set(flat) <= set(defaults())
-    assert tomllib.loads((APP / "pyproject.toml").read_text())["tool"]["flwr"]["app"][
-        "components"] == {"serverapp": "workbench.flower.server_app:app",
-                          "clientapp": "workbench.flower.client_app:app"}
+    assert list(flat) == list(defaults())  # every registered parameter, in the registry's order
+    assert tomllib.loads((APP / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["components"] == {
+        "serverapp": "workbench.flower.server_app:app",
+        "clientapp": "workbench.flower.client_app:app",
+    }
 
 
 # ---- the server's refusals, without Ray ---------------------------------------------------
@@ -112,10 +114,28 @@ def task_identity():
     TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved
 
 
-def _reply(message: Message, upload: dict, flops: int = 10) -> Message:
+def _reply(message: Message, upload: dict, flops: int = 10, rolled_back: int = 0) -> Message:
     """A client's train reply carrying `upload`."""
-    metrics = MetricRecord({"train-flops": flops, "train-loss": 0.5, "num-examples": 100})
+    metrics = MetricRecord(
+        {"train-flops": flops, "train-loss": 0.5, "num-examples": 100, "rolled-back": rolled_back}
+    )
     return Message(RecordDict({"arrays": to_record(upload), "metrics": metrics}), reply_to=message)
+
+
+def test_a_round_whose_every_upload_is_refused_stops_the_flower_run_as_in_process(task_identity):
+    config = build_config({**FLOWER_TINY, "num_clients": 3})
+    info = {cid: {"num-train": 100} for cid in range(3)}
+    strategy = WorkbenchStrategy(config, {cid: 10 + cid for cid in range(3)}, info)
+    arrays = strategy.initial_arrays()
+    messages = {
+        m.metadata.dst_node_id - 10: m for m in strategy.configure_train(1, arrays, ConfigRecord(), grid=None)
+    }
+    nan = {name: torch.full_like(t, math.nan) for name, t in from_record(arrays).items()}
+    replies = [_reply(messages[cid], nan, rolled_back=int(cid != 2)) for cid in range(3)]
+    with pytest.raises(RoundRefusedError, match="round 1: the server refused the upload of every"):
+        strategy.aggregate_train(1, replies)
+    assert [(e.client, e.action) for e in strategy.events] == [(0, RESTORED), (1, RESTORED), (2, KEPT)]
+    assert strategy.ledger.refused == {0: 1, 1: 1, 2: 1}
 
 
 def test_malformed_and_failed_updates_are_refused_and_the_round_completes(task_identity):
@@ -123,16 +143,21 @@ def test_malformed_and_failed_updates_are_refused_and_the_round_completes(task_i
     info = {cid: {"num-train": 100 + cid} for cid in range(5)}
     strategy = WorkbenchStrategy(config, {cid: 10 + cid for cid in range(5)}, info)
     arrays = strategy.initial_arrays()
-    messages = {m.metadata.dst_node_id - 10: m
-                for m in strategy.configure_train(1, arrays, ConfigRecord(), grid=None)}
+    messages = {
+        m.metadata.dst_node_id - 10: m for m in strategy.configure_train(1, arrays, ConfigRecord(), grid=None)
+    }
     theta = from_record(arrays)
     good = {name: t + 1.0 for name, t in theta.items()}
     nan = {name: torch.full_like(t, math.nan) for name, t in theta.items()}
     wide = {name: torch.zeros(t.shape[0] + 1, *t.shape[1:]) for name, t in theta.items()}
     renamed = {name + "x": t for name, t in theta.items()}
-    replies = [_reply(messages[0], good), _reply(messages[1], nan), _reply(messages[2], wide),
-               _reply(messages[3], renamed), Message(Error(code=0, reason="boom"),
-                                                     reply_to=messages[4])]
+    replies = [
+        _reply(messages[0], good),
+        _reply(messages[1], nan),
+        _reply(messages[2], wide),
+        _reply(messages[3], renamed),
+        Message(Error(code=0, reason="boom"), reply_to=messages[4]),
+    ]
     new, metrics = strategy.aggregate_train(1, replies)
     assert metrics["accepted"] == 1 and metrics["refused"] == 4
     for name, t in from_record(new).items():  # only client 0's update was averaged
@@ -152,10 +177,16 @@ class LoopbackGrid(Grid):
 
     def __init__(self, app: ClientApp, num_nodes: int) -> None:
         self.app = app
-        self.contexts = {100 + k: Context(run_id=7, node_id=100 + k, state=RecordDict(),
-                                          node_config={"partition-id": k,
-                                                       "num-partitions": num_nodes},
-                                          run_config={}) for k in range(num_nodes)}
+        self.contexts = {
+            100 + k: Context(
+                run_id=7,
+                node_id=100 + k,
+                state=RecordDict(),
+                node_config={"partition-id": k, "num-partitions": num_nodes},
+                run_config={},
+            )
+            for k in range(num_nodes)
+        }
 
     def set_run(self, run):
         raise NotImplementedError
@@ -186,12 +217,12 @@ class LoopbackGrid(Grid):
         return replies
 
 
-@pytest.mark.parametrize("algorithm", sorted(REFERENCES))
-def test_every_supported_algorithm_runs_through_the_apps_as_in_process(algorithm, tmp_path,
-                                                                       task_identity, one_thread):
+@pytest.mark.parametrize("algorithm", sorted(REGISTRY))
+def test_every_algorithm_runs_through_the_apps_as_in_process(algorithm, tmp_path, task_identity, one_thread):
     """Sampling half the clients, evaluating every 2nd round: identical tables."""
-    config = build_config({**FLOWER_TINY, "algorithm": algorithm, "rounds": 3, "eval_every": 2,
-                           "fraction": 0.5, "seed": 3})
+    config = build_config(
+        {**FLOWER_TINY, "algorithm": algorithm, "rounds": 3, "eval_every": 2, "fraction": 0.5, "seed": 3}
+    )
     run_config = to_run_config(config, FlowerSettings(out_dir=str(tmp_path / "run")))
     app = make_client_app(run_config, str(tmp_path / "nodes"))
     run_server(LoopbackGrid(app, config.federation.num_clients), run_config)
@@ -201,9 +232,86 @@ def test_every_supported_algorithm_runs_through_the_apps_as_in_process(algorithm
     assert sorted(table["round"].unique()) == [2, 3]
 
 
+def test_a_flower_run_whose_every_upload_is_refused_stops_keeping_its_run_directory(
+    tmp_path, task_identity, one_thread
+):
+    config = build_config(FLOWER_TINY)
+    run_config = to_run_config(config, FlowerSettings(out_dir=str(tmp_path / "run")))
+    app = make_client_app(run_config, str(tmp_path / "nodes"), {cid: "nan" for cid in range(4)})
+    summary = run_server(LoopbackGrid(app, config.federation.num_clients), run_config)
+    assert summary["stopped"].startswith("round 1: the server refused the upload of every")
+    assert summary["refused"] == 4 and summary["rounds"] == 0
+    events = pd.read_csv(tmp_path / "run" / "events.csv")
+    assert events["client"].tolist() == [0, 1, 2, 3] and (events["action"] == KEPT).all()
+
+
+# ---- Ray's start-up, without Ray -------------------------------------------------------------
+class FakeRay:
+    """ray.init that times out like a Ray node on a loaded machine (leaving a process behind)
+    `failures` times, then starts."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures, self.calls, self.left_behind, self.started = failures, 0, [], False
+
+    def init(self, **kwargs) -> None:
+        self.calls += 1
+        assert kwargs["include_dashboard"] is False and "PYTHONPATH" in kwargs["runtime_env"]["env_vars"]
+        if self.calls <= self.failures:
+            self.left_behind.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]))
+            raise Exception("The current node timed out during startup.")
+        self.started = True
+
+    def is_initialized(self) -> bool:
+        return self.started
+
+    def shutdown(self) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_ray(monkeypatch):
+    import ray
+
+    def install(failures: int) -> FakeRay:
+        fake = FakeRay(failures)
+        for name in ("init", "is_initialized", "shutdown"):
+            monkeypatch.setattr(ray, name, getattr(fake, name))
+        return fake
+
+    return install
+
+
+def test_a_timed_out_ray_start_is_retried_and_what_it_left_is_stopped(fake_ray):
+    fake = fake_ray(failures=2)
+    start_ray({}, budget_s=60)
+    assert fake.calls == 3 and fake.started
+    assert all(proc.poll() is not None for proc in fake.left_behind)  # stopped by PID
+
+
+def test_ray_that_never_starts_fails_with_one_clear_message(fake_ray):
+    fake = fake_ray(failures=10**6)
+    with pytest.raises(
+        RuntimeError,
+        match=r"Ray did not start on this machine: \d+ attempt\(s\) "
+        r"within 1 s.*timed out during startup.*overloaded",
+    ):
+        start_ray({}, budget_s=1)
+    assert all(proc.poll() is not None for proc in fake.left_behind)
+
+
+def test_ray_environment_keeps_ray_on_loopback_and_restores_the_callers(monkeypatch):
+    monkeypatch.setenv("RAY_raylet_start_wait_time_s", "7")
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
+    with local.ray_environment():
+        assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
+        assert int(os.environ["RAY_raylet_start_wait_time_s"]) >= 60  # noqa: SIM112 (Ray's own spelling)
+        assert set(RAY_ENV) <= set(os.environ)
+    assert os.environ["RAY_raylet_start_wait_time_s"] == "7"  # noqa: SIM112 (Ray's own spelling)
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
+
+
 # ---- Flower's simulation engine ------------------------------------------------------------
-def test_fedlora_on_flower_simulation_equals_the_in_process_run(tmp_path, no_telemetry,
-                                                                one_thread):
+def test_fedlora_on_flower_simulation_equals_the_in_process_run(tmp_path, no_telemetry, one_thread):
     """4 clients × 2 rounds: identical table (same sampling, seeds, partition, aggregation;
     the in-process run uses one torch thread like the Ray actors, see docs/flower.md)."""
     config = build_config(FLOWER_TINY)
@@ -225,14 +333,26 @@ def test_fedlora_on_flower_simulation_equals_the_in_process_run(tmp_path, no_tel
         assert any(key.startswith("conv1.") for key in saved)
 
 
+def test_fedkd_on_flower_simulation_equals_the_in_process_run(tmp_path, no_telemetry, one_thread):
+    """FedKD's clients take the round (SVD energy) from begin_round, and the server validates
+    their variable-rank compressed uploads by reconstructing them: identical tables."""
+    config = build_config({**FLOWER_TINY, "algorithm": "fedkd", "models": "cnn4,cnn5"})
+    expected = run_experiment(config, out_dir=tmp_path / "in-process")
+    got = simulate(config, tmp_path / "flower", state_dir=tmp_path / "nodes")
+    pd.testing.assert_frame_equal(read_run(got.run_dir)[1], read_run(expected.run_dir)[1], check_exact=True)
+    details = json.loads((tmp_path / "flower" / "flower.json").read_text())
+    assert details["refused"] == []
+    ups = [m for m in details["messages"] if m["direction"] == "up"]
+    assert any(key.endswith(".S") for m in ups for key in m["keys"])  # compressed, not dense
+
+
 def test_malformed_clients_are_refused_in_a_flower_simulation(tmp_path, no_telemetry):
     config = build_config(FLOWER_TINY)
     faults = {1: "nan", 2: "shape", 3: "keys"}
     result = simulate(config, tmp_path / "run", faults=faults)
     assert len(result.table) == 2 * 4  # every round completed and every client was evaluated
     refused = json.loads((tmp_path / "run" / "flower.json").read_text())["refused"]
-    assert sorted((r["round"], r["client"]) for r in refused) == [
-        (r, c) for r in (1, 2) for c in (1, 2, 3)]
+    assert sorted((r["round"], r["client"]) for r in refused) == [(r, c) for r in (1, 2) for c in (1, 2, 3)]
     reasons = {r["client"]: r["error"] for r in refused}
     assert "client 1" in reasons[1] and "NaN" in reasons[1]
     assert "shape (5, 500) != (4, 500)" in reasons[2]

@@ -7,15 +7,21 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from test_reporting import figures_shown, make_sweep
+
 from workbench.lab import export
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless flags verified on these machines (see ECOSYSTEM.md); Playwright manages the profile
 # directory itself and refuses --user-data-dir in args.
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 DRAWN = """n => {
   const plots = [...document.querySelectorAll('.js-plotly-plot')];
   return plots.length === n && plots.every(gd => gd.querySelector('.main-svg'));
@@ -65,16 +71,17 @@ def test_report_renders_offline_in_chromium(report: tuple[Path, int], tmp_path: 
 
     html, shown = report
     errors: list[str] = []
-    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"),
-           "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env = {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS,
-                                     env=env)
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS, env=env)
         try:
             page = browser.new_context(offline=True).new_page()
             page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-            page.on("console", lambda msg: msg.type == "error"
-                    and errors.append(f"console: {msg.text}"))
+            page.on("console", lambda msg: msg.type == "error" and errors.append(f"console: {msg.text}"))
             page.on("requestfailed", lambda req: errors.append(f"request failed: {req.url}"))
             page.goto(html.as_uri(), wait_until="load")
             page.wait_for_function(DRAWN, arg=shown, timeout=20_000)

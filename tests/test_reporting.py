@@ -15,8 +15,8 @@ import nbformat
 import pandas as pd
 import pytest
 
+from workbench.config import build_config
 from workbench.lab import export, provenance, reporting, stats, sweep_results, verdict
-from workbench.core.config import build_config
 from workbench.lab.report_tables import configuration_rows, cost_rows, ratio_rows
 
 ROUNDS, CLIENTS, MODELS = 3, 3, ("cnn1", "cnn2", "cnn3")
@@ -50,11 +50,23 @@ def point_rows(pid: str, p: dict) -> list[dict]:
     for round_, client in itertools.product(range(1, ROUNDS + 1), range(CLIENTS)):
         flops = int(1e9) * (client + 1) * (1 if fed else 2)
         sent = 1000 * p["rank"] if fed else {"lg_fedavg": 50_000, "fedproto": 20_000}[p["algorithm"]]
-        rows.append({"round": round_, "client": client, "model": MODELS[client],
-                     "algorithm": p["algorithm"], "participated": True,
-                     "accuracy": mean_acc(p, round_) + 0.1 * (client - 1), "loss": 1.0,
-                     "train_loss": 1.0, "train_flops": flops, "bytes_up": sent, "bytes_down": sent,
-                     "num_train": 100, "num_test": 50})
+        rows.append(
+            {
+                "round": round_,
+                "client": client,
+                "model": MODELS[client],
+                "algorithm": p["algorithm"],
+                "participated": True,
+                "accuracy": mean_acc(p, round_) + 0.1 * (client - 1),
+                "loss": 1.0,
+                "train_loss": 1.0,
+                "train_flops": flops,
+                "bytes_up": sent,
+                "bytes_down": sent,
+                "num_train": 100,
+                "num_test": 50,
+            }
+        )
     frame = pd.DataFrame(rows)
     for c in ("train_flops", "bytes_up", "bytes_down"):
         frame[f"cum_{c}"] = frame.groupby("client")[c].cumsum()
@@ -72,17 +84,31 @@ def make_sweep(root: Path, seeds: tuple[int, ...] = (0, 1, 2)) -> Path:
     for i, p in enumerate(combos):
         pid = f"p{i:03d}-" + "-".join(f"{k}{v}" for k, v in p.items())
         failed = p == FAILED
-        resolved = build_config({"dataset": "digits", "num_clients": CLIENTS, "rounds": ROUNDS,
-                                 "models": ",".join(MODELS), **p}).to_flat()
-        points.append({"id": pid, "params": p, "state": "failed" if failed else "done",
-                       "error": "RuntimeError: synthetic failure" if failed else None,
-                       "seconds": 10.0 + i, "resolved": resolved})
+        resolved = build_config(
+            {"dataset": "digits", "num_clients": CLIENTS, "rounds": ROUNDS, "models": ",".join(MODELS), **p}
+        ).to_flat()
+        points.append(
+            {
+                "id": pid,
+                "params": p,
+                "state": "failed" if failed else "done",
+                "error": "RuntimeError: synthetic failure" if failed else None,
+                "seconds": 10.0 + i,
+                "resolved": resolved,
+            }
+        )
         rows += [] if failed else point_rows(pid, {"rank": None, "mu": None, **p})
-    spec = {"parameters": {"dataset": "digits", "num_clients": CLIENTS, "rounds": ROUNDS},
-            "grid": {"algorithm": ["fedlora", *BASELINES["algorithm"]], "rank": [1, 4],
-                     "mu": [0.2, 0.8], "seed": list(seeds)},
-            "points": points,
-            "provenance": provenance.record(None, time.time() - 60, time.time(), len(points))}
+    spec = {
+        "parameters": {"dataset": "digits", "num_clients": CLIENTS, "rounds": ROUNDS},
+        "grid": {
+            "algorithm": ["fedlora", *BASELINES["algorithm"]],
+            "rank": [1, 4],
+            "mu": [0.2, 0.8],
+            "seed": list(seeds),
+        },
+        "points": points,
+        "provenance": provenance.record(None, time.time() - 60, time.time(), len(points)),
+    }
     (root / "sweep.json").write_text(json.dumps(spec, indent=2))
     pd.DataFrame(rows).to_csv(root / "results.csv", index=False)
     return root
@@ -90,8 +116,9 @@ def make_sweep(root: Path, seeds: tuple[int, ...] = (0, 1, 2)) -> Path:
 
 def figures_shown(executed: nbformat.NotebookNode) -> int:
     """How many Plotly figures an executed notebook displayed."""
-    return sum(PLOTLY_MIME in out.get("data", {}) for cell in executed.cells
-               for out in cell.get("outputs", []))
+    return sum(
+        PLOTLY_MIME in out.get("data", {}) for cell in executed.cells for out in cell.get("outputs", [])
+    )
 
 
 @pytest.fixture(scope="module")
@@ -162,10 +189,14 @@ def test_point_summary_by_hand(summary: pd.DataFrame) -> None:
 
 
 def test_configurations_and_bands_by_hand(configs: pd.DataFrame, sweep) -> None:
-    assert configs["configuration"].tolist() == [BEST, "fedlora · rank=1 · mu=0.8",
-                                                 "fedlora · rank=4 · mu=0.2",
-                                                 "fedlora · rank=1 · mu=0.2", "lg_fedavg",
-                                                 "fedproto"]
+    assert configs["configuration"].tolist() == [
+        BEST,
+        "fedlora · rank=1 · mu=0.8",
+        "fedlora · rank=4 · mu=0.2",
+        "fedlora · rank=1 · mu=0.2",
+        "lg_fedavg",
+        "fedproto",
+    ]
     best = row(configs, configuration=BEST)  # finals 0.70, 0.72, 0.74: s = 0.02
     half = T975[2] * 0.02 / math.sqrt(3)
     assert best["final_accuracy"] == pytest.approx(0.72) and best["seeds"] == 3
@@ -195,9 +226,11 @@ def test_verdict_numbers_by_hand(summary, configs, sweep) -> None:
     assert costs.loc["lg_fedavg", "seed_rounds"] == [3, 3]  # seed 0 ends at 0.62 < 0.648
     assert math.isnan(costs.loc["lg_fedavg", "rounds"])  # the seed-mean curve ends at 0.64
     assert math.isnan(verdict.ratios(found.costs, vs_best)["flops"])
-    assert found.sentence.startswith("At this setting (digits), FedLoRA wins on final accuracy: "
-                                     f"FedLoRA's best configuration ({BEST}) beats the best "
-                                     "baseline (lg_fedavg), difference +8.0 points (95% CI")
+    assert found.sentence.startswith(
+        "At this setting (digits), FedLoRA wins on final accuracy: "
+        f"FedLoRA's best configuration ({BEST}) beats the best "
+        "baseline (lg_fedavg), difference +8.0 points (95% CI"
+    )
     assert "exceeds the seed noise" in found.sentence
     assert "p = 0.005, 3 seeds" in found.sentence
 
@@ -241,8 +274,9 @@ def test_curves_have_bands_and_distinct_colours(sweep, configs) -> None:
     assert [t.name for t in lines] == [BEST, "lg_fedavg", "fedproto"] and len(bands) == 3
     assert bands[0].name == f"{BEST} · 95% CI"
     half = T975[2] * 0.02 / math.sqrt(3)
-    assert list(bands[0].y) == pytest.approx([0.42 + half, 0.57 + half, 0.72 + half,
-                                              0.72 - half, 0.57 - half, 0.42 - half])
+    assert list(bands[0].y) == pytest.approx(
+        [0.42 + half, 0.57 + half, 0.72 + half, 0.72 - half, 0.57 - half, 0.42 - half]
+    )
     assert lines[0].line.color == palette[BEST] and "mean of 3 seeds" in fig.layout.title.text
     multiples = reporting.small_multiples(sweep.table, palette, reference=BEST)
     assert [a.text for a in multiples.layout.annotations] == ["fedlora", "lg_fedavg", "fedproto"]
@@ -306,8 +340,9 @@ def test_rank_mu_heatmap_by_hand(summary: pd.DataFrame, stat: str) -> None:
     assert heat.z[1][1] == pytest.approx(0.72)
     assert heat.text[1][1] == f"72.0%<br>± {T975[2] * 0.02 / math.sqrt(3):.1%}"
     # rank 1, μ 0.2 lost seed 1: seeds 0 and 2 differ by 0.04, so s/√n = 0.02, df = 1
-    assert heat.text[0][0] == (f"{0.47 if stat == 'final' else 0.52:.1%}<br>± "
-                               f"{math.tan(0.475 * math.pi) * 0.02:.1%}")
+    assert heat.text[0][0] == (
+        f"{0.47 if stat == 'final' else 0.52:.1%}<br>± {math.tan(0.475 * math.pi) * 0.02:.1%}"
+    )
     assert len(set(heat.colorbar.ticktext)) == len(heat.colorbar.ticktext)
     means = summary.groupby("configuration")[f"{stat}_accuracy"].mean()  # all methods' span
     assert (heat.zmin, heat.zmax) == (pytest.approx(means.min()), pytest.approx(means.max()))
@@ -338,7 +373,8 @@ def test_provenance_tables(sweep) -> None:
     assert env.loc["wall time of all points, summed", "value"] == "5 min 33 s (18 points timed)"
     git = provenance.git_state()
     assert env.loc["sweep run 1", "value"].endswith(
-        f"18 points in 1 min 00 s (commit {git['commit'][:12]}{', dirty' if git['dirty'] else ''})")
+        f"18 points in 1 min 00 s (commit {git['commit'][:12]}{', dirty' if git['dirty'] else ''})"
+    )
     assert provenance.duration(3725) == "1 h 02 min" and provenance.duration(65) == "1 min 05 s"
 
 
@@ -358,18 +394,22 @@ def test_empty_sweep(tmp_path: Path) -> None:
 
 
 def test_reporting_never_imports_torch() -> None:
-    code = ("import sys, workbench.lab.reporting, workbench.lab.export, workbench.lab.verdict, "
-            "workbench.lab.report_tables, workbench.lab.provenance; assert 'torch' not in sys.modules")
+    code = (
+        "import sys, workbench.lab.reporting, workbench.lab.export, workbench.lab.verdict, "
+        "workbench.lab.report_tables, workbench.lab.provenance; assert 'torch' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_papermill_kernel_is_this_environment(tmp_path: Path) -> None:
-    nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell("prefix = ''", metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell("import sys; assert sys.prefix == prefix, (sys.prefix, prefix)")])
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("prefix = ''", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell("import sys; assert sys.prefix == prefix, (sys.prefix, prefix)"),
+        ]
+    )
     nbformat.write(nb, tmp_path / "t.ipynb")
-    export.execute_notebook(tmp_path / "t.ipynb", tmp_path / "out.ipynb", {"prefix": sys.prefix},
-                            timeout=60)
+    export.execute_notebook(tmp_path / "t.ipynb", tmp_path / "out.ipynb", {"prefix": sys.prefix}, timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -395,16 +435,21 @@ def test_two_seed_report_states_verdict_bands_and_provenance(two_seeds: Path) ->
     assert provenance.package_versions(("torch",))["torch"] in html
     assert 'id="T_verdict-accuracy"' in html and 'id="T_configurations"' in html
     executed = nbformat.read(two_seeds / "report.ipynb", as_version=4)
-    traces = [t["type"] for cell in executed.cells for out in cell.get("outputs", [])
-              for t in out.get("data", {}).get(PLOTLY_MIME, {}).get("data", [])]
+    traces = [
+        t["type"]
+        for cell in executed.cells
+        for out in cell.get("outputs", [])
+        for t in out.get("data", {}).get(PLOTLY_MIME, {}).get("data", [])
+    ]
     assert "table" not in traces and "heatmap" in traces  # tables are HTML, not Plotly tables
     assert "p001-" not in html.split(">Provenance<")[0]  # configurations named, not point ids
     assert "synthetic failure" in html and "cell-id=injected-parameters" in html
 
 
 def test_one_seed_report_says_one_seed(tmp_path: Path) -> None:
-    html = export.build_report(make_sweep(tmp_path, seeds=(0,)), timeout=180,
-                               target_fraction=0.8).read_text(encoding="utf-8")
+    html = export.build_report(make_sweep(tmp_path, seeds=(0,)), timeout=180, target_fraction=0.8).read_text(
+        encoding="utf-8"
+    )
     assert "<strong>1 seed</strong> per configuration" in html and "mean of" not in html
     assert "80% of the best configuration" in html
 
@@ -416,8 +461,12 @@ def test_build_report_refuses_unknown_parameters(two_seeds: Path) -> None:
 
 def test_point_pages_share_one_plotly_library(two_seeds: Path, tmp_path: Path) -> None:
     library = tmp_path / "points" / "plotly.min.js"
-    pages = [export.notebook_to_html(two_seeds / "report.ipynb", tmp_path / "points" / name / "p.html",
-                                     shared_plotlyjs=library) for name in ("a", "b")]
+    pages = [
+        export.notebook_to_html(
+            two_seeds / "report.ipynb", tmp_path / "points" / name / "p.html", shared_plotlyjs=library
+        )
+        for name in ("a", "b")
+    ]
     assert library.read_text(encoding="utf-8").startswith("/**\n* plotly.js v")
     for page in pages:
         html = page.read_text(encoding="utf-8")

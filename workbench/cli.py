@@ -1,79 +1,112 @@
 """Command line: `python -m workbench run --rank 4 --mu 0.5 --out runs/x` and friends.
 
 Every config parameter is a `--name value` flag generated from the config's own table, so the
-CLI, the notebooks and the sweeps accept exactly the same names and values.
+CLI, the notebooks and the sweeps accept exactly the same names and values. A problem the user
+can fix (a parameter, a data folder, an output folder, a run stopped by refusals) is printed as
+one `error:` line with exit status 2; `--debug` shows its traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from workbench.core.config import ConfigError, build_config, parameter_table
-
-
-def _add_parameters(parser: argparse.ArgumentParser) -> None:
-    """One `--name` flag per config parameter; values are parsed by build_config, not argparse."""
-    group = parser.add_argument_group("experiment parameters (see `python -m workbench params`)")
-    for name, (_, f) in parameter_table().items():
-        group.add_argument(f"--{name}", dest=f"param_{name}", default=argparse.SUPPRESS,
-                           metavar="V", help=f.metadata["help"])
-
-
-def _flat(args: argparse.Namespace, extra: list[str]) -> dict[str, str]:
-    """The parameters given on the command line; unknown `--name value` pairs are kept so that
-    build_config refuses them with its suggestions."""
-    flat = {k.removeprefix("param_"): v for k, v in vars(args).items() if k.startswith("param_")}
-    if len(extra) % 2 or not all(flag.startswith("--") for flag in extra[::2]):
-        raise ConfigError(f"cannot read arguments {extra}: expected --name value pairs")
-    flat.update({flag[2:]: value for flag, value in zip(extra[::2], extra[1::2])})
-    return flat
+from workbench.config import ConfigError, build_config, parameter_table
+from workbench.core.errors import UserError
+from workbench.flags import add_parameters, flat_parameters
 
 
 def parser() -> argparse.ArgumentParser:
     """The workbench's argument parser with its sub-commands."""
     root = argparse.ArgumentParser(prog="python -m workbench", description=__doc__.splitlines()[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error instead of its one-line message"
+    )
     commands = root.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run one experiment and print its summary")
-    run.add_argument("--out", type=Path, default=None,
-                     help="run directory (default: runs/<algorithm>-<dataset>-<time>)")
+    add = functools.partial(commands.add_parser, parents=[common])
+    run = add("run", help="run one experiment and print its summary")
+    run.add_argument(
+        "--out", type=Path, default=None, help="run directory (default: runs/<algorithm>-<dataset>-<time>)"
+    )
     run.add_argument("--quiet", action="store_true", help="no per-round progress lines")
-    _add_parameters(run)
-    commands.add_parser("params", help="list every parameter with its default and help")
-    costs = commands.add_parser("costs", help="per-round FLOPs and bytes of every method, with "
-                                              "ratios to FedLoRA")
+    add_parameters(run)
+    add("params", help="list every parameter with its default and help")
+    costs = add("costs", help="per-round FLOPs and bytes of every method, with ratios to FedLoRA")
     costs.add_argument("--algorithms", default=None, help="comma-separated (default: all)")
-    costs.add_argument("--samples_per_client", type=int, default=500,
-                       help="training samples of each client")
+    costs.add_argument("--samples_per_client", type=int, default=500, help="training samples of each client")
     costs.add_argument("--csv", type=Path, default=None, help="also write the table here")
-    _add_parameters(costs)
-    target = commands.add_parser("target", help="rounds, FLOPs and bytes each finished run "
-                                                "needed to reach a target mean accuracy")
+    add_parameters(costs)
+    target = add(
+        "target", help="rounds, FLOPs and bytes each finished run needed to reach a target mean accuracy"
+    )
     target.add_argument("runs", nargs="+", type=Path, help="run directories")
     target.add_argument("--target", type=float, required=True, help="mean accuracy, e.g. 0.9")
     target.add_argument("--reference", default="fedlora", help="run label to divide by")
-    sweep = commands.add_parser("sweep", help="run a grid of notebook executions and build its "
-                                              "HTML report (rerun to resume)")
+    sweep = add("sweep", help="run a grid of notebook executions and build its HTML report (rerun to resume)")
     sweep.add_argument("spec", type=Path, help="YAML with `parameters:` and `grid:` mappings")
     sweep.add_argument("--out", type=Path, required=True, help="sweep folder")
-    sweep.add_argument("--workers", type=int, default=1, help="points run in parallel processes")
+    sweep.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="points run in parallel (local default 1; ray default: all that fit)",
+    )
     sweep.add_argument("--timeout", type=int, default=3600, help="seconds per notebook cell")
-    sweep.add_argument("--html-points", action="store_true",
-                       help="also export each point's executed notebook to HTML")
+    sweep.add_argument(
+        "--html-points", action="store_true", help="also export each point's executed notebook to HTML"
+    )
+    _add_executor(sweep)
     return root
+
+
+def _add_executor(sweep: argparse.ArgumentParser) -> None:
+    """Where the points run: local warm kernels or Ray tasks (see docs/ray.md)."""
+    from workbench.lab.executors import EXECUTORS
+
+    group = sweep.add_argument_group("executor")
+    group.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local: warm kernels on this machine; ray: tasks on a Ray cluster",
+    )
+    group.add_argument(
+        "--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else the local head)"
+    )
+    group.add_argument(
+        "--cpus-per-point", type=float, default=1.0, help="Ray: CPUs each point reserves (its torch threads)"
+    )
+    group.add_argument(
+        "--gpus-per-point", type=float, default=0.0, help="Ray: GPUs each point reserves (fractions allowed)"
+    )
+    group.add_argument(
+        "--threads-per-point",
+        type=int,
+        default=None,
+        help="torch threads of each point (local default: cores / workers; ray "
+        "default: its CPUs); equal counts give bit-identical results",
+    )
+    group.add_argument(
+        "--fresh-kernels",
+        action="store_true",
+        help="local: a new kernel for every point instead of a warm one per worker",
+    )
 
 
 def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     """Validate, run, write the run directory and print the summary."""
+    config = build_config(flat_parameters(args, extra))  # refused before torch is imported
     from workbench.core.results import format_summary
     from workbench.loop.runner import run_experiment
 
-    config = build_config(_flat(args, extra))
-    out = args.out or Path("runs") / (f"{config.run.algorithm}-{config.data.dataset}-"
-                                      f"{time.strftime('%Y%m%d-%H%M%S')}")
+    out = args.out or Path("runs") / (
+        f"{config.run.algorithm}-{config.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
 
     def progress(round_: int, rounds: int, metrics: dict) -> None:
         print(f"round {round_}/{rounds}: mean accuracy {metrics['accuracy']:.4f}", flush=True)
@@ -86,7 +119,7 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_params(args: argparse.Namespace, extra: list[str]) -> int:
     """Print every parameter, its default and its help."""
-    from workbench.core.config import defaults
+    from workbench.config import defaults
 
     values = defaults()
     for name, (_, f) in parameter_table().items():
@@ -100,13 +133,15 @@ def cmd_costs(args: argparse.Namespace, extra: list[str]) -> int:
 
     from workbench.tools.costs import cost_ratios, per_round_costs
 
-    flat = _flat(args, extra)
+    flat = flat_parameters(args, extra)
     build_config(flat)
     names = args.algorithms.split(",") if args.algorithms else None
     table = per_round_costs(flat, names, args.samples_per_client)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print("Per client, one steady-state round (the 2nd); FLOPs = fwd+bwd matmul/conv, "
-              "2 per multiply-add; bytes = numel x element size of what is sent.")
+        print(
+            "Per client, one steady-state round (the 2nd); FLOPs = fwd+bwd matmul/conv, "
+            "2 per multiply-add; bytes = numel x element size of what is sent."
+        )
         print(table.to_string(index=False))
         print()
         print(cost_ratios(table).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -117,25 +152,43 @@ def cmd_costs(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_target(args: argparse.Namespace, extra: list[str]) -> int:
     """Print the cost to first reach a target mean accuracy for each finished run."""
+    from workbench.core.facts import TABLE_FILE
     from workbench.core.results import cost_to_target, read_run
 
     runs = {}
     for run_dir in args.runs:
+        if not (run_dir / TABLE_FILE).is_file():
+            raise UserError(
+                f"run directory {run_dir} holds no {TABLE_FILE}; give folders of "
+                f"finished runs (the --out of `python -m workbench run`)"
+            )
         flat, table = read_run(run_dir)
         label = flat["algorithm"] if flat["algorithm"] not in runs else str(run_dir)
         runs[label] = table
     table = cost_to_target(runs, args.target, args.reference)
-    print(f"Cost to first reach mean accuracy >= {args.target} (sums over all clients up to that "
-          f"round; NaN: not reached)")
+    print(
+        f"Cost to first reach mean accuracy >= {args.target} (sums over all clients up to that "
+        f"round; NaN: not reached)"
+    )
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return 0
 
 
 def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     """Run or resume a sweep; the report's path is the last line printed."""
+    from workbench.lab.executors import Execution
     from workbench.lab.sweep import export_points, run_sweep
 
-    report = run_sweep(args.spec, args.out, workers=args.workers, timeout=args.timeout)
+    execution = Execution(
+        executor=args.executor,
+        workers=args.workers,
+        address=args.address,
+        cpus=args.cpus_per_point,
+        gpus=args.gpus_per_point,
+        fresh_kernels=args.fresh_kernels,
+        threads=args.threads_per_point,
+    )
+    report = run_sweep(args.spec, args.out, timeout=args.timeout, execution=execution)
     if args.html_points:
         for html in export_points(args.out):
             print(f"point notebook: {html}")
@@ -143,16 +196,24 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"sweep": cmd_sweep, "run": cmd_run, "params": cmd_params, "costs": cmd_costs, "target": cmd_target}
+COMMANDS = {
+    "sweep": cmd_sweep,
+    "run": cmd_run,
+    "params": cmd_params,
+    "costs": cmd_costs,
+    "target": cmd_target,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; configuration errors exit with status 2 and a one-line message."""
+    """Entry point; user errors exit with status 2 and a one-line message (--debug: traceback)."""
     args, extra = parser().parse_known_args(argv)
     try:
         if extra and args.command not in ("run", "costs"):
             raise ConfigError(f"unexpected arguments {extra} for `{args.command}`")
         return COMMANDS[args.command](args, extra)
-    except ConfigError as error:
+    except UserError as error:
+        if args.debug:
+            raise
         print(f"error: {error}", file=sys.stderr)
         return 2

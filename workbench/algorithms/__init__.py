@@ -1,6 +1,16 @@
-"""The explicit registry of algorithms: the `algorithm` parameter picks a class from it."""
+"""The registry of algorithms: the one list the `algorithm` parameter, the parameter table, the
+notebook's parameters cell and the Flower app's config are derived from.
+
+A method is one module: an `Algorithm` subclass with its `name`, its `Params` section and its
+hooks. Built-in methods are registered below; a researcher's own method is registered from
+anywhere with `register(MyMethod)` and is then accepted by `build_config`, the CLI, sweeps and
+the notebook like the built-ins. Importing this package does not import torch.
+"""
 
 from __future__ import annotations
+
+import re
+from dataclasses import fields
 
 from workbench.algorithms.base import Algorithm, Client, Environment
 from workbench.algorithms.fd import FederatedDistillation
@@ -12,10 +22,36 @@ from workbench.algorithms.fml import FML
 from workbench.algorithms.lg_fedavg import LGFedAvg
 from workbench.algorithms.standalone import Standalone
 
-REGISTRY: dict[str, type[Algorithm]] = {
-    cls.name: cls
-    for cls in (FedLoRA, Standalone, FedAvg, LGFedAvg, FederatedDistillation, FedProto, FML,
-                FedKD)
-}
+REGISTRY: dict[str, type[Algorithm]] = {}
+NAME = re.compile(r"[a-z][a-z0-9_]*")
 
-__all__ = ["REGISTRY", "Algorithm", "Client", "Environment"]
+
+def register(cls: type[Algorithm]) -> type[Algorithm]:
+    """Add a method to the registry (usable as a class decorator); its name must be new."""
+    if not (isinstance(cls, type) and issubclass(cls, Algorithm)):
+        raise TypeError(f"register() takes an Algorithm subclass, got {cls!r}")
+    if not NAME.fullmatch(cls.name) or cls.name == Algorithm.name:
+        raise ValueError(f"algorithm name {cls.name!r} must be lower_snake_case and not 'base'")
+    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+        raise ValueError(
+            f"an algorithm named {cls.name!r} is already registered ({REGISTRY[cls.name].__module__})"
+        )
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def unregister(name: str) -> None:
+    """Remove a method from the registry (a test's or notebook's own method, when done)."""
+    REGISTRY.pop(name, None)
+
+
+def method_parameters(name: str) -> list[str]:
+    """The flat names of a method's own knobs (empty for a method without any)."""
+    params = REGISTRY[name].Params
+    return [params.prefix + f.name for f in fields(params)] if params is not None else []
+
+
+for _builtin in (FedLoRA, Standalone, FedAvg, LGFedAvg, FederatedDistillation, FedProto, FML, FedKD):
+    register(_builtin)
+
+__all__ = ["REGISTRY", "Algorithm", "Client", "Environment", "method_parameters", "register", "unregister"]

@@ -1,28 +1,40 @@
 """The hooks an algorithm overrides; the round loop in `workbench.loop` calls them.
 
-Defaults describe a method whose clients each own one private model trained with CE and that
-sends nothing; a method overrides only where it differs.
+An algorithm is one module: a subclass of `Algorithm` with its `name`, its parameter section
+(`Params`), its config checks, its client-model choice, how an upload is validated, and the
+round hooks where it differs from the defaults (a private model per client, CE training,
+nothing sent). Register it with `workbench.algorithms.register`. Method modules are imported to
+read their parameters before any work starts, so heavy modules are bound with `lazy(...)`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from workbench.core.facts import Payload, Seed
+from workbench.core.lazy import lazy
+from workbench.core.params import Section
+from workbench.core.zoo import assign_models
 
-from workbench.core.accounting import FlopMeter
-from workbench.core.aggregation import class_means, weighted_average
-from workbench.core.config import ExperimentConfig
-from workbench.core.data import ClientData, Normalizer, eval_batches, train_batches
-from workbench.core.models import build_model
-from workbench.core.training import Batches, LossFn, PhaseStats, SGDSpec, run_phase
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
-Payload = Mapping[str, Tensor]
+    from workbench.config import ExperimentConfig
+    from workbench.core.data import ClientData, Normalizer
+    from workbench.core.training import Batches, LossFn, PhaseStats, SGDSpec
+
+np = lazy("numpy")
+torch = lazy("torch")
+F = lazy("torch.nn.functional")
+accounting = lazy("workbench.core.accounting")
+aggregation = lazy("workbench.core.aggregation")
+data = lazy("workbench.core.data")
+models = lazy("workbench.core.models")
+training = lazy("workbench.core.training")
+
+__all__ = ["Algorithm", "Client", "Environment", "Payload", "derived_seed", "state_copy", "Seed"]
 
 
 @dataclass
@@ -48,8 +60,12 @@ class Environment:
     @classmethod
     def without_data(cls, num_classes: int, device: torch.device) -> Environment:
         """For synthetic data and servers: a fixed normalizer, no flips."""
-        return cls(num_classes=num_classes, device=device, flip=False,
-                   normalize=Normalizer((0.5,) * 3, (0.25,) * 3, device))
+        return cls(
+            num_classes=num_classes,
+            device=device,
+            flip=False,
+            normalize=data.Normalizer((0.5,) * 3, (0.25,) * 3, device),
+        )
 
 
 def state_copy(model: nn.Module) -> dict[str, Tensor]:
@@ -58,7 +74,7 @@ def state_copy(model: nn.Module) -> dict[str, Tensor]:
 
 
 def derived_seed(*parts: int) -> int:
-    """A 63-bit seed derived from integers (run seed, round, client, purpose)."""
+    """A 63-bit seed derived from integers (run seed, round or client, …, a `Seed` purpose)."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
 
 
@@ -66,23 +82,39 @@ class Algorithm:
     """Base algorithm: a private model per client, CE training, no communication."""
 
     name: ClassVar[str] = "base"
-    # predict reads only the client's own state, so an evaluation stays valid until the client
-    # trains again; a method that predicts from server-side state must set this False
-    evaluation_is_local: ClassVar[bool] = True
+    Params: ClassVar[type[Section] | None] = None  # the method's own knobs, if it has any
+    # True when predict reads only the client's own state, so an evaluation stays valid until
+    # the client trains again (the loop then skips re-evaluating idle clients); opt in per method
+    evaluation_is_local: ClassVar[bool] = False
 
     def __init__(self, config: ExperimentConfig, env: Environment) -> None:
         self.config, self.env = config, env
-        self.meter = FlopMeter()
+        self.meter = accounting.FlopMeter()
+
+    @property
+    def params(self) -> Any:
+        """This method's own section of the config (None for a method without knobs)."""
+        return getattr(self.config, self.name) if self.Params is not None else None
+
+    # ---- configuration (class-level: no data, no torch) ---------------------------------
+    @classmethod
+    def check(cls, config: ExperimentConfig) -> None:
+        """Refuse a config this method cannot run (raise ConfigError naming the parameter)."""
+
+    @classmethod
+    def client_models(cls, config: ExperimentConfig) -> list[str]:
+        """Each client's architecture: the zoo round-robin."""
+        return assign_models(config.federation.models, config.federation.num_clients)
 
     # ---- set-up -------------------------------------------------------------------------
     def build(self, model_name: str, seed: int) -> nn.Module:
         """A zoo model on the run's device."""
-        return build_model(model_name, self.env.num_classes, seed).to(self.env.device)
+        return models.build_model(model_name, self.env.num_classes, seed).to(self.env.device)
 
     def setup_client(self, client: Client) -> None:
         """Create the client's private state."""
-        client.state["model"] = self.build(client.model_name, derived_seed(self.config.run.seed,
-                                                                           client.cid, 1))
+        seed = derived_seed(self.config.run.seed, client.cid, Seed.CLIENT_MODEL)
+        client.state["model"] = self.build(client.model_name, seed)
 
     def initial_server_state(self) -> dict[str, Tensor]:
         """The server's global state before round 1."""
@@ -90,7 +122,7 @@ class Algorithm:
 
     # ---- one round ----------------------------------------------------------------------
     def begin_round(self, round_: int) -> None:
-        """Called before a round's sampling, on the server and on every client process."""
+        """Called before a round's sampling on the server, and before training on a client."""
 
     def broadcast(self, server_state: Payload, client: Client) -> Payload:
         """What the server sends a sampled client at the start of a round."""
@@ -102,19 +134,55 @@ class Algorithm:
     def local_update(self, client: Client, generator: torch.Generator) -> PhaseStats:
         """Local training of one round."""
         model = client.state["model"]
-        return self.phase(client, [model], lambda x, y: F.cross_entropy(model(x), y), generator,
-                          self.config.train.model_epochs, self.model_sgd(), "model")
+        return self.phase(
+            client,
+            [model],
+            lambda x, y: F.cross_entropy(model(x), y),
+            generator,
+            self.config.train.model_epochs,
+            self.model_sgd(),
+            "model",
+        )
 
     def upload(self, client: Client) -> Payload:
         """What the client sends to the server after local training."""
         return {}
 
-    def aggregate(self, server_state: Payload, uploads: Mapping[int, Payload],
-                  weights: Mapping[int, float]) -> dict[str, Tensor]:
-        """New global state from the round's uploads (default: sample-weighted average)."""
+    def upload_reference(self, server_state: Payload) -> Payload:
+        """What an honest upload looks like (keys, shapes, dtypes): by default the global state."""
+        return server_state
+
+    def validate_upload(self, cid: int, upload: Payload, server_state: Payload) -> None:
+        """Refuse a malformed upload (InvalidUpdateError naming the client and the tensor)."""
+        aggregation.validate_update(cid, upload, self.upload_reference(server_state))
+
+    def aggregate(
+        self, server_state: Payload, uploads: Mapping[int, Payload], weights: Mapping[int, float]
+    ) -> dict[str, Tensor]:
+        """New global state from the round's uploads by the configured rule (default: the
+        sample-weighted average; norm_bounded measures distances from the global state)."""
         if not uploads or not any(uploads.values()):
             return dict(server_state)
-        return weighted_average(uploads, weights, reference=server_state or None)
+        return aggregation.aggregate_by(
+            self.rule(), uploads, weights, reference=server_state or None, center=server_state or None
+        )
+
+    def rule(self) -> aggregation.Rule:
+        """The configured aggregation rule (`aggregator` and its knobs)."""
+        server = self.config.server
+        return aggregation.Rule(server.aggregator, server.max_update_norm, server.trim_fraction)
+
+    def poisoned(
+        self,
+        client: Client,
+        upload: Payload,
+        down: Payload,
+        attack: Callable[[Payload, Payload | None], dict[str, Tensor]],
+    ) -> Payload:
+        """A malicious client's upload: the attack acts on the update from what the client
+        received where the upload mirrors it (same names and shapes), else on the upload."""
+        mirrors = set(upload) == set(down) and all(down[n].shape == t.shape for n, t in upload.items())
+        return attack(upload, down if mirrors else None)
 
     # ---- evaluation ---------------------------------------------------------------------
     def predict(self, client: Client, x: Tensor) -> Tensor:
@@ -123,7 +191,7 @@ class Algorithm:
 
     def eval_modules(self, client: Client) -> list[nn.Module]:
         """Modules to switch to eval mode before predicting."""
-        return [m for m in client.state.values() if isinstance(m, nn.Module)]
+        return [m for m in client.state.values() if isinstance(m, torch.nn.Module)]
 
     # ---- checkpoints ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -134,42 +202,69 @@ class Algorithm:
         """Restore what state_dict returned."""
 
     # ---- helpers for subclasses ---------------------------------------------------------
-    def model_sgd(self) -> SGDSpec:
-        """SGD settings of private-model training."""
+    def model_sgd(self, lr: float | None = None) -> SGDSpec:
+        """SGD settings of private-model training (optionally another learning rate)."""
         t = self.config.train
-        return SGDSpec(lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        return training.SGDSpec(
+            lr=t.lr if lr is None else lr, momentum=t.momentum, weight_decay=t.weight_decay
+        )
 
     def batches(self, client: Client, generator: torch.Generator) -> Batches:
         """A factory of one shuffled, augmented epoch over the client's training data."""
         d, t = client.data, self.config.train
-        return lambda: train_batches(d.train_x, d.train_y, t.batch_size, generator, self.env.normalize,
-                                     self.config.data.augment, self.env.flip)
+        return lambda: data.train_batches(
+            d.train_x,
+            d.train_y,
+            t.batch_size,
+            generator,
+            self.env.normalize,
+            self.config.data.augment,
+            self.env.flip,
+        )
 
     def test_batches(self, client: Client) -> Iterator[tuple[Tensor, Tensor]]:
         """The client's local test split, normalized, in order."""
         d = client.data
-        return eval_batches(d.test_x, d.test_y, self.config.train.eval_batch_size, self.env.normalize)
+        return data.eval_batches(d.test_x, d.test_y, self.config.train.eval_batch_size, self.env.normalize)
 
-    @torch.no_grad()
-    def class_statistics(self, client: Client, forward: Callable[[Tensor], Tensor],
-                         phase: str) -> tuple[Tensor, Tensor, int]:
+    def class_statistics(
+        self, client: Client, forward: Callable[[Tensor], Tensor], phase: str
+    ) -> tuple[Tensor, Tensor, int]:
         """Per-class means of `forward` over the client's training data, class counts, and the
         pass's FLOPs (forward-only training work, counted once per batch shape)."""
         d = client.data
         outs, ys, flops = [], [], 0
         for m in self.eval_modules(client):
             m.eval()
-        for x, y in eval_batches(d.train_x, d.train_y, self.config.train.eval_batch_size,
-                                 self.env.normalize):
-            out, step = self.meter.step((client.model_name, phase, tuple(x.shape)), lambda: forward(x))
-            outs.append(out)  # B, d
-            ys.append(y)
-            flops += step
-        means, counts = class_means(torch.cat(outs), torch.cat(ys), self.env.num_classes)
+        with torch.no_grad():
+            for x, y in data.eval_batches(
+                d.train_x, d.train_y, self.config.train.eval_batch_size, self.env.normalize
+            ):
+                key = (client.model_name, phase, tuple(x.shape))
+                out, step = self.meter.step(key, lambda: forward(x))  # noqa: B023 (called at once)
+                outs.append(out)  # B, d
+                ys.append(y)
+                flops += step
+        means, counts = aggregation.class_means(torch.cat(outs), torch.cat(ys), self.env.num_classes)
         return means, counts, flops
 
-    def phase(self, client: Client, modules: list[nn.Module], loss_fn: LossFn,
-              generator: torch.Generator, epochs: int, sgd: SGDSpec, phase: str) -> PhaseStats:
+    def phase(
+        self,
+        client: Client,
+        modules: list[nn.Module],
+        loss_fn: LossFn,
+        generator: torch.Generator,
+        epochs: int,
+        sgd: SGDSpec,
+        phase: str,
+    ) -> PhaseStats:
         """Run one training phase, counting FLOPs per (architecture, phase, batch shape)."""
-        return run_phase(modules, loss_fn, self.batches(client, generator), epochs, sgd, self.meter,
-                         (client.model_name, phase))
+        return training.run_phase(
+            modules,
+            loss_fn,
+            self.batches(client, generator),
+            epochs,
+            sgd,
+            self.meter,
+            (client.model_name, phase),
+        )

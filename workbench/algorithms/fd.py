@@ -16,40 +16,63 @@ Hinton et al.'s distillation (the paper has no temperature, i.e. T = 1).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
-
-from workbench.core.aggregation import classwise_average
 from workbench.algorithms.base import Algorithm, Client, Payload
-from workbench.core.training import LossFn, PhaseStats
+from workbench.core.lazy import lazy
+from workbench.core.params import Section, param
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from workbench.core.training import LossFn, PhaseStats
+
+torch = lazy("torch")
+F = lazy("torch.nn.functional")
+aggregation = lazy("workbench.core.aggregation")
 
 
-def distillation_loss(logits: Tensor, y: Tensor, teacher: Tensor, mask: Tensor,
-                      temperature: float) -> Tensor:
+@dataclass(frozen=True)
+class FDParams(Section):
+    prefix = "fd_"
+    weight: float = param(1.0, "lambda: weight of distillation toward global class logits", ge=0)
+    temperature: float = param(1.0, "softmax temperature of the distillation term", gt=0)
+
+
+def distillation_loss(logits: Tensor, y: Tensor, teacher: Tensor, mask: Tensor, temperature: float) -> Tensor:
     """T²·KL(softmax(g[y]/T) ‖ softmax(f/T)), averaged over the batch; 0 where y has no g."""
     log_student = F.log_softmax(logits / temperature, dim=1)  # B, C
     log_teacher = F.log_softmax(teacher[y] / temperature, dim=1)  # B, C
     kl = F.kl_div(log_student, log_teacher, reduction="none", log_target=True).sum(1)  # B
-    return temperature ** 2 * (kl * mask[y]).mean()
+    return temperature**2 * (kl * mask[y]).mean()
 
 
 class FederatedDistillation(Algorithm):
     name = "fd"
+    Params = FDParams
+    evaluation_is_local = True
 
     def setup_client(self, client: Client) -> None:
         super().setup_client(client)
         # fixed keys from the start, so a checkpointed client state always has the same shape
         client.state["teacher"], client.state["upload"] = {}, {}
 
-    def aggregate(self, server_state: Payload, uploads: Mapping[int, Payload],
-                  weights: Mapping[int, float]) -> dict[str, Tensor]:
+    def aggregate(
+        self, server_state: Payload, uploads: Mapping[int, Payload], weights: Mapping[int, float]
+    ) -> dict[str, Tensor]:
         """Keep this round's validated uploads by client; teachers are formed per client."""
         if not uploads:
             return dict(server_state)
-        classwise_average(uploads, values="logits")  # validates every upload (keys, shapes, counts)
+        aggregation.classwise_average(
+            uploads, values="logits"
+        )  # validates every upload (keys, shapes, counts)
         return {f"{cid}/{name}": t for cid, u in uploads.items() for name, t in u.items()}
+
+    def upload_reference(self, server_state: Payload) -> Payload:
+        """C × C class mean logits with C counts."""
+        classes = self.env.num_classes
+        return aggregation.class_table(classes, classes, "logits")
 
     def broadcast(self, server_state: Payload, client: Client) -> Payload:
         """Count-weighted class mean logits of the other clients, with a mask; {} if none."""
@@ -60,7 +83,7 @@ class FederatedDistillation(Algorithm):
                 others.setdefault(int(cid), {})[name] = t
         if not others:
             return {}
-        mean = classwise_average(others, values="logits")
+        mean = aggregation.aggregate_classwise_by(self.rule(), others, values="logits")
         mask = mean["counts"] > 0  # C
         return {"logits": mean["logits"], "mask": mask} if mask.any() else {}
 
@@ -68,15 +91,20 @@ class FederatedDistillation(Algorithm):
         client.state["teacher"] = {k: t.to(self.env.device) for k, t in payload.items()}
 
     def local_update(self, client: Client, generator: torch.Generator) -> PhaseStats:
-        trained = self.phase(client, [client.state["model"]], self.model_loss(client), generator,
-                             self.config.train.model_epochs, self.model_sgd(), "model")
-        flops = self.compute_class_logits(client)
-        return PhaseStats(flops=trained.flops + flops, steps=trained.steps,
-                          mean_loss=trained.mean_loss)
+        trained = self.phase(
+            client,
+            [client.state["model"]],
+            self.model_loss(client),
+            generator,
+            self.config.train.model_epochs,
+            self.model_sgd(),
+            "model",
+        )
+        return trained.plus_flops(self.compute_class_logits(client))
 
     def model_loss(self, client: Client) -> LossFn:
         """CE + λ·T²·KL toward the teacher of each sample's class; plain CE without a teacher."""
-        model, teacher, fd = client.state["model"], client.state["teacher"], self.config.fd
+        model, teacher, fd = client.state["model"], client.state["teacher"], self.params
 
         def loss(x: Tensor, y: Tensor) -> Tensor:
             logits = model(x)  # B, C

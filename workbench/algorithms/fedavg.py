@@ -1,7 +1,7 @@
 """FedAvg: the homogeneous reference, every client trains one shared architecture.
 
 McMahan et al., "Communication-Efficient Learning of Deep Networks from Decentralized Data",
-AISTATS 2017. All clients use `fedavg_model` (config.client_models() assigns it to every client)
+AISTATS 2017. All clients use `fedavg_model` (`FedAvg.client_models` assigns it to every client)
 and start from the server's θ⁰. Each sampled client loads the global model exactly, trains it
 with CE for `model_epochs` local epochs and uploads all of its parameters; the server sets
 θ^{t+1} = Σ n_k θ_k / Σ n_k over the sampled clients (n_k: training samples). As for every
@@ -11,30 +11,52 @@ own latest local update (a never-sampled client holds θ⁰).
 
 from __future__ import annotations
 
-from torch import Tensor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from workbench.algorithms.base import Algorithm, Client, Payload, derived_seed, state_copy
+from workbench.algorithms.base import Algorithm, Client, Payload, Seed, derived_seed, state_copy
+from workbench.core.params import Section, param
+from workbench.core.zoo import ZOO
 
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from workbench.config import ExperimentConfig
+
+
+@dataclass(frozen=True)
+class FedAvgParams(Section):
+    prefix = "fedavg_"
+    model: str = param("cnn5", "the one architecture every FedAvg client uses", choices=tuple(ZOO))
 
 
 class FedAvg(Algorithm):
     name = "fedavg"
+    Params = FedAvgParams
+    evaluation_is_local = True
+
+    @classmethod
+    def client_models(cls, config: ExperimentConfig) -> list[str]:
+        """Every client trains the one architecture `fedavg_model`."""
+        return [config.fedavg.model] * config.federation.num_clients
 
     def setup_client(self, client: Client) -> None:
         """The client's copy of θ⁰ (same seed as the server's)."""
-        wanted = self.config.fedavg.model
+        wanted = self.params.model
         if client.model_name != wanted:
-            raise ValueError(f"FedAvg client {client.cid} has model {client.model_name!r}; every "
-                             f"client must use fedavg_model={wanted!r}")
+            raise ValueError(
+                f"FedAvg client {client.cid} has model {client.model_name!r}; every "
+                f"client must use fedavg_model={wanted!r}"
+            )
         client.state["model"] = self.build(wanted, self.global_seed())
 
     def global_seed(self) -> int:
         """Seed of θ⁰."""
-        return derived_seed(self.config.run.seed, 0, 4)
+        return derived_seed(self.config.run.seed, 0, Seed.SHARED_MODEL)
 
     def initial_server_state(self) -> dict[str, Tensor]:
         """θ⁰: all parameters of one freshly built `fedavg_model`."""
-        return state_copy(self.build(self.config.fedavg.model, self.global_seed()))
+        return state_copy(self.build(self.params.model, self.global_seed()))
 
     def receive(self, client: Client, payload: Payload) -> None:
         """Overwrite the client's model with the global one (strict: every tensor, exactly)."""

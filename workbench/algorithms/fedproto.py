@@ -15,14 +15,31 @@ reported CE stays finite); a client that holds no prototypes yet predicts with i
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-
-from workbench.core.aggregation import classwise_average
 from workbench.algorithms.base import Algorithm, Client, Payload
-from workbench.core.training import LossFn, PhaseStats
+from workbench.core.lazy import lazy
+from workbench.core.params import Section, param
+from workbench.core.zoo import REPRESENTATION_DIM
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from workbench.core.training import LossFn, PhaseStats
+
+torch = lazy("torch")
+F = lazy("torch.nn.functional")
+aggregation = lazy("workbench.core.aggregation")
+
+
+@dataclass(frozen=True)
+class FedProtoParams(Section):
+    prefix = "fedproto_"
+    weight: float = param(1.0, "lambda: weight of the distance to global prototypes", ge=0)
+    predict: str = param(
+        "prototype", "evaluate by nearest prototype or by the head", choices=("prototype", "head")
+    )
 
 
 def prototype_penalty(z: Tensor, y: Tensor, prototypes: Tensor, mask: Tensor) -> Tensor:
@@ -42,12 +59,18 @@ def prototype_scores(z: Tensor, prototypes: Tensor, mask: Tensor) -> Tensor:
 
 class FedProto(Algorithm):
     name = "fedproto"
+    Params = FedProtoParams
+    evaluation_is_local = True
 
     def broadcast(self, server_state: Payload, client: Client) -> Payload:
         """The global prototypes and which classes have one; {} before any exist."""
         if not server_state:
             return {}
         return {"prototypes": server_state["values"], "mask": server_state["counts"] > 0}
+
+    def upload_reference(self, server_state: Payload) -> Payload:
+        """C × 500 class mean representations with C counts."""
+        return aggregation.class_table(self.env.num_classes, REPRESENTATION_DIM, "values")
 
     def receive(self, client: Client, payload: Payload) -> None:
         if payload:
@@ -56,15 +79,20 @@ class FedProto(Algorithm):
 
     def local_update(self, client: Client, generator: torch.Generator) -> PhaseStats:
         model = client.state["model"]
-        trained = self.phase(client, [model], self.model_loss(client), generator,
-                             self.config.train.model_epochs, self.model_sgd(), "model")
-        flops = self.compute_local_prototypes(client)
-        return PhaseStats(flops=trained.flops + flops, steps=trained.steps,
-                          mean_loss=trained.mean_loss)
+        trained = self.phase(
+            client,
+            [model],
+            self.model_loss(client),
+            generator,
+            self.config.train.model_epochs,
+            self.model_sgd(),
+            "model",
+        )
+        return trained.plus_flops(self.compute_local_prototypes(client))
 
     def model_loss(self, client: Client) -> LossFn:
         """CE(head(z), y) + λ·MSE(z, P[y]); plain CE while the client holds no prototypes."""
-        model, weight = client.state["model"], self.config.fedproto.weight
+        model, weight = client.state["model"], self.params.weight
         prototypes, mask = client.state.get("prototypes"), client.state.get("mask")
 
         def loss(x: Tensor, y: Tensor) -> Tensor:
@@ -86,14 +114,18 @@ class FedProto(Algorithm):
     def upload(self, client: Client) -> Payload:
         return client.state.pop("upload")
 
-    def aggregate(self, server_state: Payload, uploads: Mapping[int, Payload],
-                  weights: Mapping[int, float]) -> dict[str, Tensor]:
-        """Per-class average weighted by class counts (client sample weights are not used)."""
-        return classwise_average(uploads) if uploads else dict(server_state)
+    def aggregate(
+        self, server_state: Payload, uploads: Mapping[int, Payload], weights: Mapping[int, float]
+    ) -> dict[str, Tensor]:
+        """Per-class average weighted by class counts (client sample weights are not used), or
+        the configured rule's class-wise variant (norm_bounded: distances from the prototypes)."""
+        if not uploads:
+            return dict(server_state)
+        return aggregation.aggregate_classwise_by(self.rule(), uploads, center=server_state.get("values"))
 
     def predict(self, client: Client, x: Tensor) -> Tensor:
         model: nn.Module = client.state["model"]
         mask = client.state.get("mask")
-        if self.config.fedproto.predict == "head" or mask is None or not mask.any():
+        if self.params.predict == "head" or mask is None or not mask.any():
             return model(x)
         return prototype_scores(model.features(x), client.state["prototypes"], mask)  # B, C

@@ -12,18 +12,34 @@ reported training loss is the sum of both models' losses.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from workbench.algorithms.base import Algorithm, Client, Payload, derived_seed, state_copy
-from workbench.core.training import LossFn, PhaseStats
+from workbench.algorithms.base import Algorithm, Client, Payload, Seed, derived_seed, state_copy
+from workbench.core.lazy import lazy
+from workbench.core.params import Section, param
+from workbench.core.zoo import ZOO
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from workbench.core.training import LossFn, PhaseStats
+
+torch = lazy("torch")
+F = lazy("torch.nn.functional")
+
+
+@dataclass(frozen=True)
+class FMLParams(Section):
+    prefix = "fml_"
+    alpha: float = param(0.5, "private model: weight of CE vs KL toward the shared model", ge=0, le=1)
+    beta: float = param(0.5, "shared model: weight of CE vs KL toward the private model", ge=0, le=1)
+    shared_model: str = param("cnn5", "architecture of the shared model", choices=tuple(ZOO))
 
 
 def distill_kl(student: Tensor, teacher: Tensor) -> Tensor:
     """KL(softmax(teacher) ‖ softmax(student)) averaged over the batch; the teacher is detached."""
-    return F.kl_div(F.log_softmax(student, 1), F.softmax(teacher.detach(), 1),
-                    reduction="batchmean")
+    return F.kl_div(F.log_softmax(student, 1), F.softmax(teacher.detach(), 1), reduction="batchmean")
 
 
 def mutual_losses(p: Tensor, m: Tensor, y: Tensor, alpha: float, beta: float) -> tuple[Tensor, Tensor]:
@@ -35,29 +51,38 @@ def mutual_losses(p: Tensor, m: Tensor, y: Tensor, alpha: float, beta: float) ->
 
 class FML(Algorithm):
     name = "fml"
+    Params = FMLParams
+    evaluation_is_local = True
 
     def shared_seed(self) -> int:
         """Seed of the initial shared model (identical on server and clients)."""
-        return derived_seed(self.config.run.seed, 0, 4)
+        return derived_seed(self.config.run.seed, 0, Seed.SHARED_MODEL)
 
     def setup_client(self, client: Client) -> None:
         super().setup_client(client)
-        client.state["shared"] = self.build(self.config.fml.shared_model, self.shared_seed())
+        client.state["shared"] = self.build(self.params.shared_model, self.shared_seed())
 
     def initial_server_state(self) -> dict[str, Tensor]:
-        return state_copy(self.build(self.config.fml.shared_model, self.shared_seed()))
+        return state_copy(self.build(self.params.shared_model, self.shared_seed()))
 
     def receive(self, client: Client, payload: Payload) -> None:
         client.state["shared"].load_state_dict(payload, strict=True)
 
     def local_update(self, client: Client, generator: torch.Generator) -> PhaseStats:
         modules = [client.state["model"], client.state["shared"]]
-        return self.phase(client, modules, self.mutual_loss(client), generator,
-                          self.config.train.model_epochs, self.model_sgd(), "mutual")
+        return self.phase(
+            client,
+            modules,
+            self.mutual_loss(client),
+            generator,
+            self.config.train.model_epochs,
+            self.model_sgd(),
+            "mutual",
+        )
 
     def mutual_loss(self, client: Client) -> LossFn:
         """Sum of both models' losses: the detached KL targets keep their gradients apart."""
-        private, shared, fml = client.state["model"], client.state["shared"], self.config.fml
+        private, shared, fml = client.state["model"], client.state["shared"], self.params
 
         def loss(x: Tensor, y: Tensor) -> Tensor:
             first, second = mutual_losses(private(x), shared(x), y, fml.alpha, fml.beta)
@@ -67,4 +92,3 @@ class FML(Algorithm):
 
     def upload(self, client: Client) -> Payload:
         return state_copy(client.state["shared"])
-

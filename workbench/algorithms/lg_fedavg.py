@@ -12,9 +12,12 @@ every client starts from the server's initial head.
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from typing import TYPE_CHECKING
 
-from workbench.algorithms.base import Algorithm, Client, Payload, derived_seed
+from workbench.algorithms.base import Algorithm, Client, Payload, Seed, derived_seed
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 HEAD = "head."
 
@@ -28,11 +31,12 @@ def load_head(model: nn.Module, payload: Payload) -> None:
     """Copy a head payload into the model's head; refuse anything that is not exactly the head."""
     if not payload or any(not name.startswith(HEAD) for name in payload):
         raise ValueError(f"a head payload holds only {HEAD}* tensors, got {sorted(payload)}")
-    model.head.load_state_dict({name[len(HEAD):]: t for name, t in payload.items()}, strict=True)
+    model.head.load_state_dict({name[len(HEAD) :]: t for name, t in payload.items()}, strict=True)
 
 
 class LGFedAvg(Algorithm):
     name = "lg_fedavg"
+    evaluation_is_local = True
 
     def setup_client(self, client: Client) -> None:
         """A private model whose head starts as the global head."""
@@ -41,7 +45,9 @@ class LGFedAvg(Algorithm):
 
     def initial_server_state(self) -> dict[str, Tensor]:
         """The initial global head, from a model built under a server-side seed."""
-        model = self.build(self.config.client_models()[0], derived_seed(self.config.run.seed, 0, 5))
+        model = self.build(
+            self.config.client_models()[0], derived_seed(self.config.run.seed, 0, Seed.SERVER_HEAD)
+        )
         return head_state(model)
 
     def receive(self, client: Client, payload: Payload) -> None:

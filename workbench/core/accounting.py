@@ -1,6 +1,6 @@
 """Cost accounting: training FLOPs counted by torch's FlopCounterMode, bytes of real payloads.
 
-Conventions (DESIGN.md §5):
+Conventions (docs/architecture.md, cost accounting):
 - FLOPs: matmul and convolution work of forward + backward of each training step as it actually
   runs, 2 FLOPs per multiply-add (FlopCounterMode's convention). Frozen layers still cost their
   forward; a frozen weight costs no weight-gradient op. Elementwise ops (ReLU, pooling, loss,
@@ -10,15 +10,14 @@ Conventions (DESIGN.md §5):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
+from workbench.core.facts import Payload
 from workbench.core.results import Row
-
-Payload = Mapping[str, Tensor]
 
 
 def payload_bytes(payload: Payload) -> int:
@@ -58,6 +57,7 @@ class Ledger:
     up: dict[int, int] = field(default_factory=dict)
     down: dict[int, int] = field(default_factory=dict)
     train_loss: dict[int, float] = field(default_factory=dict)
+    refused: dict[int, int] = field(default_factory=dict)
 
     def add(self, cid: int, flops: int, up: int, down: int, loss: float) -> None:
         """Record one client's costs for one round."""
@@ -66,17 +66,49 @@ class Ledger:
         self.down[cid] = self.down.get(cid, 0) + down
         self.train_loss[cid] = loss
 
-    def row(self, round_: int, cid: int, model: str, algorithm: str, accuracy: float, loss: float,
-            num_train: int, num_test: int) -> Row:
-        """A client's table row: its evaluation and its costs settled since its previous row."""
-        took_part, train_loss, flops, up, down = self.settle(cid)
-        return Row(round=round_, client=cid, model=model, algorithm=algorithm,
-                   participated=took_part, accuracy=accuracy, loss=loss, train_loss=train_loss,
-                   train_flops=flops, bytes_up=up, bytes_down=down, num_train=num_train,
-                   num_test=num_test)
+    def refuse(self, cid: int) -> None:
+        """Count one refused upload of a client."""
+        self.refused[cid] = self.refused.get(cid, 0) + 1
 
-    def settle(self, cid: int) -> tuple[bool, float, int, int, int]:
-        """(participated, last train loss, flops, up, down) since the last settlement; then reset."""
+    def row(
+        self,
+        round_: int,
+        cid: int,
+        model: str,
+        algorithm: str,
+        accuracy: float,
+        loss: float,
+        num_train: int,
+        num_test: int,
+    ) -> Row:
+        """A client's table row: its evaluation and its costs settled since its previous row."""
+        took_part, train_loss, flops, up, down, refused = self.settle(cid)
+        return Row(
+            round=round_,
+            client=cid,
+            model=model,
+            algorithm=algorithm,
+            participated=took_part,
+            accuracy=accuracy,
+            loss=loss,
+            train_loss=train_loss,
+            train_flops=flops,
+            bytes_up=up,
+            bytes_down=down,
+            num_train=num_train,
+            num_test=num_test,
+            refused=refused,
+        )
+
+    def settle(self, cid: int) -> tuple[bool, float, int, int, int, int]:
+        """(participated, last train loss, flops, up, down, refused) since the last settlement;
+        then reset."""
         took_part = cid in self.flops
-        return (took_part, self.train_loss.pop(cid, float("nan")), self.flops.pop(cid, 0),
-                self.up.pop(cid, 0), self.down.pop(cid, 0))
+        return (
+            took_part,
+            self.train_loss.pop(cid, float("nan")),
+            self.flops.pop(cid, 0),
+            self.up.pop(cid, 0),
+            self.down.pop(cid, 0),
+            self.refused.pop(cid, 0),
+        )

@@ -11,7 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
+from workbench.core.errors import UserError
+from workbench.core.facts import DATASET_CLASSES
+
+NUM_CLASSES = DATASET_CLASSES  # classes per dataset (defined once in facts)
 
 # Per-channel pixel statistics of the official CIFAR training sets on the [0, 1] scale.
 _CIFAR_STATS = {
@@ -23,7 +26,7 @@ _CROP_PAD = 4
 _SIDE = 32
 
 
-class DataUnavailableError(RuntimeError):
+class DataUnavailableError(UserError, RuntimeError):
     """Raised when a dataset cannot be found, verified or downloaded."""
 
 
@@ -62,9 +65,7 @@ class ClientData:
         return int(self.test_y.shape[0])
 
 
-def load_dataset(
-    name: str, data_dir: str | Path, download: bool, test_fraction: float, seed: int
-) -> Dataset:
+def load_dataset(name: str, data_dir: str | Path, download: bool, test_fraction: float, seed: int) -> Dataset:
     """Load a dataset by name; test_fraction and seed only matter for digits (no test set)."""
     if name == "digits":
         return _load_digits(test_fraction, seed)

@@ -1,8 +1,11 @@
 """Tidy results: one row per client per evaluated round, written to and read from a run directory.
 
-A run directory holds `config.json` (the resolved flat config), `results.csv` (the table) and
+A run directory holds `config.json` (the resolved flat config), `results.csv` (the table),
+`events.csv` (refused uploads: one row each, with what became of the client) and
 `summary.json`. Costs in a row cover every round since the client's previous evaluated row, so
-their column sums are the run's totals whatever `eval_every` is. This module never imports torch.
+their column sums are the run's totals whatever `eval_every` is; so does its `refused` count.
+A run that stopped early (every update of a round refused) keeps its completed rounds and says
+why in the summary's `stopped`. This module never imports torch.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from typing import Any
 
 import pandas as pd
 
-CONFIG_FILE, TABLE_FILE, SUMMARY_FILE = "config.json", "results.csv", "summary.json"
+from workbench.core.errors import UserError
+from workbench.core.facts import CONFIG_FILE, EVENTS_FILE, SUMMARY_FILE, TABLE_FILE
+
 COST_COLUMNS = ("train_flops", "bytes_up", "bytes_down")
 
 
@@ -35,11 +40,31 @@ class Row:
     bytes_down: int
     num_train: int
     num_test: int
+    refused: int = 0  # this client's uploads the server refused since its previous row
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened to one client in one round besides training (a refusal)."""
+
+    round: int
+    client: int
+    event: str  # "refused"
+    tensor: str  # the offending tensor, "" when the whole upload was at fault
+    reason: str
+    action: str  # what became of the client's own state
+
+
+def events_frame(events: list[Event]) -> pd.DataFrame:
+    """Events → DataFrame with the Event columns (also when there are none)."""
+    return pd.DataFrame([asdict(e) for e in events], columns=list(Event.__dataclass_fields__))
 
 
 def to_frame(rows: list[Row]) -> pd.DataFrame:
     """Rows → DataFrame with per-client cumulative cost columns (cum_train_flops, …)."""
     frame = pd.DataFrame([asdict(r) for r in rows], columns=list(Row.__dataclass_fields__))
+    if not rows:  # a run stopped before its first evaluation: typed, empty columns
+        frame = frame.astype({c: "int64" for c in (*COST_COLUMNS, "round", "client", "refused")})
     frame = frame.sort_values(["round", "client"], kind="stable").reset_index(drop=True)
     for column in COST_COLUMNS:
         frame[f"cum_{column}"] = frame.groupby("client")[column].cumsum()
@@ -48,37 +73,67 @@ def to_frame(rows: list[Row]) -> pd.DataFrame:
 
 def mean_accuracy(frame: pd.DataFrame) -> pd.DataFrame:
     """Per evaluated round: mean client accuracy and the cumulative costs of all clients."""
-    per_round = frame.groupby("round").agg(
-        accuracy=("accuracy", "mean"), train_flops=("train_flops", "sum"),
-        bytes_up=("bytes_up", "sum"), bytes_down=("bytes_down", "sum")).reset_index()
+    per_round = (
+        frame.groupby("round")
+        .agg(
+            accuracy=("accuracy", "mean"),
+            train_flops=("train_flops", "sum"),
+            bytes_up=("bytes_up", "sum"),
+            bytes_down=("bytes_down", "sum"),
+        )
+        .reset_index()
+    )
     for column in COST_COLUMNS:
         per_round[f"cum_{column}"] = per_round[column].cumsum()
     per_round["cum_bytes"] = per_round["cum_bytes_up"] + per_round["cum_bytes_down"]
     return per_round
 
 
-def summarize(frame: pd.DataFrame) -> dict[str, Any]:
-    """Headline numbers: final and best (over evaluated rounds) mean accuracy, total costs."""
+def summarize(
+    frame: pd.DataFrame, events: pd.DataFrame | None = None, stopped: str | None = None
+) -> dict[str, Any]:
+    """Headline numbers: final and best (over evaluated rounds) mean accuracy, total costs,
+    refused uploads, and why the run stopped early (None: it ran every round)."""
     per_round = mean_accuracy(frame)
-    best = per_round.loc[per_round["accuracy"].idxmax()]
+    accuracy = None
+    if not per_round.empty:  # a run stopped in its first rounds has no evaluated round
+        best = per_round.loc[per_round["accuracy"].idxmax()]
+        accuracy = {
+            "final_accuracy": float(per_round["accuracy"].iloc[-1]),
+            "best_accuracy": float(best["accuracy"]),
+            "best_round": int(best["round"]),
+            "rounds": int(per_round["round"].max()),
+        }
     return {
-        "final_accuracy": float(per_round["accuracy"].iloc[-1]),
-        "best_accuracy": float(best["accuracy"]),
-        "best_round": int(best["round"]),
-        "rounds": int(per_round["round"].max()),
+        **(accuracy or {"final_accuracy": None, "best_accuracy": None, "best_round": None, "rounds": 0}),
         "total_train_flops": int(frame["train_flops"].sum()),
         "total_bytes_up": int(frame["bytes_up"].sum()),
         "total_bytes_down": int(frame["bytes_down"].sum()),
         "total_bytes": int(frame["bytes_up"].sum() + frame["bytes_down"].sum()),
+        "refused": int(len(events)) if events is not None else _settled_refusals(frame),
+        "stopped": stopped,
     }
 
 
-def write_run(run_dir: Path, config_flat: dict[str, Any], frame: pd.DataFrame) -> dict[str, Any]:
-    """Write config, table and summary into run_dir; return the summary."""
+def _settled_refusals(frame: pd.DataFrame) -> int:
+    """Refusals counted in a table's rows (0 for tables written before the column existed)."""
+    return int(frame["refused"].sum()) if "refused" in frame else 0
+
+
+def write_run(
+    run_dir: Path,
+    config_flat: dict[str, Any],
+    frame: pd.DataFrame,
+    events: list[Event] | None = None,
+    stopped: str | None = None,
+) -> dict[str, Any]:
+    """Write config, table, events and summary into run_dir; return the summary."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    summary = summarize(frame)
+    table = events_frame(events or [])
+    summary = summarize(frame, table, stopped)
     (run_dir / CONFIG_FILE).write_text(json.dumps(config_flat, indent=2, sort_keys=True))
     frame.to_csv(run_dir / TABLE_FILE, index=False)
+    table.to_csv(run_dir / EVENTS_FILE, index=False)
     (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -90,16 +145,47 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     return config, pd.read_csv(run_dir / TABLE_FILE)
 
 
+def config_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """`name: stored → wanted` for every flat parameter whose values differ."""
+    return [
+        f"{name}: {stored.get(name, '(absent)')!r} there, {wanted.get(name, '(absent)')!r} here"
+        for name in sorted(set(stored) | set(wanted))
+        if stored.get(name) != wanted.get(name)
+    ]
+
+
+def read_events(run_dir: Path) -> pd.DataFrame:
+    """The events of a run directory (none for runs written before events were recorded)."""
+    path = Path(run_dir) / EVENTS_FILE
+    return pd.read_csv(path, keep_default_na=False) if path.exists() else events_frame([])
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """The summary.json of a run directory."""
+    return json.loads((Path(run_dir) / SUMMARY_FILE).read_text())
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """A short human-readable summary of one run."""
-    return (f"mean accuracy: final {summary['final_accuracy']:.4f}, best {summary['best_accuracy']:.4f}"
-            f" (round {summary['best_round']} of {summary['rounds']})\n"
-            f"training FLOPs: {summary['total_train_flops']:.4g}\n"
-            f"bytes: up {summary['total_bytes_up']:,}, down {summary['total_bytes_down']:,}")
+    lines = []
+    if summary.get("stopped"):
+        lines.append(f"stopped early: {summary['stopped']}")
+    if summary["final_accuracy"] is not None:
+        lines.append(
+            f"mean accuracy: final {summary['final_accuracy']:.4f}, best "
+            f"{summary['best_accuracy']:.4f} (round {summary['best_round']} of "
+            f"{summary['rounds']})"
+        )
+    lines += [
+        f"training FLOPs: {summary['total_train_flops']:.4g}",
+        f"bytes: up {summary['total_bytes_up']:,}, down {summary['total_bytes_down']:,}",
+    ]
+    if summary.get("refused"):
+        lines.append(f"refused uploads: {summary['refused']} (see events.csv)")
+    return "\n".join(lines)
 
 
-def cost_to_target(runs: dict[str, pd.DataFrame], target: float,
-                   reference: str = "fedlora") -> pd.DataFrame:
+def cost_to_target(runs: dict[str, pd.DataFrame], target: float, reference: str = "fedlora") -> pd.DataFrame:
     """Rounds, cumulative FLOPs and bytes each run needed to first reach a target mean accuracy.
 
     `runs` maps a label (usually the algorithm) to its results table. Costs are summed over all
@@ -107,14 +193,20 @@ def cost_to_target(runs: dict[str, pd.DataFrame], target: float,
     that never reach it are marked `reached=False` with empty costs. Ratios are to `reference`.
     """
     if not 0 < target <= 1:
-        raise ValueError(f"target={target} must be a mean accuracy in (0, 1]")
+        raise UserError(f"target={target} must be a mean accuracy in (0, 1]")
     columns = ("round", "cum_train_flops", "cum_bytes_up", "cum_bytes_down", "cum_bytes")
     rows = []
     for label, frame in runs.items():
         per_round = mean_accuracy(frame)
         hit = per_round[per_round["accuracy"] >= target]
-        rows.append({"run": label, "target": target, "reached": not hit.empty,
-                     **{c: float(hit.iloc[0][c]) if not hit.empty else float("nan") for c in columns}})
+        rows.append(
+            {
+                "run": label,
+                "target": target,
+                "reached": not hit.empty,
+                **{c: float(hit.iloc[0][c]) if not hit.empty else float("nan") for c in columns},
+            }
+        )
     table = pd.DataFrame(rows)
     ref = table[(table["run"] == reference) & table["reached"]]
     if not ref.empty:

@@ -1,4 +1,4 @@
-"""The model zoo as plain data: layer sizes of CNN-1..CNN-5 (DESIGN.md §2), no torch needed.
+"""The model zoo as plain data: layer sizes of CNN-1..CNN-5 (docs/architecture.md), no torch needed.
 
 Config validation reads it to check adapter targets and ranks before anything is built;
 `workbench.core.models` builds the torch modules from the same table, so the two cannot drift.

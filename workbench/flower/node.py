@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from workbench.algorithms import REGISTRY, Algorithm, Client, Environment
-from workbench.loop.checkpoint import _client_state, _load_client_state
-from workbench.core.config import ExperimentConfig, build_config
+from workbench.config import ExperimentConfig, build_config
 from workbench.core.data import ClientData
+from workbench.loop.checkpoint import client_state, load_client_state
 from workbench.loop.rounds import make_clients, resolve_device
 
 STATE_ROOT_ENV = "WORKBENCH_FLOWER_STATE"  # where nodes keep client state when not configured
@@ -36,18 +36,21 @@ class NodeClient:
     state_file: Path
 
 
-@functools.lru_cache(maxsize=4)
-def _cached_data(flat_json: str, cid: int) -> tuple[str, ClientData, Environment]:
-    """Cached by the config's JSON: a simulation worker serves many calls of one run."""
+@functools.lru_cache(maxsize=2)
+def _partitioned(flat_json: str) -> tuple[list[tuple[str, ClientData]], Environment]:
+    """Every client's (model name, data), loaded and partitioned once per process and run: a
+    simulation worker serves many clients of one run."""
     config = build_config(json.loads(flat_json))
     clients, env = make_clients(config, resolve_device(config.run.device))
-    return clients[cid].model_name, clients[cid].data, env
+    return [(c.model_name, c.data) for c in clients], env
 
 
 def client_data(config: ExperimentConfig, cid: int) -> tuple[str, ClientData, Environment]:
     """(model name, data, environment) of one client: the whole dataset is partitioned exactly
-    as in-process, then only this client's part is kept."""
-    return _cached_data(json.dumps(config.to_flat(), sort_keys=True), cid)
+    as in-process, and this client's part is served."""
+    clients, env = _partitioned(json.dumps(config.to_flat(), sort_keys=True))
+    model_name, data = clients[cid]
+    return model_name, data, env
 
 
 def state_root(node_config_dir: str | None, run_id: int) -> Path:
@@ -66,7 +69,7 @@ def open_client(config: ExperimentConfig, cid: int, root: Path) -> NodeClient:
     state_file = root / f"client-{cid}.pt"
     if state_file.exists():
         saved = torch.load(state_file, map_location=env.device, weights_only=True)
-        _load_client_state(client, saved)
+        load_client_state(client, saved)
     return NodeClient(algorithm=algorithm, client=client, state_file=state_file)
 
 
@@ -74,5 +77,5 @@ def save_client(node: NodeClient) -> None:
     """Persist the client's state on this node, atomically (a crash keeps the previous one)."""
     node.state_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = node.state_file.with_suffix(".tmp")
-    torch.save(_client_state(node.client), tmp)
+    torch.save(client_state(node.client), tmp)
     os.replace(tmp, node.state_file)

@@ -17,11 +17,12 @@ from typing import Any
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from workbench.core.config import ConfigError, ExperimentConfig
-from workbench.flower.payloads import check_supported
+from workbench.config import ConfigError, ExperimentConfig
+from workbench.core.results import to_frame, write_run
+from workbench.flower.protocol import CONFIG, INFO, PARTITION_ID
 from workbench.flower.settings import FlowerSettings, split_run_config
 from workbench.flower.strategy import WorkbenchStrategy
-from workbench.core.results import to_frame, write_run
+from workbench.loop.rounds import RoundRefusedError
 
 log = logging.getLogger("flwr")
 FLOWER_FILE = "flower.json"
@@ -35,44 +36,55 @@ def _wait_for_nodes(grid: Grid, wanted: int, seconds: float) -> list[int]:
             raise RuntimeError(
                 f"only {len(node_ids)} of num_clients={wanted} SuperNodes connected within "
                 f"{seconds:g} s; start one SuperNode per client with --node-config "
-                f"'partition-id=K num-partitions={wanted}' (K = 0..{wanted - 1})")
+                f"'partition-id=K num-partitions={wanted}' (K = 0..{wanted - 1})"
+            )
         time.sleep(1.0)
     return node_ids
 
 
-def discover(grid: Grid, config: ExperimentConfig,
-             settings: FlowerSettings) -> tuple[dict[int, int], dict[int, dict[str, Any]]]:
+def discover(
+    grid: Grid, config: ExperimentConfig, settings: FlowerSettings
+) -> tuple[dict[int, int], dict[int, dict[str, Any]]]:
     """(client id → node id, client id → its info), every client served by exactly one node."""
     wanted = config.federation.num_clients
     node_ids = _wait_for_nodes(grid, wanted, settings.wait_nodes)
-    messages = [Message(RecordDict({"config": ConfigRecord({})}), dst_node_id=node,
-                        message_type=MessageType.QUERY) for node in node_ids]
+    messages = [
+        Message(RecordDict({CONFIG: ConfigRecord({})}), dst_node_id=node, message_type=MessageType.QUERY)
+        for node in node_ids
+    ]
     nodes: dict[int, int] = {}
     info: dict[int, dict[str, Any]] = {}
     for reply in grid.send_and_receive(messages, timeout=settings.timeout):
         node = reply.metadata.src_node_id
         if reply.has_error():
             raise RuntimeError(f"SuperNode {node} cannot serve this run: {reply.error.reason}")
-        found = dict(reply.content.config_records["info"])
-        cid = int(found["partition-id"])
+        found = dict(reply.content.config_records[INFO])
+        cid = int(found[PARTITION_ID])
         if cid in nodes:
-            raise RuntimeError(f"SuperNodes {nodes[cid]} and {node} both have partition-id={cid}; "
-                               f"give every SuperNode its own partition-id")
+            raise RuntimeError(
+                f"SuperNodes {nodes[cid]} and {node} both have partition-id={cid}; "
+                f"give every SuperNode its own partition-id"
+            )
         nodes[cid], info[cid] = node, found
     missing = sorted(set(range(wanted)) - set(nodes))
     if missing:
-        raise RuntimeError(f"no SuperNode answered for partition-id(s) {missing} of "
-                           f"num_clients={wanted}")
+        raise RuntimeError(f"no SuperNode answered for partition-id(s) {missing} of num_clients={wanted}")
     return nodes, info
 
 
-def finish(strategy: WorkbenchStrategy, settings: FlowerSettings) -> dict[str, Any]:
+def finish(
+    strategy: WorkbenchStrategy, settings: FlowerSettings, stopped: str | None = None
+) -> dict[str, Any]:
     """Write the run directory and flower.json; return the summary."""
     run_dir = Path(settings.out_dir).expanduser()
-    summary = write_run(run_dir, strategy.config.to_flat(), to_frame(strategy.rows))
-    details = {"transport": "flower", "nodes": {str(c): n for c, n in strategy.nodes.items()},
-               "clients": {str(c): i for c, i in strategy.info.items()},
-               "refused": strategy.refusals, "messages": strategy.traffic}
+    summary = write_run(run_dir, strategy.config.to_flat(), to_frame(strategy.rows), strategy.events, stopped)
+    details = {
+        "transport": "flower",
+        "nodes": {str(c): n for c, n in strategy.nodes.items()},
+        "clients": {str(c): i for c, i in strategy.info.items()},
+        "refused": strategy.refusals,
+        "messages": strategy.traffic,
+    }
     (run_dir / FLOWER_FILE).write_text(json.dumps(details, indent=1))
     log.info("workbench run directory written: %s", run_dir)
     return summary
@@ -81,11 +93,12 @@ def finish(strategy: WorkbenchStrategy, settings: FlowerSettings) -> dict[str, A
 def _checked(run_config: Mapping[str, Any]) -> tuple[ExperimentConfig, FlowerSettings]:
     """The run's config, refused before any node is contacted when it cannot run or be saved."""
     config, settings = split_run_config(run_config)
-    check_supported(config.run.algorithm)
     if not Path(settings.out_dir).expanduser().is_absolute():
         # the ServerApp runs wherever the SuperLink starts it: a relative path would be a guess
-        raise ConfigError(f"run config out-dir={settings.out_dir!r}: give an absolute path, e.g. "
-                          f"--run-config \"out-dir='/path/to/runs/flower-1'\"")
+        raise ConfigError(
+            f"run config out-dir={settings.out_dir!r}: give an absolute path, e.g. "
+            f"--run-config \"out-dir='/path/to/runs/flower-1'\""
+        )
     return config, settings
 
 
@@ -94,8 +107,16 @@ def run_server(grid: Grid, run_config: Mapping[str, Any]) -> dict[str, Any]:
     config, settings = _checked(run_config)
     nodes, info = discover(grid, config, settings)
     strategy = WorkbenchStrategy(config, nodes, info)
-    strategy.start(grid, initial_arrays=strategy.initial_arrays(),
-                   num_rounds=config.federation.rounds, timeout=settings.timeout)
+    try:
+        strategy.start(
+            grid,
+            initial_arrays=strategy.initial_arrays(),
+            num_rounds=config.federation.rounds,
+            timeout=settings.timeout,
+        )
+    except RoundRefusedError as error:  # as in-process: stop, keeping every completed round
+        log.error("run stopped at %s", error)
+        return finish(strategy, settings, stopped=str(error))
     return finish(strategy, settings)
 
 

@@ -2,8 +2,8 @@
 
 Sampling (`sample_clients`), broadcast, aggregation and accounting (`Ledger`, `Row`) are the
 in-process loop's own; Flower only carries the messages. Before aggregating, every upload is
-checked against the round's reference payload (`payloads.upload_reference`) with
-`aggregation.validate_update`; a malformed or failed upload is refused with an error naming
+checked by the algorithm's own `validate_upload` (against the round's global state);
+a malformed or failed upload is refused with an error naming
 the client and the tensor, and the round completes with the others.
 """
 
@@ -21,15 +21,28 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from torch import Tensor
 
-from workbench.core.aggregation import InvalidUpdateError, validate_update
 from workbench.algorithms import REGISTRY, Client, Environment
-from workbench.core.config import ExperimentConfig
-from workbench.flower.client_app import EVALUATE, ROUND
-from workbench.flower.payloads import check_supported, upload_reference
-from workbench.flower.records import decode_update, from_record, record_bytes, to_record
-from workbench.core.results import Row
+from workbench.config import ExperimentConfig
 from workbench.core.accounting import Ledger
-from workbench.loop.rounds import evaluates, sample_clients
+from workbench.core.aggregation import InvalidUpdateError
+from workbench.core.results import Event, Row
+from workbench.flower.protocol import (
+    ACCURACY,
+    ARRAYS,
+    CONFIG,
+    EVALUATE,
+    EVALUATION,
+    LOSS,
+    METRICS,
+    NUM_TEST,
+    NUM_TRAIN,
+    ROLLED_BACK,
+    ROUND,
+    TRAIN_FLOPS,
+    TRAIN_LOSS,
+)
+from workbench.flower.records import decode_update, from_record, record_bytes, to_record
+from workbench.loop.rounds import RoundRefusedError, aggregate_accepting, evaluates, refusal, sample_clients
 
 log = logging.getLogger("flwr")
 
@@ -42,22 +55,29 @@ def server_environment(config: ExperimentConfig) -> Environment:
 class WorkbenchStrategy(Strategy):
     """Rounds of one workbench algorithm over SuperNodes that serve clients 0..N−1."""
 
-    def __init__(self, config: ExperimentConfig, nodes: Mapping[int, int],
-                 info: Mapping[int, Mapping[str, Any]]) -> None:
+    def __init__(
+        self, config: ExperimentConfig, nodes: Mapping[int, int], info: Mapping[int, Mapping[str, Any]]
+    ) -> None:
         """nodes: client id → Flower node id; info: client id → what its node reported."""
-        check_supported(config.run.algorithm)
         self.config, self.nodes, self.info = config, dict(nodes), dict(info)
         self.cid_of = {node: cid for cid, node in self.nodes.items()}
         self.algorithm = REGISTRY[config.run.algorithm](config, server_environment(config))
         # server-side stand-ins: hooks run here (broadcast) read the client's id, never its data
-        self.handles = {cid: Client(cid=cid, model_name=name, data=None)  # type: ignore[arg-type]
-                        for cid, name in enumerate(config.client_models())}
+        self.handles = {
+            cid: Client(cid=cid, model_name=name, data=None)  # type: ignore[arg-type]
+            for cid, name in enumerate(config.client_models())
+        }
         self.ledger, self.rows = Ledger(), []
         self.refusals: list[dict[str, Any]] = []
+        self.events: list[Event] = []  # the refusals as the run directory's events
+        self.rolled_back: set[int] = set()  # clients whose reply says they rolled back this round
         self.traffic: list[dict[str, Any]] = []
         self.state: dict[str, Tensor] = {}
         self.down: dict[int, int] = {}  # client → tensor bytes sent to it this round
         self.evaluated: dict[int, MetricRecord] = {}  # evaluations that came with an upload
+        # each client's last evaluation while it stays valid (until the client trains again),
+        # reused like the in-process loop does instead of asking its node again
+        self.latest: dict[int, MetricRecord] = {}
 
     def initial_arrays(self) -> ArrayRecord:
         """θ⁰ (the algorithm's initial server state) as Flower arrays."""
@@ -66,49 +86,73 @@ class WorkbenchStrategy(Strategy):
     def summary(self) -> None:
         """Log what runs."""
         cfg = self.config
-        log.info("workbench %s: %d clients, fraction %s, %d rounds, eval every %d",
-                 cfg.run.algorithm, cfg.federation.num_clients, cfg.federation.fraction,
-                 cfg.federation.rounds, cfg.federation.eval_every)
+        log.info(
+            "workbench %s: %d clients, fraction %s, %d rounds, eval every %d",
+            cfg.run.algorithm,
+            cfg.federation.num_clients,
+            cfg.federation.fraction,
+            cfg.federation.rounds,
+            cfg.federation.eval_every,
+        )
 
     # ---- training ------------------------------------------------------------------------
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                        grid: Grid) -> Iterable[Message]:
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         """One message per sampled client with its broadcast payload."""
         fed = self.config.federation
         self.state = from_record(arrays)
+        self.algorithm.begin_round(server_round)
         sampled = sample_clients(fed.num_clients, fed.fraction, self.config.run.seed, server_round)
         settings = ConfigRecord({ROUND: server_round, EVALUATE: self._evaluates(server_round)})
         messages = []
         for cid in sampled:
+            self.latest.pop(cid, None)  # it trains: its last evaluation goes stale
             record = to_record(self.algorithm.broadcast(self.state, self.handles[cid]))
             self.down[cid] = self._count(server_round, cid, "down", record)
-            content = RecordDict({"arrays": record, "config": settings})
-            messages.append(Message(content, dst_node_id=self.nodes[cid],
-                                    message_type=MessageType.TRAIN, group_id=str(server_round)))
+            content = RecordDict({ARRAYS: record, CONFIG: settings})
+            messages.append(
+                Message(
+                    content,
+                    dst_node_id=self.nodes[cid],
+                    message_type=MessageType.TRAIN,
+                    group_id=str(server_round),
+                )
+            )
         return messages
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]
-                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Account every reply, refuse the malformed ones, aggregate the rest."""
         answered = self._by_client(replies)
-        self.evaluated.update({cid: r.content.metric_records["evaluation"]
-                               for cid, r in answered.items()
-                               if r.has_content() and "evaluation" in r.content.metric_records})
-        reference = upload_reference(self.config, self.state)
+        self.evaluated.update(
+            {
+                cid: r.content.metric_records[EVALUATION]
+                for cid, r in answered.items()
+                if r.has_content() and EVALUATION in r.content.metric_records
+            }
+        )
         uploads, weights = {}, {}
         for cid in sorted(self.down):  # sorted: the in-process loop sums clients in this order
             try:
-                uploads[cid] = self._accept(server_round, cid, answered.get(cid), reference)
-                weights[cid] = float(self.info[cid]["num-train"])
+                uploads[cid] = self._accept(server_round, cid, answered.get(cid))
+                weights[cid] = float(self.info[cid][NUM_TRAIN])
             except InvalidUpdateError as error:
                 self._refuse(server_round, error)
-        new_state = self._aggregate(server_round, uploads, weights)
-        metrics = MetricRecord({"accepted": len(uploads), "refused": len(self.down) - len(uploads)})
-        self.down = {}
+        if not uploads:
+            raise RoundRefusedError(server_round, self._round_events(server_round))
+        new_state, refused = aggregate_accepting(self.algorithm, self.state, uploads, weights)
+        for error in refused:
+            self._refuse(server_round, error)
+        if len(refused) == len(uploads):
+            raise RoundRefusedError(server_round, self._round_events(server_round))
+        accepted = len(uploads) - len(refused)
+        metrics = MetricRecord({"accepted": accepted, "refused": len(self.down) - accepted})
+        self.down, self.rolled_back = {}, set()
         return to_record(new_state), metrics
 
-    def _accept(self, round_: int, cid: int, reply: Message | None,
-                reference: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def _accept(self, round_: int, cid: int, reply: Message | None) -> dict[str, Tensor]:
         """Record one client's costs and return its validated upload (or refuse it)."""
         if reply is None:
             self.ledger.add(cid, 0, 0, self.down[cid], math.nan)
@@ -116,84 +160,106 @@ class WorkbenchStrategy(Strategy):
         if reply.has_error():
             self.ledger.add(cid, 0, 0, self.down[cid], math.nan)
             raise InvalidUpdateError(cid, None, f"the ClientApp failed: {reply.error.reason}")
-        record = reply.content.array_records.get("arrays")
-        metrics = reply.content.metric_records.get("metrics", MetricRecord())
+        record = reply.content.array_records.get(ARRAYS)
+        metrics = reply.content.metric_records.get(METRICS, MetricRecord())
         try:
             up = self._count(round_, cid, "up", record) if record is not None else 0
         except (TypeError, ValueError):  # arrays of no known dtype: decode_update refuses them
             up = 0
-        self.ledger.add(cid, int(metrics.get("train-flops", 0)), up, self.down[cid],
-                        float(metrics.get("train-loss", math.nan)))
+        self.ledger.add(
+            cid,
+            int(metrics.get(TRAIN_FLOPS, 0)),
+            up,
+            self.down[cid],
+            float(metrics.get(TRAIN_LOSS, math.nan)),
+        )
+        if metrics.get(ROLLED_BACK, 0):
+            self.rolled_back.add(cid)
         update = decode_update(cid, record)
-        validate_update(cid, update, reference)
+        self.algorithm.validate_upload(cid, update, self.state)
         return update
 
-    def _aggregate(self, round_: int, uploads: dict[int, dict[str, Tensor]],
-                   weights: dict[int, float]) -> dict[str, Tensor]:
-        """The algorithm's aggregate; a client its own checks refuse is dropped and it reruns."""
-        while True:
-            try:
-                return self.algorithm.aggregate(self.state, uploads, weights)
-            except InvalidUpdateError as error:
-                if error.client not in uploads:
-                    raise
-                self._refuse(round_, error)
-                del uploads[error.client], weights[error.client]
-
     def _refuse(self, round_: int, error: InvalidUpdateError) -> None:
-        """Log a refused upload; the round goes on without it."""
+        """Log and record a refused upload; the round goes on without it."""
         log.error("round %d: %s", round_, error)
-        self.refusals.append({"round": round_, "client": error.client, "tensor": error.tensor,
-                              "error": str(error)})
+        self.refusals.append(
+            {"round": round_, "client": error.client, "tensor": error.tensor, "error": str(error)}
+        )
+        self.events.append(refusal(round_, error, error.client in self.rolled_back))
+        self.ledger.refuse(error.client)
+
+    def _round_events(self, round_: int) -> list[Event]:
+        """This round's refusals."""
+        return [e for e in self.events if e.round == round_]
 
     # ---- evaluation ----------------------------------------------------------------------
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                           grid: Grid) -> Iterable[Message]:
-        """In the in-process loop's evaluation rounds: every client not evaluated on upload."""
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """In the in-process loop's evaluation rounds: every client neither evaluated on upload
+        nor holding a still valid evaluation."""
         if not self._evaluates(server_round):
             return []
-        content = RecordDict({"config": ConfigRecord({ROUND: server_round})})
-        return [Message(content, dst_node_id=self.nodes[cid], message_type=MessageType.EVALUATE,
-                        group_id=str(server_round))
-                for cid in sorted(self.nodes) if cid not in self.evaluated]
+        content = RecordDict({CONFIG: ConfigRecord({ROUND: server_round})})
+        known = self.evaluated.keys() | self.latest.keys()
+        return [
+            Message(
+                content,
+                dst_node_id=self.nodes[cid],
+                message_type=MessageType.EVALUATE,
+                group_id=str(server_round),
+            )
+            for cid in sorted(self.nodes)
+            if cid not in known
+        ]
 
-    def aggregate_evaluate(self, server_round: int,
-                           replies: Iterable[Message]) -> MetricRecord | None:
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """One row per client, its costs settled since its last row, as `evaluate_all` does."""
         if not self._evaluates(server_round):
             return None
-        evaluated, self.evaluated = self.evaluated, {}
+        evaluated, self.evaluated = {**self.latest, **self.evaluated}, {}
         for cid, reply in self._by_client(replies).items():
             if reply.has_error():
-                log.error("round %d: evaluation of client %d failed: %s", server_round, cid,
-                          reply.error.reason)
+                log.error(
+                    "round %d: evaluation of client %d failed: %s", server_round, cid, reply.error.reason
+                )
             else:
-                evaluated[cid] = reply.content.metric_records["evaluation"]
+                evaluated[cid] = reply.content.metric_records[EVALUATION]
         missing = sorted(set(self.nodes) - set(evaluated))
         if missing:
-            log.error("round %d: no evaluation from clients %s; their rows are missing",
-                      server_round, missing)
+            log.error(
+                "round %d: no evaluation from clients %s; their rows are missing", server_round, missing
+            )
         new_rows = []
         for cid in sorted(evaluated):
             try:
                 new_rows.append(self._row(server_round, cid, evaluated[cid]))
             except (KeyError, TypeError, ValueError) as error:
-                log.error("round %d: unreadable evaluation from client %d: %r", server_round,
-                          cid, error)
+                log.error("round %d: unreadable evaluation from client %d: %r", server_round, cid, error)
         self.rows.extend(new_rows)
+        if self.algorithm.evaluation_is_local:
+            self.latest = {r.client: evaluated[r.client] for r in new_rows}
         if not new_rows:
             return None
         accuracy = float(np.mean([r.accuracy for r in new_rows]))
         log.info("round %d: mean accuracy %.4f", server_round, accuracy)
-        return MetricRecord({"accuracy": accuracy})
+        return MetricRecord({ACCURACY: accuracy})
 
     def _row(self, round_: int, cid: int, metrics: MetricRecord) -> Row:
         """A client's table row from its evaluation metrics and its settled costs."""
-        accuracy, loss = float(metrics["accuracy"]), float(metrics["loss"])
-        num_train, num_test = int(metrics["num-train"]), int(metrics["num-test"])
+        accuracy, loss = float(metrics[ACCURACY]), float(metrics[LOSS])
+        num_train, num_test = int(metrics[NUM_TRAIN]), int(metrics[NUM_TEST])
         # settled only once the metrics were readable: unsettled costs go into the next row
-        return self.ledger.row(round_, cid, self.handles[cid].model_name, self.algorithm.name,
-                               accuracy, loss, num_train, num_test)
+        return self.ledger.row(
+            round_,
+            cid,
+            self.handles[cid].model_name,
+            self.algorithm.name,
+            accuracy,
+            loss,
+            num_train,
+            num_test,
+        )
 
     # ---- helpers -------------------------------------------------------------------------
     def _evaluates(self, round_: int) -> bool:
@@ -214,7 +280,14 @@ class WorkbenchStrategy(Strategy):
     def _count(self, round_: int, cid: int, direction: str, record: ArrayRecord) -> int:
         """Tensor bytes of a record as Flower carries it; logs the .npy framing beside them."""
         tensor, serialized = record_bytes(record)
-        self.traffic.append({"round": round_, "client": cid, "direction": direction,
-                             "keys": sorted(record), "tensor_bytes": tensor,
-                             "serialized_bytes": serialized})
+        self.traffic.append(
+            {
+                "round": round_,
+                "client": cid,
+                "direction": direction,
+                "keys": sorted(record),
+                "tensor_bytes": tensor,
+                "serialized_bytes": serialized,
+            }
+        )
         return tensor

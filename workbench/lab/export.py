@@ -41,25 +41,32 @@ def check_kernel(kernel_name: str = KERNEL) -> None:
     from jupyter_client.kernelspec import KernelSpecManager
 
     argv0 = KernelSpecManager().get_kernel_spec(kernel_name).argv[0]
-    same = {"python", f"python{sys.version_info[0]}", "python%d.%d" % sys.version_info[:2]}
+    same = {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])}
     # jupyter_client swaps a bare "python…" for sys.executable when it launches the kernel.
     if argv0 not in same and Path(argv0).resolve() != Path(sys.executable).resolve():
         raise RuntimeError(
             f"kernel {kernel_name!r} would run {argv0}, not {sys.executable}; register this "
-            f"environment's kernel: {sys.executable} -m ipykernel install --sys-prefix")
+            f"environment's kernel: {sys.executable} -m ipykernel install --sys-prefix"
+        )
 
 
-def execute_notebook(template: Path, output: Path, parameters: dict[str, Any],
-                     timeout: int = 600) -> Path:
+def execute_notebook(template: Path, output: Path, parameters: dict[str, Any], timeout: int = 600) -> Path:
     """Run `template` with papermill in this environment's python3 kernel; write `output`."""
     import papermill
 
     check_kernel(KERNEL)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    papermill.execute_notebook(str(template), str(output), parameters=parameters,
-                               kernel_name=KERNEL, language="python", execution_timeout=timeout,
-                               progress_bar=False, cwd=str(output.parent))
+    papermill.execute_notebook(
+        str(template),
+        str(output),
+        parameters=parameters,
+        kernel_name=KERNEL,
+        language="python",
+        execution_timeout=timeout,
+        progress_bar=False,
+        cwd=str(output.parent),
+    )
     return output
 
 
@@ -72,11 +79,12 @@ def _share_library(text: str, library: Path, page: Path) -> str:
         library.parent.mkdir(parents=True, exist_ok=True)
         library.write_text(match.group(1), encoding="utf-8")
     src = Path(os.path.relpath(library.resolve(), page.resolve().parent)).as_posix()
-    return text[:match.start()] + f'<script src="{src}"></script>' + text[match.end():]
+    return text[: match.start()] + f'<script src="{src}"></script>' + text[match.end() :]
 
 
-def _offline_outputs(nb: nbformat.NotebookNode, library: Path | None = None,
-                     page: Path | None = None) -> None:
+def _offline_outputs(
+    nb: nbformat.NotebookNode, library: Path | None = None, page: Path | None = None
+) -> None:
     """Drop CDN script tags from HTML outputs; replace random div and cell ids; with `library`,
     load plotly.js from that shared file instead of embedding it; in place."""
     count = 0
@@ -96,8 +104,9 @@ def _offline_outputs(nb: nbformat.NotebookNode, library: Path | None = None,
             out["data"]["text/html"] = text
 
 
-def notebook_to_html(notebook: Path, html: Path, hide_code: bool = True,
-                     shared_plotlyjs: Path | None = None) -> Path:
+def notebook_to_html(
+    notebook: Path, html: Path, hide_code: bool = True, shared_plotlyjs: Path | None = None
+) -> Path:
     """Export an executed notebook to offline HTML (code hidden unless hide_code=False).
 
     plotly.js is embedded once in the page, or with `shared_plotlyjs` written to that file and
@@ -108,10 +117,14 @@ def notebook_to_html(notebook: Path, html: Path, hide_code: bool = True,
     nb = nbformat.read(str(notebook), as_version=4)
     _offline_outputs(nb, shared_plotlyjs, Path(html))
     exporter = HTMLExporter(
-        template_name="lab", template_file="workbench_offline.html.j2",
+        template_name="lab",
+        template_file="workbench_offline.html.j2",
         extra_loaders=[jinja2.DictLoader({"workbench_offline.html.j2": OFFLINE_TEMPLATE})],
-        exclude_input=hide_code, exclude_input_prompt=hide_code, exclude_output_prompt=hide_code,
-        sanitize_html=False)
+        exclude_input=hide_code,
+        exclude_input_prompt=hide_code,
+        exclude_output_prompt=hide_code,
+        sanitize_html=False,
+    )
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": Path(html).stem}})
     html = Path(html)
     html.parent.mkdir(parents=True, exist_ok=True)
@@ -129,8 +142,11 @@ def build_report(sweep_dir: Path, timeout: int = 600, **parameters: Any) -> Path
         raise FileNotFoundError(f"{sweep_dir} is not a sweep folder (no sweep.json)")
     unknown = sorted(set(parameters) - set(REPORT_PARAMETERS))
     if unknown:
-        raise ValueError(f"unknown report parameter(s) {unknown}; "
-                         f"allowed: {list(REPORT_PARAMETERS)}")
-    executed = execute_notebook(REPORT_NOTEBOOK, sweep_dir / "report.ipynb",
-                                {"sweep_dir": str(sweep_dir), **parameters}, timeout=timeout)
+        raise ValueError(f"unknown report parameter(s) {unknown}; allowed: {list(REPORT_PARAMETERS)}")
+    executed = execute_notebook(
+        REPORT_NOTEBOOK,
+        sweep_dir / "report.ipynb",
+        {"sweep_dir": str(sweep_dir), **parameters},
+        timeout=timeout,
+    )
     return notebook_to_html(executed, sweep_dir / "report.html", hide_code=True)

@@ -20,8 +20,18 @@ import pandas as pd
 
 import workbench
 
-PACKAGES = ("torch", "torchvision", "peft", "papermill", "plotly", "pandas", "numpy", "scipy",
-            "nbconvert", "scikit-learn")
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "peft",
+    "papermill",
+    "plotly",
+    "pandas",
+    "numpy",
+    "scipy",
+    "nbconvert",
+    "scikit-learn",
+)
 ROOT = Path(workbench.__file__).resolve().parents[1]
 
 
@@ -57,8 +67,11 @@ def cpu_name() -> str:
     model = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
         model = names[0] if names else model
     return f"{model}, {os.cpu_count()} logical cores"
 
@@ -73,9 +86,15 @@ def gpu_names() -> list[str]:
 
 def environment() -> dict[str, Any]:
     """Workbench version and commit, package versions, Python and machine."""
-    return {"workbench": workbench.__version__, **git_state(), "packages": package_versions(),
-            "python": f"{platform.python_version()} ({sys.executable})",
-            "platform": platform.platform(), "cpu": cpu_name(), "gpus": gpu_names()}
+    return {
+        "workbench": workbench.__version__,
+        **git_state(),
+        "packages": package_versions(),
+        "python": f"{platform.python_version()} ({sys.executable})",
+        "platform": platform.platform(),
+        "cpu": cpu_name(),
+        "gpus": gpu_names(),
+    }
 
 
 def _iso(seconds: float) -> str:
@@ -83,17 +102,23 @@ def _iso(seconds: float) -> str:
     return dt.datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="seconds")
 
 
-def record(previous: dict[str, Any] | None, started: float, finished: float,
-           points_run: int) -> dict[str, Any]:
+def record(
+    previous: dict[str, Any] | None, started: float, finished: float, points_run: int
+) -> dict[str, Any]:
     """A sweep's provenance after one invocation: unchanged when it ran no point (the results
     come from earlier runs), else this environment with this run appended to `runs`."""
     previous = previous or {}
     if points_run == 0:
         return previous
     env = environment()
-    run = {"started": _iso(started), "finished": _iso(finished),
-           "wall_seconds": round(finished - started, 1), "points_run": points_run,
-           "commit": env["commit"], "dirty": env["dirty"]}
+    run = {
+        "started": _iso(started),
+        "finished": _iso(finished),
+        "wall_seconds": round(finished - started, 1),
+        "points_run": points_run,
+        "commit": env["commit"],
+        "dirty": env["dirty"],
+    }
     return {**env, "runs": [*previous.get("runs", []), run]}
 
 
@@ -112,34 +137,47 @@ def duration(seconds: float | None) -> str:
 def environment_table(provenance: dict[str, Any], point_seconds: pd.Series) -> pd.DataFrame:
     """The sweep's environment and timing as (item, value) rows."""
     if not provenance:
-        return pd.DataFrame({"item": ["provenance"],
-                             "value": ["not recorded (the sweep predates provenance records)"]})
+        return pd.DataFrame(
+            {"item": ["provenance"], "value": ["not recorded (the sweep predates provenance records)"]}
+        )
     commit = provenance.get("commit") or "unknown (not a git checkout)"
     flags = {True: " (dirty: uncommitted changes)", False: " (clean)"}
     dirty = flags.get(provenance.get("dirty"), "")
-    rows = [("workbench version", provenance.get("workbench")), ("git commit", commit + dirty),
-            *[(name, version) for name, version in provenance.get("packages", {}).items()],
-            ("Python", provenance.get("python")), ("platform", provenance.get("platform")),
-            ("CPU", provenance.get("cpu")),
-            ("GPU", ", ".join(provenance.get("gpus") or []) or "none found (nvidia-smi)"),
-            *_run_rows(provenance.get("runs", [])),
-            ("wall time of all points, summed", duration(point_seconds.sum(min_count=1)) +
-             f" ({int(point_seconds.notna().sum())} points timed)")]
+    rows = [
+        ("workbench version", provenance.get("workbench")),
+        ("git commit", commit + dirty),
+        *[(name, version) for name, version in provenance.get("packages", {}).items()],
+        ("Python", provenance.get("python")),
+        ("platform", provenance.get("platform")),
+        ("CPU", provenance.get("cpu")),
+        ("GPU", ", ".join(provenance.get("gpus") or []) or "none found (nvidia-smi)"),
+        *_run_rows(provenance.get("runs", [])),
+        (
+            "wall time of all points, summed",
+            duration(point_seconds.sum(min_count=1)) + f" ({int(point_seconds.notna().sum())} points timed)",
+        ),
+    ]
     return pd.DataFrame(rows, columns=["item", "value"])
 
 
 def _run_rows(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """One row per sweep invocation that ran points, and their total wall time."""
-    rows = [(f"sweep run {i}", f"{run['started']} → {run['finished']}: {run['points_run']} "
-                               f"points in {duration(run['wall_seconds'])} (commit "
-                               f"{str(run['commit'])[:12]}{', dirty' if run['dirty'] else ''})")
-            for i, run in enumerate(runs, 1)]
+    rows = [
+        (
+            f"sweep run {i}",
+            f"{run['started']} → {run['finished']}: {run['points_run']} "
+            f"points in {duration(run['wall_seconds'])} (commit "
+            f"{str(run['commit'])[:12]}{', dirty' if run['dirty'] else ''})",
+        )
+        for i, run in enumerate(runs, 1)
+    ]
     total = duration(sum(run["wall_seconds"] for run in runs))
     return [*rows, ("wall time of the sweep runs (points only, without the report)", total)]
 
 
-def parameter_tables(resolved: pd.DataFrame, points: pd.DataFrame,
-                     names: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def parameter_tables(
+    resolved: pd.DataFrame, points: pd.DataFrame, names: dict[str, str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every resolved parameter of every point: (values shared by all points as name/value rows,
     one row per point with its configuration, state, wall time and the values that differ)."""
     params = resolved.drop(columns="id") if "id" in resolved else resolved
@@ -147,7 +185,8 @@ def parameter_tables(resolved: pd.DataFrame, points: pd.DataFrame,
     same = [c for c in params.columns if c not in varying]
     shared = pd.DataFrame({"parameter": same, "value": [params[c].iloc[0] for c in same]})
     per_point = points[["id", "state", "seconds"]].merge(
-        resolved[["id", *varying]] if "id" in resolved else points[["id"]], on="id", how="left")
+        resolved[["id", *varying]] if "id" in resolved else points[["id"]], on="id", how="left"
+    )
     per_point.insert(1, "configuration", per_point["id"].map(names).fillna("(did not finish)"))
     per_point["seconds"] = per_point["seconds"].map(duration)
     return shared, per_point.rename(columns={"id": "point folder", "seconds": "wall time"})

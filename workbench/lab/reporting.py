@@ -19,14 +19,22 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from workbench.lab.stats import interval_columns, seed_phrase
-from workbench.lab.sweep_results import (algorithm_order, best_per_algorithm, pareto_front,
-                                         per_round, tick, with_points)
+from workbench.lab.sweep_results import (
+    algorithm_order,
+    best_per_algorithm,
+    pareto_front,
+    per_round,
+    tick,
+    with_points,
+)
 
 TEMPLATE = "plotly_white"
 Cost = Literal["flops", "bytes"]
 Stat = Literal["final", "best"]
-COST_AXIS = {"flops": ("cum_train_flops", "total_train_flops", "training GFLOP", 1e9, "GFLOP"),
-             "bytes": ("cum_bytes", "total_bytes", "MB sent (up + down)", 1e6, "MB")}
+COST_AXIS = {
+    "flops": ("cum_train_flops", "total_train_flops", "training GFLOP", 1e9, "GFLOP"),
+    "bytes": ("cum_bytes", "total_bytes", "MB sent (up + down)", 1e6, "MB"),
+}
 LOG_SPAN = 30  # a cost axis turns logarithmic only when its values span more than this factor
 PALETTE = list(dict.fromkeys(plotly.colors.qualitative.T10 + plotly.colors.qualitative.Alphabet))
 
@@ -64,34 +72,69 @@ def axis_type(values: Sequence[float]) -> str:
 
 def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
     """Shared look: white template, titles, accuracy as a percentage on y."""
-    fig.update_layout(template=TEMPLATE, title=title, xaxis_title=x, yaxis_title=y,
-                      legend_title_text="configuration", hovermode="closest")
+    fig.update_layout(
+        template=TEMPLATE,
+        title=title,
+        xaxis_title=x,
+        yaxis_title=y,
+        legend_title_text="configuration",
+        hovermode="closest",
+    )
     # an interval may pass 100%; accuracy cannot, so the axis stops there
     return fig.update_yaxes(tickformat=".0%", autorangeoptions={"clipmin": 0, "clipmax": 1})
 
 
-def _note(fig: go.Figure, text: str, y: float = 0.5) -> go.Figure:
+def note(fig: go.Figure, text: str, y: float = 0.5) -> go.Figure:
     """Add a centred annotation (used for empty or partial figures)."""
-    fig.add_annotation(text=text, xref="paper", yref="paper", x=0.5, y=y, showarrow=False,
-                       font={"size": 13})
+    fig.add_annotation(text=text, xref="paper", yref="paper", x=0.5, y=y, showarrow=False, font={"size": 13})
     return fig
 
 
-def _band_traces(x: pd.Series, rows: pd.DataFrame, name: str, colour: str, hover: str,
-                 custom: pd.Series, opacity: float = 0.18) -> list[go.Scatter]:
+def _band_traces(
+    x: pd.Series,
+    rows: pd.DataFrame,
+    name: str,
+    colour: str,
+    hover: str,
+    custom: pd.Series,
+    opacity: float = 0.18,
+) -> list[go.Scatter]:
     """A configuration's mean line and, where it has ≥ 2 seeds, its shaded 95% interval."""
     traces = []
     band = rows["accuracy_low"].notna()
     if band.any():
-        bx, low, high = x[band].tolist(), rows.loc[band, "accuracy_low"].tolist(), \
-            rows.loc[band, "accuracy_high"].tolist()
-        traces.append(go.Scatter(x=bx + bx[::-1], y=high + low[::-1], fill="toself", mode="lines",
-                                 fillcolor=_rgba(colour, opacity), line={"width": 0},
-                                 name=f"{name} · 95% CI", legendgroup=name, showlegend=False,
-                                 hoverinfo="skip"))
-    traces.append(go.Scatter(x=x, y=rows["accuracy"], mode="lines+markers", name=name,
-                             legendgroup=name, line={"color": colour}, marker={"size": 5},
-                             customdata=custom, hovertemplate=hover))
+        bx, low, high = (
+            x[band].tolist(),
+            rows.loc[band, "accuracy_low"].tolist(),
+            rows.loc[band, "accuracy_high"].tolist(),
+        )
+        traces.append(
+            go.Scatter(
+                x=bx + bx[::-1],
+                y=high + low[::-1],
+                fill="toself",
+                mode="lines",
+                fillcolor=_rgba(colour, opacity),
+                line={"width": 0},
+                name=f"{name} · 95% CI",
+                legendgroup=name,
+                showlegend=False,
+                hoverinfo="skip",
+            )
+        )
+    traces.append(
+        go.Scatter(
+            x=x,
+            y=rows["accuracy"],
+            mode="lines+markers",
+            name=name,
+            legendgroup=name,
+            line={"color": colour},
+            marker={"size": 5},
+            customdata=custom,
+            hovertemplate=hover,
+        )
+    )
     return traces
 
 
@@ -114,9 +157,13 @@ def _seeds_title(curves: pd.DataFrame) -> str:
     return f"({phrase}" + (f"; some configurations have {fewest})" if fewest < most else ")")
 
 
-def accuracy_curves(table: pd.DataFrame, by: Sequence[str] | None = None,
-                    configurations: Sequence[str] | None = None,
-                    palette: dict[str, str] | None = None, title: str | None = None) -> go.Figure:
+def accuracy_curves(
+    table: pd.DataFrame,
+    by: Sequence[str] | None = None,
+    configurations: Sequence[str] | None = None,
+    palette: dict[str, str] | None = None,
+    title: str | None = None,
+) -> go.Figure:
     """Mean client accuracy per round per configuration: mean over seeds with a 95% band."""
     curves = per_round(table, by)
     if configurations is not None:
@@ -128,23 +175,30 @@ def accuracy_curves(table: pd.DataFrame, by: Sequence[str] | None = None,
     for name in names:
         rows = curves[curves["configuration"] == name].reset_index(drop=True)
         if len(rows):
-            fig.add_traces(_band_traces(rows["round"], rows, name, palette[name], hover,
-                                        rows["seeds"], _opacity(names)))
+            fig.add_traces(
+                _band_traces(rows["round"], rows, name, palette[name], hover, rows["seeds"], _opacity(names))
+            )
     _round_axis(fig, curves)
     title = title or "Mean client accuracy per round"
     return _layout(fig, f"{title} {_seeds_title(curves)}", "round", "mean accuracy")
 
 
-def best_per_method(table: pd.DataFrame, configs: pd.DataFrame,
-                    palette: dict[str, str] | None = None) -> go.Figure:
+def best_per_method(
+    table: pd.DataFrame, configs: pd.DataFrame, palette: dict[str, str] | None = None
+) -> go.Figure:
     """Accuracy per round of each method's best configuration (by mean final accuracy)."""
     best = best_per_algorithm(configs)
-    return accuracy_curves(table, configurations=best, palette=palette or colours(best),
-                           title="Best configuration of each method: mean accuracy per round")
+    return accuracy_curves(
+        table,
+        configurations=best,
+        palette=palette or colours(best),
+        title="Best configuration of each method: mean accuracy per round",
+    )
 
 
-def small_multiples(table: pd.DataFrame, palette: dict[str, str] | None = None,
-                    reference: str | None = None, columns: int = 4) -> go.Figure:
+def small_multiples(
+    table: pd.DataFrame, palette: dict[str, str] | None = None, reference: str | None = None, columns: int = 4
+) -> go.Figure:
     """One panel per method with all its configurations (mean over seeds, 95% band), and the
     `reference` configuration's mean as a dashed line in the other methods' panels."""
     curves = per_round(table)
@@ -152,8 +206,14 @@ def small_multiples(table: pd.DataFrame, palette: dict[str, str] | None = None,
     palette = palette or colours(list(dict.fromkeys(curves["configuration"])))
     columns = max(1, min(columns, len(methods)))
     rows = max(1, math.ceil(len(methods) / columns))
-    fig = make_subplots(rows=rows, cols=columns, shared_yaxes=True, subplot_titles=methods,
-                        horizontal_spacing=0.03, vertical_spacing=0.14)
+    fig = make_subplots(
+        rows=rows,
+        cols=columns,
+        shared_yaxes=True,
+        subplot_titles=methods,
+        horizontal_spacing=0.03,
+        vertical_spacing=0.14,
+    )
     hover = "round %{x}<br>accuracy %{y:.2%}<br>%{customdata} seed(s)"
     for i, method in enumerate(methods):
         mine = curves[curves["algorithm"] == method]
@@ -165,22 +225,33 @@ def small_multiples(table: pd.DataFrame, palette: dict[str, str] | None = None,
     _round_axis(fig, curves).update_xaxes(title_text="round")
     fig.update_yaxes(tickformat=".0%", autorangeoptions={"clipmin": 0, "clipmax": 1})
     title = f"Every configuration, one panel per method {_seeds_title(curves)}"
-    return fig.update_layout(template=TEMPLATE, title=title, height=280 * rows + 140,
-                             legend_title_text="configuration")
+    return fig.update_layout(
+        template=TEMPLATE, title=title, height=280 * rows + 140, legend_title_text="configuration"
+    )
 
 
-def _reference_line(fig: go.Figure, curves: pd.DataFrame, reference: str | None, method: str,
-                    row: int, col: int) -> None:
+def _reference_line(
+    fig: go.Figure, curves: pd.DataFrame, reference: str | None, method: str, row: int, col: int
+) -> None:
     """The reference configuration's mean as a dashed black line in another method's panel."""
     ref = curves[curves["configuration"] == reference]
     if ref.empty or ref["algorithm"].iloc[0] == method:
         return
     first = not any(t.name == f"{reference} (reference)" for t in fig.data)
-    fig.add_trace(go.Scatter(x=ref["round"], y=ref["accuracy"], mode="lines",
-                             name=f"{reference} (reference)", legendgroup="reference",
-                             showlegend=first,
-                             line={"color": "black", "dash": "dash", "width": 1.5},
-                             hovertemplate="round %{x}<br>accuracy %{y:.2%}"), row=row, col=col)
+    fig.add_trace(
+        go.Scatter(
+            x=ref["round"],
+            y=ref["accuracy"],
+            mode="lines",
+            name=f"{reference} (reference)",
+            legendgroup="reference",
+            showlegend=first,
+            line={"color": "black", "dash": "dash", "width": 1.5},
+            hovertemplate="round %{x}<br>accuracy %{y:.2%}",
+        ),
+        row=row,
+        col=col,
+    )
 
 
 def per_client_accuracy(table: pd.DataFrame) -> go.Figure:
@@ -193,24 +264,36 @@ def per_client_accuracy(table: pd.DataFrame) -> go.Figure:
     stats = interval_columns(final, ["client", colour_by], "accuracy")
     fig = go.Figure()
     for group, rows in stats.groupby(colour_by, sort=True):
-        error = {"type": "data", "symmetric": False,
-                 "array": rows["accuracy_high"] - rows["accuracy"],
-                 "arrayminus": rows["accuracy"] - rows["accuracy_low"]}
-        fig.add_trace(go.Bar(x=rows["client"].astype(str), y=rows["accuracy"], name=str(group),
-                             error_y=error if rows["accuracy_low"].notna().any() else None,
-                             hovertemplate="client %{x}<br>accuracy %{y:.2%}"))
+        error = {
+            "type": "data",
+            "symmetric": False,
+            "array": rows["accuracy_high"] - rows["accuracy"],
+            "arrayminus": rows["accuracy"] - rows["accuracy_low"],
+        }
+        fig.add_trace(
+            go.Bar(
+                x=rows["client"].astype(str),
+                y=rows["accuracy"],
+                name=str(group),
+                error_y=error if rows["accuracy_low"].notna().any() else None,
+                hovertemplate="client %{x}<br>accuracy %{y:.2%}",
+            )
+        )
     clients = sorted(stats["client"].unique())
-    fig.update_xaxes(type="category", categoryorder="array",
-                     categoryarray=[str(c) for c in clients])
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=[str(c) for c in clients])
     seeds = 1 if several else int(stats["seeds"].max()) if len(stats) else 1
     title = "Final-round accuracy per client" + ("" if several else f" ({seed_phrase(seeds)})")
     fig = _layout(fig, title, "client", "test accuracy").update_layout(legend_title_text=colour_by)
     return fig.update_yaxes(rangemode="tozero")
 
 
-def accuracy_vs_cost(table: pd.DataFrame, by: Sequence[str] | None = None, cost: Cost = "flops",
-                     configurations: Sequence[str] | None = None,
-                     palette: dict[str, str] | None = None) -> go.Figure:
+def accuracy_vs_cost(
+    table: pd.DataFrame,
+    by: Sequence[str] | None = None,
+    cost: Cost = "flops",
+    configurations: Sequence[str] | None = None,
+    palette: dict[str, str] | None = None,
+) -> go.Figure:
     """Mean accuracy (95% band) against cumulative cost of all clients, per configuration."""
     column, _, unit, scale, short = COST_AXIS[cost]
     curves = per_round(table, by)
@@ -224,18 +307,26 @@ def accuracy_vs_cost(table: pd.DataFrame, by: Sequence[str] | None = None, cost:
         if rows.empty:
             skipped.append(name)
             continue
-        fig.add_traces(_band_traces(rows[column] / scale, rows, name, palette[name], hover,
-                                    rows["round"], _opacity(names)))
+        fig.add_traces(
+            _band_traces(
+                rows[column] / scale, rows, name, palette[name], hover, rows["round"], _opacity(names)
+            )
+        )
     if skipped:
-        _note(fig, f"zero {short} (not drawn on a log axis): " + ", ".join(skipped), y=0.02)
+        note(fig, f"zero {short} (not drawn on a log axis): " + ", ".join(skipped), y=0.02)
     log = " (log scale)" if kind == "log" else ""
     fig.update_xaxes(type=kind, rangemode="tozero")
-    return _layout(fig, f"Mean accuracy vs cumulative {unit} {_seeds_title(curves)}",
-                   f"cumulative {unit}, all clients{log}", "mean accuracy")
+    return _layout(
+        fig,
+        f"Mean accuracy vs cumulative {unit} {_seeds_title(curves)}",
+        f"cumulative {unit}, all clients{log}",
+        "mean accuracy",
+    )
 
 
-def pareto(configs: pd.DataFrame, cost: Cost = "flops", stat: Stat = "final",
-           palette: dict[str, str] | None = None) -> go.Figure:
+def pareto(
+    configs: pd.DataFrame, cost: Cost = "flops", stat: Stat = "final", palette: dict[str, str] | None = None
+) -> go.Figure:
     """Mean accuracy (95% error bar) vs total cost per configuration, with the Pareto front."""
     _, x, unit, scale, short = COST_AXIS[cost]
     y, palette = f"{stat}_accuracy", palette or colours(list(configs["configuration"]))
@@ -243,28 +334,52 @@ def pareto(configs: pd.DataFrame, cost: Cost = "flops", stat: Stat = "final",
     drawn = configs[configs[x] > 0] if kind == "log" else configs
     fig = go.Figure()
     for _, row in drawn.iterrows():
-        error = None if pd.isna(row[f"{y}_low"]) else {
-            "type": "data", "symmetric": False, "array": [row[f"{y}_high"] - row[y]],
-            "arrayminus": [row[y] - row[f"{y}_low"]]}
-        fig.add_trace(go.Scatter(
-            x=[row[x] / scale], y=[row[y]], mode="markers", name=row["configuration"],
-            marker={"size": 11, "color": palette[row["configuration"]]}, error_y=error,
-            hovertemplate=f"%{{x:,.4g}} {short}<br>accuracy %{{y:.2%}}"))
+        error = (
+            None
+            if pd.isna(row[f"{y}_low"])
+            else {
+                "type": "data",
+                "symmetric": False,
+                "array": [row[f"{y}_high"] - row[y]],
+                "arrayminus": [row[y] - row[f"{y}_low"]],
+            }
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[row[x] / scale],
+                y=[row[y]],
+                mode="markers",
+                name=row["configuration"],
+                marker={"size": 11, "color": palette[row["configuration"]]},
+                error_y=error,
+                hovertemplate=f"%{{x:,.4g}} {short}<br>accuracy %{{y:.2%}}",
+            )
+        )
     front = pareto_front(drawn, x, y)
     if not front.empty:
-        fig.add_trace(go.Scatter(x=front[x] / scale, y=front[y], mode="lines+markers",
-                                 name="Pareto front", line={"dash": "dash", "color": "black"},
-                                 marker={"symbol": "circle-open", "size": 18, "color": "black"},
-                                 hoverinfo="skip"))
+        fig.add_trace(
+            go.Scatter(
+                x=front[x] / scale,
+                y=front[y],
+                mode="lines+markers",
+                name="Pareto front",
+                line={"dash": "dash", "color": "black"},
+                marker={"symbol": "circle-open", "size": 18, "color": "black"},
+                hoverinfo="skip",
+            )
+        )
     if len(drawn) < len(configs):
         zero = configs.loc[configs[x] <= 0, "configuration"]
-        _note(fig, f"zero {short} (not drawn on a log axis): " + ", ".join(zero), y=0.02)
+        note(fig, f"zero {short} (not drawn on a log axis): " + ", ".join(zero), y=0.02)
     seeds = int(configs["seeds"].max()) if len(configs) else 1
     fig.update_xaxes(type=kind, rangemode="tozero")
     log = " (log scale)" if kind == "log" else ""
-    return _layout(fig, f"{stat.capitalize()} accuracy vs total {unit} per configuration "
-                        f"({seed_phrase(seeds)})", f"total {unit}, all clients and rounds{log}",
-                   f"{stat} mean accuracy")
+    return _layout(
+        fig,
+        f"{stat.capitalize()} accuracy vs total {unit} per configuration ({seed_phrase(seeds)})",
+        f"total {unit}, all clients and rounds{log}",
+        f"{stat} mean accuracy",
+    )
 
 
 def rank_mu_heatmap(summary: pd.DataFrame, stat: Stat = "final") -> go.Figure:
@@ -272,15 +387,17 @@ def rank_mu_heatmap(summary: pd.DataFrame, stat: Stat = "final") -> go.Figure:
     title = f"FedLoRA {stat} mean accuracy over rank × μ"
     fed = summary[summary["algorithm"] == "fedlora"] if "algorithm" in summary else summary.iloc[:0]
     if not {"rank", "mu"} <= set(summary.columns) or fed.empty:
-        fig = _note(go.Figure(), "No rank × μ grid in this sweep "
-                                 "(needs fedlora points with swept rank and mu)")
+        fig = note(
+            go.Figure(), "No rank × μ grid in this sweep (needs fedlora points with swept rank and mu)"
+        )
         fig.update_xaxes(visible=False).update_yaxes(visible=False)
         return fig.update_layout(template=TEMPLATE, title=title)
     value = f"{stat}_accuracy"
     cells = interval_columns(fed, ["rank", "mu"], value)
     bounds = zip(cells[value], cells[f"{value}_low"], cells[f"{value}_high"])
-    cells["text"] = [f"{m:.1%}" + ("" if pd.isna(lo) else f"<br>± {(hi - lo) / 2:.1%}")
-                     for m, lo, hi in bounds]
+    cells["text"] = [
+        f"{m:.1%}" + ("" if pd.isna(lo) else f"<br>± {(hi - lo) / 2:.1%}") for m, lo, hi in bounds
+    ]
     grid = {k: cells.pivot(index="rank", columns="mu", values=k) for k in (value, "text", "seeds")}
     # colours span every configuration of the sweep, so small FedLoRA differences look small
     span = [cells[value]]
@@ -288,14 +405,22 @@ def rank_mu_heatmap(summary: pd.DataFrame, stat: Stat = "final") -> go.Figure:
         span.append(summary.groupby("configuration")[value].mean())
     low, high = float(pd.concat(span).min()), float(pd.concat(span).max())
     ticks, labels = percent_ticks(low, high)
-    fig = go.Figure(go.Heatmap(
-        z=grid[value].to_numpy(), x=[tick(m) for m in grid[value].columns],
-        y=[tick(r) for r in grid[value].index], text=grid["text"].to_numpy(),
-        customdata=grid["seeds"].to_numpy(), colorscale="Viridis", texttemplate="%{text}",
-        zmin=low, zmax=high,
-        colorbar={"title": {"text": "accuracy"}, "tickvals": ticks, "ticktext": labels},
-        hovertemplate="rank %{y}, μ %{x}<br>accuracy %{z:.2%}<br>%{customdata} seed(s)"))
+    fig = go.Figure(
+        go.Heatmap(
+            z=grid[value].to_numpy(),
+            x=[tick(m) for m in grid[value].columns],
+            y=[tick(r) for r in grid[value].index],
+            text=grid["text"].to_numpy(),
+            customdata=grid["seeds"].to_numpy(),
+            colorscale="Viridis",
+            texttemplate="%{text}",
+            zmin=low,
+            zmax=high,
+            colorbar={"title": {"text": "accuracy"}, "tickvals": ticks, "ticktext": labels},
+            hovertemplate="rank %{y}, μ %{x}<br>accuracy %{z:.2%}<br>%{customdata} seed(s)",
+        )
+    )
     seeds = int(cells["seeds"].max())
-    fig.update_layout(template=TEMPLATE, title=f"{title} ({seed_phrase(seeds)}; colour scale: "
-                      "all configurations of the sweep)", xaxis_title="μ", yaxis_title="LoRA rank r")
+    title = f"{title} ({seed_phrase(seeds)}; colour scale: all configurations of the sweep)"
+    fig.update_layout(template=TEMPLATE, title=title, xaxis_title="μ", yaxis_title="LoRA rank r")
     return fig.update_xaxes(type="category").update_yaxes(type="category")

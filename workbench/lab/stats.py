@@ -16,10 +16,14 @@ import pandas as pd
 from scipy import stats
 
 CONFIDENCE = 0.95
-INTERVAL = ("95% confidence interval of the mean over seeds: Student-t with n−1 degrees of "
-            "freedom (mean ± t·s/√n, s the sample standard deviation of the n seed values)")
-PAIRED = ("paired t-test across seeds (scipy.stats.ttest_rel, two-sided): the per-seed "
-          "differences are tested against 0; their mean carries the same Student-t interval")
+INTERVAL = (
+    "95% confidence interval of the mean over seeds: Student-t with n−1 degrees of "
+    "freedom (mean ± t·s/√n, s the sample standard deviation of the n seed values)"
+)
+PAIRED = (
+    "paired t-test across seeds (scipy.stats.ttest_rel, two-sided): the per-seed "
+    "differences are tested against 0; their mean carries the same Student-t interval"
+)
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,7 @@ def t_interval(values: Iterable[float], confidence: float = CONFIDENCE) -> Estim
     return Estimate(mean, mean - half, mean + half, n)
 
 
-def paired_test(a: Mapping[int, float], b: Mapping[int, float],
-                confidence: float = CONFIDENCE) -> PairedTest:
+def paired_test(a: Mapping[int, float], b: Mapping[int, float], confidence: float = CONFIDENCE) -> PairedTest:
     """Paired comparison of two configurations' per-seed values (keys are seeds)."""
     seeds = tuple(sorted(set(a) & set(b)))
     first = np.array([a[s] for s in seeds], dtype=float)
@@ -78,14 +81,22 @@ def paired_test(a: Mapping[int, float], b: Mapping[int, float],
     return PairedTest(difference, float(result.statistic), float(result.pvalue), seeds)
 
 
-def interval_columns(frame: pd.DataFrame, by: list[str], value: str,
-                     confidence: float = CONFIDENCE) -> pd.DataFrame:
+def interval_columns(
+    frame: pd.DataFrame, by: list[str], value: str, confidence: float = CONFIDENCE
+) -> pd.DataFrame:
     """Per group of `by`: the mean of `value` over rows (seeds), its interval and n."""
     rows = []
     for keys, group in frame.groupby(by, dropna=False, sort=True):
         estimate = t_interval(group[value], confidence)
-        rows.append({**dict(zip(by, keys)), value: estimate.mean, f"{value}_low": estimate.low,
-                     f"{value}_high": estimate.high, "seeds": estimate.n})
+        rows.append(
+            {
+                **dict(zip(by, keys)),
+                value: estimate.mean,
+                f"{value}_low": estimate.low,
+                f"{value}_high": estimate.high,
+                "seeds": estimate.n,
+            }
+        )
     return pd.DataFrame(rows, columns=[*by, value, f"{value}_low", f"{value}_high", "seeds"])
 
 

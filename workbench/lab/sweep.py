@@ -10,12 +10,9 @@ missing or failed ones (a killed point resumes from its run's checkpoint).
 
 from __future__ import annotations
 
-import concurrent.futures as futures
 import hashlib
 import itertools
 import json
-import multiprocessing
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,11 +21,12 @@ from typing import Any
 
 import pandas as pd
 import yaml
-from tqdm.auto import tqdm
 
-from workbench.core.config import ConfigError, build_config
+from workbench.config import ConfigError, build_config
+from workbench.core.facts import SWEEP_FILE, TABLE_FILE
+from workbench.core.results import read_run
 from workbench.lab import provenance
-from workbench.core.results import TABLE_FILE, read_run
+from workbench.lab.executors import Execution, efficiency_line, run_points
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "fedlora.ipynb"
 SPEC_KEYS = {"parameters", "grid", "also"}
@@ -57,7 +55,14 @@ def _check_grid(where: str, grid: Any, parameters: Mapping[str, Any]) -> dict[st
 
 def load_spec(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     """Read a sweep spec (YAML file or mapping) and check its shape."""
-    spec = yaml.safe_load(Path(source).read_text()) if isinstance(source, (str, Path)) else source
+    if isinstance(source, (str, Path)) and not Path(source).is_file():
+        raise ConfigError(
+            f"sweep spec {source} is not a file; give the path of a YAML spec (see notebooks/sweeps)"
+        )
+    try:
+        spec = yaml.safe_load(Path(source).read_text()) if isinstance(source, (str, Path)) else source
+    except yaml.YAMLError as error:
+        raise ConfigError(f"sweep spec {source} is not valid YAML: {error}") from None
     if not isinstance(spec, Mapping) or set(spec) - SPEC_KEYS:
         found = sorted(spec) if isinstance(spec, Mapping) else type(spec).__name__
         raise ConfigError(f"sweep spec must be a mapping with keys {sorted(SPEC_KEYS)}, got {found}")
@@ -67,8 +72,11 @@ def load_spec(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     also = spec.get("also") or []
     if not isinstance(also, list):
         raise ConfigError("sweep spec: `also` must be a list of grids")
-    return {"parameters": dict(parameters), "grid": _check_grid("grid", spec.get("grid"), parameters),
-            "also": [_check_grid(f"also[{i}]", g, parameters) for i, g in enumerate(also)]}
+    return {
+        "parameters": dict(parameters),
+        "grid": _check_grid("grid", spec.get("grid"), parameters),
+        "also": [_check_grid(f"also[{i}]", g, parameters) for i, g in enumerate(also)],
+    }
 
 
 def swept_values(spec: Mapping[str, Any]) -> dict[str, list]:
@@ -83,8 +91,11 @@ def swept_values(spec: Mapping[str, Any]) -> dict[str, list]:
 
 def expand(spec: Mapping[str, Any]) -> list[Point]:
     """All grid points, each validated by the strict config call before anything runs."""
-    combos = [dict(zip(grid, values)) for grid in (spec["grid"], *spec["also"])
-              for values in itertools.product(*grid.values())]
+    combos = [
+        dict(zip(grid, values))
+        for grid in (spec["grid"], *spec["also"])
+        for values in itertools.product(*grid.values())
+    ]
     points = []
     for index, swept in enumerate(combos):
         flat = {**spec["parameters"], **swept}
@@ -110,46 +121,6 @@ def point_state(sweep_dir: Path, point: Point) -> dict[str, Any]:
     return recorded
 
 
-def execute_point(notebook: str, point_dir: str, flat: dict[str, Any], threads: int,
-                  timeout: int) -> dict[str, Any]:
-    """Run one point's notebook with papermill (in a worker process) and record its status."""
-    import papermill
-
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # the kernel inherits it: no oversubscription
-    folder = Path(point_dir).resolve()  # the kernel runs in the point's folder
-    folder.mkdir(parents=True, exist_ok=True)
-    parameters = {**flat, "interactive": False, "out_dir": str(folder / "run")}
-    started = time.time()
-    try:
-        papermill.execute_notebook(notebook, str(folder / "fedlora.ipynb"), parameters=parameters,
-                                   kernel_name="python3", progress_bar=False,
-                                   execution_timeout=timeout, cwd=str(folder))
-        status = {"state": "done", "error": None}
-    except Exception as error:  # the point failed; the sweep records it and goes on
-        name = getattr(error, "ename", type(error).__name__)
-        status = {"state": "failed", "error": f"{name}: {getattr(error, 'evalue', error)}"}
-    status["seconds"] = round(time.time() - started, 2)
-    (folder / "status.json").write_text(json.dumps(status, indent=2))
-    return status
-
-
-def _run_points(sweep_dir: Path, todo: list[Point], workers: int, timeout: int) -> None:
-    """Run the points in parallel worker processes with a progress bar."""
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    context = multiprocessing.get_context("spawn")
-    with futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool, \
-            tqdm(total=len(todo), desc="sweep points", unit="point") as bar:
-        pending = {pool.submit(execute_point, str(NOTEBOOK), str(sweep_dir / "points" / p.id),
-                               p.flat, threads, timeout): p for p in todo}
-        failed = 0
-        bar.set_postfix(running=min(workers, len(pending)), left=len(pending), failed=failed)
-        for done in futures.as_completed(pending):
-            failed += done.result()["state"] == "failed"
-            bar.update(1)
-            left = len(todo) - bar.n
-            bar.set_postfix(running=min(workers, left), left=left, failed=failed)
-
-
 def collect(sweep_dir: Path, points: list[Point], names: list[str]) -> pd.DataFrame:
     """Every finished point's table, with `point` and the swept parameters as columns."""
     frames = []
@@ -165,35 +136,57 @@ def collect(sweep_dir: Path, points: list[Point], names: list[str]) -> pd.DataFr
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def run_sweep(spec_source: str | Path | Mapping[str, Any], out: str | Path, workers: int = 1,
-              timeout: int = 3600, report: bool = True) -> Path:
-    """Run (or resume) a sweep; return the report's path (or the combined table's without report)."""
-    if workers < 1:
-        raise ConfigError(f"workers={workers} must be >= 1")
+def run_sweep(
+    spec_source: str | Path | Mapping[str, Any],
+    out: str | Path,
+    workers: int = 1,
+    timeout: int = 3600,
+    report: bool = True,
+    execution: Execution | None = None,
+) -> Path:
+    """Run (or resume) a sweep; return the report's path (or the combined table's without report).
+
+    `execution` picks the executor (default: `workers` local warm kernels)."""
+    execution = execution or Execution(workers=workers)
+    execution.check()
     spec = load_spec(spec_source)
     points = expand(spec)
     sweep_dir = Path(out).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    old = sweep_dir / "sweep.json"  # its provenance carries over when no point runs
+    old = sweep_dir / SWEEP_FILE  # its provenance carries over when no point runs
     previous = json.loads(old.read_text()).get("provenance") if old.is_file() else None
     todo = [p for p in points if point_state(sweep_dir, p)["state"] != "done"]
-    print(f"sweep: {len(points)} points, {len(points) - len(todo)} already done, "
-          f"{len(todo)} to run", flush=True)
-    if todo:
-        _run_points(sweep_dir, todo, workers, timeout)
-    states = [{"id": p.id, "params": p.swept, **point_state(sweep_dir, p), "resolved": p.flat}
-              for p in points]
-    record = {"parameters": spec["parameters"], "grid": swept_values(spec), "spec": spec,
-              "points": states,
-              "provenance": provenance.record(previous, started, time.time(), len(todo))}
-    (sweep_dir / "sweep.json").write_text(json.dumps(record, indent=2))
-    collect(sweep_dir, points, list(record["grid"])).to_csv(sweep_dir / "results.csv", index=False)
+    print(
+        f"sweep: {len(points)} points, {len(points) - len(todo)} already done, {len(todo)} to run", flush=True
+    )
+    record_file = sweep_dir / SWEEP_FILE
+    earlier = json.loads(record_file.read_text()) if record_file.exists() else {}
+    efficiency = (
+        run_points(sweep_dir, [(p.id, p.flat) for p in todo], NOTEBOOK, timeout, execution)
+        if todo
+        else earlier.get("efficiency")
+    )
+    states = [
+        {"id": p.id, "params": p.swept, **point_state(sweep_dir, p), "resolved": p.flat} for p in points
+    ]
+    record = {
+        "parameters": spec["parameters"],
+        "grid": swept_values(spec),
+        "spec": spec,
+        "points": states,
+        "efficiency": efficiency,
+        "provenance": provenance.record(previous, started, time.time(), len(todo)),
+    }
+    record_file.write_text(json.dumps(record, indent=2))
+    collect(sweep_dir, points, list(record["grid"])).to_csv(sweep_dir / TABLE_FILE, index=False)
     for s in states:
         if s["state"] != "done":
             print(f"point {s['id']} {s['params']} failed: {s['error']}", flush=True)
+    if todo:
+        print(efficiency_line(efficiency), flush=True)
     if not report:
-        return sweep_dir / "results.csv"
+        return sweep_dir / TABLE_FILE
     from workbench.lab.export import build_report
 
     return build_report(sweep_dir)
@@ -204,5 +197,7 @@ def export_points(sweep_dir: str | Path) -> list[Path]:
     from workbench.lab.export import notebook_to_html
 
     shared = Path(sweep_dir) / "points" / "plotly.min.js"  # one copy, not 5 MB per page
-    return [notebook_to_html(nb, nb.with_suffix(".html"), hide_code=False, shared_plotlyjs=shared)
-            for nb in sorted(Path(sweep_dir).glob("points/*/fedlora.ipynb"))]
+    return [
+        notebook_to_html(nb, nb.with_suffix(".html"), hide_code=False, shared_plotlyjs=shared)
+        for nb in sorted(Path(sweep_dir).glob("points/*/fedlora.ipynb"))
+    ]

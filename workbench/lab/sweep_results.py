@@ -16,14 +16,25 @@ from typing import Any
 
 import pandas as pd
 
-from workbench.core.results import CONFIG_FILE, Row, mean_accuracy, summarize
+from workbench.core.facts import CONFIG_FILE, SWEEP_FILE, TABLE_FILE
+from workbench.core.results import Row, mean_accuracy, summarize
 from workbench.lab.stats import interval_columns
 
-SPEC_FILE, TABLE_FILE = "sweep.json", "results.csv"
+SPEC_FILE = SWEEP_FILE
 RESULT_COLUMNS = (*Row.__dataclass_fields__, "cum_train_flops", "cum_bytes_up", "cum_bytes_down")
-SUMMARY_VALUES = ("final_accuracy", "best_accuracy", "best_round", "rounds", "total_train_flops",
-                  "total_bytes_up", "total_bytes_down", "total_bytes", "flops_per_round",
-                  "bytes_per_round")
+SUMMARY_VALUES = (
+    "final_accuracy",
+    "best_accuracy",
+    "best_round",
+    "rounds",
+    "total_train_flops",
+    "total_bytes_up",
+    "total_bytes_down",
+    "total_bytes",
+    "refused",
+    "flops_per_round",
+    "bytes_per_round",
+)
 CURVE_VALUES = ("accuracy", "cum_train_flops", "cum_bytes_up", "cum_bytes_down", "cum_bytes")
 REFERENCE = "fedlora"
 
@@ -71,11 +82,18 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
     sweep_dir = Path(sweep_dir)
     spec = json.loads((sweep_dir / SPEC_FILE).read_text())
     grid = list(spec.get("grid", {}))
-    records = [{"id": p["id"], "state": p.get("state"), "error": p.get("error"),
-                "seconds": p.get("seconds"), **p.get("params", {})} for p in spec.get("points", [])]
+    records = [
+        {
+            "id": p["id"],
+            "state": p.get("state"),
+            "error": p.get("error"),
+            "seconds": p.get("seconds"),
+            **p.get("params", {}),
+        }
+        for p in spec.get("points", [])
+    ]
     points = pd.DataFrame(records, columns=["id", "state", "error", "seconds", *grid])
-    resolved = pd.DataFrame([{"id": p["id"], **_resolved(sweep_dir, p)}
-                             for p in spec.get("points", [])])
+    resolved = pd.DataFrame([{"id": p["id"], **_resolved(sweep_dir, p)} for p in spec.get("points", [])])
     try:
         table = pd.read_csv(sweep_dir / TABLE_FILE)
     except (FileNotFoundError, pd.errors.EmptyDataError):  # no point finished
@@ -110,8 +128,7 @@ def tick(value: Any) -> str:
 
 def label(values: dict[str, Any]) -> str:
     """A configuration's name from its parameters, e.g. 'fedlora · rank=4 · mu=0.2'."""
-    parts = [str(v) if k == "algorithm" else f"{k}={tick(v)}" for k, v in values.items()
-             if not pd.isna(v)]
+    parts = [str(v) if k == "algorithm" else f"{k}={tick(v)}" for k, v in values.items() if not pd.isna(v)]
     return " · ".join(parts) or "all"
 
 
@@ -121,8 +138,9 @@ def algorithm_order(algorithms: Sequence[str]) -> list[str]:
     return sorted(seen, key=lambda a: (a != REFERENCE, seen.index(a)))
 
 
-def point_summary(table: pd.DataFrame, swept: Sequence[str] = (), by: Sequence[str] | None = None,
-                  default_seed: int = 0) -> pd.DataFrame:
+def point_summary(
+    table: pd.DataFrame, swept: Sequence[str] = (), by: Sequence[str] | None = None, default_seed: int = 0
+) -> pd.DataFrame:
     """Per point: configuration, its parameters, seed, final/best accuracy and total costs."""
     table = with_points(table)
     keys = config_keys(table, by)
@@ -132,22 +150,35 @@ def point_summary(table: pd.DataFrame, swept: Sequence[str] = (), by: Sequence[s
         first = frame.iloc[0]
         values = summarize(frame)
         seed = first["seed"] if pd.notna(first.get("seed")) else default_seed
-        rows.append({"point": point, "configuration": label({k: first[k] for k in keys}),
-                     "algorithm": first["algorithm"], **{k: first[k] for k in params},
-                     "seed": int(seed), **values,
-                     "flops_per_round": values["total_train_flops"] / values["rounds"],
-                     "bytes_per_round": values["total_bytes"] / values["rounds"]})
-    return pd.DataFrame(rows, columns=["point", "configuration", "algorithm", *params, "seed",
-                                       *SUMMARY_VALUES])
+        rows.append(
+            {
+                "point": point,
+                "configuration": label({k: first[k] for k in keys}),
+                "algorithm": first["algorithm"],
+                **{k: first[k] for k in params},
+                "seed": int(seed),
+                **values,
+                "flops_per_round": values["total_train_flops"] / values["rounds"],
+                "bytes_per_round": values["total_bytes"] / values["rounds"],
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["point", "configuration", "algorithm", *params, "seed", *SUMMARY_VALUES]
+    )
 
 
 def seed_curves(table: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataFrame:
     """Per point and evaluated round: its configuration, mean accuracy and cumulative costs."""
     table = with_points(table)
     keys = config_keys(table, by)
-    frames = [mean_accuracy(rows).assign(point=point, configuration=label(
-        {k: rows[k].iloc[0] for k in keys}), algorithm=rows["algorithm"].iloc[0])
-        for point, rows in table.groupby("point", sort=True)]
+    frames = [
+        mean_accuracy(rows).assign(
+            point=point,
+            configuration=label({k: rows[k].iloc[0] for k in keys}),
+            algorithm=rows["algorithm"].iloc[0],
+        )
+        for point, rows in table.groupby("point", sort=True)
+    ]
     columns = ["point", "configuration", "algorithm", "round", *CURVE_VALUES]
     if not frames:
         return pd.DataFrame(columns=columns)
@@ -167,9 +198,17 @@ def configurations(summary: pd.DataFrame) -> pd.DataFrame:
     """Per configuration: seeds, final/best accuracy with intervals, mean costs; FedLoRA first."""
     keys = ["configuration", "algorithm"]
     out = interval_columns(summary, keys, "final_accuracy").merge(
-        interval_columns(summary, keys, "best_accuracy").drop(columns="seeds"), on=keys)
-    costs = ["total_train_flops", "total_bytes_up", "total_bytes_down", "total_bytes",
-             "flops_per_round", "bytes_per_round", "rounds"]
+        interval_columns(summary, keys, "best_accuracy").drop(columns="seeds"), on=keys
+    )
+    costs = [
+        "total_train_flops",
+        "total_bytes_up",
+        "total_bytes_down",
+        "total_bytes",
+        "flops_per_round",
+        "bytes_per_round",
+        "rounds",
+    ]
     out = out.merge(summary.groupby(keys, sort=True)[costs].mean().reset_index(), on=keys)
     order = {a: i for i, a in enumerate(algorithm_order(summary["algorithm"]))}
     out["_order"] = out["algorithm"].map(order)
@@ -177,8 +216,9 @@ def configurations(summary: pd.DataFrame) -> pd.DataFrame:
     return out.drop(columns="_order").reset_index(drop=True)
 
 
-def best_configuration(configs: pd.DataFrame, algorithms: Sequence[str] | None = None,
-                       exclude: Sequence[str] = ()) -> pd.Series | None:
+def best_configuration(
+    configs: pd.DataFrame, algorithms: Sequence[str] | None = None, exclude: Sequence[str] = ()
+) -> pd.Series | None:
     """The configuration with the highest mean final accuracy among `algorithms` (all if None)."""
     pick = configs[~configs["algorithm"].isin(exclude)]
     if algorithms is not None:
@@ -190,8 +230,7 @@ def best_configuration(configs: pd.DataFrame, algorithms: Sequence[str] | None =
 
 def best_per_algorithm(configs: pd.DataFrame) -> list[str]:
     """The best configuration (mean final accuracy) of each algorithm, FedLoRA first."""
-    return [best_configuration(configs, [a])["configuration"]
-            for a in algorithm_order(configs["algorithm"])]
+    return [best_configuration(configs, [a])["configuration"] for a in algorithm_order(configs["algorithm"])]
 
 
 def cost_table(configs: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:

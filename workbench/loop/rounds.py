@@ -5,23 +5,42 @@ and the round itself. Algorithms plug in through the hooks of
 `workbench.algorithms.base.Algorithm`; nothing here depends on which algorithm runs. All
 randomness is derived from (seed, round, client), so a run is reproducible and can resume from
 any round boundary.
+
+A refused upload is an event, not a crash. A client whose own upload is not finite (its
+training diverged) rolls back: it is restored to its state from before the round and given the
+round's download again, i.e. it ends the round as if it had downloaded and not trained, so a
+diverged private model never lingers (and server and client stay in step: FedKD's record of
+what the client received still holds). The server screens every upload
+(`Algorithm.validate_upload`: well-formed, finite) and refuses the bad ones; one that passes the
+screen but that the algorithm's own aggregation refuses (a malformed payload, e.g. negative
+class counts) is dropped and the aggregation reruns without it; that client keeps its state.
+Every refusal is an Event saying what became of the client; a round whose every upload is
+refused raises RoundRefusedError. Malicious clients (`workbench.loop.attacks`) poison their
+upload after honest training, before the screen.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+from collections.abc import Mapping
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from workbench.algorithms import Algorithm, Client, Environment
-from workbench.algorithms.base import derived_seed
+from workbench.algorithms.base import Seed, derived_seed
+from workbench.config import ExperimentConfig
 from workbench.core.accounting import Ledger, payload_bytes
-from workbench.core.config import ExperimentConfig
+from workbench.core.aggregation import InvalidUpdateError
 from workbench.core.data import ClientData, Normalizer, client_datasets, load_dataset
+from workbench.core.errors import UserError
+from workbench.core.facts import Payload
 from workbench.core.partition import partition
-from workbench.core.results import Row
-from workbench.core.training import evaluate
+from workbench.core.results import Event, Row
+from workbench.core.training import PhaseStats, evaluate
+from workbench.loop.attacks import is_malicious, poison_upload
 
 
 def resolve_device(name: str) -> torch.device:
@@ -29,14 +48,14 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' was asked for but torch sees no GPU; use device='auto' or 'cpu'")
+        raise UserError("device='cuda' was asked for but torch sees no GPU; use device='auto' or 'cpu'")
     return torch.device(name)
 
 
 def sample_clients(num_clients: int, fraction: float, seed: int, round_: int) -> list[int]:
     """The clients taking part in a round: max(1, round(C·N)) drawn without replacement."""
     count = max(1, int(round(fraction * num_clients)))
-    rng = np.random.default_rng([seed, round_, 7])
+    rng = np.random.default_rng([seed, round_, Seed.SAMPLING])
     return sorted(int(c) for c in rng.choice(num_clients, size=count, replace=False))
 
 
@@ -44,14 +63,28 @@ def make_clients(config: ExperimentConfig, device: torch.device) -> tuple[list[C
     """Load the dataset, partition it and create the clients with their data on the device."""
     d = config.data
     ds = load_dataset(d.dataset, d.data_dir, d.download, d.test_fraction, config.run.seed)
-    splits = partition(ds.train_y.numpy(), ds.test_y.numpy(), config.federation.num_clients,
-                       d.partition, d.classes_per_client, d.dirichlet_alpha, config.run.seed)
-    datas = [ClientData(*(t.to(device) for t in dataclasses.astuple(cd)))
-             for cd in client_datasets(ds, splits)]
-    env = Environment(num_classes=ds.num_classes, device=device,
-                      normalize=Normalizer.for_dataset(ds, device), flip=ds.flip)
-    clients = [Client(cid=k, model_name=name, data=data)
-               for k, (name, data) in enumerate(zip(config.client_models(), datas))]
+    try:
+        splits = partition(
+            ds.train_y.numpy(),
+            ds.test_y.numpy(),
+            config.federation.num_clients,
+            d.partition,
+            d.classes_per_client,
+            d.dirichlet_alpha,
+            config.run.seed,
+        )
+    except ValueError as error:  # e.g. a client left without samples: the parameters' fault
+        raise UserError(f"cannot partition {d.dataset}: {error}") from None
+    datas = [
+        ClientData(*(t.to(device) for t in dataclasses.astuple(cd))) for cd in client_datasets(ds, splits)
+    ]
+    env = Environment(
+        num_classes=ds.num_classes, device=device, normalize=Normalizer.for_dataset(ds, device), flip=ds.flip
+    )
+    clients = [
+        Client(cid=k, model_name=name, data=data)
+        for k, (name, data) in enumerate(zip(config.client_models(), datas))
+    ]
     return clients, env
 
 
@@ -63,13 +96,14 @@ def evaluates(config: ExperimentConfig, round_: int) -> bool:
 
 def round_generator(seed: int, round_: int, cid: int) -> torch.Generator:
     """The generator of a client's batches in a round, reproducible in any process."""
-    return torch.Generator().manual_seed(derived_seed(seed, round_, cid, 3))
+    return torch.Generator().manual_seed(derived_seed(seed, round_, cid, Seed.BATCHES))
 
 
 def evaluate_client(algorithm: Algorithm, client: Client) -> tuple[float, float]:
     """Accuracy and loss of the client's deployed model on its local test split."""
-    return evaluate(lambda x: algorithm.predict(client, x), algorithm.test_batches(client),
-                    algorithm.eval_modules(client))
+    return evaluate(
+        lambda x: algorithm.predict(client, x), algorithm.test_batches(client), algorithm.eval_modules(client)
+    )
 
 
 def materialize(algorithm: Algorithm, client: Client) -> None:
@@ -89,15 +123,88 @@ def evaluate_all(algorithm: Algorithm, clients: list[Client], ledger: Ledger, ro
             c.evaluation = evaluate_client(algorithm, c)
             if transient:
                 c.state.clear()
-        rows.append(ledger.row(round_, c.cid, c.model_name, algorithm.name, *c.evaluation,
-                               c.data.num_train, c.data.num_test))
+        rows.append(
+            ledger.row(
+                round_, c.cid, c.model_name, algorithm.name, *c.evaluation, c.data.num_train, c.data.num_test
+            )
+        )
     return rows
 
 
-def run_round(algorithm: Algorithm, clients: list[Client], server: dict, round_: int,
-              ledger: Ledger) -> dict:
-    """One communication round over the sampled clients; returns the new server state."""
+RESTORED = "rolled back to its state before the round, then given the round's download"
+KEPT = "kept its trained state"
+
+
+class RoundRefusedError(RuntimeError):
+    """Every upload of a round was refused: nothing is left to aggregate."""
+
+    def __init__(self, round_: int, refusals: list[Event]) -> None:
+        first = refusals[0] if refusals else None
+        example = f"; e.g. client {first.client}: {first.reason}" if first else ""
+        super().__init__(
+            f"round {round_}: the server refused the upload of every sampled client "
+            f"({len(refusals)}){example}"
+        )
+        self.round, self.refusals = round_, refusals
+
+
+def refusal(round_: int, error: InvalidUpdateError, rolled_back: bool) -> Event:
+    """The event recording a refused upload."""
+    return Event(
+        round=round_,
+        client=error.client,
+        event="refused",
+        tensor=error.tensor or "",
+        reason=error.reason,
+        action=RESTORED if rolled_back else KEPT,
+    )
+
+
+def aggregate_accepting(
+    algorithm: Algorithm, server: Payload, uploads: Mapping[int, Payload], weights: Mapping[int, float]
+) -> tuple[dict, list[InvalidUpdateError]]:
+    """The algorithm's aggregate over the uploads it accepts: a client its own checks refuse
+    is dropped and the aggregation reruns; returns (new state, the refusals)."""
+    uploads, weights, refused = dict(uploads), dict(weights), []
+    while True:
+        try:
+            return algorithm.aggregate(server, uploads, weights), refused
+        except InvalidUpdateError as error:
+            if error.client not in uploads:
+                raise
+            refused.append(error)
+            del uploads[error.client], weights[error.client]
+
+
+def client_round(
+    algorithm: Algorithm, client: Client, down: Payload, round_: int
+) -> tuple[PhaseStats, dict[str, Tensor], bool]:
+    """A sampled client's part of a round: receive, train, upload; (stats, upload, rolled back).
+    A client whose upload is not finite rolls back (see the module doc) and still sends it."""
+    before = copy.deepcopy(client.state)  # one client at a time: memory for one extra state
+    algorithm.receive(client, down)
+    stats = algorithm.local_update(client, round_generator(algorithm.config.run.seed, round_, client.cid))
+    upload = dict(algorithm.upload(client))
+    if all(torch.isfinite(t).all() for t in upload.values() if t.is_floating_point()):
+        return stats, upload, False
+    client.state = before
+    algorithm.receive(client, down)
+    return stats, upload, True
+
+
+def run_round(
+    algorithm: Algorithm,
+    clients: list[Client],
+    server: dict,
+    round_: int,
+    ledger: Ledger,
+    events: list[Event] | None = None,
+) -> dict:
+    """One communication round over the sampled clients; returns the new server state.
+    Refusals are appended to `events`; RoundRefusedError when every upload is refused."""
     cfg = algorithm.config
+    events = events if events is not None else []
+    first = len(events)
     algorithm.begin_round(round_)
     sampled = sample_clients(len(clients), cfg.federation.fraction, cfg.run.seed, round_)
     uploads, weights = {}, {}
@@ -106,12 +213,23 @@ def run_round(algorithm: Algorithm, clients: list[Client], server: dict, round_:
         materialize(algorithm, client)
         client.evaluation = None  # its state changes from here on
         down = algorithm.broadcast(server, client)
-        algorithm.receive(client, down)
-        stats = algorithm.local_update(client, round_generator(cfg.run.seed, round_, cid))
-        uploads[cid] = algorithm.upload(client)
-        weights[cid] = float(client.data.num_train)
-        ledger.add(cid, stats.flops, payload_bytes(uploads[cid]), payload_bytes(down),
-                   stats.mean_loss)
-    return algorithm.aggregate(server, uploads, weights)
-
-
+        stats, upload, restored = client_round(algorithm, client, down, round_)
+        if is_malicious(cfg, cid):
+            upload = poison_upload(algorithm, client, upload, down, round_)
+        ledger.add(cid, stats.flops, payload_bytes(upload), payload_bytes(down), stats.mean_loss)
+        try:
+            algorithm.validate_upload(cid, upload, server)  # as a Flower server screens it
+        except InvalidUpdateError as error:
+            events.append(refusal(round_, error, restored))
+            ledger.refuse(cid)
+            continue
+        uploads[cid], weights[cid] = upload, float(client.data.num_train)
+    if not uploads:
+        raise RoundRefusedError(round_, events[first:])
+    new_state, refused = aggregate_accepting(algorithm, server, uploads, weights)
+    for error in refused:
+        events.append(refusal(round_, error, False))
+        ledger.refuse(error.client)
+    if len(refused) == len(uploads):
+        raise RoundRefusedError(round_, events[first:])
+    return new_state

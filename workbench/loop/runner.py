@@ -2,11 +2,15 @@
 
 `run_experiment` loads data and runs the loop; `run_loop` runs the rounds over prepared clients
 (the benchmark harness reuses it). The round pieces themselves live in `workbench.loop.rounds`,
-which Flower's apps share.
+which Flower's apps share. Refused uploads are events of the run (`events.csv`, a `refused`
+column, the summary's `refused`); a round whose every upload is refused stops the run with
+RunStoppedError after writing every completed round.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +19,32 @@ import numpy as np
 import pandas as pd
 
 from workbench.algorithms import REGISTRY, Client, Environment
+from workbench.config import ExperimentConfig
 from workbench.core.accounting import Ledger
-from workbench.core.config import ExperimentConfig
-from workbench.core.results import TABLE_FILE, read_run, summarize, to_frame, write_run
+from workbench.core.errors import UserError
+from workbench.core.facts import SUMMARY_FILE, TABLE_FILE, TIMING_FILE
+from workbench.core.results import (
+    COST_COLUMNS,
+    Event,
+    config_differences,
+    events_frame,
+    read_events,
+    read_run,
+    read_summary,
+    summarize,
+    to_frame,
+    write_run,
+)
 from workbench.loop import checkpoint
-from workbench.loop.rounds import evaluate_all, evaluates, make_clients, materialize, resolve_device, run_round
+from workbench.loop.rounds import (
+    RoundRefusedError,
+    evaluate_all,
+    evaluates,
+    make_clients,
+    materialize,
+    resolve_device,
+    run_round,
+)
 
 Progress = Callable[[int, int, dict], None]
 
@@ -34,53 +59,118 @@ class RunResult:
     run_dir: Path | None = None
 
 
+class RunStoppedError(UserError):
+    """A run stopped before its last round; `result` holds every completed round."""
+
+    def __init__(self, message: str, result: RunResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 def _finished(run_dir: Path, config: ExperimentConfig) -> RunResult | None:
     """The stored result when run_dir already holds a finished run of this exact config."""
     if not (run_dir / TABLE_FILE).exists():
         return None
     flat, table = read_run(run_dir)
     if flat != config.to_flat():
-        raise ValueError(f"{run_dir} already holds results of other parameters; choose another "
-                         f"output directory (nothing there was changed)")
-    return RunResult(config=config, table=table, summary=summarize(table), run_dir=run_dir)
+        raise UserError(
+            f"output folder {run_dir} already holds results of other parameters "
+            f"({'; '.join(config_differences(flat, config.to_flat()))}); choose "
+            f"another output folder (nothing there was changed)"
+        )
+    stopped = read_summary(run_dir).get("stopped") if (run_dir / SUMMARY_FILE).exists() else None
+    summary = summarize(table, read_events(run_dir), stopped)
+    return RunResult(config=config, table=table, summary=summary, run_dir=run_dir)
 
 
-def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None,
-                   progress: Progress | None = None) -> RunResult:
+def run_experiment(
+    config: ExperimentConfig, out_dir: str | Path | None = None, progress: Progress | None = None
+) -> RunResult:
     """Run one experiment end to end; with out_dir, write its run directory and checkpoints
     (resuming from the last checkpoint, or returning the stored result if it already finished)."""
     run_dir = Path(out_dir) if out_dir is not None else None
     if run_dir is not None and (done := _finished(run_dir, config)) is not None:
         return done
+    started = time.perf_counter()
     device = resolve_device(config.run.device)
     clients, env = make_clients(config, device)
-    return run_loop(config, clients, env, run_dir, progress)
+    result = run_loop(config, clients, env, run_dir, progress)
+    if run_dir is not None:  # sweeps divide this by their wall time (their efficiency)
+        seconds = round(time.perf_counter() - started, 3)
+        (run_dir / TIMING_FILE).write_text(json.dumps({"experiment_s": seconds}))
+    return result
 
 
-def run_loop(config: ExperimentConfig, clients: list[Client], env: Environment,
-             run_dir: Path | None = None, progress: Progress | None = None) -> RunResult:
+def run_loop(
+    config: ExperimentConfig,
+    clients: list[Client],
+    env: Environment,
+    run_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
     """The rounds of one experiment over prepared clients (resuming from a checkpoint in run_dir)."""
     algorithm = REGISTRY[config.run.algorithm](config, env)
-    server, ledger, rows, start = algorithm.initial_server_state(), Ledger(), [], 1
+    server, ledger, rows, events, start = algorithm.initial_server_state(), Ledger(), [], [], 1
     ckpt = run_dir / checkpoint.CHECKPOINT_FILE if run_dir is not None else None
     if ckpt is not None and ckpt.exists():
-        done_round, server, ledger_fields, rows = checkpoint.load(
-            ckpt, config.to_flat(), algorithm, clients, env.device, lambda c: materialize(algorithm, c))
+        done_round, server, ledger_fields, rows, events = checkpoint.load(
+            ckpt, config.to_flat(), algorithm, clients, env.device, lambda c: materialize(algorithm, c)
+        )
         ledger, start = Ledger(**ledger_fields), done_round + 1
     rounds = config.federation.rounds
     every_ckpt = config.run.checkpoint_every if run_dir is not None else 0
     for round_ in range(start, rounds + 1):
-        server = run_round(algorithm, clients, server, round_, ledger)
+        try:
+            server = run_round(algorithm, clients, server, round_, ledger, events)
+        except RoundRefusedError as error:
+            _stop(config, run_dir, rows, events, error)
         if evaluates(config, round_):
             new_rows = evaluate_all(algorithm, clients, ledger, round_)
             rows.extend(new_rows)
             if progress is not None:
-                progress(round_, rounds, {"accuracy": float(np.mean([r.accuracy for r in new_rows]))})
+                progress(
+                    round_,
+                    rounds,
+                    {
+                        "accuracy": float(np.mean([r.accuracy for r in new_rows])),
+                        **{f"cum_{c}": sum(getattr(r, c) for r in rows) for c in COST_COLUMNS},
+                    },
+                )  # all clients, so far
         if every_ckpt and round_ % every_ckpt == 0 and round_ < rounds:
             run_dir.mkdir(parents=True, exist_ok=True)
-            checkpoint.save(ckpt, round_, config.to_flat(), algorithm, clients, server, ledger, rows)
+            checkpoint.save(ckpt, round_, config.to_flat(), algorithm, clients, server, ledger, rows, events)
+    return _finish(config, run_dir, rows, events)
+
+
+def _finish(
+    config: ExperimentConfig,
+    run_dir: Path | None,
+    rows: list,
+    events: list[Event],
+    stopped: str | None = None,
+) -> RunResult:
+    """The run's result, written to run_dir when there is one (the checkpoint is then removed)."""
     table = to_frame(rows)
     if run_dir is not None:
-        write_run(run_dir, config.to_flat(), table)
-        ckpt.unlink(missing_ok=True)  # the results are written; the checkpoint has served its purpose
-    return RunResult(config=config, table=table, summary=summarize(table), run_dir=run_dir)
+        write_run(run_dir, config.to_flat(), table, events, stopped)
+        (run_dir / checkpoint.CHECKPOINT_FILE).unlink(missing_ok=True)  # it has served its purpose
+    summary = summarize(table, events_frame(events), stopped)
+    return RunResult(config=config, table=table, summary=summary, run_dir=run_dir)
+
+
+def _stop(
+    config: ExperimentConfig, run_dir: Path | None, rows: list, events: list[Event], error: RoundRefusedError
+) -> None:
+    """Write every completed round, then raise RunStoppedError saying why and what to do."""
+    result = _finish(config, run_dir, rows, events, stopped=str(error))
+    evaluated = len({r.round for r in rows})
+    kept = (
+        f"its results so far ({evaluated} evaluated round(s)) and every refusal (events.csv) are in {run_dir}"
+        if run_dir is not None
+        else f"its results so far ({evaluated} evaluated round(s)) are in this error's result"
+    )
+    raise RunStoppedError(
+        f"run stopped at {error}; {kept}. A local update that is not finite usually means a "
+        f"step too large: lower lr, adapter_lr, lora_alpha or weight_decay.",
+        result,
+    ) from None

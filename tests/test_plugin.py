@@ -1,0 +1,141 @@
+"""A method defined here, in one test file, runs everywhere a built-in does: no project file edited."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch.nn.functional as F
+
+from workbench.algorithms import REGISTRY, Client, method_parameters, register, unregister
+from workbench.algorithms.standalone import Standalone
+from workbench.cli import main
+from workbench.config import ConfigError, build_config, defaults, parameter_table
+from workbench.core.params import Section, param
+from workbench.core.results import read_run
+from workbench.lab import notebook
+from workbench.loop.runner import run_experiment
+
+
+@dataclass(frozen=True)
+class SmoothParams(Section):
+    prefix = "smooth_"
+    eps: float = param(0.1, "label smoothing of the local CE", ge=0, lt=1)
+
+
+class SmoothStandalone(Standalone):
+    """Standalone with label-smoothed cross-entropy."""
+
+    name = "smooth"
+    Params = SmoothParams
+
+    def local_update(self, client: Client, generator):
+        model, eps = client.state["model"], self.params.eps
+        loss = lambda x, y: F.cross_entropy(model(x), y, label_smoothing=eps)
+        return self.phase(
+            client, [model], loss, generator, self.config.train.model_epochs, self.model_sgd(), "model"
+        )
+
+
+@pytest.fixture
+def smooth():
+    register(SmoothStandalone)
+    yield SmoothStandalone
+    unregister("smooth")
+
+
+def test_a_registered_method_runs_through_run_experiment(smooth, tiny):
+    config = build_config({**tiny, "algorithm": "smooth", "smooth_eps": 0.2})
+    assert config.smooth.eps == 0.2 and method_parameters("smooth") == ["smooth_eps"]
+    result = run_experiment(config)
+    assert set(result.table["algorithm"]) == {"smooth"}
+    assert (result.table["bytes_up"] == 0).all() and (result.table["train_flops"] > 0).all()
+    plain = run_experiment(build_config({**tiny, "algorithm": "smooth", "smooth_eps": 0.0}))
+    assert not plain.table["train_loss"].equals(result.table["train_loss"])  # the knob acts
+
+
+def test_its_knob_is_validated_and_listed(smooth):
+    assert "smooth_eps" in parameter_table() and defaults()["smooth_eps"] == 0.1
+    with pytest.raises(ConfigError, match=r"smooth_eps=1\.5 is out of range: must be < 1"):
+        build_config({"algorithm": "smooth", "smooth_eps": 1.5})
+    with pytest.raises(ConfigError, match="did you mean 'smooth_eps'"):
+        build_config({"algorithm": "smooth", "smooth_epss": 0.1})
+    assert "smooth_eps: float = 0.1  # label smoothing of the local CE" in notebook.parameters_source()
+
+
+def test_the_cli_parses_and_refuses_its_knob(smooth, tiny, tmp_path, capsys):
+    args = [f"--{k}={v}" for k, v in tiny.items()]
+    assert (
+        main(["run", *args, "--algorithm", "smooth", "--smooth_eps", "2", "--out", str(tmp_path / "bad")])
+        == 2
+    )
+    assert "smooth_eps=2.0 is out of range" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "run",
+                *args,
+                "--algorithm",
+                "smooth",
+                "--smooth_eps",
+                "0.05",
+                "--quiet",
+                "--out",
+                str(tmp_path / "ok"),
+            ]
+        )
+        == 0
+    )
+    flat, table = read_run(tmp_path / "ok")
+    assert flat["smooth_eps"] == 0.05 and set(table["algorithm"]) == {"smooth"}
+
+
+def test_the_notebook_collects_it_strictly(smooth, tiny):
+    namespace = {**tiny, "algorithm": "smooth", "smooth_eps": 0.3, "interactive": False}
+    config, _ = notebook.collect(namespace, set())
+    assert config.smooth.eps == 0.3
+    with pytest.raises(ConfigError, match="smooth_eps"):
+        notebook.collect({**namespace, "smooth_eps": -1.0}, set())
+
+
+def test_names_must_be_new_and_well_formed(smooth):
+    class Clash(Standalone):
+        name = "smooth"
+
+    with pytest.raises(ValueError, match="already registered"):
+        register(Clash)
+
+    class Shouting(Standalone):
+        name = "Loud"
+
+    with pytest.raises(ValueError, match="lower_snake_case"):
+        register(Shouting)
+    assert REGISTRY["smooth"] is SmoothStandalone
+
+
+def test_a_knob_name_clash_is_refused_naming_both_sections(smooth):
+    @dataclass(frozen=True)
+    class Clashing(Section):
+        rank: int = param(1, "clashes with FedLoRA's rank")
+
+    class Other(Standalone):
+        name = "other"
+        Params = Clashing
+
+    register(Other)
+    try:
+        with pytest.raises(ConfigError, match="'rank' is declared by both FedLoRAParams and Clashing"):
+            build_config({})
+    finally:
+        unregister("other")
+
+
+def test_derived_lists_follow_the_registry():
+    from workbench.flower.settings import app_config_lines
+
+    app = Path(__file__).resolve().parents[1] / "workbench" / "flower" / "app" / "pyproject.toml"
+    committed = app.read_text().split("[tool.flwr.app.config]\n", 1)[1].splitlines()
+    assert committed == app_config_lines()  # regenerate with app_config_lines() after a change
+    for name in REGISTRY:
+        assert all(p in parameter_table() for p in method_parameters(name))

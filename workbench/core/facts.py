@@ -1,0 +1,46 @@
+"""Facts used across the package, each defined once: datasets, partitions, devices, file names
+and the purposes that seeds are derived for."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+Payload = Mapping[str, "torch.Tensor"]  # what crosses the wire: tensors by name
+
+DATASET_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
+PARTITIONS = ("pathological", "dirichlet")
+DEVICES = ("auto", "cpu", "cuda")
+AGGREGATORS = ("mean", "norm_bounded", "median", "trimmed_mean")  # workbench.core.aggregation
+ATTACKS = ("none", "scale", "sign_flip", "noise")  # workbench.loop.attacks
+
+# upper limits of counts, with the reason a refusal gives
+MAX_SEED = 2**32 - 1
+SEED_WHY = "numpy and scikit-learn take seeds below 2**32"
+MAX_ROUNDS, MAX_EPOCHS = 100_000, 1_000
+TOO_LONG = "far beyond any federated schedule; a run this long would take days"
+MAX_CLIENTS = 10_000
+CLIENTS_WHY = "each client needs a local test split, and CIFAR holds 10,000 test images"
+
+# files of a run directory and of a sweep folder
+CONFIG_FILE, TABLE_FILE, SUMMARY_FILE = "config.json", "results.csv", "summary.json"
+EVENTS_FILE = "events.csv"  # refused uploads of a run, one row each
+CHECKPOINT_FILE = "checkpoint.pt"
+SWEEP_FILE, STATUS_FILE, REPORT_FILE = "sweep.json", "status.json", "report.html"
+TIMING_FILE = "timing.json"  # {"experiment_s": seconds the last run_experiment call computed}
+
+
+class Seed(IntEnum):
+    """What a derived seed is for: `derived_seed(run seed, round or client, …, Seed.X)`."""
+
+    CLIENT_MODEL = 1  # a client's private model (with the client id)
+    ADAPTER = 2  # FedLoRA's θ⁰, identical on server and clients
+    BATCHES = 3  # a client's batch order in a round (with round and client id)
+    SHARED_MODEL = 4  # the shared model of FedAvg, FML and FedKD (identical everywhere)
+    SERVER_HEAD = 5  # LG-FedAvg's initial global head
+    ATTACK = 6  # a malicious client's noise (with round and client id) and who is malicious
+    SAMPLING = 7  # which clients a round samples (with the round)

@@ -1,0 +1,171 @@
+"""Sweep points in warm Jupyter kernels: a kernel's imports are paid once, not once per point.
+
+A `WarmKernel` is one ipykernel process that imported the workbench (torch, and PEFT when a
+point needs it) before its first point. Each point is still a papermill execution of the
+parameterized notebook with its own executed copy; before it, the kernel's namespace is reset
+and its working directory set to the point's folder, so a point sees only its own parameters.
+A point that fails, times out or kills its kernel gets a fresh kernel for the next point, so
+nothing of it reaches the others. The kernel talks over IPC sockets in a private folder: no
+port, no network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from workbench.core.facts import STATUS_FILE, TIMING_FILE
+
+# nbformat: plotly's notebook renderer imports it, and with it jsonschema (seconds)
+BASE_IMPORTS = (
+    "IPython.display",
+    "nbformat",
+    "plotly.io",
+    "workbench.lab.notebook",
+    "workbench.lab.reporting",
+    "workbench.loop.runner",
+)
+
+
+def warm_imports(flats: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The modules the points' experiments import lazily, so no experiment time includes them."""
+    flats = list(flats)
+    algorithms = {
+        a.strip() for f in flats for a in (f.get("algorithm", ""), *str(f.get("compare", "")).split(","))
+    }
+    extra = ("peft",) if "fedlora" in algorithms else ()  # PEFT's LoRA layers import transformers
+    if any(f.get("dataset") == "digits" for f in flats):
+        extra += ("sklearn.datasets", "sklearn.model_selection")
+    return BASE_IMPORTS + extra
+
+
+class WarmKernel:
+    """One kernel process reused across points (started on first use, replaced after a failure)."""
+
+    def __init__(self, threads: int, imports: tuple[str, ...] = BASE_IMPORTS) -> None:
+        self.threads, self.imports = threads, imports
+        self.km: Any = None
+        self._imported = False
+        self._folder: str | None = None
+
+    def ensure_started(self) -> None:
+        """Start the kernel unless it is running (its imports come with its first prologue)."""
+        if self.km is not None and self._alive():
+            return
+        self.shutdown()
+        from jupyter_client.manager import AsyncKernelManager
+        from jupyter_core.utils import run_sync
+
+        self._folder = tempfile.mkdtemp(prefix="workbench-kernel-")
+        self.km = AsyncKernelManager(
+            kernel_name="python3", transport="ipc", ip=os.path.join(self._folder, "ipc")
+        )
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads)}  # no oversubscription
+        run_sync(self.km.start_kernel)(
+            env=env,
+            cwd=self._folder,  # history: no shared file
+            extra_arguments=["--HistoryManager.hist_file=:memory:"],
+        )
+        self._imported = False
+
+    def _alive(self) -> bool:
+        """Whether the kernel process still runs."""
+        from jupyter_core.utils import run_sync
+
+        return bool(run_sync(self.km.is_alive)())
+
+    def prologue(self, folder: Path) -> str:
+        """Code to run before a point: imports (first point only), a clean namespace (modules
+        stay imported) and the point's folder as working directory."""
+        imports = "" if self._imported else f"import {', '.join(self.imports)}\n"
+        self._imported = True
+        return (
+            f"{imports}get_ipython().reset(new_session=True)\n"  # it also collects garbage
+            f"import os\nos.chdir({str(folder)!r})"
+        )
+
+    def shutdown(self) -> None:
+        """Stop the kernel (if any) and remove its socket folder."""
+        from jupyter_core.utils import run_sync
+
+        if self.km is not None:
+            try:
+                run_sync(self.km.shutdown_kernel)(now=True)
+            except Exception:  # already gone: nothing left to stop
+                pass
+            self.km = None
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+
+def _execute(
+    kernel: WarmKernel, notebook: str | Path, folder: Path, parameters: dict[str, Any], timeout: int
+) -> None:
+    """Papermill on the warm kernel, after the kernel's prologue."""
+    import papermill
+
+    from workbench.lab.templates import clean_template
+    from workbench.lab.warm_engine import ENGINE, register
+
+    register()
+    kernel.ensure_started()
+    # saving a 5 MB notebook (plotly.js) after each cell costs seconds; it is written at the end
+    # (on failure too), and a killed point resumes from its run's checkpoint, not its notebook
+    papermill.execute_notebook(
+        clean_template(notebook),
+        str(folder / "fedlora.ipynb"),
+        parameters=parameters,
+        engine_name=ENGINE,
+        kernel_name="python3",
+        progress_bar=False,
+        execution_timeout=timeout,
+        start_timeout=300,
+        km=kernel.km,
+        prologue=kernel.prologue(folder),
+        request_save_on_cell_execute=False,
+    )
+
+
+def experiment_seconds(folder: Path, since: float) -> float:
+    """Seconds the point's experiments computed in this execution (their timing files)."""
+    total = 0.0
+    for timing in folder.glob(f"run*/{TIMING_FILE}"):
+        if timing.stat().st_mtime >= since:  # a run already finished earlier computed nothing now
+            total += json.loads(timing.read_text())["experiment_s"]
+    return round(total, 3)
+
+
+def run_point(
+    kernel: WarmKernel,
+    notebook: str | Path,
+    folder: str | Path,
+    flat: Mapping[str, Any],
+    timeout: int,
+    where: str | None = None,
+) -> dict[str, Any]:
+    """Run one point in the kernel and write its status file (`node`: where, default the host
+    name); a failure replaces the kernel."""
+    folder = Path(folder).resolve()  # the kernel runs in the point's folder
+    folder.mkdir(parents=True, exist_ok=True)
+    parameters = {**flat, "interactive": False, "out_dir": str(folder / "run")}
+    started, wall = time.perf_counter(), time.time() - 1  # mtimes have coarse resolution
+    try:
+        _execute(kernel, notebook, folder, parameters, timeout)
+        status = {"state": "done", "error": None}
+    except Exception as error:  # the point failed; the sweep records it and goes on
+        name = getattr(error, "ename", type(error).__name__)
+        status = {"state": "failed", "error": f"{name}: {getattr(error, 'evalue', error)}"}
+        kernel.shutdown()  # its state is suspect (or it died): the next point gets a fresh one
+    status["seconds"] = round(time.perf_counter() - started, 2)
+    status["experiment_s"] = experiment_seconds(folder, wall)
+    status["node"] = where or socket.gethostname()
+    (folder / STATUS_FILE).write_text(json.dumps(status, indent=2))
+    return status

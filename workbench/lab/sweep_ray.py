@@ -1,0 +1,167 @@
+"""The Ray sweep executor: each point is a Ray task on an existing Ray cluster.
+
+A task runs the point exactly as the local executor does (papermill on a warm kernel that the
+Ray worker process keeps across its tasks), in a scratch folder on whichever node Ray picked,
+and returns the point's files; the driver writes them into the sweep folder. Nodes therefore
+need no shared filesystem, only the workbench's dependencies: the driver ships its own
+`workbench` package (Ray `py_modules`) and the notebook with every task, so all nodes run the
+driver's code. A failed point's files (its checkpoint included) come back too, and are sent
+with its next attempt, so a rerun resumes it like the local executor does.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import workbench
+from workbench.config import ConfigError
+from workbench.core.facts import STATUS_FILE
+from workbench.lab.executors import Done, Execution, Job
+
+Files = dict[str, bytes]  # a point folder's files by relative path
+PACKAGE = Path(workbench.__file__).resolve().parent
+_KERNEL: dict[str, Any] = {}  # per Ray worker process: its warm kernel and what it was made for
+
+
+def read_files(folder: Path) -> Files:
+    """Every file under folder by relative path (empty when the folder does not exist)."""
+    if not folder.is_dir():
+        return {}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def write_files(folder: Path, files: Files) -> None:
+    """Write the files under folder (its status last, so a point is never done half-written)."""
+    for name in sorted(files, key=lambda n: n == STATUS_FILE):
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(files[name])
+
+
+def _kernel(threads: int, imports: tuple[str, ...]) -> Any:
+    """This worker process's warm kernel, replaced when threads, imports or GPUs differ."""
+    from workbench.lab.point_runner import WarmKernel
+
+    key = (threads, imports, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if _KERNEL.get("key") != key:
+        if "kernel" in _KERNEL:
+            _KERNEL["kernel"].shutdown()
+        _KERNEL.update(key=key, kernel=WarmKernel(threads, imports))
+    return _KERNEL["kernel"]
+
+
+def run_point_task(
+    point_id: str,
+    notebook: str,
+    flat: dict[str, Any],
+    files: Files,
+    timeout: int,
+    threads: int,
+    imports: tuple[str, ...],
+) -> tuple[dict[str, Any], Files]:
+    """A Ray task body: run one point in a scratch folder; return its status and files."""
+    import ray
+
+    from workbench.lab.point_runner import run_point
+
+    # the kernel is a child process: let it import the same workbench this worker runs
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([str(PACKAGE.parent), *paths]))
+    scratch = Path(tempfile.mkdtemp(prefix=f"workbench-{point_id}-"))
+    try:
+        write_files(scratch, files)
+        (scratch / "input.ipynb").write_text(notebook)
+        node = ray.get_runtime_context().get_node_id()
+        status = run_point(
+            _kernel(threads, imports), scratch / "input.ipynb", scratch, flat, timeout, where=f"ray:{node}"
+        )
+        (scratch / "input.ipynb").unlink()
+        return status, read_files(scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def connect(address: str | None) -> None:
+    """Join an existing cluster (address, else RAY_ADDRESS, else the local `ray start` head)."""
+    import ray
+
+    target = address or os.environ.get("RAY_ADDRESS") or "auto"
+    try:
+        ray.init(
+            address=target,
+            runtime_env={"py_modules": [str(PACKAGE)], "excludes": ["__pycache__"]},
+            logging_level="error",
+            log_to_driver=False,
+        )
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise ConfigError(
+            f"--executor ray: cannot join a Ray cluster at {target!r} ({error}); "
+            f"start one with `ray start --head` or pass --address HOST:PORT"
+        ) from None
+
+
+def capacity(cpus: float, gpus: float) -> int:
+    """How many points the cluster can run at once with these resources per point."""
+    import ray
+
+    total = ray.cluster_resources()
+    slots = math.floor(total.get("CPU", 0) / cpus) if cpus > 0 else math.inf
+    if gpus > 0:
+        slots = min(slots, math.floor(total.get("GPU", 0) / gpus))
+    if not slots or slots == math.inf:
+        raise ConfigError(
+            f"the Ray cluster ({total.get('CPU', 0)} CPUs, {total.get('GPU', 0)} "
+            f"GPUs) cannot fit one point needing {cpus} CPUs and {gpus} GPUs"
+        )
+    return int(slots)
+
+
+def run_ray(
+    jobs: Sequence[Job], notebook: str | Path, timeout: int, on_done: Done, execution: Execution
+) -> int:
+    """Run the jobs as Ray tasks (at most execution.workers at once, default all that fit);
+    return the number of points that ran in parallel."""
+    import ray
+
+    from workbench.lab.point_runner import warm_imports
+
+    cpus, gpus = execution.cpus, execution.gpus
+    connect(execution.address)
+    try:
+        slots = min(len(jobs), capacity(cpus, gpus), execution.workers or len(jobs))
+        task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(run_point_task)
+        text, imports = Path(notebook).read_text(), warm_imports(flat for _, _, flat in jobs)
+        threads = execution.threads or max(1, int(cpus))
+        queue, running = list(jobs), {}
+        while queue or running:
+            while queue and len(running) < slots:
+                point_id, folder, flat = queue.pop(0)
+                ref = task.remote(point_id, text, flat, read_files(Path(folder)), timeout, threads, imports)
+                running[ref] = (point_id, folder)
+            ready, _ = ray.wait(list(running), num_returns=1)
+            point_id, folder = running.pop(ready[0])
+            on_done(point_id, _collect(ready[0], Path(folder)))
+        return slots
+    finally:
+        ray.shutdown()
+
+
+def _collect(ref: Any, folder: Path) -> dict[str, Any]:
+    """Write a finished task's files into the sweep folder; a lost task becomes a failed point."""
+    import json
+
+    import ray
+
+    try:
+        status, files = ray.get(ref)
+    except Exception as error:  # the task or its node died: record it, keep the others going
+        status = {"state": "failed", "error": f"{type(error).__name__}: {error}"}
+        files = {STATUS_FILE: json.dumps(status, indent=2).encode()}
+    write_files(folder, files)
+    return status
