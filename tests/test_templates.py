@@ -61,17 +61,20 @@ def test_gitattributes_route_notebooks_through_nbstripout():
     assert "filter.nbstripout.clean" in makefile and "jupyter_server_config" in makefile
 
 
-def test_a_sweep_point_runs_a_clean_copy_on_a_quiet_kernel(tmp_path, capfd, monkeypatch):
-    from workbench.lab.sweep import execute_point
+def test_a_sweep_point_runs_a_clean_copy_on_a_quiet_kernel(tmp_path, capfd):
+    from workbench.lab.point_runner import WarmKernel, run_point
 
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # execute_point sets it; restored afterwards
     template = tmp_path / "template.ipynb"
     nb = dirty_notebook()
     nb.cells.insert(
         0, nbformat.v4.new_code_cell("interactive = True\nout_dir = ''", metadata={"tags": ["parameters"]})
     )
     nbformat.write(nb, template)
-    status = execute_point(str(template), str(tmp_path / "point"), {}, threads=1, timeout=120)
+    kernel = WarmKernel(threads=1)
+    try:
+        status = run_point(kernel, str(template), str(tmp_path / "point"), {}, timeout=120)
+    finally:
+        kernel.shutdown()
     assert status["state"] == "done", status
     executed = (tmp_path / "point" / "fedlora.ipynb").read_text()
     assert "fresh" in executed and "STALE OUTPUT" not in executed
