@@ -30,6 +30,7 @@ INSPECT = """() => ({
   plotly: typeof window.Plotly,
   plots: [...document.querySelectorAll('.js-plotly-plot')].map(gd => ({
     svg: gd.querySelectorAll('.main-svg').length, traces: (gd.data || []).length,
+    notes: ((gd.layout && gd.layout.annotations) || []).length,
     title: (gd.layout && gd.layout.title && gd.layout.title.text) || ''})),
   headings: [...document.querySelectorAll('h2')].map(h => h.textContent.replace('¶', '')),
   tables: [...document.querySelectorAll('table')].map(t => {
@@ -88,11 +89,12 @@ def test_report_renders_offline_in_chromium(report: tuple[Path, int], tmp_path: 
             state = page.evaluate(INSPECT)
         finally:
             browser.close()
-    assert shown == 9
+    assert shown == 10  # nine figures and the robustness figure
     assert state["plotly"] == "object"
     assert len(state["plots"]) == shown
-    for plot in state["plots"]:
-        assert plot["svg"] >= 1 and plot["traces"] >= 1, plot
+    for plot in state["plots"]:  # data, or a note saying why there is none (no attack swept)
+        assert plot["svg"] >= 1 and (plot["traces"] >= 1 or plot["notes"] >= 1), plot
+    assert sum(plot["traces"] >= 1 for plot in state["plots"]) == 9
     assert any("rank × μ" in p["title"] for p in state["plots"])
     assert state["headings"][0] == "Verdict"
     tables = {t["id"]: t for t in state["tables"]}
