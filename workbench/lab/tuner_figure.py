@@ -7,10 +7,11 @@ setting is drawn thick and opaque, the others thin.
 
 from __future__ import annotations
 
-import copy
+import json
 import math
 
 import plotly.graph_objects as go
+import plotly.io as pio
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
@@ -31,8 +32,8 @@ def _hover(panel: str) -> str:
     return f"<b>%{{fullData.name}}</b><br>round %{{customdata}}<br>accuracy %{{y:.1f}}%{cost}<extra></extra>"
 
 
-def make_figure() -> go.FigureWidget:
-    """An empty three-panel FigureWidget with unambiguous axis titles and units."""
+def make_figure() -> go.Figure:
+    """An empty three-panel figure with unambiguous axis titles and units."""
     fig = make_subplots(
         rows=1,
         cols=3,
@@ -67,7 +68,7 @@ def make_figure() -> go.FigureWidget:
     fig.update_xaxes(type="log", row=1, col=2)
     fig.update_xaxes(type="log", row=1, col=3)
     fig.update_xaxes(tickformat="d", row=1, col=1)
-    return go.FigureWidget(fig)
+    return fig
 
 
 def _style(colour: str, current: bool, state: str) -> dict:
@@ -87,7 +88,7 @@ def trace_data(curve: Curve, panel: str) -> tuple[list, list, list]:
     return [xs[i] for i in kept], [curve.accuracy[i] for i in kept], [curve.round[i] for i in kept]
 
 
-def draw(fig: go.FigureWidget, shown: list[tuple[str, str, str, Curve]], current: str | None) -> None:
+def draw(fig: go.Figure, shown: list[tuple[str, str, str, Curve]], current: str | None) -> None:
     """Make the figure show exactly these (key, label, colour, curve) settings, in order."""
     wanted = {key for key, *_ in shown}
     if any(t.legendgroup not in wanted for t in fig.data):  # deletions go outside a batch
@@ -118,6 +119,17 @@ def draw(fig: go.FigureWidget, shown: list[tuple[str, str, str, Curve]], current
         zero_note = next(a for a in fig.layout.annotations if a.name == "zero")
         if zero_note.text != note:
             zero_note.text = note
-    # plotly's front-end model does not keep the deltas it is sent; a view made later (an output
-    # re-rendered by JupyterLab, a second tab) draws the synced state, so keep that current
-    fig._widget_data, fig._widget_layout = copy.deepcopy(fig._data), copy.deepcopy(fig._layout)
+
+
+def bundle(fig: go.Figure) -> dict:
+    """The figure as a display_data output (plotly's mimetype, rendered by JupyterLab).
+
+    A whole figure per update rather than a FigureWidget: plotly's widget front-end drops the
+    updates it is sent before a view exists, so a re-rendered output came back empty.
+    """
+    spec = json.loads(pio.to_json(fig, validate=False))
+    return {
+        "output_type": "display_data",
+        "metadata": {},
+        "data": {"application/vnd.plotly.v1+json": spec, "text/plain": "tuner figure"},
+    }

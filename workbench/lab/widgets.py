@@ -19,7 +19,7 @@ import pandas as pd
 
 from workbench.config import ConfigError, ExperimentConfig
 from workbench.lab.tuner_controls import method_controls, setting_label, size_controls
-from workbench.lab.tuner_figure import PALETTE, draw, make_figure
+from workbench.lab.tuner_figure import PALETTE, bundle, draw, make_figure
 from workbench.lab.tuner_runs import Curve, RunFn, Runner, run_preview
 
 MAX_SHOWN = 8  # settings drawn at once: more lines than this stop being readable
@@ -27,7 +27,7 @@ _LIVE: list[Tuner] = []  # a new tuner ends the runs of the previous one (one ke
 
 
 class Tuner:
-    """Controls, a progress line, a three-panel FigureWidget and the list of compared settings."""
+    """Controls, a progress line, a three-panel figure and the list of compared settings."""
 
     def __init__(
         self, config: ExperimentConfig, table: pd.DataFrame | None = None, run: RunFn = run_preview
@@ -45,6 +45,7 @@ class Tuner:
         self.runner = Runner(self._update, run)
         self._build_controls(config)
         self.figure = make_figure()
+        self.view = widgets.Output(layout=widgets.Layout(min_height="430px"))
         self.settings = widgets.VBox()
         for name in sorted(set(table["algorithm"])) if table is not None else []:
             done = config if name == config.run.algorithm else config.replace(algorithm=name)
@@ -206,6 +207,7 @@ class Tuner:
                 if k in self.runner.curves
             ]
             draw(self.figure, shown, self.current)
+            self.view.outputs = (bundle(self.figure),)
             for k, label, colour, curve in shown:
                 text = self.rows[k][1]
                 weight = "bold" if k == self.current else "normal"
@@ -225,7 +227,7 @@ class Tuner:
         title = widgets.HTML(
             "<b>settings</b> (newest first; pin keeps one, ↺ sets the controls to it, ✕ removes it)"
         )
-        return widgets.VBox([size, self.knob_box, self.status, self.figure, title, self.settings])
+        return widgets.VBox([size, self.knob_box, self.status, self.view, title, self.settings])
 
     def close(self) -> None:
         """End the background runs (a newer tuner in the same kernel calls this)."""
