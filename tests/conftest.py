@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# Ray reads this once, when it is first imported, and without it binds the machine's interface
+# address even for 127.0.0.1: every Ray server a test starts must stay on loopback.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
 import pytest
 import torch
 

@@ -139,3 +139,8 @@ def test_derived_lists_follow_the_registry():
     assert committed == app_config_lines()  # regenerate with app_config_lines() after a change
     for name in REGISTRY:
         assert all(p in parameter_table() for p in method_parameters(name))
+
+
+def test_a_help_text_papermill_cannot_read_is_refused_where_it_is_written():
+    with pytest.raises(ValueError, match="may not contain '='"):
+        param(1, "x=1 sets it")

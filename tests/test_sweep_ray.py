@@ -58,6 +58,11 @@ def two_nodes(monkeypatch):
             f"a two-node Ray cluster on 127.0.0.1 did not start in {ATTEMPTS} attempts "
             f"(is the machine overloaded?): {errors}"
         )
+    if not cluster.address.startswith("127.0.0.1:"):
+        _teardown(cluster, ours, before)
+        pytest.fail(
+            f"the Ray cluster bound {cluster.address}, not loopback (was ray imported before conftest?)"
+        )
     yield cluster.address
     _teardown(cluster, ours, before)
 

@@ -68,7 +68,7 @@ class FedLoRAParams(Section):
     )
     lora_targets: tuple[str, ...] = param(
         ("head",),
-        "adapter_placement=head: Linear layers carrying the adapter",
+        "Linear layers carrying the adapter when adapter_placement is head",
         choices=LORA_TARGETS,
         unique=True,
     )

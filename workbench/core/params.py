@@ -43,7 +43,11 @@ def param(
     unique: bool = False,
 ) -> Any:
     """A config field with its help text and allowed range (read by validation, CLI and docs);
-    `why` explains the upper bound in its refusal, `unique` refuses a list naming an item twice."""
+    `why` explains the upper bound in its refusal, `unique` refuses a list naming an item twice.
+    The help text becomes a comment in the notebook's parameters cell, where papermill skips any
+    line holding two '=', so an '=' in it is refused here."""
+    if "=" in help:
+        raise ValueError(f"parameter help may not contain '=' (papermill would skip the line): {help!r}")
     meta = {
         "help": help,
         "choices": choices,

@@ -82,13 +82,15 @@ class WarmKernel:
         return bool(run_sync(self.km.is_alive)())
 
     def prologue(self, folder: Path) -> str:
-        """Code to run before a point: imports (first point only), a clean namespace (modules
-        stay imported) and the point's folder as working directory."""
+        """Code to run before a point: imports (first point only), the point's folder as working
+        directory, then a clean namespace (modules stay imported). The directory comes first:
+        the previous point's folder may be gone (Ray removes its scratch folders), and IPython's
+        reset fails in a working directory that no longer exists."""
         imports = "" if self._imported else f"import {', '.join(self.imports)}\n"
         self._imported = True
         return (
-            f"{imports}get_ipython().reset(new_session=True)\n"  # it also collects garbage
-            f"import os\nos.chdir({str(folder)!r})"
+            f"{imports}import os\nos.chdir({str(folder)!r})\n"
+            "get_ipython().reset(new_session=True)"  # it also collects garbage
         )
 
     def shutdown(self) -> None:
