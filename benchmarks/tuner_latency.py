@@ -36,18 +36,22 @@ def main() -> None:
         marks.append((time.perf_counter(), key, curve.state, len(curve.round)))
 
     tuner.runner.notify = timed
-    rows = [("cold", started, wait(marks, tuner.current, started, "first"))]
+    print(f"tuner size: {args.num_clients} clients × {args.rounds} rounds on {args.device}")
+    print(f"{'case':<6}{'first round drawn (s)':>24}{'finished curve (s)':>22}", flush=True)
+    report("cold", started, wait(marks, tuner.current, started, "first"))
     changed = time.perf_counter()
     tuner.knobs()["rank"].value = 2  # while the notebook's setting is still computing
-    rows.append(("busy", changed, wait(marks, tuner.current, changed, "done")))
+    report("busy", changed, wait(marks, tuner.current, changed, "done"))
     changed = time.perf_counter()
     tuner.knobs()["rank"].value = 3
-    rows.append(("idle", changed, wait(marks, tuner.current, changed, "done")))
-    print(f"tuner size: {args.num_clients} clients × {args.rounds} rounds on {args.device}")
-    print(f"{'case':<6}{'first round drawn (s)':>24}{'finished curve (s)':>22}")
-    for case, t0, (first, done) in rows:
-        print(f"{case:<6}{first - t0:>24.1f}{(done - t0 if done else float('nan')):>22.1f}")
+    report("idle", changed, wait(marks, tuner.current, changed, "done"))
     tuner.close()
+
+
+def report(case: str, t0: float, times: tuple[float, float | None]) -> None:
+    """One line per case as soon as it is measured (a long run still shows what it has)."""
+    first, done = times
+    print(f"{case:<6}{first - t0:>24.1f}{(done - t0 if done else float('nan')):>22.1f}", flush=True)
 
 
 def wait(marks: list, key: str, since: float, until: str) -> tuple[float, float | None]:
