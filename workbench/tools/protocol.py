@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from workbench.lab.protocol import (KEY, best_baseline, configurations, markdown, paired_gaps,
+from workbench.lab.protocol import (GAP_COLUMNS, KEY, best_baseline, configurations, markdown, paired_gaps,
                                     protocol_table)
 from workbench.lab.reporting import Sweep, label, load_sweep
 from workbench.core.facts import STATUS_FILE
@@ -128,13 +128,15 @@ def partition_section(table: pd.DataFrame, swept: list[str], protocol: pd.DataFr
                       partition: str, target: float) -> list[str]:
     """One partition's verdicts, its table (best first) and its paired gaps."""
     best = best_baseline(protocol, partition)
-    references = list(dict.fromkeys([*standalone_references(protocol, partition), best]))
+    standalones = standalone_references(protocol, partition)
+    references = list(dict.fromkeys([*standalones, *([best] if best else [])]))
     gaps = pd.concat([paired_gaps(table[table["partition"] == partition], swept, ref)
-                      for ref in references], ignore_index=True)
+                      for ref in references], ignore_index=True) if references else pd.DataFrame(columns=GAP_COLUMNS)
     rows = protocol[protocol["partition"] == partition].sort_values("final_mean", ascending=False)
-    verdicts = [f"- {verdict(gaps, partition, ref)}" for ref in references[:-1]]
-    return [f"## Partition `{partition}` (target accuracy {target:.2f})", "", *verdicts,
-            f"- best other method: `{best}`; {verdict(gaps, partition, best)}", "",
+    verdicts = [f"- {verdict(gaps, partition, ref)}" for ref in standalones]
+    if best:
+        verdicts.append(f"- best other method: `{best}`; {verdict(gaps, partition, best)}")
+    return [f"## Partition `{partition}` (target accuracy {target:.2f})", "", *verdicts, "",
             markdown(rows.drop(columns=["partition", "algorithm"]), FORMATS), "",
             "Gaps in final accuracy, paired by seed (95% CI):", "",
             markdown(gaps.drop(columns=["partition"]), FORMATS), ""]
