@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 from scipy import stats
 
@@ -47,10 +48,16 @@ def configurations(table: pd.DataFrame, swept: Sequence[str]) -> pd.DataFrame:
     for _, group in summary.groupby("algorithm", sort=False):
         varying = [k for k in keys if not (group[k].notna().all() and group[k].nunique() == 1)]
         labels[group.index] = [
-            label({"algorithm": r["algorithm"], **{k: r[k] for k in varying}}) for _, r in group.iterrows()
+            label({"algorithm": r["algorithm"], **{k: _plain(r[k]) for k in varying}})
+            for _, r in group.iterrows()
         ]
     summary[KEY] = labels
     return summary
+
+
+def _plain(value: object) -> object:
+    """A switch as 'true'/'false' (a bool would print as 1/0 in a label)."""
+    return str(value).lower() if isinstance(value, (bool, np.bool_)) else value
 
 
 def _to_target(table: pd.DataFrame, points: pd.DataFrame, target: float) -> pd.DataFrame:
@@ -115,10 +122,11 @@ def paired_gaps(table: pd.DataFrame, swept: Sequence[str], reference: str) -> pd
     return pd.DataFrame(rows, columns=GAP_COLUMNS)
 
 
-def best_baseline(protocol: pd.DataFrame, partition: str, exclude: str = "fedlora") -> str:
-    """The configuration of another method with the highest mean final accuracy in a partition."""
+def best_baseline(protocol: pd.DataFrame, partition: str, exclude: str = "fedlora") -> str | None:
+    """The configuration of another method with the highest mean final accuracy in a partition
+    (None before any has finished)."""
     rows = protocol[(protocol["partition"] == partition) & (protocol["algorithm"] != exclude)]
-    return rows.sort_values("final_mean", ascending=False)[KEY].iloc[0]
+    return rows.sort_values("final_mean", ascending=False)[KEY].iloc[0] if len(rows) else None
 
 
 def markdown(frame: pd.DataFrame, formats: Mapping[str, str] | None = None) -> str:

@@ -21,7 +21,15 @@ import pandas as pd
 
 from workbench.core.facts import STATUS_FILE
 from workbench.core.results import read_run
-from workbench.lab.protocol import KEY, best_baseline, configurations, markdown, paired_gaps, protocol_table
+from workbench.lab.protocol import (
+    GAP_COLUMNS,
+    KEY,
+    best_baseline,
+    configurations,
+    markdown,
+    paired_gaps,
+    protocol_table,
+)
 from workbench.lab.sweep import expand, load_spec, swept_values
 from workbench.lab.sweep_results import Sweep, label, load_sweep
 
@@ -144,18 +152,24 @@ def partition_section(
 ) -> list[str]:
     """One partition's verdicts, its table (best first) and its paired gaps."""
     best = best_baseline(protocol, partition)
-    references = list(dict.fromkeys([*standalone_references(protocol, partition), best]))
-    gaps = pd.concat(
-        [paired_gaps(table[table["partition"] == partition], swept, ref) for ref in references],
-        ignore_index=True,
+    standalones = standalone_references(protocol, partition)
+    references = list(dict.fromkeys([*standalones, *([best] if best else [])]))
+    gaps = (
+        pd.concat(
+            [paired_gaps(table[table["partition"] == partition], swept, ref) for ref in references],
+            ignore_index=True,
+        )
+        if references
+        else pd.DataFrame(columns=GAP_COLUMNS)
     )
     rows = protocol[protocol["partition"] == partition].sort_values("final_mean", ascending=False)
-    verdicts = [f"- {verdict(gaps, partition, ref)}" for ref in references[:-1]]
+    verdicts = [f"- {verdict(gaps, partition, ref)}" for ref in standalones]
+    if best:
+        verdicts.append(f"- best other method: `{best}`; {verdict(gaps, partition, best)}")
     return [
         f"## Partition `{partition}` (target accuracy {target:.2f})",
         "",
         *verdicts,
-        f"- best other method: `{best}`; {verdict(gaps, partition, best)}",
         "",
         markdown(rows.drop(columns=["partition", "algorithm"]), FORMATS),
         "",
