@@ -7,8 +7,9 @@ import torch
 
 torch.set_num_threads(2)
 
-TINY = dict(dataset="digits", num_clients=4, rounds=2, batch_size=32, eval_batch_size=256,
-            seed=0, device="cpu")
+TINY = dict(
+    dataset="digits", num_clients=4, rounds=2, batch_size=32, eval_batch_size=256, seed=0, device="cpu"
+)
 
 
 @pytest.fixture

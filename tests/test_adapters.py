@@ -2,9 +2,16 @@ import pytest
 import torch
 from peft.tuners.lora import LoraLayer
 
-from workbench.core.adapters import (adapter_disabled, adapter_parameters, adapter_state,
-                                check_homogeneous, inject_lora, load_adapter_state,
-                                private_parameters, set_trainable)
+from workbench.core.adapters import (
+    adapter_disabled,
+    adapter_parameters,
+    adapter_state,
+    check_homogeneous,
+    inject_lora,
+    load_adapter_state,
+    private_parameters,
+    set_trainable,
+)
 from workbench.core.models import build_model
 
 
@@ -25,8 +32,7 @@ def test_peft_layer_wraps_the_head_and_starts_as_identity():
     x = torch.randn(4, 3, 32, 32)
     assert torch.equal(model(x), plain(x))  # B = 0
     state = adapter_state(model)
-    assert {k: tuple(v.shape) for k, v in state.items()} == {"head.lora_A": (4, 500),
-                                                            "head.lora_B": (10, 4)}
+    assert {k: tuple(v.shape) for k, v in state.items()} == {"head.lora_A": (4, 500), "head.lora_B": (10, 4)}
     assert torch.count_nonzero(state["head.lora_B"]) == 0
 
 

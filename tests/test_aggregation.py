@@ -5,8 +5,10 @@ from workbench.core.aggregation import InvalidUpdateError, validate_update, weig
 
 
 def test_weighted_average_by_sample_counts_matches_hand_computation():
-    updates = {0: {"a": torch.tensor([1.0, 2.0]), "b": torch.tensor([[0.0]])},
-               1: {"a": torch.tensor([4.0, 8.0]), "b": torch.tensor([[3.0]])}}
+    updates = {
+        0: {"a": torch.tensor([1.0, 2.0]), "b": torch.tensor([[0.0]])},
+        1: {"a": torch.tensor([4.0, 8.0]), "b": torch.tensor([[3.0]])},
+    }
     out = weighted_average(updates, {0: 1.0, 1: 2.0})
     torch.testing.assert_close(out["a"], torch.tensor([3.0, 6.0]))  # (1·1 + 2·4)/3, (2 + 16)/3
     torch.testing.assert_close(out["b"], torch.tensor([[2.0]]))
@@ -17,14 +19,17 @@ def good():
     return {"a": torch.zeros(2, 3), "b": torch.ones(4)}
 
 
-@pytest.mark.parametrize("update, tensor, fragment", [
-    ({"a": torch.zeros(2, 3)}, None, "missing ['b']"),
-    ({**good(), "c": torch.zeros(1)}, None, "unexpected ['c']"),
-    ({"a": torch.zeros(3, 2), "b": torch.ones(4)}, "a", "shape (3, 2) != (2, 3)"),
-    ({"a": torch.zeros(2, 3, dtype=torch.float64), "b": torch.ones(4)}, "a", "dtype"),
-    ({"a": torch.zeros(2, 3), "b": torch.tensor([1.0, float("nan"), 0, 0])}, "b", "NaN"),
-    ({"a": torch.zeros(2, 3), "b": torch.tensor([1.0, float("inf"), 0, 0])}, "b", "infinity"),
-])
+@pytest.mark.parametrize(
+    "update, tensor, fragment",
+    [
+        ({"a": torch.zeros(2, 3)}, None, "missing ['b']"),
+        ({**good(), "c": torch.zeros(1)}, None, "unexpected ['c']"),
+        ({"a": torch.zeros(3, 2), "b": torch.ones(4)}, "a", "shape (3, 2) != (2, 3)"),
+        ({"a": torch.zeros(2, 3, dtype=torch.float64), "b": torch.ones(4)}, "a", "dtype"),
+        ({"a": torch.zeros(2, 3), "b": torch.tensor([1.0, float("nan"), 0, 0])}, "b", "NaN"),
+        ({"a": torch.zeros(2, 3), "b": torch.tensor([1.0, float("inf"), 0, 0])}, "b", "infinity"),
+    ],
+)
 def test_bad_update_is_refused_naming_client_and_tensor(update, tensor, fragment):
     global_state = good()
     before = {k: v.clone() for k, v in global_state.items()}
@@ -49,6 +54,7 @@ def test_weights_must_match_updates_and_be_positive():
 
 def test_classwise_average_weights_each_class_by_its_counts():
     from workbench.core.aggregation import classwise_average
+
     a = {"values": torch.tensor([[1.0, 1.0], [5.0, 0.0], [9.0, 9.0]]), "counts": torch.tensor([1, 3, 0])}
     b = {"values": torch.tensor([[4.0, 7.0], [0.0, 0.0], [0.0, 0.0]]), "counts": torch.tensor([2, 0, 0])}
     out = classwise_average({0: a, 1: b})

@@ -4,14 +4,12 @@ import math
 
 import pytest
 import torch
+from helpers import make_algorithm
 
-from workbench.core.aggregation import Rule, aggregate_by, update_norm, weighted_average
 from workbench.config import malicious_count
 from workbench.core import facts
-from workbench.loop.attacks import (ATTACKS, Attack, apply_attack, malicious_clients, noise, scale,
-                                    sign_flip)
-
-from helpers import make_algorithm
+from workbench.core.aggregation import Rule, aggregate_by, update_norm, weighted_average
+from workbench.loop.attacks import ATTACKS, Attack, apply_attack, malicious_clients, noise, scale, sign_flip
 
 
 def test_scale_and_sign_flip_act_on_the_update_from_the_received_state():
@@ -28,8 +26,11 @@ def test_noise_is_seeded_by_seed_round_and_client_and_has_the_asked_spread():
     attack = Attack("noise", std=0.5)
     first = apply_attack(attack, upload, None, seed=1, round_=2, cid=3)
     assert torch.equal(first["a"], apply_attack(attack, upload, None, seed=1, round_=2, cid=3)["a"])
-    for other in (dict(seed=2, round_=2, cid=3), dict(seed=1, round_=3, cid=3),
-                  dict(seed=1, round_=2, cid=4)):
+    for other in (
+        dict(seed=2, round_=2, cid=3),
+        dict(seed=1, round_=3, cid=3),
+        dict(seed=1, round_=2, cid=4),
+    ):
         assert not torch.equal(first["a"], apply_attack(attack, upload, None, **other)["a"])
     drawn = first["a"] - 3.0
     assert abs(drawn.mean().item()) < 0.02 and abs(drawn.std().item() - 0.5) < 0.02
@@ -45,8 +46,7 @@ def test_none_changes_nothing_and_unknown_attacks_are_refused():
     assert noise(upload, 0.0, torch.Generator().manual_seed(0))["a"].tolist() == [1.0]
 
 
-@pytest.mark.parametrize("amount, count", [(0, 0), (0.2, 1), (0.5, 3), (0.99, 5), (1, 1), (2, 2),
-                                           (5, 5)])
+@pytest.mark.parametrize("amount, count", [(0, 0), (0.2, 1), (0.5, 3), (0.99, 5), (1, 1), (2, 2), (5, 5)])
 def test_malicious_amount_is_a_fraction_below_one_or_a_count(amount, count):
     assert malicious_count(5, amount) == count
     chosen = malicious_clients(5, amount, seed=0)
@@ -88,8 +88,12 @@ def test_robust_rules_keep_the_adapter_near_the_honest_mean_under_a_1e6_scaling_
     assert theta["head.lora_A"].shape == (4, 500) and theta["head.lora_B"].shape == (10, 4)
     attacker = 2
     honest = {cid: u for cid, u in uploads.items() if cid != attacker}
-    poisoned = {**uploads, attacker: apply_attack(Attack("scale", factor=1e6), uploads[attacker],
-                                                  theta, seed=0, round_=1, cid=attacker)}
+    poisoned = {
+        **uploads,
+        attacker: apply_attack(
+            Attack("scale", factor=1e6), uploads[attacker], theta, seed=0, round_=1, cid=attacker
+        ),
+    }
     weights = dict.fromkeys(poisoned, 40.0)
     honest_mean = weighted_average(honest, {c: weights[c] for c in honest})
 
@@ -116,5 +120,9 @@ def test_robust_rules_keep_the_adapter_near_the_honest_mean_under_a_1e6_scaling_
     plain = aggregate_by(Rule("mean"), poisoned, weights, reference=theta)
     assert deviation(plain) > 1e4 * spread  # the plain mean is dragged away
     assert deviation(plain) == pytest.approx(
-        max(((poisoned[attacker][n] - theta[n]) / 5 - (honest_mean[n] - theta[n]) / 5).abs().max().item()
-            for n in theta), rel=1e-3)
+        max(
+            ((poisoned[attacker][n] - theta[n]) / 5 - (honest_mean[n] - theta[n]) / 5).abs().max().item()
+            for n in theta
+        ),
+        rel=1e-3,
+    )

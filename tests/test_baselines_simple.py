@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import make_algorithm
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -16,35 +17,45 @@ from workbench.algorithms.fedavg import FedAvg
 from workbench.algorithms.lg_fedavg import LGFedAvg
 from workbench.algorithms.standalone import Standalone
 from workbench.config import build_config
+from workbench.core.accounting import Ledger
 from workbench.core.data import ClientData, Normalizer
 from workbench.core.models import build_model, count_parameters
-from workbench.core.accounting import Ledger
 from workbench.loop.rounds import run_round
 from workbench.loop.runner import run_experiment
-
-from helpers import make_algorithm
 
 C = 10
 CNN5_PARAMS = 670_058
 HEAD_BYTES = 4 * (500 * C + C)  # 20,040
 FD_UP = 4 * C * C + 8 * C  # (C, C) float32 logits + (C,) int64 counts = 480
 FD_DOWN = 4 * C * C + C  # (C, C) float32 teacher logits + (C,) bool mask = 410
-CLASSES = {"standalone": Standalone, "fedavg": FedAvg, "lg_fedavg": LGFedAvg,
-           "fd": FederatedDistillation}
+CLASSES = {"standalone": Standalone, "fedavg": FedAvg, "lg_fedavg": LGFedAvg, "fd": FederatedDistillation}
 
 
 def run_tiny(monkeypatch, name, **flat):
     monkeypatch.setitem(workbench.loop.runner.REGISTRY, name, CLASSES[name])
-    config = build_config({"algorithm": name, "dataset": "digits", "num_clients": 2, "rounds": 1,
-                           "batch_size": 32, "device": "cpu", "fedavg_model": "cnn5", **flat})
+    config = build_config(
+        {
+            "algorithm": name,
+            "dataset": "digits",
+            "num_clients": 2,
+            "rounds": 1,
+            "batch_size": 32,
+            "device": "cpu",
+            "fedavg_model": "cnn5",
+            **flat,
+        }
+    )
     return run_experiment(config).table
 
 
-@pytest.mark.parametrize("name, up, down", [
-    ("standalone", 0, 0),
-    ("fedavg", 4 * CNN5_PARAMS, 4 * CNN5_PARAMS),
-    ("lg_fedavg", HEAD_BYTES, HEAD_BYTES),
-])
+@pytest.mark.parametrize(
+    "name, up, down",
+    [
+        ("standalone", 0, 0),
+        ("fedavg", 4 * CNN5_PARAMS, 4 * CNN5_PARAMS),
+        ("lg_fedavg", HEAD_BYTES, HEAD_BYTES),
+    ],
+)
 def test_one_round_through_the_loop_sends_exactly_the_payload(monkeypatch, name, up, down):
     table = run_tiny(monkeypatch, name)
     assert len(table) == 2 and table["participated"].all()
@@ -91,8 +102,9 @@ def test_fedavg_receive_makes_every_client_model_bit_identical_to_the_global_sta
     assert not torch.equal(uploads[0]["fc1.weight"], uploads[1]["fc1.weight"])
     weights = {0: 1.0, 1: 3.0}
     server = algorithm.aggregate(server, uploads, weights)
-    torch.testing.assert_close(server["head.bias"],
-                               0.25 * uploads[0]["head.bias"] + 0.75 * uploads[1]["head.bias"])
+    torch.testing.assert_close(
+        server["head.bias"], 0.25 * uploads[0]["head.bias"] + 0.75 * uploads[1]["head.bias"]
+    )
     for c in clients:
         algorithm.receive(c, algorithm.broadcast(server, c))
         state = c.state["model"].state_dict()
@@ -120,8 +132,7 @@ def test_lg_fedavg_receive_changes_only_the_head():
 
 
 def test_lg_fedavg_shares_the_head_and_keeps_features_private():
-    algorithm, clients = make_algorithm(cls=LGFedAvg, algorithm="lg_fedavg", num_clients=2,
-                                        models="cnn5")
+    algorithm, clients = make_algorithm(cls=LGFedAvg, algorithm="lg_fedavg", num_clients=2, models="cnn5")
     server = algorithm.initial_server_state()
     assert all(torch.equal(c.state["model"].head.weight, server["head.weight"]) for c in clients)
     server = run_round(algorithm, clients, server, 1, Ledger())
@@ -190,18 +201,19 @@ def test_distillation_term_equals_the_hand_computed_value():
     mask = torch.tensor([True, False])  # class 1 has no global logits: its sample adds 0
     logits, y = torch.zeros(2, 2), torch.tensor([0, 1])
     kl = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
-    expected = 2.0 ** 2 * kl / 2  # T² · KL of sample 0, averaged over the batch of 2
-    torch.testing.assert_close(distillation_loss(logits, y, teacher, mask, 2.0),
-                               torch.tensor(expected))
+    expected = 2.0**2 * kl / 2  # T² · KL of sample 0, averaged over the batch of 2
+    torch.testing.assert_close(distillation_loss(logits, y, teacher, mask, 2.0), torch.tensor(expected))
 
 
 @pytest.mark.parametrize("weight", [0.0, 0.5])
 def test_fd_loss_is_plain_cross_entropy_exactly_when_lambda_is_zero(weight):
-    algorithm, (client,) = make_algorithm(cls=FederatedDistillation, algorithm="fd", num_clients=1,
-                                          fd_weight=weight, fd_temperature=2.0)
+    algorithm, (client,) = make_algorithm(
+        cls=FederatedDistillation, algorithm="fd", num_clients=1, fd_weight=weight, fd_temperature=2.0
+    )
     g = torch.Generator().manual_seed(0)
-    algorithm.receive(client, {"logits": torch.randn(C, C, generator=g) * 3,
-                               "mask": torch.ones(C, dtype=torch.bool)})
+    algorithm.receive(
+        client, {"logits": torch.randn(C, C, generator=g) * 3, "mask": torch.ones(C, dtype=torch.bool)}
+    )
     x, y = torch.randn(6, 3, 32, 32, generator=g), torch.arange(6)
     ce = F.cross_entropy(client.state["model"](x), y)
     loss = algorithm.model_loss(client)(x, y)
@@ -209,12 +221,12 @@ def test_fd_loss_is_plain_cross_entropy_exactly_when_lambda_is_zero(weight):
 
 
 def test_fd_counts_the_logit_pass_as_forward_only_training_flops():
-    fd, (client,) = make_algorithm(cls=FederatedDistillation, algorithm="fd", num_clients=1,
-                                   models="cnn5")
-    plain, (twin,) = make_algorithm(cls=Standalone, algorithm="standalone", num_clients=1,
-                                    models="cnn5")
-    extra = (fd.local_update(client, torch.Generator().manual_seed(0)).flops
-             - plain.local_update(twin, torch.Generator().manual_seed(0)).flops)
+    fd, (client,) = make_algorithm(cls=FederatedDistillation, algorithm="fd", num_clients=1, models="cnn5")
+    plain, (twin,) = make_algorithm(cls=Standalone, algorithm="standalone", num_clients=1, models="cnn5")
+    extra = (
+        fd.local_update(client, torch.Generator().manual_seed(0)).flops
+        - plain.local_update(twin, torch.Generator().manual_seed(0)).flops
+    )
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         build_model("cnn5", C, 0)(torch.zeros(1, 3, 32, 32))
     assert extra == client.data.num_train * counter.get_total_flops()

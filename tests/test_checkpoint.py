@@ -1,9 +1,9 @@
 import pandas as pd
 import pytest
 
-from workbench.loop.checkpoint import CHECKPOINT_FILE
 from workbench.config import build_config
 from workbench.core.errors import UserError
+from workbench.loop.checkpoint import CHECKPOINT_FILE
 from workbench.loop.runner import run_experiment
 
 
@@ -15,6 +15,7 @@ def kill_after(round_to_die: int):
     def progress(round_, rounds, metrics):
         if round_ == round_to_die:
             raise Killed
+
     return progress
 
 
@@ -25,8 +26,7 @@ def test_killed_run_resumes_from_its_checkpoint_with_identical_numbers(tiny, tmp
         run_experiment(config, out_dir=tmp_path / "resumed", progress=kill_after(3))
     assert (tmp_path / "resumed" / CHECKPOINT_FILE).exists()
     seen = []
-    resumed = run_experiment(config, out_dir=tmp_path / "resumed",
-                             progress=lambda r, *_: seen.append(r))
+    resumed = run_experiment(config, out_dir=tmp_path / "resumed", progress=lambda r, *_: seen.append(r))
     assert seen == [3, 4]  # rounds 1-2 came from the checkpoint
     pd.testing.assert_frame_equal(resumed.table, whole.table)
     assert not (tmp_path / "resumed" / CHECKPOINT_FILE).exists()
@@ -38,8 +38,11 @@ def test_finished_run_directory_is_reused_and_never_overwritten_by_other_paramet
     again = run_experiment(config, out_dir=tmp_path / "run", progress=lambda *_: pytest.fail("re-ran"))
     pd.testing.assert_frame_equal(again.table, first.table, check_dtype=False)
     before = (tmp_path / "run" / "results.csv").read_bytes()
-    with pytest.raises(UserError, match=r"other parameters \(rank: 4 there, 2 here\); choose "
-                                        r"another output folder"):
+    with pytest.raises(
+        UserError,
+        match=r"other parameters \(rank: 4 there, 2 here\); choose "
+        r"another output folder",
+    ):
         run_experiment(config.replace(rank=2), out_dir=tmp_path / "run")
     assert (tmp_path / "run" / "results.csv").read_bytes() == before
 

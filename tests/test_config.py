@@ -1,37 +1,39 @@
 import pytest
 
-from workbench.config import ConfigError, build_config, defaults
-from workbench.config import RunConfig
+from workbench.config import ConfigError, RunConfig, build_config, defaults
 
 ALGORITHMS = RunConfig.__dataclass_fields__["algorithm"].metadata["choices"]()
 
 
-@pytest.mark.parametrize("flat, fragment", [
-    ({"rank": 0}, "rank=0"),
-    ({"rank": 11}, "rank=11"),
-    ({"dataset": "cifar100", "rank": 101}, "rank=101"),
-    ({"mu": -0.1}, "mu=-0.1"),
-    ({"mu": 1.01}, "mu=1.01"),
-    ({"fraction": 0.0}, "fraction=0.0"),
-    ({"fraction": 1.5}, "fraction=1.5"),
-    ({"classes_per_client": 11}, "classes_per_client=11"),
-    ({"dataset": "mnist"}, "dataset='mnist'"),
-    ({"models": "cnn1,resnet"}, "models='resnet'"),
-    ({"algorithm": "fedsgd"}, "algorithm='fedsgd'"),
-    ({"rounds": 0}, "rounds=0"),
-    ({"model_epochs": 0}, "model_epochs=0"),
-    ({"adapter_epochs": -1}, "adapter_epochs=-1"),
-    ({"batch_size": 0}, "batch_size=0"),
-    ({"lr": 0.0}, "lr=0.0"),
-    ({"adapter_lr": -0.01}, "adapter_lr=-0.01"),
-    ({"partition": "iid-ish"}, "partition='iid-ish'"),
-    ({"dirichlet_alpha": 0}, "dirichlet_alpha=0"),
-    ({"num_clients": 0}, "num_clients=0"),
-    ({"rank": 2.5}, "rank=2.5"),
-    ({"rank": "four"}, "rank='four'"),
-    ({"download": "maybe"}, "download='maybe'"),
-    ({"lr": float("nan")}, "lr=nan"),
-])
+@pytest.mark.parametrize(
+    "flat, fragment",
+    [
+        ({"rank": 0}, "rank=0"),
+        ({"rank": 11}, "rank=11"),
+        ({"dataset": "cifar100", "rank": 101}, "rank=101"),
+        ({"mu": -0.1}, "mu=-0.1"),
+        ({"mu": 1.01}, "mu=1.01"),
+        ({"fraction": 0.0}, "fraction=0.0"),
+        ({"fraction": 1.5}, "fraction=1.5"),
+        ({"classes_per_client": 11}, "classes_per_client=11"),
+        ({"dataset": "mnist"}, "dataset='mnist'"),
+        ({"models": "cnn1,resnet"}, "models='resnet'"),
+        ({"algorithm": "fedsgd"}, "algorithm='fedsgd'"),
+        ({"rounds": 0}, "rounds=0"),
+        ({"model_epochs": 0}, "model_epochs=0"),
+        ({"adapter_epochs": -1}, "adapter_epochs=-1"),
+        ({"batch_size": 0}, "batch_size=0"),
+        ({"lr": 0.0}, "lr=0.0"),
+        ({"adapter_lr": -0.01}, "adapter_lr=-0.01"),
+        ({"partition": "iid-ish"}, "partition='iid-ish'"),
+        ({"dirichlet_alpha": 0}, "dirichlet_alpha=0"),
+        ({"num_clients": 0}, "num_clients=0"),
+        ({"rank": 2.5}, "rank=2.5"),
+        ({"rank": "four"}, "rank='four'"),
+        ({"download": "maybe"}, "download='maybe'"),
+        ({"lr": float("nan")}, "lr=nan"),
+    ],
+)
 def test_bad_values_are_refused_naming_parameter_and_value(flat, fragment):
     with pytest.raises(ConfigError) as error:
         build_config(flat)
@@ -73,4 +75,5 @@ def test_round_robin_models_and_fedavg_single_architecture():
 
 def test_algorithm_names_match_registry():
     from workbench.algorithms import REGISTRY
+
     assert set(REGISTRY) <= set(ALGORITHMS)

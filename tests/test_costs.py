@@ -2,13 +2,12 @@ import math
 
 import pandas as pd
 import pytest
+from test_flops import analytic_step
 
 from workbench.cli import main
-from workbench.tools.costs import cost_ratios, per_round_costs
 from workbench.core.results import cost_to_target
 from workbench.core.zoo import ZOO
-
-from test_flops import analytic_step
+from workbench.tools.costs import cost_ratios, per_round_costs
 
 FLAT = {"dataset": "digits", "batch_size": 16, "augment": False}
 
@@ -41,15 +40,23 @@ def test_per_round_costs_refuse_unknown_algorithms_and_sizes():
 
 def run_table(accuracies, flops=10, up=3, down=2):
     """Two clients per round with the given mean accuracy per round."""
-    rows = [{"round": r, "client": c, "accuracy": a, "train_flops": flops, "bytes_up": up,
-             "bytes_down": down} for r, a in enumerate(accuracies, 1) for c in (0, 1)]
+    rows = [
+        {"round": r, "client": c, "accuracy": a, "train_flops": flops, "bytes_up": up, "bytes_down": down}
+        for r, a in enumerate(accuracies, 1)
+        for c in (0, 1)
+    ]
     return pd.DataFrame(rows)
 
 
 def test_cost_to_target_by_hand():
-    table = cost_to_target({"fedlora": run_table([0.5, 0.8, 0.9]),
-                            "fml": run_table([0.7, 0.85, 0.6], flops=40, up=100),
-                            "fd": run_table([0.1, 0.2, 0.3])}, target=0.8).set_index("run")
+    table = cost_to_target(
+        {
+            "fedlora": run_table([0.5, 0.8, 0.9]),
+            "fml": run_table([0.7, 0.85, 0.6], flops=40, up=100),
+            "fd": run_table([0.1, 0.2, 0.3]),
+        },
+        target=0.8,
+    ).set_index("run")
     assert table.loc["fedlora", "round"] == 2 and table.loc["fml", "round"] == 2
     assert table.loc["fedlora", "cum_train_flops"] == 2 * 2 * 10
     assert table.loc["fedlora", "cum_bytes"] == 2 * 2 * (3 + 2)
@@ -62,8 +69,22 @@ def test_cost_to_target_by_hand():
 
 def test_costs_and_target_commands(tiny, tmp_path, capsys):
     csv = tmp_path / "costs.csv"
-    assert main(["costs", "--algorithms", "fedlora,standalone", "--samples_per_client", "16",
-                 "--batch_size", "16", "--csv", str(csv)]) == 0
+    assert (
+        main(
+            [
+                "costs",
+                "--algorithms",
+                "fedlora,standalone",
+                "--samples_per_client",
+                "16",
+                "--batch_size",
+                "16",
+                "--csv",
+                str(csv),
+            ]
+        )
+        == 0
+    )
     assert set(pd.read_csv(csv)["algorithm"]) == {"fedlora", "standalone"}
     assert "flops_vs_fedlora" in capsys.readouterr().out
     args = [f"--{k}={v}" for k, v in tiny.items()] + ["--quiet"]

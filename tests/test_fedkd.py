@@ -3,17 +3,23 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import make_algorithm
 
 import workbench.loop.runner
+from workbench.algorithms.fedkd import FedKD, fedkd_losses
+from workbench.config import build_config
 from workbench.core.accounting import payload_bytes
 from workbench.core.aggregation import InvalidUpdateError
-from workbench.algorithms.fedkd import FedKD, fedkd_losses
-from workbench.core.compression import (compress_state, decompress_state, energy_schedule,
-                                   merge_payloads, rank_for_energy, svd_compress, svd_decompress)
-from workbench.config import build_config
+from workbench.core.compression import (
+    compress_state,
+    decompress_state,
+    energy_schedule,
+    merge_payloads,
+    rank_for_energy,
+    svd_compress,
+    svd_decompress,
+)
 from workbench.loop.runner import run_experiment
-
-from helpers import make_algorithm
 
 CNN5_BYTES = 4 * 670_058
 
@@ -26,8 +32,7 @@ def low_rank(m, n, singular_values, seed=0):
 
 
 # ---- compression ---------------------------------------------------------------------------
-@pytest.mark.parametrize("energy, rank", [(0.6, 1), (9 / 14, 1), (0.9, 2), (13 / 14, 2),
-                                          (0.95, 3), (1.0, 3)])
+@pytest.mark.parametrize("energy, rank", [(0.6, 1), (9 / 14, 1), (0.9, 2), (13 / 14, 2), (0.95, 3), (1.0, 3)])
 def test_rank_for_energy_on_hand_computed_spectrum(energy, rank):
     # σ = [3, 2, 1]: σ² = [9, 4, 1], cumulative energy shares 9/14, 13/14, 14/14
     assert rank_for_energy(torch.tensor([3.0, 2.0, 1.0]), energy) == rank
@@ -90,20 +95,19 @@ def test_merged_payloads_decompress_to_the_exact_sum():
     second = compress_state({"w": low_rank(30, 20, [2.0], 5), "b": torch.full((30,), 2.0)}, 0.9999)
     merged = merge_payloads([first, second], shapes)
     assert merged["w.S"].numel() == 3  # ranks 2 + 1 stacked
-    expected = {n: decompress_state(first, shapes)[n] + decompress_state(second, shapes)[n]
-                for n in shapes}
+    expected = {n: decompress_state(first, shapes)[n] + decompress_state(second, shapes)[n] for n in shapes}
     for name, t in decompress_state(merged, shapes).items():
         torch.testing.assert_close(t, expected[name], atol=1e-5, rtol=0)
     assert merge_payloads([], shapes) == {}
 
 
 def test_energy_threshold_schedule_per_round():
-    assert [energy_schedule(t, 4, 0.9, 1.0) for t in (1, 2, 3, 4)] == pytest.approx(
-        [0.925, 0.95, 0.975, 1.0])
+    assert [energy_schedule(t, 4, 0.9, 1.0) for t in (1, 2, 3, 4)] == pytest.approx([0.925, 0.95, 0.975, 1.0])
     with pytest.raises(ValueError, match="round 5"):
         energy_schedule(5, 4, 0.9, 1.0)
-    algorithm, _ = make_algorithm(cls=FedKD, algorithm="fedkd", num_clients=1, rounds=4,
-                                  fedkd_energy_start=0.9, fedkd_energy_end=1.0)
+    algorithm, _ = make_algorithm(
+        cls=FedKD, algorithm="fedkd", num_clients=1, rounds=4, fedkd_energy_start=0.9, fedkd_energy_end=1.0
+    )
     assert algorithm.energy() == pytest.approx(0.925)
     algorithm.begin_round(2)  # the loop announces each round; an empty aggregate changes nothing
     algorithm.aggregate({}, {}, {})
@@ -119,8 +123,7 @@ def test_adaptive_losses_equal_hand_computed_values():
     h_t = torch.tensor([[1.0, 0.0]], requires_grad=True)
     h_s = torch.tensor([[0.0, 0.0]], requires_grad=True)
     y = torch.tensor([0])
-    teacher, student = fedkd_losses(t_logits, s_logits, h_t, h_s, y, temperature=1.0,
-                                    hidden_weight=2.0)
+    teacher, student = fedkd_losses(t_logits, s_logits, h_t, h_s, y, temperature=1.0, hidden_weight=2.0)
     p = math.exp(2) / (math.exp(2) + 1)  # teacher's probability of class 0
     ce_t, ce_s = -math.log(p), math.log(2)
     kl_t_to_s = p * math.log(2 * p) + (1 - p) * math.log(2 * (1 - p))  # KL(p_t ‖ p_s)
@@ -163,8 +166,7 @@ def assert_student_is(client, server, atol):
 
 
 def test_after_a_round_every_client_holds_the_global_student():
-    algorithm, clients = make_algorithm(cls=FedKD, algorithm="fedkd", num_clients=2, rounds=2,
-                                        models="cnn5")
+    algorithm, clients = make_algorithm(cls=FedKD, algorithm="fedkd", num_clients=2, rounds=2, models="cnn5")
     start = algorithm.initial_server_state()
     assert all(algorithm.broadcast(start, c) == {} for c in clients)  # shared θ⁰: round 1 is free
     algorithm.synced.clear()
@@ -179,8 +181,9 @@ def test_after_a_round_every_client_holds_the_global_student():
 
 
 def test_a_client_that_missed_rounds_lands_exactly_on_the_global_student():
-    algorithm, (first, late) = make_algorithm(cls=FedKD, algorithm="fedkd", num_clients=2, rounds=3,
-                                                      models="cnn5")
+    algorithm, (first, late) = make_algorithm(
+        cls=FedKD, algorithm="fedkd", num_clients=2, rounds=3, models="cnn5"
+    )
     server = algorithm.initial_server_state()
     for _ in range(2):
         server = play_round(algorithm, [first, late], server, [first])
@@ -198,8 +201,9 @@ def test_a_client_that_missed_rounds_lands_exactly_on_the_global_student():
 
 
 def test_steps_no_client_needs_are_folded_so_history_stays_bounded():
-    algorithm, (first, late) = make_algorithm(cls=FedKD, algorithm="fedkd", num_clients=2, rounds=5,
-                                              models="cnn5")
+    algorithm, (first, late) = make_algorithm(
+        cls=FedKD, algorithm="fedkd", num_clients=2, rounds=5, models="cnn5"
+    )
     server = algorithm.initial_server_state()
     for _ in range(5):
         server = play_round(algorithm, [first, late], server, [first])
@@ -256,8 +260,9 @@ def test_two_clients_one_round_through_the_real_loop(monkeypatch):
         return upload(self, client)
 
     monkeypatch.setattr(FedKD, "upload", spy)
-    config = build_config({"algorithm": "fedkd", "dataset": "digits", "num_clients": 2, "rounds": 1,
-                           "device": "cpu"})
+    config = build_config(
+        {"algorithm": "fedkd", "dataset": "digits", "num_clients": 2, "rounds": 1, "device": "cpu"}
+    )
     table = run_experiment(config).table
     assert list(table["model"]) == ["cnn1", "cnn2"]  # the teachers are evaluated
     assert dict(zip(table["client"], table["bytes_up"])) == expected

@@ -1,8 +1,7 @@
 import torch
+from helpers import make_algorithm
 
 from workbench.core.adapters import adapter_parameters, adapter_state, load_adapter_state, private_parameters
-
-from helpers import make_algorithm
 
 
 def snapshot(tensors):
@@ -11,8 +10,9 @@ def snapshot(tensors):
 
 def set_random_adapter(model, seed=5):
     g = torch.Generator().manual_seed(seed)
-    load_adapter_state(model, {k: torch.randn(v.shape, generator=g) * 0.1
-                               for k, v in adapter_state(model).items()})
+    load_adapter_state(
+        model, {k: torch.randn(v.shape, generator=g) * 0.1 for k, v in adapter_state(model).items()}
+    )
 
 
 def test_adapter_phase_leaves_every_model_tensor_bit_identical():

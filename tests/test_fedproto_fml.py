@@ -3,19 +3,17 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import make_algorithm
 
 import workbench.loop.runner
-from workbench.core.accounting import payload_bytes
 from workbench.algorithms.base import Algorithm
-from workbench.core.aggregation import class_means
-from workbench.algorithms.fedproto import (FedProto, prototype_penalty,
-                                           prototype_scores)
+from workbench.algorithms.fedproto import FedProto, prototype_penalty, prototype_scores
 from workbench.algorithms.fml import FML, distill_kl, mutual_losses
 from workbench.config import build_config
+from workbench.core.accounting import payload_bytes
+from workbench.core.aggregation import class_means
 from workbench.core.models import count_parameters
 from workbench.loop.runner import run_experiment
-
-from helpers import make_algorithm
 
 CNN5_PARAMS = 670_058
 
@@ -32,10 +30,14 @@ def test_upload_then_aggregate_averages_prototypes_by_class_count():
     algorithm, clients = make_algorithm(cls=FedProto, algorithm="fedproto", num_clients=2)
     d = 500
     # client 0: class 0 mean 1 (3 samples), class 1 mean 2 (1); client 1: class 0 mean 5 (1)
-    clients[0].state["upload"] = {"values": torch.tensor([1.0, 2.0, 0.0])[:, None].repeat(1, d),
-                                  "counts": torch.tensor([3, 1, 0])}
-    clients[1].state["upload"] = {"values": torch.tensor([5.0, 0.0, 0.0])[:, None].repeat(1, d),
-                                  "counts": torch.tensor([1, 0, 0])}
+    clients[0].state["upload"] = {
+        "values": torch.tensor([1.0, 2.0, 0.0])[:, None].repeat(1, d),
+        "counts": torch.tensor([3, 1, 0]),
+    }
+    clients[1].state["upload"] = {
+        "values": torch.tensor([5.0, 0.0, 0.0])[:, None].repeat(1, d),
+        "counts": torch.tensor([1, 0, 0]),
+    }
     uploads = {c.cid: algorithm.upload(c) for c in clients}
     server = algorithm.aggregate({}, uploads, {0: 4.0, 1: 1.0})
     torch.testing.assert_close(server["values"][:, 0], torch.tensor([2.0, 2.0, 0.0]))
@@ -74,8 +76,9 @@ def test_regularizer_by_hand():
 
 
 def test_model_loss_is_ce_plus_weighted_penalty_and_plain_ce_without_prototypes():
-    algorithm, (client,) = make_algorithm(cls=FedProto, algorithm="fedproto", num_clients=1,
-                                          fedproto_weight=0.7)
+    algorithm, (client,) = make_algorithm(
+        cls=FedProto, algorithm="fedproto", num_clients=1, fedproto_weight=0.7
+    )
     model = client.state["model"]
     x, y = torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2])
     z = model.features(x)
@@ -93,8 +96,7 @@ def test_nearest_prototype_scores_on_hand_placed_prototypes():
     mask = torch.tensor([True, True, False, True])
     z = torch.tensor([[3.0, 0.0], [0.0, 1.0]])
     scores = prototype_scores(z, prototypes, mask)
-    torch.testing.assert_close(scores, torch.tensor([[-9.0, -1.0, -19.0, -18.0],
-                                                     [-1.0, -17.0, -18.0, -4.0]]))
+    torch.testing.assert_close(scores, torch.tensor([[-9.0, -1.0, -19.0, -18.0], [-1.0, -17.0, -18.0, -4.0]]))
     assert scores.argmax(1).tolist() == [1, 0]
 
 
@@ -157,22 +159,34 @@ def test_local_update_trains_both_models_and_counts_both():
     stats = algorithm.local_update(client, torch.Generator().manual_seed(0))
     for k, old in before.items():
         assert not any(torch.equal(a, b) for a, b in zip(old, client.state[k].parameters())), k
-    base, (other,) = make_algorithm(cls=Algorithm, algorithm="standalone", num_clients=1,
-                                    models="cnn5")
+    base, (other,) = make_algorithm(cls=Algorithm, algorithm="standalone", num_clients=1, models="cnn5")
     one = base.local_update(other, torch.Generator().manual_seed(0))
     assert stats.flops == 2 * one.flops  # private and shared are both cnn5: twice fwd + bwd
 
 
 # ---- end to end through the real loop ------------------------------------------------------
-@pytest.mark.parametrize("name, cls, up, down", [
-    ("fedproto", FedProto, 4 * 500 * 10 + 8 * 10, 0),  # round 1: no global prototypes yet
-    ("fml", FML, 4 * CNN5_PARAMS, 4 * CNN5_PARAMS),
-])
+@pytest.mark.parametrize(
+    "name, cls, up, down",
+    [
+        ("fedproto", FedProto, 4 * 500 * 10 + 8 * 10, 0),  # round 1: no global prototypes yet
+        ("fml", FML, 4 * CNN5_PARAMS, 4 * CNN5_PARAMS),
+    ],
+)
 def test_end_to_end_bytes(monkeypatch, name, cls, up, down):
     monkeypatch.setitem(workbench.loop.runner.REGISTRY, name, cls)
-    result = run_experiment(build_config({"algorithm": name, "dataset": "digits", "num_clients": 2,
-                                          "rounds": 1, "batch_size": 32, "device": "cpu",
-                                          "models": "cnn5"}))
+    result = run_experiment(
+        build_config(
+            {
+                "algorithm": name,
+                "dataset": "digits",
+                "num_clients": 2,
+                "rounds": 1,
+                "batch_size": 32,
+                "device": "cpu",
+                "models": "cnn5",
+            }
+        )
+    )
     table = result.table
     assert len(table) == 2 and table["participated"].all() and (table["train_flops"] > 0).all()
     assert (table["bytes_up"] == up).all() and (table["bytes_down"] == down).all()

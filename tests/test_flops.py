@@ -7,19 +7,25 @@ gradient (only if something upstream needs it). Elementwise work is not counted.
 
 import pytest
 import torch
+from helpers import make_algorithm
 
 from workbench.core.accounting import FlopMeter, payload_bytes
-from workbench.core.zoo import REPRESENTATION_DIM as D, ZOO
-
-from helpers import make_algorithm
+from workbench.core.zoo import REPRESENTATION_DIM as D
+from workbench.core.zoo import ZOO
 
 
 def layer_flops(name: str, classes: int, rank: int) -> dict[str, int]:
     """Forward FLOPs per sample of each layer of a zoo model with a head adapter of rank r."""
     s = ZOO[name]
-    return {"conv1": 2 * 3 * 25 * s.conv1 * 28 * 28, "conv2": 2 * s.conv1 * 25 * s.conv2 * 10 * 10,
-            "fc1": 2 * s.flat_dim * s.fc1, "fc2": 2 * s.fc1 * D, "head": 2 * D * classes,
-            "A": 2 * D * rank, "B": 2 * rank * classes}
+    return {
+        "conv1": 2 * 3 * 25 * s.conv1 * 28 * 28,
+        "conv2": 2 * s.conv1 * 25 * s.conv2 * 10 * 10,
+        "fc1": 2 * s.flat_dim * s.fc1,
+        "fc2": 2 * s.fc1 * D,
+        "head": 2 * D * classes,
+        "A": 2 * D * rank,
+        "B": 2 * rank * classes,
+    }
 
 
 def analytic_step(name: str, phase: str, mu: float, batch: int, classes: int = 10, rank: int = 4) -> int:
@@ -41,8 +47,9 @@ def analytic_step(name: str, phase: str, mu: float, batch: int, classes: int = 1
 @pytest.mark.parametrize("mu", [0.0, 0.5, 1.0])
 def test_counted_flops_match_the_analytic_formula(name, mu):
     algorithm, (client,) = make_algorithm(num_clients=1, models=name, mu=mu, batch_size=8)
-    client.data = type(client.data)(client.data.train_x[:8], client.data.train_y[:8],
-                                    client.data.test_x, client.data.test_y)
+    client.data = type(client.data)(
+        client.data.train_x[:8], client.data.train_y[:8], client.data.test_x, client.data.test_y
+    )
     generator = torch.Generator().manual_seed(0)
     assert algorithm.train_model(client, generator).flops == analytic_step(name, "model", mu, 8)
     assert algorithm.train_adapter(client, generator).flops == analytic_step(name, "adapter", mu, 8)
@@ -67,6 +74,9 @@ def test_meter_counts_each_key_once_and_reuses_it():
 
 
 def test_payload_bytes_is_numel_times_element_size():
-    payload = {"a": torch.zeros(4, 500), "b": torch.zeros(10, 4, dtype=torch.float16),
-               "c": torch.zeros(3, dtype=torch.int64)}
+    payload = {
+        "a": torch.zeros(4, 500),
+        "b": torch.zeros(10, 4, dtype=torch.float16),
+        "c": torch.zeros(3, dtype=torch.int64),
+    }
     assert payload_bytes(payload) == 4 * 2000 + 2 * 40 + 8 * 3

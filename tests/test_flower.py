@@ -16,27 +16,25 @@ import torch
 
 pytest.importorskip("flwr", reason="the Flower extra is not installed: pip install -e .[flower]")
 
-from flwr.app import (ConfigRecord, Context, Error, Message, MessageType, MetricRecord,  # noqa: E402
-                      RecordDict)
-from flwr.cli.config_utils import load_and_validate  # noqa: E402
-from flwr.clientapp import ClientApp  # noqa: E402
-from flwr.serverapp import Grid  # noqa: E402
-from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
+from flwr.app import ConfigRecord, Context, Error, Message, MessageType, MetricRecord, RecordDict
+from flwr.cli.config_utils import load_and_validate
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid
+from flwr.supercore.task_identity import TaskIdentity
 
-from workbench.core.accounting import payload_bytes  # noqa: E402
-from workbench.config import ConfigError, build_config, defaults  # noqa: E402
-from workbench.flower.client_app import make_client_app  # noqa: E402
-from workbench.flower import local  # noqa: E402
-from workbench.flower.local import RAY_ENV, simulate, start_ray  # noqa: E402
-from workbench.algorithms import REGISTRY  # noqa: E402
-from workbench.flower.records import from_record, record_bytes, to_record  # noqa: E402
-from workbench.flower.settings import (FlowerSettings, partition_id, split_run_config,  # noqa: E402
-                                       to_run_config)
-from workbench.flower.server_app import run_server  # noqa: E402
-from workbench.flower.strategy import WorkbenchStrategy  # noqa: E402
-from workbench.core.results import read_run  # noqa: E402
-from workbench.loop.rounds import KEPT, RESTORED, RoundRefusedError, sample_clients  # noqa: E402
-from workbench.loop.runner import run_experiment  # noqa: E402
+from workbench.algorithms import REGISTRY
+from workbench.config import ConfigError, build_config, defaults
+from workbench.core.accounting import payload_bytes
+from workbench.core.results import read_run
+from workbench.flower import local
+from workbench.flower.client_app import make_client_app
+from workbench.flower.local import RAY_ENV, simulate, start_ray
+from workbench.flower.records import from_record, record_bytes, to_record
+from workbench.flower.server_app import run_server
+from workbench.flower.settings import FlowerSettings, partition_id, split_run_config, to_run_config
+from workbench.flower.strategy import WorkbenchStrategy
+from workbench.loop.rounds import KEPT, RESTORED, RoundRefusedError, sample_clients
+from workbench.loop.runner import run_experiment
 
 APP = Path(__file__).resolve().parents[1] / "workbench" / "flower" / "app"
 FLOWER_TINY = dict(dataset="digits", num_clients=4, rounds=2, batch_size=64, seed=0, device="cpu")
@@ -100,9 +98,10 @@ def test_flower_app_config_holds_valid_parameters_at_their_defaults():
     assert {k: expected[k] for k in flat} == flat
     assert {"rank", "mu", "num_clients", "rounds", "algorithm"} <= set(flat) <= set(defaults())
     assert list(flat) == list(defaults())  # every registered parameter, in the registry's order
-    assert tomllib.loads((APP / "pyproject.toml").read_text())["tool"]["flwr"]["app"][
-        "components"] == {"serverapp": "workbench.flower.server_app:app",
-                          "clientapp": "workbench.flower.client_app:app"}
+    assert tomllib.loads((APP / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["components"] == {
+        "serverapp": "workbench.flower.server_app:app",
+        "clientapp": "workbench.flower.client_app:app",
+    }
 
 
 # ---- the server's refusals, without Ray ---------------------------------------------------
@@ -117,8 +116,9 @@ def task_identity():
 
 def _reply(message: Message, upload: dict, flops: int = 10, rolled_back: int = 0) -> Message:
     """A client's train reply carrying `upload`."""
-    metrics = MetricRecord({"train-flops": flops, "train-loss": 0.5, "num-examples": 100,
-                            "rolled-back": rolled_back})
+    metrics = MetricRecord(
+        {"train-flops": flops, "train-loss": 0.5, "num-examples": 100, "rolled-back": rolled_back}
+    )
     return Message(RecordDict({"arrays": to_record(upload), "metrics": metrics}), reply_to=message)
 
 
@@ -127,14 +127,14 @@ def test_a_round_whose_every_upload_is_refused_stops_the_flower_run_as_in_proces
     info = {cid: {"num-train": 100} for cid in range(3)}
     strategy = WorkbenchStrategy(config, {cid: 10 + cid for cid in range(3)}, info)
     arrays = strategy.initial_arrays()
-    messages = {m.metadata.dst_node_id - 10: m
-                for m in strategy.configure_train(1, arrays, ConfigRecord(), grid=None)}
+    messages = {
+        m.metadata.dst_node_id - 10: m for m in strategy.configure_train(1, arrays, ConfigRecord(), grid=None)
+    }
     nan = {name: torch.full_like(t, math.nan) for name, t in from_record(arrays).items()}
     replies = [_reply(messages[cid], nan, rolled_back=int(cid != 2)) for cid in range(3)]
     with pytest.raises(RoundRefusedError, match="round 1: the server refused the upload of every"):
         strategy.aggregate_train(1, replies)
-    assert [(e.client, e.action) for e in strategy.events] == [(0, RESTORED), (1, RESTORED),
-                                                                (2, KEPT)]
+    assert [(e.client, e.action) for e in strategy.events] == [(0, RESTORED), (1, RESTORED), (2, KEPT)]
     assert strategy.ledger.refused == {0: 1, 1: 1, 2: 1}
 
 
@@ -143,16 +143,21 @@ def test_malformed_and_failed_updates_are_refused_and_the_round_completes(task_i
     info = {cid: {"num-train": 100 + cid} for cid in range(5)}
     strategy = WorkbenchStrategy(config, {cid: 10 + cid for cid in range(5)}, info)
     arrays = strategy.initial_arrays()
-    messages = {m.metadata.dst_node_id - 10: m
-                for m in strategy.configure_train(1, arrays, ConfigRecord(), grid=None)}
+    messages = {
+        m.metadata.dst_node_id - 10: m for m in strategy.configure_train(1, arrays, ConfigRecord(), grid=None)
+    }
     theta = from_record(arrays)
     good = {name: t + 1.0 for name, t in theta.items()}
     nan = {name: torch.full_like(t, math.nan) for name, t in theta.items()}
     wide = {name: torch.zeros(t.shape[0] + 1, *t.shape[1:]) for name, t in theta.items()}
     renamed = {name + "x": t for name, t in theta.items()}
-    replies = [_reply(messages[0], good), _reply(messages[1], nan), _reply(messages[2], wide),
-               _reply(messages[3], renamed), Message(Error(code=0, reason="boom"),
-                                                     reply_to=messages[4])]
+    replies = [
+        _reply(messages[0], good),
+        _reply(messages[1], nan),
+        _reply(messages[2], wide),
+        _reply(messages[3], renamed),
+        Message(Error(code=0, reason="boom"), reply_to=messages[4]),
+    ]
     new, metrics = strategy.aggregate_train(1, replies)
     assert metrics["accepted"] == 1 and metrics["refused"] == 4
     for name, t in from_record(new).items():  # only client 0's update was averaged
@@ -172,10 +177,16 @@ class LoopbackGrid(Grid):
 
     def __init__(self, app: ClientApp, num_nodes: int) -> None:
         self.app = app
-        self.contexts = {100 + k: Context(run_id=7, node_id=100 + k, state=RecordDict(),
-                                          node_config={"partition-id": k,
-                                                       "num-partitions": num_nodes},
-                                          run_config={}) for k in range(num_nodes)}
+        self.contexts = {
+            100 + k: Context(
+                run_id=7,
+                node_id=100 + k,
+                state=RecordDict(),
+                node_config={"partition-id": k, "num-partitions": num_nodes},
+                run_config={},
+            )
+            for k in range(num_nodes)
+        }
 
     def set_run(self, run):
         raise NotImplementedError
@@ -207,11 +218,11 @@ class LoopbackGrid(Grid):
 
 
 @pytest.mark.parametrize("algorithm", sorted(REGISTRY))
-def test_every_algorithm_runs_through_the_apps_as_in_process(algorithm, tmp_path,
-                                                                       task_identity, one_thread):
+def test_every_algorithm_runs_through_the_apps_as_in_process(algorithm, tmp_path, task_identity, one_thread):
     """Sampling half the clients, evaluating every 2nd round: identical tables."""
-    config = build_config({**FLOWER_TINY, "algorithm": algorithm, "rounds": 3, "eval_every": 2,
-                           "fraction": 0.5, "seed": 3})
+    config = build_config(
+        {**FLOWER_TINY, "algorithm": algorithm, "rounds": 3, "eval_every": 2, "fraction": 0.5, "seed": 3}
+    )
     run_config = to_run_config(config, FlowerSettings(out_dir=str(tmp_path / "run")))
     app = make_client_app(run_config, str(tmp_path / "nodes"))
     run_server(LoopbackGrid(app, config.federation.num_clients), run_config)
@@ -221,8 +232,7 @@ def test_every_algorithm_runs_through_the_apps_as_in_process(algorithm, tmp_path
     assert sorted(table["round"].unique()) == [2, 3]
 
 
-def test_the_server_asks_only_for_evaluations_that_went_stale(tmp_path, task_identity,
-                                                              one_thread):
+def test_the_server_asks_only_for_evaluations_that_went_stale(tmp_path, task_identity, one_thread):
     """An idle client's evaluation is reused until it trains again (as in-process): evaluate
     messages go only to clients never evaluated, and the table still equals in-process."""
     config = build_config({**FLOWER_TINY, "num_clients": 6, "rounds": 4, "fraction": 0.34})
@@ -232,18 +242,19 @@ def test_the_server_asks_only_for_evaluations_that_went_stale(tmp_path, task_ide
     send = grid.send_and_receive
     grid.send_and_receive = lambda messages, **kw: send(asked.append(messages) or messages, **kw)
     run_server(grid, run_config)
-    evaluations = [m for batch in asked for m in batch
-                   if m.metadata.message_type == MessageType.EVALUATE]
+    evaluations = [m for batch in asked for m in batch if m.metadata.message_type == MessageType.EVALUATE]
     # round 1: each client not sampled (the sampled ones evaluate with their upload); later
     # rounds: none, since every client then holds an evaluation from its last training
     assert len(evaluations) == 6 - len(sample_clients(6, 0.34, config.run.seed, 1))
     expected = run_experiment(config, out_dir=tmp_path / "in-process")
-    pd.testing.assert_frame_equal(read_run(tmp_path / "run")[1], read_run(expected.run_dir)[1],
-                                  check_exact=True)
+    pd.testing.assert_frame_equal(
+        read_run(tmp_path / "run")[1], read_run(expected.run_dir)[1], check_exact=True
+    )
 
 
 def test_a_flower_run_whose_every_upload_is_refused_stops_keeping_its_run_directory(
-        tmp_path, task_identity, one_thread):
+    tmp_path, task_identity, one_thread
+):
     config = build_config(FLOWER_TINY)
     run_config = to_run_config(config, FlowerSettings(out_dir=str(tmp_path / "run")))
     app = make_client_app(run_config, str(tmp_path / "nodes"), {cid: "nan" for cid in range(4)})
@@ -286,6 +297,7 @@ def fake_ray(monkeypatch):
         for name in ("init", "is_initialized", "shutdown"):
             monkeypatch.setattr(ray, name, getattr(fake, name))
         return fake
+
     return install
 
 
@@ -298,8 +310,11 @@ def test_a_timed_out_ray_start_is_retried_and_what_it_left_is_stopped(fake_ray):
 
 def test_ray_that_never_starts_fails_with_one_clear_message(fake_ray):
     fake = fake_ray(failures=10**6)
-    with pytest.raises(RuntimeError, match=r"Ray did not start on this machine: \d+ attempt\(s\) "
-                                           r"within 1 s.*timed out during startup.*overloaded"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"Ray did not start on this machine: \d+ attempt\(s\) "
+        r"within 1 s.*timed out during startup.*overloaded",
+    ):
         start_ray({}, budget_s=1)
     assert all(proc.poll() is not None for proc in fake.left_behind)
 
@@ -309,15 +324,14 @@ def test_ray_environment_keeps_ray_on_loopback_and_restores_the_callers(monkeypa
     monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
     with local.ray_environment():
         assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
-        assert int(os.environ["RAY_raylet_start_wait_time_s"]) >= 60
+        assert int(os.environ["RAY_raylet_start_wait_time_s"]) >= 60  # noqa: SIM112 (Ray's own spelling)
         assert set(RAY_ENV) <= set(os.environ)
-    assert os.environ["RAY_raylet_start_wait_time_s"] == "7"
+    assert os.environ["RAY_raylet_start_wait_time_s"] == "7"  # noqa: SIM112 (Ray's own spelling)
     assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
 
 
 # ---- Flower's simulation engine ------------------------------------------------------------
-def test_fedlora_on_flower_simulation_equals_the_in_process_run(tmp_path, no_telemetry,
-                                                                one_thread):
+def test_fedlora_on_flower_simulation_equals_the_in_process_run(tmp_path, no_telemetry, one_thread):
     """4 clients × 2 rounds: identical table (same sampling, seeds, partition, aggregation;
     the in-process run uses one torch thread like the Ray actors, see docs/flower.md)."""
     config = build_config(FLOWER_TINY)
@@ -345,8 +359,7 @@ def test_fedkd_on_flower_simulation_equals_the_in_process_run(tmp_path, no_telem
     config = build_config({**FLOWER_TINY, "algorithm": "fedkd", "models": "cnn4,cnn5"})
     expected = run_experiment(config, out_dir=tmp_path / "in-process")
     got = simulate(config, tmp_path / "flower", state_dir=tmp_path / "nodes")
-    pd.testing.assert_frame_equal(read_run(got.run_dir)[1], read_run(expected.run_dir)[1],
-                                  check_exact=True)
+    pd.testing.assert_frame_equal(read_run(got.run_dir)[1], read_run(expected.run_dir)[1], check_exact=True)
     details = json.loads((tmp_path / "flower" / "flower.json").read_text())
     assert details["refused"] == []
     ups = [m for m in details["messages"] if m["direction"] == "up"]
@@ -359,8 +372,7 @@ def test_malformed_clients_are_refused_in_a_flower_simulation(tmp_path, no_telem
     result = simulate(config, tmp_path / "run", faults=faults)
     assert len(result.table) == 2 * 4  # every round completed and every client was evaluated
     refused = json.loads((tmp_path / "run" / "flower.json").read_text())["refused"]
-    assert sorted((r["round"], r["client"]) for r in refused) == [
-        (r, c) for r in (1, 2) for c in (1, 2, 3)]
+    assert sorted((r["round"], r["client"]) for r in refused) == [(r, c) for r in (1, 2) for c in (1, 2, 3)]
     reasons = {r["client"]: r["error"] for r in refused}
     assert "client 1" in reasons[1] and "NaN" in reasons[1]
     assert "shape (5, 500) != (4, 500)" in reasons[2]

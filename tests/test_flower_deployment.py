@@ -24,8 +24,8 @@ pytest.importorskip("flwr", reason="the Flower extra is not installed: pip insta
 psutil = pytest.importorskip("psutil")
 
 from workbench.config import build_config  # noqa: E402
-from workbench.flower.certs import make_certificates, make_node_keys  # noqa: E402
 from workbench.core.results import read_run  # noqa: E402
+from workbench.flower.certs import make_certificates, make_node_keys  # noqa: E402
 from workbench.loop.runner import run_experiment  # noqa: E402
 
 APP = Path(__file__).resolve().parents[1] / "workbench" / "flower" / "app"
@@ -52,19 +52,23 @@ def wait_listening(port: int, seconds: float, log: str = "") -> None:
             if s.connect_ex((HOST, port)) == 0:
                 return
         time.sleep(0.2)
-    pytest.fail(f"nothing listens on {HOST}:{port} after {seconds} s (the machine may be "
-                f"overloaded); its log:\n{log}")
+    pytest.fail(
+        f"nothing listens on {HOST}:{port} after {seconds} s (the machine may be overloaded); its log:\n{log}"
+    )
 
 
-def run_command(procs: "Processes", args: list[str], seconds: float) -> subprocess.CompletedProcess:
+def run_command(procs: Processes, args: list[str], seconds: float) -> subprocess.CompletedProcess:
     """A venv command run to its end; past its budget, a failure with every log so far."""
     try:
-        return subprocess.run([str(BIN / args[0]), *args[1:]], env=procs.env, timeout=seconds,
-                              capture_output=True, text=True)
+        return subprocess.run(
+            [str(BIN / args[0]), *args[1:]], env=procs.env, timeout=seconds, capture_output=True, text=True
+        )
     except subprocess.TimeoutExpired as error:
         logs = "\n".join(f"--- {name}\n{procs.log(name)[-3000:]}" for name in procs.started)
-        pytest.fail(f"`{' '.join(args[:3])}` did not finish within {seconds} s (the machine may "
-                    f"be overloaded); output: {error.stdout!r}\n{logs}")
+        pytest.fail(
+            f"`{' '.join(args[:3])}` did not finish within {seconds} s (the machine may "
+            f"be overloaded); output: {error.stdout!r}\n{logs}"
+        )
 
 
 class Processes:
@@ -78,9 +82,13 @@ class Processes:
     def start(self, name: str, args: list[str]) -> subprocess.Popen:
         """Start a venv command in its own session, output to logs/<name>.log."""
         with open(self.logs / f"{name}.log", "wb") as log:
-            proc = subprocess.Popen([str(BIN / args[0]), *args[1:]], stdout=log,
-                                    stderr=subprocess.STDOUT, env=self.env,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                [str(BIN / args[0]), *args[1:]],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+            )
         self.started[name] = proc
         return proc
 
@@ -95,8 +103,9 @@ class Processes:
         members = {}
         for p in psutil.process_iter(["pid", "cmdline"]):
             cmd = p.info["cmdline"] or []
-            if p.pid in pids or any(cmd[i:i + 2] == ["--parent-pid", str(pid)]
-                                    for pid in pids for i in range(len(cmd) - 1)):
+            if p.pid in pids or any(
+                cmd[i : i + 2] == ["--parent-pid", str(pid)] for pid in pids for i in range(len(cmd) - 1)
+            ):
                 members[p.pid] = p
         for p in list(members.values()):
             try:
@@ -123,15 +132,34 @@ class Processes:
             proc.wait(timeout=10)
 
 
-def supernode(port: int, ca: Path, key: Path, partition: int, clients: int,
-              state: Path | None = None, retries: bool = True) -> list[str]:
+def supernode(
+    port: int,
+    ca: Path,
+    key: Path,
+    partition: int,
+    clients: int,
+    state: Path | None = None,
+    retries: bool = True,
+) -> list[str]:
     """flower-supernode arguments for one client on loopback."""
     config = f"partition-id={partition} num-partitions={clients}"
     if state is not None:
         config += f" state-dir='{state}'"
-    args = ["flower-supernode", "--superlink", f"{HOST}:{port}", "--root-certificates", str(ca),
-            "--auth-supernode-private-key", str(key), "--node-config", config,
-            "--host", HOST, "--port", str(free_port())]
+    args = [
+        "flower-supernode",
+        "--superlink",
+        f"{HOST}:{port}",
+        "--root-certificates",
+        str(ca),
+        "--auth-supernode-private-key",
+        str(key),
+        "--node-config",
+        config,
+        "--host",
+        HOST,
+        "--port",
+        str(free_port()),
+    ]
     return args if retries else args + ["--max-retries", "1", "--max-wait-time", "20"]
 
 
@@ -155,19 +183,38 @@ def flower_env(tmp_path: Path, port: int, ca_cert: Path) -> dict[str, str]:
     home.mkdir()
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "workbench"\n\n[superlink.workbench]\n'
-        f'address = "{HOST}:{port}"\nroot-certificates = "{ca_cert}"\n')
-    return {**os.environ, "FLWR_HOME": str(home), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-            "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
-            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # should anything start Ray: loopback
+        f'address = "{HOST}:{port}"\nroot-certificates = "{ca_cert}"\n'
+    )
+    return {
+        **os.environ,
+        "FLWR_HOME": str(home),
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    }  # should anything start Ray: loopback
 
 
 def start_superlink(procs: Processes, port: int, certs: dict[str, Path]) -> None:
     """A SuperLink with TLS that admits registered SuperNodes only."""
-    procs.start("superlink", [
-        "flower-superlink", "--ssl-ca-certfile", str(certs["ca_cert"]),
-        "--ssl-certfile", str(certs["server_cert"]), "--ssl-keyfile", str(certs["server_key"]),
-        "--enable-supernode-auth", "--host", HOST, "--port", str(port),
-        "--disable-runtime-dependency-installation"])
+    procs.start(
+        "superlink",
+        [
+            "flower-superlink",
+            "--ssl-ca-certfile",
+            str(certs["ca_cert"]),
+            "--ssl-certfile",
+            str(certs["server_cert"]),
+            "--ssl-keyfile",
+            str(certs["server_key"]),
+            "--enable-supernode-auth",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--disable-runtime-dependency-installation",
+        ],
+    )
     wait_listening(port, START_S, procs.log("superlink"))
 
 
@@ -195,19 +242,34 @@ def test_superlink_and_supernodes_with_tls_run_fedlora(tmp_path):
     try:
         start_superlink(procs, port, certs)
         for cid in range(clients):  # only registered SuperNodes may join
-            registered = run_command(procs, ["flwr", "supernode", "register",
-                                             str(keys[f"node{cid}"][1]), "workbench"], COMMAND_S)
+            registered = run_command(
+                procs, ["flwr", "supernode", "register", str(keys[f"node{cid}"][1]), "workbench"], COMMAND_S
+            )
             assert registered.returncode == 0, registered.stdout + registered.stderr
-            procs.start(f"node{cid}", supernode(port, certs["ca_cert"], keys[f"node{cid}"][0], cid,
-                                                clients, tmp_path / "storage" / f"node{cid}"))
-        wrong_ca = procs.start("wrong-ca", supernode(port, impostor["ca_cert"], keys["node0"][0],
-                                                     0, clients, retries=False))
-        intruder = procs.start("intruder", supernode(port, certs["ca_cert"], keys["intruder"][0],
-                                                     1, clients, retries=False))
-        run_config = (f"num_clients={clients} rounds=2 batch_size=64 device='cpu' "
-                      f"out-dir='{tmp_path / 'run'}' wait-nodes={START_S} timeout={COMMAND_S}")
-        run = run_command(procs, ["flwr", "run", str(APP), "workbench", "--run-config",
-                                  run_config, "--stream"], RUN_S)
+            procs.start(
+                f"node{cid}",
+                supernode(
+                    port,
+                    certs["ca_cert"],
+                    keys[f"node{cid}"][0],
+                    cid,
+                    clients,
+                    tmp_path / "storage" / f"node{cid}",
+                ),
+            )
+        wrong_ca = procs.start(
+            "wrong-ca", supernode(port, impostor["ca_cert"], keys["node0"][0], 0, clients, retries=False)
+        )
+        intruder = procs.start(
+            "intruder", supernode(port, certs["ca_cert"], keys["intruder"][0], 1, clients, retries=False)
+        )
+        run_config = (
+            f"num_clients={clients} rounds=2 batch_size=64 device='cpu' "
+            f"out-dir='{tmp_path / 'run'}' wait-nodes={START_S} timeout={COMMAND_S}"
+        )
+        run = run_command(
+            procs, ["flwr", "run", str(APP), "workbench", "--run-config", run_config, "--stream"], RUN_S
+        )
         assert run.returncode == 0, run.stdout + run.stderr
         check_run(tmp_path / "run", clients, tmp_path / "storage")
         # a SuperNode that does not trust the SuperLink's certificate never connects ...

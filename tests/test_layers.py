@@ -16,10 +16,28 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "workbench"
 # layer → rank; a module may import a layer of lower rank, or its own layer
-LAYERS = {"core": 0, "algorithms": 1, "config": 2, "flags": 3, "loop": 4, "lab": 5, "flower": 5,
-          "tools": 6, "cli": 7, "__main__": 8, "__init__": 0}
-TORCH_FREE = ["workbench.config", "workbench.flags", "workbench.algorithms", "workbench.core.params",
-              "workbench.core.facts", "workbench.core.zoo", "workbench.core.results"]
+LAYERS = {
+    "core": 0,
+    "algorithms": 1,
+    "config": 2,
+    "flags": 3,
+    "loop": 4,
+    "lab": 5,
+    "flower": 5,
+    "tools": 6,
+    "cli": 7,
+    "__main__": 8,
+    "__init__": 0,
+}
+TORCH_FREE = [
+    "workbench.config",
+    "workbench.flags",
+    "workbench.algorithms",
+    "workbench.core.params",
+    "workbench.core.facts",
+    "workbench.core.zoo",
+    "workbench.core.results",
+]
 
 
 def layer_of(module: str) -> str:
@@ -47,8 +65,7 @@ def runtime_imports(tree: ast.Module) -> list[str]:
             found.extend(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.append(node.module)
-            found.extend(f"{node.module}.{alias.name}" for alias in node.names
-                         if node.module == "workbench")
+            found.extend(f"{node.module}.{alias.name}" for alias in node.names if node.module == "workbench")
         for child in ast.iter_child_nodes(node):
             visit(child)
 
@@ -69,19 +86,24 @@ def test_imports_point_down_the_layers(path):
         if imported == "workbench" or theirs == mine:
             continue
         assert LAYERS[theirs] < LAYERS[mine], (
-            f"{here} ({mine}) imports {imported} ({theirs}): only lower layers may be imported")
+            f"{here} ({mine}) imports {imported} ({theirs}): only lower layers may be imported"
+        )
 
 
 def test_the_checker_sees_a_violation():
-    bad = ast.parse("from workbench.loop.runner import run_experiment\n"
-                    "if TYPE_CHECKING:\n    from workbench.lab import sweep\n")
+    bad = ast.parse(
+        "from workbench.loop.runner import run_experiment\n"
+        "if TYPE_CHECKING:\n    from workbench.lab import sweep\n"
+    )
     assert runtime_imports(bad) == ["workbench.loop.runner"]
     assert LAYERS[layer_of("workbench.loop.runner")] > LAYERS[layer_of("workbench.core.data")]
 
 
 def test_config_and_method_declarations_import_without_torch():
-    code = (f"import sys\nimport {', '.join(TORCH_FREE)}\n"
-            "heavy = sorted(m for m in ('torch', 'peft', 'transformers', 'flwr') if m in sys.modules)\n"
-            "assert not heavy, heavy\n")
+    code = (
+        f"import sys\nimport {', '.join(TORCH_FREE)}\n"
+        "heavy = sorted(m for m in ('torch', 'peft', 'transformers', 'flwr') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

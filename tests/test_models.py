@@ -5,9 +5,10 @@ from workbench.core.models import build_model, count_parameters
 from workbench.core.zoo import ZOO, linear_shapes
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("cnn1", 2_621_558), ("cnn2", 1_815_142), ("cnn3", 1_320_558),
-    ("cnn4", 1_060_358), ("cnn5", 670_058)])
+@pytest.mark.parametrize(
+    "name, expected",
+    [("cnn1", 2_621_558), ("cnn2", 1_815_142), ("cnn3", 1_320_558), ("cnn4", 1_060_358), ("cnn5", 670_058)],
+)
 def test_parameter_counts_match_the_paper_family(name, expected):
     assert count_parameters(build_model(name, 10, seed=0)) == expected
 
@@ -19,8 +20,9 @@ def test_features_and_head_interface(name):
     z = model.features(x)
     assert z.shape == (3, 500) and (z >= 0).all()
     assert torch.equal(model.head(z), model(x))
-    shapes = {n: (m.in_features, m.out_features) for n, m in model.named_modules()
-              if isinstance(m, torch.nn.Linear)}
+    shapes = {
+        n: (m.in_features, m.out_features) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
+    }
     assert shapes == linear_shapes(name, 100)
 
 

@@ -32,9 +32,10 @@ class SmoothStandalone(Standalone):
 
     def local_update(self, client: Client, generator):
         model, eps = client.state["model"], self.params.eps
-        loss = lambda x, y: F.cross_entropy(model(x), y, label_smoothing=eps)  # noqa: E731
-        return self.phase(client, [model], loss, generator, self.config.train.model_epochs,
-                          self.model_sgd(), "model")
+        loss = lambda x, y: F.cross_entropy(model(x), y, label_smoothing=eps)
+        return self.phase(
+            client, [model], loss, generator, self.config.train.model_epochs, self.model_sgd(), "model"
+        )
 
 
 @pytest.fixture
@@ -65,11 +66,27 @@ def test_its_knob_is_validated_and_listed(smooth):
 
 def test_the_cli_parses_and_refuses_its_knob(smooth, tiny, tmp_path, capsys):
     args = [f"--{k}={v}" for k, v in tiny.items()]
-    assert main(["run", *args, "--algorithm", "smooth", "--smooth_eps", "2",
-                 "--out", str(tmp_path / "bad")]) == 2
+    assert (
+        main(["run", *args, "--algorithm", "smooth", "--smooth_eps", "2", "--out", str(tmp_path / "bad")])
+        == 2
+    )
     assert "smooth_eps=2.0 is out of range" in capsys.readouterr().err
-    assert main(["run", *args, "--algorithm", "smooth", "--smooth_eps", "0.05", "--quiet",
-                 "--out", str(tmp_path / "ok")]) == 0
+    assert (
+        main(
+            [
+                "run",
+                *args,
+                "--algorithm",
+                "smooth",
+                "--smooth_eps",
+                "0.05",
+                "--quiet",
+                "--out",
+                str(tmp_path / "ok"),
+            ]
+        )
+        == 0
+    )
     flat, table = read_run(tmp_path / "ok")
     assert flat["smooth_eps"] == 0.05 and set(table["algorithm"]) == {"smooth"}
 
@@ -85,10 +102,13 @@ def test_the_notebook_collects_it_strictly(smooth, tiny):
 def test_names_must_be_new_and_well_formed(smooth):
     class Clash(Standalone):
         name = "smooth"
+
     with pytest.raises(ValueError, match="already registered"):
         register(Clash)
+
     class Shouting(Standalone):
         name = "Loud"
+
     with pytest.raises(ValueError, match="lower_snake_case"):
         register(Shouting)
     assert REGISTRY["smooth"] is SmoothStandalone
@@ -102,6 +122,7 @@ def test_a_knob_name_clash_is_refused_naming_both_sections(smooth):
     class Other(Standalone):
         name = "other"
         Params = Clashing
+
     register(Other)
     try:
         with pytest.raises(ConfigError, match="'rank' is declared by both FedLoRAParams and Clashing"):
@@ -112,6 +133,7 @@ def test_a_knob_name_clash_is_refused_naming_both_sections(smooth):
 
 def test_derived_lists_follow_the_registry():
     from workbench.flower.settings import app_config_lines
+
     app = Path(__file__).resolve().parents[1] / "workbench" / "flower" / "app" / "pyproject.toml"
     committed = app.read_text().split("[tool.flwr.app.config]\n", 1)[1].splitlines()
     assert committed == app_config_lines()  # regenerate with app_config_lines() after a change

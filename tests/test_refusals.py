@@ -8,6 +8,7 @@ import json
 import pandas as pd
 import pytest
 import torch
+from helpers import make_algorithm, synthetic_client
 
 from workbench.algorithms import REGISTRY, Environment
 from workbench.algorithms.fedlora import FedLoRA
@@ -19,8 +20,6 @@ from workbench.core.facts import CHECKPOINT_FILE
 from workbench.core.training import PhaseStats
 from workbench.loop.rounds import KEPT, RESTORED, RoundRefusedError, run_round
 from workbench.loop.runner import RunStoppedError, run_loop
-
-from helpers import make_algorithm, synthetic_client
 
 
 class Diverging(FedLoRA):
@@ -76,8 +75,11 @@ def test_a_diverged_client_is_refused_rolled_back_and_the_round_goes_on():
 def test_a_round_with_every_upload_refused_raises_naming_the_round():
     algorithm, clients = make_algorithm(cls=diverging({0, 1}), num_clients=2)
     events = []
-    with pytest.raises(RoundRefusedError, match=r"round 3: the server refused the upload of every "
-                                                r"sampled client \(2\); e\.g\. client 0: contains NaN"):
+    with pytest.raises(
+        RoundRefusedError,
+        match=r"round 3: the server refused the upload of every "
+        r"sampled client \(2\); e\.g\. client 0: contains NaN",
+    ):
         run_round(algorithm, clients, algorithm.initial_server_state(), 3, Ledger(), events)
     assert [e.client for e in events] == [0, 1]
 
@@ -106,12 +108,16 @@ def test_an_upload_the_aggregation_refuses_is_dropped_and_the_client_keeps_its_s
 
 def test_a_run_that_stops_keeps_every_completed_round_on_disk(tmp_path, monkeypatch):
     monkeypatch.setitem(REGISTRY, "fedlora", diverging({0, 1, 2}, start=2))
-    config = build_config({"device": "cpu", "num_clients": 3, "rounds": 3, "checkpoint_every": 1,
-                           "batch_size": 16})
+    config = build_config(
+        {"device": "cpu", "num_clients": 3, "rounds": 3, "checkpoint_every": 1, "batch_size": 16}
+    )
     clients = [synthetic_client(k, m) for k, m in enumerate(config.client_models())]
     env = Environment.without_data(config.num_classes, torch.device("cpu"))
-    with pytest.raises(RunStoppedError, match=r"run stopped at round 2: .*\(1 evaluated round\(s\)\) "
-                                              r"and every refusal \(events.csv\) are in") as stop:
+    with pytest.raises(
+        RunStoppedError,
+        match=r"run stopped at round 2: .*\(1 evaluated round\(s\)\) "
+        r"and every refusal \(events.csv\) are in",
+    ) as stop:
         run_loop(config, clients, env, run_dir=tmp_path)
     table = pd.read_csv(tmp_path / "results.csv")
     assert table["round"].tolist() == [1, 1, 1] and (table["refused"] == 0).all()
@@ -126,9 +132,15 @@ def test_a_run_that_stops_keeps_every_completed_round_on_disk(tmp_path, monkeypa
 @pytest.mark.parametrize("aggregator", ["mean", "median", "trimmed_mean"])
 def test_a_scaling_attacker_moves_the_mean_but_not_the_robust_rules(aggregator):
     """The configured attack and aggregator, through the round: 1 of 5 clients scales ×1e6."""
-    algorithm, clients = make_algorithm(cls=diverging(set()), num_clients=5, attack="scale",
-                                        attack_scale=1e6, malicious_clients=1,
-                                        aggregator=aggregator, trim_fraction=0.2)
+    algorithm, clients = make_algorithm(
+        cls=diverging(set()),
+        num_clients=5,
+        attack="scale",
+        attack_scale=1e6,
+        malicious_clients=1,
+        aggregator=aggregator,
+        trim_fraction=0.2,
+    )
     theta = algorithm.initial_server_state()
     new = run_round(algorithm, clients, theta, 1, Ledger())
     moved = max((new[n] - theta[n]).abs().max().item() for n in theta)

@@ -7,15 +7,21 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from test_reporting import figures_shown, make_sweep
+
 from workbench.lab import export
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless flags verified on these machines (see ECOSYSTEM.md); Playwright manages the profile
 # directory itself and refuses --user-data-dir in args.
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 DRAWN = """n => {
   const plots = [...document.querySelectorAll('.js-plotly-plot')];
   return plots.length === n && plots.every(gd => gd.querySelector('.main-svg'));
@@ -24,7 +30,18 @@ INSPECT = """() => ({
   plotly: typeof window.Plotly,
   plots: [...document.querySelectorAll('.js-plotly-plot')].map(gd => ({
     svg: gd.querySelectorAll('.main-svg').length, traces: (gd.data || []).length,
+    notes: ((gd.layout && gd.layout.annotations) || []).length,
     title: (gd.layout && gd.layout.title && gd.layout.title.text) || ''})),
+  headings: [...document.querySelectorAll('h2')].map(h => h.textContent.replace('¶', '')),
+  tables: [...document.querySelectorAll('table')].map(t => {
+    const height = t.getBoundingClientRect().height;
+    let clipped = false;  // an ancestor that scrolls or hides part of the table
+    for (let el = t.parentElement; el; el = el.parentElement) {
+      const style = getComputedStyle(el);
+      if (style.overflowY !== 'visible' && el.clientHeight + 1 < height) clipped = true;
+    }
+    return {id: t.id, rows: t.rows.length, height, clipped};
+  }),
 })"""
 
 
@@ -55,26 +72,34 @@ def test_report_renders_offline_in_chromium(report: tuple[Path, int], tmp_path: 
 
     html, shown = report
     errors: list[str] = []
-    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"),
-           "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env = {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS,
-                                     env=env)
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS, env=env)
         try:
             page = browser.new_context(offline=True).new_page()
             page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-            page.on("console", lambda msg: msg.type == "error"
-                    and errors.append(f"console: {msg.text}"))
+            page.on("console", lambda msg: msg.type == "error" and errors.append(f"console: {msg.text}"))
             page.on("requestfailed", lambda req: errors.append(f"request failed: {req.url}"))
             page.goto(html.as_uri(), wait_until="load")
             page.wait_for_function(DRAWN, arg=shown, timeout=20_000)
             state = page.evaluate(INSPECT)
         finally:
             browser.close()
-    assert shown == 9
+    assert shown == 10  # nine figures and the robustness figure
     assert state["plotly"] == "object"
     assert len(state["plots"]) == shown
-    for plot in state["plots"]:
-        assert plot["svg"] >= 1 and plot["traces"] >= 1, plot
+    for plot in state["plots"]:  # data, or a note saying why there is none (no attack swept)
+        assert plot["svg"] >= 1 and (plot["traces"] >= 1 or plot["notes"] >= 1), plot
+    assert sum(plot["traces"] >= 1 for plot in state["plots"]) == 9
     assert any("rank × μ" in p["title"] for p in state["plots"])
+    assert state["headings"][0] == "Verdict"
+    tables = {t["id"]: t for t in state["tables"]}
+    assert {"T_verdict-accuracy", "T_verdict-costs", "T_configurations"} <= set(tables)
+    for table in tables.values():
+        assert table["height"] > 0 and not table["clipped"], table
+    assert tables["T_configurations"]["rows"] == 1 + 6  # header + every configuration
     assert errors == []

@@ -6,11 +6,22 @@ import pytest
 import torch
 
 from workbench.core import facts
-from workbench.core.aggregation import (AGGREGATORS, CLASSWISE_AGGREGATORS, InvalidUpdateError, Rule,
-                                   aggregate_by, aggregate_classwise_by, classwise_average,
-                                   classwise_median, classwise_norm_bounded,
-                                   classwise_trimmed_mean, median, norm_bounded, trimmed_mean,
-                                   weighted_average)
+from workbench.core.aggregation import (
+    AGGREGATORS,
+    CLASSWISE_AGGREGATORS,
+    InvalidUpdateError,
+    Rule,
+    aggregate_by,
+    aggregate_classwise_by,
+    classwise_average,
+    classwise_median,
+    classwise_norm_bounded,
+    classwise_trimmed_mean,
+    median,
+    norm_bounded,
+    trimmed_mean,
+    weighted_average,
+)
 
 
 def vec(*values):
@@ -20,16 +31,20 @@ def vec(*values):
 # ---- norm_bounded -------------------------------------------------------------------------
 def test_norm_bounded_clips_the_distance_from_the_center_then_averages():
     center = {"a": vec(1.0, 1.0)}
-    updates = {0: {"a": vec(4.0, 5.0)},  # u = (3, 4): ‖u‖ = 5 → clipped to 2: (1.2, 1.6)
-               1: {"a": vec(1.0, 2.0)}}  # u = (0, 1): within the bound, unchanged
+    updates = {
+        0: {"a": vec(4.0, 5.0)},  # u = (3, 4): ‖u‖ = 5 → clipped to 2: (1.2, 1.6)
+        1: {"a": vec(1.0, 2.0)},
+    }  # u = (0, 1): within the bound, unchanged
     out = norm_bounded(updates, {0: 1.0, 1: 3.0}, center, max_norm=2.0, center=center)
     # (1·(2.2, 2.6) + 3·(1, 2)) / 4
     torch.testing.assert_close(out["a"], vec(1.3, 2.15))
 
 
 def test_norm_bounded_measures_one_norm_over_all_floating_tensors():
-    updates = {0: {"a": vec(3.0, 0.0), "b": vec(4.0), "n": torch.tensor([7])},  # ‖(3, 0, 4)‖ = 5
-               1: {"a": vec(0.0, 0.0), "b": vec(0.0), "n": torch.tensor([1])}}
+    updates = {
+        0: {"a": vec(3.0, 0.0), "b": vec(4.0), "n": torch.tensor([7])},  # ‖(3, 0, 4)‖ = 5
+        1: {"a": vec(0.0, 0.0), "b": vec(0.0), "n": torch.tensor([1])},
+    }
     out = norm_bounded(updates, {0: 1.0, 1: 1.0}, max_norm=2.5)  # center None: zeros
     torch.testing.assert_close(out["a"], vec(0.75, 0.0))  # (1.5 + 0) / 2
     torch.testing.assert_close(out["b"], vec(1.0))  # (2 + 0) / 2
@@ -39,8 +54,9 @@ def test_norm_bounded_measures_one_norm_over_all_floating_tensors():
 def test_norm_bounded_equals_the_weighted_mean_when_nothing_exceeds_the_bound():
     updates = {0: {"a": vec(0.1, 0.2)}, 1: {"a": vec(-0.3, 0.4)}}
     weights = {0: 2.0, 1: 1.0}
-    assert torch.equal(norm_bounded(updates, weights, max_norm=1.0)["a"],
-                       weighted_average(updates, weights)["a"])
+    assert torch.equal(
+        norm_bounded(updates, weights, max_norm=1.0)["a"], weighted_average(updates, weights)["a"]
+    )
 
 
 # ---- median and trimmed mean -------------------------------------------------------------
@@ -97,8 +113,9 @@ def test_dispatch_by_name_calls_the_named_rule_with_its_knobs():
     assert aggregate_by(Rule("trimmed_mean", trim=0.2), updates, weights)["a"].item() == 2.0
     center = {"a": vec(0.0)}
     # each clipped to |u| ≤ 1: (0 + 1 + 1 + 1 + 1) / 5
-    assert aggregate_by(Rule("norm_bounded", max_norm=1.0), updates, weights,
-                        center=center)["a"].item() == pytest.approx(0.8)
+    assert aggregate_by(Rule("norm_bounded", max_norm=1.0), updates, weights, center=center)[
+        "a"
+    ].item() == pytest.approx(0.8)
     with pytest.raises(ValueError, match="aggregator='krum' is unknown; choose from"):
         aggregate_by(Rule("krum"), updates, weights)
     assert tuple(AGGREGATORS) == tuple(CLASSWISE_AGGREGATORS) == facts.AGGREGATORS  # config's choices
@@ -107,9 +124,11 @@ def test_dispatch_by_name_calls_the_named_rule_with_its_knobs():
 # ---- class-wise variants -------------------------------------------------------------------
 def tables():
     """Three clients, 2 classes, 1-d rows; client 0 lacks class 1 (its row there is ignored)."""
-    return {0: {"values": torch.tensor([[1.0], [9.0]]), "counts": torch.tensor([1, 0])},
-            1: {"values": torch.tensor([[3.0], [5.0]]), "counts": torch.tensor([2, 4])},
-            2: {"values": torch.tensor([[10.0], [7.0]]), "counts": torch.tensor([1, 1])}}
+    return {
+        0: {"values": torch.tensor([[1.0], [9.0]]), "counts": torch.tensor([1, 0])},
+        1: {"values": torch.tensor([[3.0], [5.0]]), "counts": torch.tensor([2, 4])},
+        2: {"values": torch.tensor([[10.0], [7.0]]), "counts": torch.tensor([1, 1])},
+    }
 
 
 def test_classwise_median_uses_only_the_clients_holding_each_class():
@@ -142,7 +161,8 @@ def test_every_classwise_rule_refuses_negative_counts_and_unknown_classes_stay_z
     bad = {**tables(), 2: {"values": torch.tensor([[1.0], [1.0]]), "counts": torch.tensor([1, -1])}}
     with pytest.raises(InvalidUpdateError, match="client 2, tensor 'counts'"):
         aggregate_classwise_by(Rule(name), bad)
-    absent = {k: {"values": v["values"], "counts": v["counts"] * torch.tensor([1, 0])}
-              for k, v in tables().items()}
+    absent = {
+        k: {"values": v["values"], "counts": v["counts"] * torch.tensor([1, 0])} for k, v in tables().items()
+    }
     out = aggregate_classwise_by(Rule(name, max_norm=1.0, trim=0.2), absent)
     assert out["values"][1].tolist() == [0.0] and out["counts"].tolist() == [4, 0]

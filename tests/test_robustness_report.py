@@ -7,11 +7,18 @@ from workbench.lab.robustness import robustness_figure, robustness_table
 
 
 def summary() -> pd.DataFrame:
-    return pd.DataFrame({
-        "point": list("abcdef"), "algorithm": "fedlora", "seed": [0, 0, 0, 0, 1, 1],
-        "aggregator": ["mean", "median"] * 3, "attack": ["none"] * 2 + ["scale"] * 4,
-        "final_accuracy": [0.9, 0.88, 0.1, 0.85, 0.2, 0.83], "best_accuracy": 0.9,
-        "refused": [0, 0, 1, 0, 2, 0]})
+    return pd.DataFrame(
+        {
+            "point": list("abcdef"),
+            "algorithm": "fedlora",
+            "seed": [0, 0, 0, 0, 1, 1],
+            "aggregator": ["mean", "median"] * 3,
+            "attack": ["none"] * 2 + ["scale"] * 4,
+            "final_accuracy": [0.9, 0.88, 0.1, 0.85, 0.2, 0.83],
+            "best_accuracy": 0.9,
+            "refused": [0, 0, 1, 0, 2, 0],
+        }
+    )
 
 
 def test_accuracy_per_attack_and_aggregator_is_the_mean_over_seeds():

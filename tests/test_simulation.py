@@ -7,8 +7,17 @@ from workbench.core.results import read_run
 from workbench.loop.rounds import sample_clients
 from workbench.loop.runner import run_experiment
 
-COLUMNS = ["round", "client", "model", "algorithm", "accuracy", "loss", "train_flops",
-           "bytes_up", "bytes_down"]
+COLUMNS = [
+    "round",
+    "client",
+    "model",
+    "algorithm",
+    "accuracy",
+    "loss",
+    "train_flops",
+    "bytes_up",
+    "bytes_down",
+]
 
 
 @pytest.mark.parametrize("rank", [1, 4])
@@ -24,7 +33,8 @@ def test_each_participant_uploads_exactly_4_r_510_bytes(tiny, rank):
     assert (idle[["train_flops", "bytes_up", "bytes_down"]] == 0).all().all()
     sampled = {r: sample_clients(4, 0.5, 0, r) for r in (1, 2)}
     assert set(zip(took_part["round"], took_part["client"])) == {
-        (r, c) for r, cs in sampled.items() for c in cs}
+        (r, c) for r, cs in sampled.items() for c in cs
+    }
 
 
 def test_same_config_and_seed_give_identical_tables(tiny):
@@ -63,12 +73,25 @@ def test_cli_runs_and_prints_a_summary(tiny, tmp_path, capsys):
     assert (tmp_path / "cli" / "results.csv").exists()
 
 
-@pytest.mark.parametrize("flag", [["--rank", "0"], ["--mu", "2"], ["--fraction", "0"],
-                                  ["--classes_per_client", "12"], ["--dataset", "svhn"],
-                                  ["--algorithm", "nope"], ["--rounds", "-1"], ["--lr", "0"],
-                                  ["--batch_size", "0"], ["--model_epochs", "0"], ["--bogus", "1"]])
+@pytest.mark.parametrize(
+    "flag",
+    [
+        ["--rank", "0"],
+        ["--mu", "2"],
+        ["--fraction", "0"],
+        ["--classes_per_client", "12"],
+        ["--dataset", "svhn"],
+        ["--algorithm", "nope"],
+        ["--rounds", "-1"],
+        ["--lr", "0"],
+        ["--batch_size", "0"],
+        ["--model_epochs", "0"],
+        ["--bogus", "1"],
+    ],
+)
 def test_cli_refuses_bad_values_before_any_work(flag, tmp_path, capsys, monkeypatch):
     import workbench.loop.rounds as rounds
+
     monkeypatch.setattr(rounds, "load_dataset", lambda *a, **k: pytest.fail("data was loaded"))
     assert main(["run", *flag, "--out", str(tmp_path / "x")]) == 2
     assert flag[0][2:] in capsys.readouterr().err

@@ -13,22 +13,32 @@ from workbench.cli import main
 from workbench.config import ConfigError
 from workbench.lab.sweep import expand, load_spec, run_sweep
 
-FIXED = {"dataset": "digits", "num_clients": 2, "rounds": 2, "batch_size": 64, "device": "cpu",
-         "eval_batch_size": 256, "checkpoint_every": 1}
+FIXED = {
+    "dataset": "digits",
+    "num_clients": 2,
+    "rounds": 2,
+    "batch_size": 64,
+    "device": "cpu",
+    "eval_batch_size": 256,
+    "checkpoint_every": 1,
+}
 
 
 def spec(grid):
     return {"parameters": dict(FIXED), "grid": grid}
 
 
-@pytest.mark.parametrize("bad, fragment", [
-    ({"parameters": FIXED, "grid": {}}, "`grid` is empty"),
-    ({"parameters": FIXED}, "`grid` is empty"),
-    ({"parameters": FIXED, "grid": {"rank": []}}, "grid entry 'rank' must be a non-empty list"),
-    ({"parameters": FIXED, "grid": {"rank": 4}}, "grid entry 'rank' must be a non-empty list"),
-    ({"parameters": FIXED, "grid": {"rank": [1]}, "extra": 1}, "must be a mapping with keys"),
-    ({"parameters": {**FIXED, "rank": 2}, "grid": {"rank": [1]}}, "both fixed"),
-])
+@pytest.mark.parametrize(
+    "bad, fragment",
+    [
+        ({"parameters": FIXED, "grid": {}}, "`grid` is empty"),
+        ({"parameters": FIXED}, "`grid` is empty"),
+        ({"parameters": FIXED, "grid": {"rank": []}}, "grid entry 'rank' must be a non-empty list"),
+        ({"parameters": FIXED, "grid": {"rank": 4}}, "grid entry 'rank' must be a non-empty list"),
+        ({"parameters": FIXED, "grid": {"rank": [1]}, "extra": 1}, "must be a mapping with keys"),
+        ({"parameters": {**FIXED, "rank": 2}, "grid": {"rank": [1]}}, "both fixed"),
+    ],
+)
 def test_bad_spec_shapes_are_refused(bad, fragment):
     with pytest.raises(ConfigError, match=None) as error:
         expand(load_spec(bad))
@@ -52,10 +62,14 @@ def test_cli_refuses_a_bad_spec_with_status_2(tmp_path, capsys):
 
 def test_points_are_stable_and_distinct():
     points = expand(load_spec(spec({"rank": [1, 2], "algorithm": ["fedlora", "standalone"]})))
-    assert [p.swept for p in points][:2] == [{"rank": 1, "algorithm": "fedlora"},
-                                              {"rank": 1, "algorithm": "standalone"}]
+    assert [p.swept for p in points][:2] == [
+        {"rank": 1, "algorithm": "fedlora"},
+        {"rank": 1, "algorithm": "standalone"},
+    ]
     assert len({p.id for p in points}) == 4
-    assert [p.id for p in points] == [p.id for p in expand(load_spec(spec({"rank": [1, 2], "algorithm": ["fedlora", "standalone"]})))]
+    assert [p.id for p in points] == [
+        p.id for p in expand(load_spec(spec({"rank": [1, 2], "algorithm": ["fedlora", "standalone"]})))
+    ]
 
 
 def wait_for(predicate, seconds):
@@ -72,17 +86,22 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_points(tmp_path):
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec(grid)))
     out = tmp_path / "interrupted"
-    process = subprocess.Popen([sys.executable, "-m", "workbench", "sweep", str(path), "--out", str(out)],
-                               start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    done = lambda: any(json.loads(s.read_text())["state"] == "done"
-                       for s in out.glob("points/*/status.json"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "workbench", "sweep", str(path), "--out", str(out)],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    done = lambda: any(json.loads(s.read_text())["state"] == "done" for s in out.glob("points/*/status.json"))
     try:
         assert wait_for(done, 300), "no point finished"
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-    finished = {s.parent.name: (s.read_text(), (s.parent / "fedlora.ipynb").stat().st_mtime_ns)
-                for s in out.glob("points/*/status.json")}
+    finished = {
+        s.parent.name: (s.read_text(), (s.parent / "fedlora.ipynb").stat().st_mtime_ns)
+        for s in out.glob("points/*/status.json")
+    }
     assert 1 <= len(finished) < 4
     table = pd.read_csv(run_sweep(path, out, report=False))
     for point, (status, mtime) in finished.items():  # finished points were not run again
@@ -101,6 +120,7 @@ def test_failed_point_is_recorded_and_the_rest_go_on(tmp_path, monkeypatch):
 
     broken = tmp_path / "broken.ipynb"
     import nbformat
+
     nb = nbformat.read(sweep.NOTEBOOK, as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell("assert rank != 2, 'rank 2 is cursed'"))
     nbformat.write(nb, broken)
@@ -115,12 +135,18 @@ def test_failed_point_is_recorded_and_the_rest_go_on(tmp_path, monkeypatch):
 
 
 def test_also_grids_append_points_without_a_product():
-    loaded = load_spec({"parameters": FIXED, "grid": {"rank": [1, 2], "mu": [0.0, 1.0]},
-                        "also": [{"algorithm": ["standalone", "fd"]}]})
+    loaded = load_spec(
+        {
+            "parameters": FIXED,
+            "grid": {"rank": [1, 2], "mu": [0.0, 1.0]},
+            "also": [{"algorithm": ["standalone", "fd"]}],
+        }
+    )
     points = expand(loaded)
     assert len(points) == 4 + 2
     assert points[-1].swept == {"algorithm": "fd"} and points[-1].flat["rank"] == 4
     from workbench.lab.sweep import swept_values
+
     assert swept_values(loaded) == {"rank": [1, 2], "mu": [0.0, 1.0], "algorithm": ["standalone", "fd"]}
     with pytest.raises(ConfigError, match=r"also\[0\] entry 'seed' must be a non-empty list"):
         load_spec({"parameters": FIXED, "grid": {"rank": [1]}, "also": [{"seed": []}]})

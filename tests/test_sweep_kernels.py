@@ -8,36 +8,44 @@ import pandas as pd
 from workbench.lab.executors import Execution, efficiency_line
 from workbench.lab.sweep import run_sweep
 
-FIXED = {"dataset": "digits", "num_clients": 2, "rounds": 2, "batch_size": 64, "device": "cpu",
-         "eval_batch_size": 256}
+FIXED = {
+    "dataset": "digits",
+    "num_clients": 2,
+    "rounds": 2,
+    "batch_size": 64,
+    "device": "cpu",
+    "eval_batch_size": 256,
+}
 
 
 def spec(grid):
     return {"parameters": dict(FIXED), "grid": grid}
 
 
-def test_a_dead_kernel_fails_only_its_point_and_warm_points_equal_fresh_ones(tmp_path,
-                                                                            monkeypatch, capsys):
+def test_a_dead_kernel_fails_only_its_point_and_warm_points_equal_fresh_ones(tmp_path, monkeypatch, capsys):
     import workbench.lab.sweep as sweep
 
     killer = tmp_path / "killer.ipynb"
     nb = nbformat.read(sweep.NOTEBOOK, as_version=4)
-    nb.cells.append(nbformat.v4.new_code_cell(
-        "# a leftover name must not leak into the next point\n"
-        "assert 'leak' not in globals(), 'state leaked from the previous point'\n"
-        "leak = True\n"
-        "if rank == 2:\n    import os\n    os._exit(1)  # the kernel dies mid-point"))
+    nb.cells.append(
+        nbformat.v4.new_code_cell(
+            "# a leftover name must not leak into the next point\n"
+            "assert 'leak' not in globals(), 'state leaked from the previous point'\n"
+            "leak = True\n"
+            "if rank == 2:\n    import os\n    os._exit(1)  # the kernel dies mid-point"
+        )
+    )
     nbformat.write(nb, killer)
     monkeypatch.setattr(sweep, "NOTEBOOK", killer)
     one = Execution(workers=1, threads=1)
-    table = pd.read_csv(run_sweep(spec({"rank": [1, 2, 3, 4]}), tmp_path / "warm", report=False,
-                                  execution=one))
+    table = pd.read_csv(
+        run_sweep(spec({"rank": [1, 2, 3, 4]}), tmp_path / "warm", report=False, execution=one)
+    )
     record = json.loads((tmp_path / "warm" / "sweep.json").read_text())
     assert [p["state"] for p in record["points"]] == ["done", "failed", "done", "done"]
     assert "DeadKernelError" in record["points"][1]["error"]
     assert set(table["rank"]) == {1, 3, 4}  # the points after the dead kernel ran on a new one
-    statuses = [json.loads(p.read_text())
-                for p in sorted((tmp_path / "warm").glob("points/*/status.json"))]
+    statuses = [json.loads(p.read_text()) for p in sorted((tmp_path / "warm").glob("points/*/status.json"))]
     assert all(s["experiment_s"] > 0 for s in statuses if s["state"] == "done")
     efficiency = record["efficiency"]
     assert efficiency["workers"] == 1 and efficiency["points_run"] == 4
@@ -51,7 +59,6 @@ def test_a_dead_kernel_fails_only_its_point_and_warm_points_equal_fresh_ones(tmp
     assert [c.execution_count for c in executed.cells if c.cell_type == "code"][0] == 1
 
     fresh = Execution(workers=1, threads=1, fresh_kernels=True)
-    alone = pd.read_csv(run_sweep(spec({"rank": [4]}), tmp_path / "fresh", report=False,
-                                  execution=fresh))
+    alone = pd.read_csv(run_sweep(spec({"rank": [4]}), tmp_path / "fresh", report=False, execution=fresh))
     warm_rank4 = table[table["rank"] == 4].drop(columns="point").reset_index(drop=True)
     pd.testing.assert_frame_equal(warm_rank4, alone.drop(columns="point"), check_exact=True)

@@ -16,9 +16,17 @@ from workbench.flower.local import RAY_ENV  # noqa: E402
 from workbench.lab.executors import Execution  # noqa: E402
 from workbench.lab.sweep import run_sweep  # noqa: E402
 
-SPEC = {"parameters": {"dataset": "digits", "num_clients": 2, "rounds": 2, "batch_size": 64,
-                       "device": "cpu", "eval_batch_size": 256},
-        "grid": {"algorithm": ["fedlora", "lg_fedavg", "fd"]}}
+SPEC = {
+    "parameters": {
+        "dataset": "digits",
+        "num_clients": 2,
+        "rounds": 2,
+        "batch_size": 64,
+        "device": "cpu",
+        "eval_batch_size": 256,
+    },
+    "grid": {"algorithm": ["fedlora", "lg_fedavg", "fd"]},
+}
 START_BUDGET_S = 240  # node start-up on a loaded 2-core machine takes far longer than on a laptop
 ATTEMPTS = 3  # Ray waits a fixed 30 s for a raylet to register; a busy machine can miss that
 
@@ -28,8 +36,11 @@ def two_nodes(monkeypatch):
     """Head + one more node, each a real GCS/raylet process set, all on 127.0.0.1; torn down
     by PID. (`ray start --address` refuses to join on loopback, hence ray.cluster_utils.)"""
     # RAY_ENV: loopback only, start-up and GCS request budgets for a busy machine
-    for name, value in {**RAY_ENV, "RAY_USAGE_STATS_ENABLED": "0",
-                        "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0"}.items():
+    for name, value in {
+        **RAY_ENV,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+    }.items():
         monkeypatch.setenv(name, value)
     ours = psutil.Process()
     before = {p.pid for p in ours.children(recursive=True)}
@@ -45,8 +56,10 @@ def two_nodes(monkeypatch):
             errors.append(f"{type(error).__name__}: {error}")
             _teardown(cluster, ours, before)
     else:
-        pytest.fail(f"a two-node Ray cluster on 127.0.0.1 did not start in {ATTEMPTS} attempts "
-                    f"(is the machine overloaded?): {errors}")
+        pytest.fail(
+            f"a two-node Ray cluster on 127.0.0.1 did not start in {ATTEMPTS} attempts "
+            f"(is the machine overloaded?): {errors}"
+        )
     yield cluster.address
     _teardown(cluster, ours, before)
 
@@ -70,19 +83,18 @@ def test_ray_sweep_equals_the_local_sweep_and_resumes(tmp_path, two_nodes):
     remote = run_sweep(SPEC, tmp_path / "ray", report=False, execution=execution)
     record = json.loads((tmp_path / "ray" / "sweep.json").read_text())
     assert [p["state"] for p in record["points"]] == ["done"] * 3, record["points"]
-    nodes = {json.loads(s.read_text())["node"]
-             for s in (tmp_path / "ray").glob("points/*/status.json")}
+    nodes = {json.loads(s.read_text())["node"] for s in (tmp_path / "ray").glob("points/*/status.json")}
     assert len(nodes) == 2 and all(n.startswith("ray:") for n in nodes)  # both nodes ran points
     assert record["efficiency"]["executor"] == "ray" and record["efficiency"]["workers"] == 2
     for point in (tmp_path / "ray" / "points").iterdir():  # the same folder as a local sweep
         assert {"fedlora.ipynb", "status.json", "run"} <= {p.name for p in point.iterdir()}
 
-    local = run_sweep(SPEC, tmp_path / "local", report=False,
-                      execution=Execution(workers=2, threads=1))
+    local = run_sweep(SPEC, tmp_path / "local", report=False, execution=Execution(workers=2, threads=1))
     assert remote.read_bytes() == local.read_bytes()  # results.csv, byte for byte
 
-    statuses = lambda: {s.parent.name: s.stat().st_mtime_ns  # noqa: E731
-                        for s in (tmp_path / "ray").glob("points/*/status.json")}
+    statuses = lambda: {
+        s.parent.name: s.stat().st_mtime_ns for s in (tmp_path / "ray").glob("points/*/status.json")
+    }
     (gone,) = (tmp_path / "ray" / "points").glob("p001-*/status.json")
     gone.unlink()  # as if that point had never finished: a rerun runs it alone
     kept = statuses()

@@ -34,9 +34,15 @@ def out_of_range(cls: type, field: Any) -> list[Any]:
     for key, step in (("ge", -1), ("gt", 0), ("le", 1), ("lt", 0)):
         if meta[key] is not None:
             bound = meta[key]
-            cases.append(bound + step if key in ("ge", "le") and kind is int else
-                         bound - max(1, abs(bound)) if key == "ge" else
-                         bound + max(1, abs(bound)) if key == "le" else bound)
+            cases.append(
+                bound + step
+                if key in ("ge", "le") and kind is int
+                else bound - max(1, abs(bound))
+                if key == "ge"
+                else bound + max(1, abs(bound))
+                if key == "le"
+                else bound
+            )
     return cases
 
 
@@ -66,16 +72,19 @@ def test_every_bad_value_is_refused_naming_the_parameter(name, kind, value):
         build_config({name: value})
 
 
-@pytest.mark.parametrize("flat, fragment", [
-    ({"seed": 2**32}, "must be <= 4294967295 (numpy and scikit-learn take seeds below 2**32)"),
-    ({"lora_targets": "head,head", "algorithm": "fd"}, "names ['head'] more than once"),
-    ({"rounds": 10**12}, "must be <= 100000 (far beyond any federated schedule"),
-    ({"num_clients": 10**6}, "(each client needs a local test split, and CIFAR holds 10,000"),
-    ({"malicious_clients": 1.5}, "malicious_clients=1.5 is out of range: give a fraction in [0, 1)"),
-    ({"malicious_clients": 11}, "whole count from 1 to num_clients=10"),
-    ({"aggregator": "krum"}, "choose from ['mean', 'norm_bounded', 'median', 'trimmed_mean']"),
-    ({"data_dir": ""}, "parameter data_dir='' is empty"),
-])
+@pytest.mark.parametrize(
+    "flat, fragment",
+    [
+        ({"seed": 2**32}, "must be <= 4294967295 (numpy and scikit-learn take seeds below 2**32)"),
+        ({"lora_targets": "head,head", "algorithm": "fd"}, "names ['head'] more than once"),
+        ({"rounds": 10**12}, "must be <= 100000 (far beyond any federated schedule"),
+        ({"num_clients": 10**6}, "(each client needs a local test split, and CIFAR holds 10,000"),
+        ({"malicious_clients": 1.5}, "malicious_clients=1.5 is out of range: give a fraction in [0, 1)"),
+        ({"malicious_clients": 11}, "whole count from 1 to num_clients=10"),
+        ({"aggregator": "krum"}, "choose from ['mean', 'norm_bounded', 'median', 'trimmed_mean']"),
+        ({"data_dir": ""}, "parameter data_dir='' is empty"),
+    ],
+)
 def test_validation_gaps_are_closed_with_the_reason(flat, fragment):
     with pytest.raises(ConfigError) as error:
         build_config(flat)
@@ -85,8 +94,14 @@ def test_validation_gaps_are_closed_with_the_reason(flat, fragment):
 def workbench_cli(*args: str) -> subprocess.CompletedProcess:
     """`python -m workbench ARGS` as a user runs it."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "workbench", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+    )
 
 
 def test_the_cli_prints_one_message_and_exits_2_without_a_traceback(tmp_path):
@@ -96,8 +111,17 @@ def test_the_cli_prints_one_message_and_exits_2_without_a_traceback(tmp_path):
     assert "Traceback" not in bad_seed.stderr and len(bad_seed.stderr.splitlines()) == 1
     (tmp_path / "cifar" / "cifar-10-batches-py").mkdir(parents=True)  # a corrupt copy
     (tmp_path / "cifar" / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"junk")
-    no_data = workbench_cli("run", "--dataset", "cifar10", "--data_dir", str(tmp_path / "cifar"),
-                            "--download", "false", "--out", str(tmp_path / "b"))
+    no_data = workbench_cli(
+        "run",
+        "--dataset",
+        "cifar10",
+        "--data_dir",
+        str(tmp_path / "cifar"),
+        "--download",
+        "false",
+        "--out",
+        str(tmp_path / "b"),
+    )
     assert no_data.returncode == 2 and "Traceback" not in no_data.stderr
     assert "error: dataset 'cifar10' is unavailable in data_dir" in no_data.stderr
     assert not (tmp_path / "b").exists()
@@ -109,18 +133,28 @@ def test_debug_shows_the_traceback_instead():
 
 
 def test_runtime_user_errors_are_messages(tmp_path, capsys):
-    empty_client = ["run", "--partition", "dirichlet", "--dirichlet_alpha", "0.01",
-                    "--num_clients", "100", "--out", str(tmp_path / "d")]
+    empty_client = [
+        "run",
+        "--partition",
+        "dirichlet",
+        "--dirichlet_alpha",
+        "0.01",
+        "--num_clients",
+        "100",
+        "--out",
+        str(tmp_path / "d"),
+    ]
     assert main(empty_client) == 2
     assert "error: cannot partition digits: client" in capsys.readouterr().err
     other = build_config({"rank": 2, "rounds": 3}).to_flat()
-    write_run(tmp_path / "taken", other, pd.DataFrame(columns=["round", "client", "accuracy",
-                                                               "train_flops", "bytes_up",
-                                                               "bytes_down"]))
+    write_run(
+        tmp_path / "taken",
+        other,
+        pd.DataFrame(columns=["round", "client", "accuracy", "train_flops", "bytes_up", "bytes_down"]),
+    )
     assert main(["run", "--out", str(tmp_path / "taken"), "--rounds", "4"]) == 2
     err = capsys.readouterr().err
-    assert "already holds results of other parameters (rank: 2 there, 4 here; rounds: 3 there, " \
-           "4 here)" in err
+    assert "already holds results of other parameters (rank: 2 there, 4 here; rounds: 3 there, 4 here)" in err
     assert main(["sweep", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "s")]) == 2
     assert "sweep spec" in capsys.readouterr().err
     assert main(["target", str(tmp_path), "--target", "0.5"]) == 2
@@ -131,9 +165,11 @@ def test_a_notebook_shows_a_user_error_as_one_line():
     from IPython.core.interactiveshell import InteractiveShell
 
     shell = InteractiveShell.instance()
-    result = shell.run_cell("from workbench.config import build_config\n"
-                            "build_config({'seed': 2**32})", silent=True)
+    result = shell.run_cell(
+        "from workbench.config import build_config\nbuild_config({'seed': 2**32})", silent=True
+    )
     assert isinstance(result.error_in_exec, UserError)
     assert result.error_in_exec._render_traceback_() == [
         "ConfigError: parameter seed=4294967296 is out of range: must be <= 4294967295 (numpy and "
-        "scikit-learn take seeds below 2**32)"]
+        "scikit-learn take seeds below 2**32)"
+    ]

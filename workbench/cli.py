@@ -24,37 +24,42 @@ def parser() -> argparse.ArgumentParser:
     """The workbench's argument parser with its sub-commands."""
     root = argparse.ArgumentParser(prog="python -m workbench", description=__doc__.splitlines()[0])
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true",
-                        help="show the traceback of an error instead of its one-line message")
+    common.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error instead of its one-line message"
+    )
     commands = root.add_subparsers(dest="command", required=True)
     add = functools.partial(commands.add_parser, parents=[common])
     run = add("run", help="run one experiment and print its summary")
-    run.add_argument("--out", type=Path, default=None,
-                     help="run directory (default: runs/<algorithm>-<dataset>-<time>)")
+    run.add_argument(
+        "--out", type=Path, default=None, help="run directory (default: runs/<algorithm>-<dataset>-<time>)"
+    )
     run.add_argument("--quiet", action="store_true", help="no per-round progress lines")
     add_parameters(run)
     add("params", help="list every parameter with its default and help")
-    costs = add("costs", help="per-round FLOPs and bytes of every method, with "
-                                              "ratios to FedLoRA")
+    costs = add("costs", help="per-round FLOPs and bytes of every method, with ratios to FedLoRA")
     costs.add_argument("--algorithms", default=None, help="comma-separated (default: all)")
-    costs.add_argument("--samples_per_client", type=int, default=500,
-                       help="training samples of each client")
+    costs.add_argument("--samples_per_client", type=int, default=500, help="training samples of each client")
     costs.add_argument("--csv", type=Path, default=None, help="also write the table here")
     add_parameters(costs)
-    target = add("target", help="rounds, FLOPs and bytes each finished run "
-                                                "needed to reach a target mean accuracy")
+    target = add(
+        "target", help="rounds, FLOPs and bytes each finished run needed to reach a target mean accuracy"
+    )
     target.add_argument("runs", nargs="+", type=Path, help="run directories")
     target.add_argument("--target", type=float, required=True, help="mean accuracy, e.g. 0.9")
     target.add_argument("--reference", default="fedlora", help="run label to divide by")
-    sweep = add("sweep", help="run a grid of notebook executions and build its "
-                                              "HTML report (rerun to resume)")
+    sweep = add("sweep", help="run a grid of notebook executions and build its HTML report (rerun to resume)")
     sweep.add_argument("spec", type=Path, help="YAML with `parameters:` and `grid:` mappings")
     sweep.add_argument("--out", type=Path, required=True, help="sweep folder")
-    sweep.add_argument("--workers", type=int, default=None,
-                       help="points run in parallel (local default 1; ray default: all that fit)")
+    sweep.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="points run in parallel (local default 1; ray default: all that fit)",
+    )
     sweep.add_argument("--timeout", type=int, default=3600, help="seconds per notebook cell")
-    sweep.add_argument("--html-points", action="store_true",
-                       help="also export each point's executed notebook to HTML")
+    sweep.add_argument(
+        "--html-points", action="store_true", help="also export each point's executed notebook to HTML"
+    )
     _add_executor(sweep)
     return root
 
@@ -64,19 +69,33 @@ def _add_executor(sweep: argparse.ArgumentParser) -> None:
     from workbench.lab.executors import EXECUTORS
 
     group = sweep.add_argument_group("executor")
-    group.add_argument("--executor", choices=EXECUTORS, default="local",
-                       help="local: warm kernels on this machine; ray: tasks on a Ray cluster")
-    group.add_argument("--address", default=None,
-                       help="Ray cluster address (default: RAY_ADDRESS, else the local head)")
-    group.add_argument("--cpus-per-point", type=float, default=1.0,
-                       help="Ray: CPUs each point reserves (its torch threads)")
-    group.add_argument("--gpus-per-point", type=float, default=0.0,
-                       help="Ray: GPUs each point reserves (fractions allowed)")
-    group.add_argument("--threads-per-point", type=int, default=None,
-                       help="torch threads of each point (local default: cores / workers; ray "
-                            "default: its CPUs); equal counts give bit-identical results")
-    group.add_argument("--fresh-kernels", action="store_true",
-                       help="local: a new kernel for every point instead of a warm one per worker")
+    group.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local: warm kernels on this machine; ray: tasks on a Ray cluster",
+    )
+    group.add_argument(
+        "--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else the local head)"
+    )
+    group.add_argument(
+        "--cpus-per-point", type=float, default=1.0, help="Ray: CPUs each point reserves (its torch threads)"
+    )
+    group.add_argument(
+        "--gpus-per-point", type=float, default=0.0, help="Ray: GPUs each point reserves (fractions allowed)"
+    )
+    group.add_argument(
+        "--threads-per-point",
+        type=int,
+        default=None,
+        help="torch threads of each point (local default: cores / workers; ray "
+        "default: its CPUs); equal counts give bit-identical results",
+    )
+    group.add_argument(
+        "--fresh-kernels",
+        action="store_true",
+        help="local: a new kernel for every point instead of a warm one per worker",
+    )
 
 
 def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
@@ -85,8 +104,9 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     from workbench.core.results import format_summary
     from workbench.loop.runner import run_experiment
 
-    out = args.out or Path("runs") / (f"{config.run.algorithm}-{config.data.dataset}-"
-                                      f"{time.strftime('%Y%m%d-%H%M%S')}")
+    out = args.out or Path("runs") / (
+        f"{config.run.algorithm}-{config.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
 
     def progress(round_: int, rounds: int, metrics: dict) -> None:
         print(f"round {round_}/{rounds}: mean accuracy {metrics['accuracy']:.4f}", flush=True)
@@ -118,8 +138,10 @@ def cmd_costs(args: argparse.Namespace, extra: list[str]) -> int:
     names = args.algorithms.split(",") if args.algorithms else None
     table = per_round_costs(flat, names, args.samples_per_client)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print("Per client, one steady-state round (the 2nd); FLOPs = fwd+bwd matmul/conv, "
-              "2 per multiply-add; bytes = numel x element size of what is sent.")
+        print(
+            "Per client, one steady-state round (the 2nd); FLOPs = fwd+bwd matmul/conv, "
+            "2 per multiply-add; bytes = numel x element size of what is sent."
+        )
         print(table.to_string(index=False))
         print()
         print(cost_ratios(table).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -136,14 +158,18 @@ def cmd_target(args: argparse.Namespace, extra: list[str]) -> int:
     runs = {}
     for run_dir in args.runs:
         if not (run_dir / TABLE_FILE).is_file():
-            raise UserError(f"run directory {run_dir} holds no {TABLE_FILE}; give folders of "
-                            f"finished runs (the --out of `python -m workbench run`)")
+            raise UserError(
+                f"run directory {run_dir} holds no {TABLE_FILE}; give folders of "
+                f"finished runs (the --out of `python -m workbench run`)"
+            )
         flat, table = read_run(run_dir)
         label = flat["algorithm"] if flat["algorithm"] not in runs else str(run_dir)
         runs[label] = table
     table = cost_to_target(runs, args.target, args.reference)
-    print(f"Cost to first reach mean accuracy >= {args.target} (sums over all clients up to that "
-          f"round; NaN: not reached)")
+    print(
+        f"Cost to first reach mean accuracy >= {args.target} (sums over all clients up to that "
+        f"round; NaN: not reached)"
+    )
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return 0
 
@@ -153,9 +179,15 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     from workbench.lab.executors import Execution
     from workbench.lab.sweep import export_points, run_sweep
 
-    execution = Execution(executor=args.executor, workers=args.workers, address=args.address,
-                          cpus=args.cpus_per_point, gpus=args.gpus_per_point,
-                          fresh_kernels=args.fresh_kernels, threads=args.threads_per_point)
+    execution = Execution(
+        executor=args.executor,
+        workers=args.workers,
+        address=args.address,
+        cpus=args.cpus_per_point,
+        gpus=args.gpus_per_point,
+        fresh_kernels=args.fresh_kernels,
+        threads=args.threads_per_point,
+    )
     report = run_sweep(args.spec, args.out, timeout=args.timeout, execution=execution)
     if args.html_points:
         for html in export_points(args.out):
@@ -164,7 +196,13 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"sweep": cmd_sweep, "run": cmd_run, "params": cmd_params, "costs": cmd_costs, "target": cmd_target}
+COMMANDS = {
+    "sweep": cmd_sweep,
+    "run": cmd_run,
+    "params": cmd_params,
+    "costs": cmd_costs,
+    "target": cmd_target,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,30 +17,50 @@ from dataclasses import dataclass, fields
 from typing import Any, get_type_hints
 
 from workbench.algorithms import REGISTRY
-from workbench.core.facts import (AGGREGATORS, ATTACKS, CLIENTS_WHY, DATASET_CLASSES, DEVICES,
-                                   MAX_CLIENTS, MAX_EPOCHS, MAX_ROUNDS, MAX_SEED, PARTITIONS,
-                                   SEED_WHY, TOO_LONG)
+from workbench.core.facts import (
+    AGGREGATORS,
+    ATTACKS,
+    CLIENTS_WHY,
+    DATASET_CLASSES,
+    DEVICES,
+    MAX_CLIENTS,
+    MAX_EPOCHS,
+    MAX_ROUNDS,
+    MAX_SEED,
+    PARTITIONS,
+    SEED_WHY,
+    TOO_LONG,
+)
 from workbench.core.params import ConfigError, Section, check_range, coerce, param, unknown_names
 from workbench.core.zoo import ZOO
 
-__all__ = ["ConfigError", "ExperimentConfig", "build_config", "defaults", "malicious_count",
-           "parameter_table"]
+__all__ = [
+    "ConfigError",
+    "ExperimentConfig",
+    "build_config",
+    "defaults",
+    "malicious_count",
+    "parameter_table",
+]
 
 
 @dataclass(frozen=True)
 class RunConfig(Section):
     algorithm: str = param("fedlora", "method to run", choices=lambda: tuple(REGISTRY))
-    seed: int = param(0, "seed of partitions, model init, sampling and batches", ge=0, le=MAX_SEED,
-                      why=SEED_WHY)
+    seed: int = param(
+        0, "seed of partitions, model init, sampling and batches", ge=0, le=MAX_SEED, why=SEED_WHY
+    )
     device: str = param("auto", "torch device: auto picks cuda when available", choices=DEVICES)
-    checkpoint_every: int = param(5, "with a run directory, save a resumable checkpoint every N "
-                                     "rounds (0: never)", ge=0)
+    checkpoint_every: int = param(
+        5, "with a run directory, save a resumable checkpoint every N rounds (0: never)", ge=0
+    )
 
 
 @dataclass(frozen=True)
 class DataConfig(Section):
-    dataset: str = param("digits", "digits (bundled, offline), cifar10 or cifar100",
-                         choices=tuple(DATASET_CLASSES))
+    dataset: str = param(
+        "digits", "digits (bundled, offline), cifar10 or cifar100", choices=tuple(DATASET_CLASSES)
+    )
     data_dir: str = param("data", "where CIFAR lives or is downloaded to")
     download: bool = param(True, "download CIFAR into data_dir when it is missing")
     partition: str = param("pathological", "label skew across clients", choices=PARTITIONS)
@@ -56,14 +76,14 @@ class FederationConfig(Section):
     fraction: float = param(1.0, "share of clients sampled each round", gt=0, le=1)
     rounds: int = param(20, "communication rounds", ge=1, le=MAX_ROUNDS, why=TOO_LONG)
     eval_every: int = param(1, "evaluate all clients every N rounds (and after the last)", ge=1)
-    models: tuple[str, ...] = param(tuple(ZOO), "zoo assigned round-robin to clients",
-                                    choices=tuple(ZOO))
+    models: tuple[str, ...] = param(tuple(ZOO), "zoo assigned round-robin to clients", choices=tuple(ZOO))
 
 
 @dataclass(frozen=True)
 class TrainConfig(Section):
-    model_epochs: int = param(1, "local epochs training the private model per round", ge=1,
-                              le=MAX_EPOCHS, why=TOO_LONG)
+    model_epochs: int = param(
+        1, "local epochs training the private model per round", ge=1, le=MAX_EPOCHS, why=TOO_LONG
+    )
     batch_size: int = param(64, "training batch size", ge=1)
     lr: float = param(0.01, "SGD learning rate of the private model", gt=0)
     momentum: float = param(0.9, "SGD momentum", ge=0, lt=1)
@@ -73,32 +93,62 @@ class TrainConfig(Section):
 
 @dataclass(frozen=True)
 class ServerConfig(Section):
-    aggregator: str = param("mean", "how the server combines uploads: mean (sample-weighted), "
-                                    "norm_bounded, median or trimmed_mean (coordinate-wise; "
-                                    "class-wise for FD and FedProto)", choices=AGGREGATORS)
-    max_update_norm: float = param(1.0, "norm_bounded: the largest L2 distance one client's upload "
-                                        "may lie from the global state it started from", gt=0)
-    trim_fraction: float = param(0.2, "trimmed_mean: share of clients dropped at each end, per "
-                                      "coordinate", ge=0, lt=0.5)
+    aggregator: str = param(
+        "mean",
+        "how the server combines uploads: mean (sample-weighted), "
+        "norm_bounded, median or trimmed_mean (coordinate-wise; "
+        "class-wise for FD and FedProto)",
+        choices=AGGREGATORS,
+    )
+    max_update_norm: float = param(
+        1.0,
+        "norm_bounded: the largest L2 distance one client's upload "
+        "may lie from the global state it started from",
+        gt=0,
+    )
+    trim_fraction: float = param(
+        0.2, "trimmed_mean: share of clients dropped at each end, per coordinate", ge=0, lt=0.5
+    )
 
 
 @dataclass(frozen=True)
 class AttackConfig(Section):
-    malicious_clients: float = param(0.0, "clients that poison their uploads (fixed by the seed): "
-                                          "a count, or a fraction when below 1", ge=0,
-                                     le=MAX_CLIENTS, why=CLIENTS_WHY)
-    attack: str = param("none", "what malicious clients do to their uploads: none, scale "
-                                "(update × attack_scale), sign_flip or noise (+ N(0, attack_std²))",
-                        choices=ATTACKS)
-    attack_scale: float = param(-10.0, "scale: the factor applied to a malicious update",
-                                ge=-1e12, le=1e12, why="larger factors overflow float32 uploads")
-    attack_std: float = param(1.0, "noise: standard deviation added to every coordinate", ge=0,
-                              le=1e12, why="larger noise overflows float32 uploads")
+    malicious_clients: float = param(
+        0.0,
+        "clients that poison their uploads (fixed by the seed): a count, or a fraction when below 1",
+        ge=0,
+        le=MAX_CLIENTS,
+        why=CLIENTS_WHY,
+    )
+    attack: str = param(
+        "none",
+        "what malicious clients do to their uploads: none, scale "
+        "(update × attack_scale), sign_flip or noise (+ N(0, attack_std²))",
+        choices=ATTACKS,
+    )
+    attack_scale: float = param(
+        -10.0,
+        "scale: the factor applied to a malicious update",
+        ge=-1e12,
+        le=1e12,
+        why="larger factors overflow float32 uploads",
+    )
+    attack_std: float = param(
+        1.0,
+        "noise: standard deviation added to every coordinate",
+        ge=0,
+        le=1e12,
+        why="larger noise overflows float32 uploads",
+    )
 
 
 RUN_SECTIONS: dict[str, type[Section]] = {
-    "run": RunConfig, "data": DataConfig, "federation": FederationConfig, "train": TrainConfig,
-    "server": ServerConfig, "attack": AttackConfig,
+    "run": RunConfig,
+    "data": DataConfig,
+    "federation": FederationConfig,
+    "train": TrainConfig,
+    "server": ServerConfig,
+    "attack": AttackConfig,
 }
 
 
@@ -160,8 +210,10 @@ def parameter_table() -> dict[str, tuple[type[Section], dataclasses.Field]]:
         for f in fields(cls):
             name = cls.prefix + f.name
             if name in table:
-                raise ConfigError(f"parameter {name!r} is declared by both {table[name][0].__name__} "
-                                  f"and {cls.__name__}; give the method's Params a prefix")
+                raise ConfigError(
+                    f"parameter {name!r} is declared by both {table[name][0].__name__} "
+                    f"and {cls.__name__}; give the method's Params a prefix"
+                )
             table[name] = (cls, f)
     return table
 
@@ -197,10 +249,13 @@ def check_consistency(config: ExperimentConfig) -> None:
     if config.data.partition == "pathological" and config.data.classes_per_client > classes:
         raise ConfigError(
             f"parameter classes_per_client={config.data.classes_per_client} is out of range: "
-            f"{config.data.dataset} has {classes} classes")
+            f"{config.data.dataset} has {classes} classes"
+        )
     if config.federation.eval_every > config.federation.rounds:
-        raise ConfigError(f"parameter eval_every={config.federation.eval_every} is out of range: "
-                          f"must be <= rounds={config.federation.rounds}")
+        raise ConfigError(
+            f"parameter eval_every={config.federation.eval_every} is out of range: "
+            f"must be <= rounds={config.federation.rounds}"
+        )
     malicious_count(config.federation.num_clients, config.attack.malicious_clients)
     REGISTRY[config.run.algorithm].check(config)
 
@@ -209,6 +264,8 @@ def malicious_count(num_clients: int, amount: float) -> int:
     """How many clients `malicious_clients` means: a fraction below 1 (rounded, halves up) or a
     whole count up to num_clients."""
     if not 0 <= amount <= num_clients or (amount >= 1 and not float(amount).is_integer()):
-        raise ConfigError(f"parameter malicious_clients={amount:g} is out of range: give a "
-                          f"fraction in [0, 1) or a whole count from 1 to num_clients={num_clients}")
+        raise ConfigError(
+            f"parameter malicious_clients={amount:g} is out of range: give a "
+            f"fraction in [0, 1) or a whole count from 1 to num_clients={num_clients}"
+        )
     return int(math.floor(amount * num_clients + 0.5)) if amount < 1 else int(amount)

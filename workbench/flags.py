@@ -15,8 +15,9 @@ def add_parameters(parser: argparse.ArgumentParser) -> None:
     """One `--name` flag per config parameter; values are parsed by build_config, not argparse."""
     group = parser.add_argument_group("experiment parameters (see `python -m workbench params`)")
     for name, (_, f) in parameter_table().items():
-        group.add_argument(f"--{name}", dest=f"param_{name}", default=argparse.SUPPRESS,
-                           metavar="V", help=f.metadata["help"])
+        group.add_argument(
+            f"--{name}", dest=f"param_{name}", default=argparse.SUPPRESS, metavar="V", help=f.metadata["help"]
+        )
 
 
 def flat_parameters(args: argparse.Namespace, extra: list[str]) -> dict[str, str]:

@@ -33,8 +33,9 @@ def register(cls: type[Algorithm]) -> type[Algorithm]:
     if not NAME.fullmatch(cls.name) or cls.name == Algorithm.name:
         raise ValueError(f"algorithm name {cls.name!r} must be lower_snake_case and not 'base'")
     if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
-        raise ValueError(f"an algorithm named {cls.name!r} is already registered "
-                         f"({REGISTRY[cls.name].__module__})")
+        raise ValueError(
+            f"an algorithm named {cls.name!r} is already registered ({REGISTRY[cls.name].__module__})"
+        )
     REGISTRY[cls.name] = cls
     return cls
 
@@ -53,5 +54,4 @@ def method_parameters(name: str) -> list[str]:
 for _builtin in (FedLoRA, Standalone, FedAvg, LGFedAvg, FederatedDistillation, FedProto, FML, FedKD):
     register(_builtin)
 
-__all__ = ["REGISTRY", "Algorithm", "Client", "Environment", "method_parameters", "register",
-           "unregister"]
+__all__ = ["REGISTRY", "Algorithm", "Client", "Environment", "method_parameters", "register", "unregister"]

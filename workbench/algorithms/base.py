@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-
 from workbench.core.facts import Payload, Seed
 from workbench.core.lazy import lazy
 from workbench.core.params import Section
@@ -61,8 +60,12 @@ class Environment:
     @classmethod
     def without_data(cls, num_classes: int, device: torch.device) -> Environment:
         """For synthetic data and servers: a fixed normalizer, no flips."""
-        return cls(num_classes=num_classes, device=device, flip=False,
-                   normalize=data.Normalizer((0.5,) * 3, (0.25,) * 3, device))
+        return cls(
+            num_classes=num_classes,
+            device=device,
+            flip=False,
+            normalize=data.Normalizer((0.5,) * 3, (0.25,) * 3, device),
+        )
 
 
 def state_copy(model: nn.Module) -> dict[str, Tensor]:
@@ -131,8 +134,15 @@ class Algorithm:
     def local_update(self, client: Client, generator: torch.Generator) -> PhaseStats:
         """Local training of one round."""
         model = client.state["model"]
-        return self.phase(client, [model], lambda x, y: F.cross_entropy(model(x), y), generator,
-                          self.config.train.model_epochs, self.model_sgd(), "model")
+        return self.phase(
+            client,
+            [model],
+            lambda x, y: F.cross_entropy(model(x), y),
+            generator,
+            self.config.train.model_epochs,
+            self.model_sgd(),
+            "model",
+        )
 
     def upload(self, client: Client) -> Payload:
         """What the client sends to the server after local training."""
@@ -146,27 +156,32 @@ class Algorithm:
         """Refuse a malformed upload (InvalidUpdateError naming the client and the tensor)."""
         aggregation.validate_update(cid, upload, self.upload_reference(server_state))
 
-    def aggregate(self, server_state: Payload, uploads: Mapping[int, Payload],
-                  weights: Mapping[int, float]) -> dict[str, Tensor]:
+    def aggregate(
+        self, server_state: Payload, uploads: Mapping[int, Payload], weights: Mapping[int, float]
+    ) -> dict[str, Tensor]:
         """New global state from the round's uploads by the configured rule (default: the
         sample-weighted average; norm_bounded measures distances from the global state)."""
         if not uploads or not any(uploads.values()):
             return dict(server_state)
-        return aggregation.aggregate_by(self.rule(), uploads, weights,
-                                        reference=server_state or None,
-                                        center=server_state or None)
+        return aggregation.aggregate_by(
+            self.rule(), uploads, weights, reference=server_state or None, center=server_state or None
+        )
 
     def rule(self) -> aggregation.Rule:
         """The configured aggregation rule (`aggregator` and its knobs)."""
         server = self.config.server
         return aggregation.Rule(server.aggregator, server.max_update_norm, server.trim_fraction)
 
-    def poisoned(self, client: Client, upload: Payload, down: Payload,
-                 attack: Callable[[Payload, Payload | None], dict[str, Tensor]]) -> Payload:
+    def poisoned(
+        self,
+        client: Client,
+        upload: Payload,
+        down: Payload,
+        attack: Callable[[Payload, Payload | None], dict[str, Tensor]],
+    ) -> Payload:
         """A malicious client's upload: the attack acts on the update from what the client
         received where the upload mirrors it (same names and shapes), else on the upload."""
-        mirrors = set(upload) == set(down) and all(down[n].shape == t.shape
-                                                   for n, t in upload.items())
+        mirrors = set(upload) == set(down) and all(down[n].shape == t.shape for n, t in upload.items())
         return attack(upload, down if mirrors else None)
 
     # ---- evaluation ---------------------------------------------------------------------
@@ -190,23 +205,31 @@ class Algorithm:
     def model_sgd(self, lr: float | None = None) -> SGDSpec:
         """SGD settings of private-model training (optionally another learning rate)."""
         t = self.config.train
-        return training.SGDSpec(lr=t.lr if lr is None else lr, momentum=t.momentum,
-                                weight_decay=t.weight_decay)
+        return training.SGDSpec(
+            lr=t.lr if lr is None else lr, momentum=t.momentum, weight_decay=t.weight_decay
+        )
 
     def batches(self, client: Client, generator: torch.Generator) -> Batches:
         """A factory of one shuffled, augmented epoch over the client's training data."""
         d, t = client.data, self.config.train
-        return lambda: data.train_batches(d.train_x, d.train_y, t.batch_size, generator,
-                                          self.env.normalize, self.config.data.augment, self.env.flip)
+        return lambda: data.train_batches(
+            d.train_x,
+            d.train_y,
+            t.batch_size,
+            generator,
+            self.env.normalize,
+            self.config.data.augment,
+            self.env.flip,
+        )
 
     def test_batches(self, client: Client) -> Iterator[tuple[Tensor, Tensor]]:
         """The client's local test split, normalized, in order."""
         d = client.data
-        return data.eval_batches(d.test_x, d.test_y, self.config.train.eval_batch_size,
-                                 self.env.normalize)
+        return data.eval_batches(d.test_x, d.test_y, self.config.train.eval_batch_size, self.env.normalize)
 
-    def class_statistics(self, client: Client, forward: Callable[[Tensor], Tensor],
-                         phase: str) -> tuple[Tensor, Tensor, int]:
+    def class_statistics(
+        self, client: Client, forward: Callable[[Tensor], Tensor], phase: str
+    ) -> tuple[Tensor, Tensor, int]:
         """Per-class means of `forward` over the client's training data, class counts, and the
         pass's FLOPs (forward-only training work, counted once per batch shape)."""
         d = client.data
@@ -214,18 +237,34 @@ class Algorithm:
         for m in self.eval_modules(client):
             m.eval()
         with torch.no_grad():
-            for x, y in data.eval_batches(d.train_x, d.train_y, self.config.train.eval_batch_size,
-                                          self.env.normalize):
+            for x, y in data.eval_batches(
+                d.train_x, d.train_y, self.config.train.eval_batch_size, self.env.normalize
+            ):
                 key = (client.model_name, phase, tuple(x.shape))
-                out, step = self.meter.step(key, lambda: forward(x))
+                out, step = self.meter.step(key, lambda: forward(x))  # noqa: B023 (called at once)
                 outs.append(out)  # B, d
                 ys.append(y)
                 flops += step
         means, counts = aggregation.class_means(torch.cat(outs), torch.cat(ys), self.env.num_classes)
         return means, counts, flops
 
-    def phase(self, client: Client, modules: list[nn.Module], loss_fn: LossFn,
-              generator: torch.Generator, epochs: int, sgd: SGDSpec, phase: str) -> PhaseStats:
+    def phase(
+        self,
+        client: Client,
+        modules: list[nn.Module],
+        loss_fn: LossFn,
+        generator: torch.Generator,
+        epochs: int,
+        sgd: SGDSpec,
+        phase: str,
+    ) -> PhaseStats:
         """Run one training phase, counting FLOPs per (architecture, phase, batch shape)."""
-        return training.run_phase(modules, loss_fn, self.batches(client, generator), epochs, sgd,
-                                  self.meter, (client.model_name, phase))
+        return training.run_phase(
+            modules,
+            loss_fn,
+            self.batches(client, generator),
+            epochs,
+            sgd,
+            self.meter,
+            (client.model_name, phase),
+        )

@@ -16,7 +16,6 @@ Hinton et al.'s distillation (the paper has no temperature, i.e. T = 1).
 from __future__ import annotations
 
 from collections.abc import Mapping
-
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,13 +40,12 @@ class FDParams(Section):
     temperature: float = param(1.0, "softmax temperature of the distillation term", gt=0)
 
 
-def distillation_loss(logits: Tensor, y: Tensor, teacher: Tensor, mask: Tensor,
-                      temperature: float) -> Tensor:
+def distillation_loss(logits: Tensor, y: Tensor, teacher: Tensor, mask: Tensor, temperature: float) -> Tensor:
     """T²·KL(softmax(g[y]/T) ‖ softmax(f/T)), averaged over the batch; 0 where y has no g."""
     log_student = F.log_softmax(logits / temperature, dim=1)  # B, C
     log_teacher = F.log_softmax(teacher[y] / temperature, dim=1)  # B, C
     kl = F.kl_div(log_student, log_teacher, reduction="none", log_target=True).sum(1)  # B
-    return temperature ** 2 * (kl * mask[y]).mean()
+    return temperature**2 * (kl * mask[y]).mean()
 
 
 class FederatedDistillation(Algorithm):
@@ -60,12 +58,15 @@ class FederatedDistillation(Algorithm):
         # fixed keys from the start, so a checkpointed client state always has the same shape
         client.state["teacher"], client.state["upload"] = {}, {}
 
-    def aggregate(self, server_state: Payload, uploads: Mapping[int, Payload],
-                  weights: Mapping[int, float]) -> dict[str, Tensor]:
+    def aggregate(
+        self, server_state: Payload, uploads: Mapping[int, Payload], weights: Mapping[int, float]
+    ) -> dict[str, Tensor]:
         """Keep this round's validated uploads by client; teachers are formed per client."""
         if not uploads:
             return dict(server_state)
-        aggregation.classwise_average(uploads, values="logits")  # validates every upload (keys, shapes, counts)
+        aggregation.classwise_average(
+            uploads, values="logits"
+        )  # validates every upload (keys, shapes, counts)
         return {f"{cid}/{name}": t for cid, u in uploads.items() for name, t in u.items()}
 
     def upload_reference(self, server_state: Payload) -> Payload:
@@ -90,8 +91,15 @@ class FederatedDistillation(Algorithm):
         client.state["teacher"] = {k: t.to(self.env.device) for k, t in payload.items()}
 
     def local_update(self, client: Client, generator: torch.Generator) -> PhaseStats:
-        trained = self.phase(client, [client.state["model"]], self.model_loss(client), generator,
-                             self.config.train.model_epochs, self.model_sgd(), "model")
+        trained = self.phase(
+            client,
+            [client.state["model"]],
+            self.model_loss(client),
+            generator,
+            self.config.train.model_epochs,
+            self.model_sgd(),
+            "model",
+        )
         return trained.plus_flops(self.compute_class_logits(client))
 
     def model_loss(self, client: Client) -> LossFn:

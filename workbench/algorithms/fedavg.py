@@ -44,8 +44,10 @@ class FedAvg(Algorithm):
         """The client's copy of θ⁰ (same seed as the server's)."""
         wanted = self.params.model
         if client.model_name != wanted:
-            raise ValueError(f"FedAvg client {client.cid} has model {client.model_name!r}; every "
-                             f"client must use fedavg_model={wanted!r}")
+            raise ValueError(
+                f"FedAvg client {client.cid} has model {client.model_name!r}; every "
+                f"client must use fedavg_model={wanted!r}"
+            )
         client.state["model"] = self.build(wanted, self.global_seed())
 
     def global_seed(self) -> int:

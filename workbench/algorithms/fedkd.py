@@ -50,8 +50,9 @@ compression = lazy("workbench.core.compression")
 class FedKDParams(Section):
     prefix = "fedkd_"
     student_model: str = param("cnn5", "architecture of the shared student", choices=tuple(ZOO))
-    energy_start: float = param(0.95, "SVD energy schedule start; round t of R keeps start + (end - start)·t/R",
-                                gt=0, le=1)
+    energy_start: float = param(
+        0.95, "SVD energy schedule start; round t of R keeps start + (end - start)·t/R", gt=0, le=1
+    )
     energy_end: float = param(0.98, "SVD energy kept in the last round R", gt=0, le=1)
     temperature: float = param(1.0, "distillation temperature", gt=0)
     hidden_weight: float = param(1.0, "weight of the hidden-state (representation) loss", ge=0)
@@ -59,20 +60,42 @@ class FedKDParams(Section):
 
 def tempered_kl(learner: Tensor, target: Tensor, temperature: float) -> Tensor:
     """KL(softmax(target/T) ‖ softmax(learner/T)), batch mean; the target is detached."""
-    return F.kl_div(F.log_softmax(learner / temperature, 1),
-                    F.softmax(target.detach() / temperature, 1), reduction="batchmean")
+    return F.kl_div(
+        F.log_softmax(learner / temperature, 1),
+        F.softmax(target.detach() / temperature, 1),
+        reduction="batchmean",
+    )
 
 
-def fedkd_losses(t_logits: Tensor, s_logits: Tensor, t_hidden: Tensor, s_hidden: Tensor, y: Tensor,
-                 temperature: float, hidden_weight: float) -> tuple[Tensor, Tensor]:
+def fedkd_losses(
+    t_logits: Tensor,
+    s_logits: Tensor,
+    t_hidden: Tensor,
+    s_hidden: Tensor,
+    y: Tensor,
+    temperature: float,
+    hidden_weight: float,
+) -> tuple[Tensor, Tensor]:
     """(teacher loss, student loss): CE + adaptive mutual distillation + adaptive hidden loss."""
     task_t, task_s = F.cross_entropy(t_logits, y), F.cross_entropy(s_logits, y)
     # small task losses: both predict well, so their knowledge is trusted more (a scale, no path)
     quality = (task_t + task_s).detach()
-    teacher = task_t + (tempered_kl(t_logits, s_logits, temperature)
-                        + hidden_weight * F.mse_loss(t_hidden, s_hidden.detach())) / quality
-    student = task_s + (tempered_kl(s_logits, t_logits, temperature)
-                        + hidden_weight * F.mse_loss(s_hidden, t_hidden.detach())) / quality
+    teacher = (
+        task_t
+        + (
+            tempered_kl(t_logits, s_logits, temperature)
+            + hidden_weight * F.mse_loss(t_hidden, s_hidden.detach())
+        )
+        / quality
+    )
+    student = (
+        task_s
+        + (
+            tempered_kl(s_logits, t_logits, temperature)
+            + hidden_weight * F.mse_loss(s_hidden, t_hidden.detach())
+        )
+        / quality
+    )
     return teacher, student
 
 
@@ -86,8 +109,10 @@ class FedKD(Algorithm):
         """The energy schedule runs from start to end, never down."""
         kd = config.fedkd
         if kd.energy_end < kd.energy_start:
-            raise ConfigError(f"parameter fedkd_energy_end={kd.energy_end} is out of range: must be "
-                              f">= fedkd_energy_start={kd.energy_start}")
+            raise ConfigError(
+                f"parameter fedkd_energy_end={kd.energy_end} is out of range: must be "
+                f">= fedkd_energy_start={kd.energy_start}"
+            )
 
     def __init__(self, config: ExperimentConfig, env: Environment) -> None:
         super().__init__(config, env)
@@ -119,8 +144,9 @@ class FedKD(Algorithm):
     def energy(self) -> float:
         """SVD energy threshold of the current round."""
         kd = self.params
-        return compression.energy_schedule(self.round, self.config.federation.rounds,
-                                           kd.energy_start, kd.energy_end)
+        return compression.energy_schedule(
+            self.round, self.config.federation.rounds, kd.energy_start, kd.energy_end
+        )
 
     def broadcast(self, server_state: Payload, client: Client) -> Payload:
         """Every compressed global step the client has not received, merged exactly ({} if none)."""
@@ -152,8 +178,15 @@ class FedKD(Algorithm):
 
     def local_update(self, client: Client, generator: torch.Generator) -> PhaseStats:
         modules = [client.state["model"], client.state["student"]]
-        return self.phase(client, modules, self.kd_loss(client), generator,
-                          self.config.train.model_epochs, self.model_sgd(), "distill")
+        return self.phase(
+            client,
+            modules,
+            self.kd_loss(client),
+            generator,
+            self.config.train.model_epochs,
+            self.model_sgd(),
+            "distill",
+        )
 
     def kd_loss(self, client: Client) -> LossFn:
         """Sum of teacher and student losses: the detached targets keep their gradients apart."""
@@ -161,8 +194,9 @@ class FedKD(Algorithm):
 
         def loss(x: Tensor, y: Tensor) -> Tensor:
             h_t, h_s = teacher.features(x), student.features(x)  # B, 500 each
-            first, second = fedkd_losses(teacher.head(h_t), student.head(h_s), h_t, h_s, y,
-                                         kd.temperature, kd.hidden_weight)
+            first, second = fedkd_losses(
+                teacher.head(h_t), student.head(h_s), h_t, h_s, y, kd.temperature, kd.hidden_weight
+            )
             return first + second
 
         return loss
@@ -173,8 +207,13 @@ class FedKD(Algorithm):
         update = {n: t.detach() - received[n] for n, t in student.items()}
         return compression.compress_state(update, self.energy())
 
-    def poisoned(self, client: Client, upload: Payload, down: Payload,
-                 attack: Callable[[Payload, Payload | None], dict[str, Tensor]]) -> Payload:
+    def poisoned(
+        self,
+        client: Client,
+        upload: Payload,
+        down: Payload,
+        attack: Callable[[Payload, Payload | None], dict[str, Tensor]],
+    ) -> Payload:
         """The attack acts on the dense update (an update already: no reference), which is then
         compressed like an honest one."""
         shapes = {n: t.shape for n, t in client.state["received"].items()}
@@ -185,14 +224,14 @@ class FedKD(Algorithm):
         """A compressed upload is honest when it reconstructs to a finite update of the student."""
         reconstruct(cid, upload, {n: t.shape for n, t in server_state.items()}, server_state)
 
-    def aggregate(self, server_state: Payload, uploads: Mapping[int, Payload],
-                  weights: Mapping[int, float]) -> dict[str, Tensor]:
+    def aggregate(
+        self, server_state: Payload, uploads: Mapping[int, Payload], weights: Mapping[int, float]
+    ) -> dict[str, Tensor]:
         """Global student += the compressed sample-weighted mean of the reconstructed updates."""
         if not uploads:
             return dict(server_state)
         shapes = {n: t.shape for n, t in server_state.items()}
-        updates = {cid: reconstruct(cid, payload, shapes, server_state)
-                   for cid, payload in uploads.items()}
+        updates = {cid: reconstruct(cid, payload, shapes, server_state) for cid, payload in uploads.items()}
         mean = aggregation.aggregate_by(self.rule(), updates, weights, reference=server_state)
         down = compression.compress_state(mean, self.energy())
         step = compression.decompress_state(down, shapes)
@@ -202,8 +241,13 @@ class FedKD(Algorithm):
         return {n: server_state[n] + step[n] for n in server_state}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"round": self.round, "version": self.version, "synced": dict(self.synced),
-                "starts": [start for start, _ in self.steps], "steps": [s for _, s in self.steps]}
+        return {
+            "round": self.round,
+            "version": self.version,
+            "synced": dict(self.synced),
+            "starts": [start for start, _ in self.steps],
+            "steps": [s for _, s in self.steps],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.round, self.version = int(state["round"]), int(state["version"])
@@ -211,8 +255,9 @@ class FedKD(Algorithm):
         self.synced = {int(c): int(v) for c, v in state["synced"].items()}
 
 
-def reconstruct(cid: int, payload: Payload, shapes: Mapping[str, Any],
-                reference: Payload) -> dict[str, Tensor]:
+def reconstruct(
+    cid: int, payload: Payload, shapes: Mapping[str, Any], reference: Payload
+) -> dict[str, Tensor]:
     """A client's dense update from its compressed upload; a malformed one is refused by client."""
     try:
         update = compression.decompress_state(payload, shapes)

@@ -3,32 +3,39 @@
 Yi et al., "FedLoRA: Model-Heterogeneous Personalized Federated Learning with LoRA Tuning",
 arXiv:2310.13283. Reconstructed from the abstract (docs/architecture.md): each client alternates
 (1) adapter frozen, train the private model on (1−μ)·CE(local) + μ·CE(local ⊕ adapter), and
-(2) model frozen, train the adapter on CE(local ⊕ adapter); only the adapter is uploaded and
-the server averages adapters weighted by training-sample counts.
+(2) model frozen, train the adapter on CE(local ⊕ adapter); only the adapter's shared factors
+are uploaded and the server averages them weighted by training-sample counts.
+
+Where the adapter sits is reconstructed too (`adapter_placement`, `workbench.core.placements`):
+beside the head, on fc2 sharing its 500-wide factor, or as a low-rank branch from the input into
+the representation or the logits. μ may warm up linearly over the first rounds (`mu_schedule`),
+and both phases may clip gradient norms (`max_grad_norm`) as the authors' sister code does.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from workbench.algorithms.base import Algorithm, Client, Payload, Seed, derived_seed
-from workbench.core.lazy import lazy
+from workbench.algorithms.base import Algorithm, Client, Environment, Payload, Seed, derived_seed
 from workbench.core.facts import MAX_EPOCHS, TOO_LONG
-from workbench.core.params import ConfigError, Section, param
-from workbench.core.zoo import linear_shapes
+from workbench.core.lazy import lazy
+from workbench.core.params import Section, param
+from workbench.core.placements import PLACEMENTS, check_placement
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
     from workbench.config import ExperimentConfig
-    from workbench.core.training import LossFn, PhaseStats
+    from workbench.core.training import LossFn, PhaseStats, SGDSpec
 
 torch = lazy("torch")
 F = lazy("torch.nn.functional")
 adapters = lazy("workbench.core.adapters")
 
 LORA_TARGETS = ("head", "fc1", "fc2")
+MU_SCHEDULES = ("constant", "warmup")
 
 
 @dataclass(frozen=True)
@@ -36,27 +43,55 @@ class FedLoRAParams(Section):
     rank: int = param(4, "LoRA rank r", ge=1)
     lora_alpha: float = param(8.0, "LoRA scale numerator: the branch is scaled by alpha/r", gt=0)
     mu: float = param(0.5, "weight of the adapter-on loss while training the model", ge=0, le=1)
-    adapter_epochs: int = param(1, "local epochs training the adapter per round", ge=1,
-                                le=MAX_EPOCHS, why=TOO_LONG)
+    mu_schedule: str = param(
+        "constant",
+        "constant: mu in every round; warmup: mu·min(1, t/mu_warmup_rounds) in round t",
+        choices=MU_SCHEDULES,
+    )
+    mu_warmup_rounds: int = param(5, "warmup: rounds over which mu rises linearly to its value", ge=1)
+    adapter_epochs: int = param(
+        1, "local epochs training the adapter per round", ge=1, le=MAX_EPOCHS, why=TOO_LONG
+    )
     adapter_lr: float = param(0.01, "SGD learning rate of the adapter", gt=0)
-    lora_targets: tuple[str, ...] = param(("head",), "Linear layers carrying the adapter",
-                                          choices=LORA_TARGETS, unique=True)
+    max_grad_norm: float = param(
+        0.0,
+        "clip each step's gradient L2 norm to this in both phases "
+        "(0: off; the authors' sister code clips at 50)",
+        ge=0,
+    )
+    adapter_placement: str = param(
+        "head",
+        "where the homogeneous adapter sits: head (LoRA beside lora_targets), fc2 (LoRA "
+        "on fc2 sharing B 500×r, A kept), parallel (low-rank x→500 branch added to the "
+        "representation), parallel_logits (x→C branch added to the logits)",
+        choices=PLACEMENTS,
+    )
+    lora_targets: tuple[str, ...] = param(
+        ("head",),
+        "adapter_placement=head: Linear layers carrying the adapter",
+        choices=LORA_TARGETS,
+        unique=True,
+    )
+    share_adapter: bool = param(
+        True,
+        "false: ablation, every client keeps its own adapter and "
+        "nothing is sent (same training, no federation)",
+    )
 
 
-def check_adapter_targets(models: list[str], num_classes: int, targets: tuple[str, ...],
-                          rank: int) -> None:
-    """Refuse targets whose shapes differ across the clients' models, or a rank they cannot hold
+def check_adapter(
+    placement: str, models: list[str], num_classes: int, targets: tuple[str, ...], rank: int
+) -> None:
+    """Refuse an adapter that cannot have one shape on every client, or a rank it cannot hold
     (a target named twice is refused with the parameter itself: `unique`)."""
-    for target in targets:
-        shapes = {model: linear_shapes(model, num_classes)[target] for model in models}
-        if len(set(shapes.values())) > 1:
-            listed = ", ".join(f"{m}: {s[0]}→{s[1]}" for m, s in shapes.items())
-            raise ConfigError(f"parameter lora_targets: layer {target!r} is not homogeneous across "
-                              f"the clients' models ({listed}); the adapter must have one shape")
-        d_in, d_out = next(iter(shapes.values()))
-        if rank > min(d_in, d_out):
-            raise ConfigError(f"parameter rank={rank} is out of range: layer {target!r} is "
-                              f"{d_in}→{d_out}, so rank must be <= {min(d_in, d_out)}")
+    check_placement(placement, models, num_classes, rank, targets)
+
+
+def mu_at(params: FedLoRAParams, round_: int | None) -> float:
+    """μ of a round under the schedule (outside a round: μ itself)."""
+    if params.mu_schedule == "constant" or round_ is None:
+        return params.mu
+    return params.mu * min(1.0, round_ / params.mu_warmup_rounds)
 
 
 class FedLoRA(Algorithm):
@@ -68,32 +103,50 @@ class FedLoRA(Algorithm):
     def check(cls, config: ExperimentConfig) -> None:
         """The adapter must have one shape on every client's model."""
         lora = config.fedlora
-        check_adapter_targets(sorted(set(config.client_models())), config.num_classes,
-                              lora.lora_targets, lora.rank)
+        check_adapter(
+            lora.adapter_placement,
+            sorted(set(config.client_models())),
+            config.num_classes,
+            lora.lora_targets,
+            lora.rank,
+        )
+
+    def __init__(self, config: ExperimentConfig, env: Environment) -> None:
+        super().__init__(config, env)
+        self.round: int | None = None  # set by begin_round; drives the μ schedule
+
+    def attach(self, model: nn.Module) -> nn.Module:
+        """The model with the configured adapter; the same seed everywhere, so every client
+        (sampled or not) and the server start from the same shared factors."""
+        lora = self.params
+        return adapters.attach_adapter(
+            model, lora.adapter_placement, lora.rank, lora.lora_alpha, self.adapter_seed(), lora.lora_targets
+        )
 
     def setup_client(self, client: Client) -> None:
         super().setup_client(client)
-        lora = self.params
-        # same seed as θ⁰, so a client that is never sampled still holds the initial adapter
-        client.state["model"] = adapters.inject_lora(client.state["model"], lora.lora_targets, lora.rank,
-                                            lora.lora_alpha, seed=self.adapter_seed())
+        client.state["model"] = self.attach(client.state["model"])
 
     def initial_server_state(self) -> dict[str, Tensor]:
-        """θ⁰: A from PEFT's initialisation under the run seed, B = 0."""
-        lora = self.params
-        model = adapters.inject_lora(self.build(self.config.client_models()[0], seed=0), lora.lora_targets,
-                            lora.rank, lora.lora_alpha, seed=self.adapter_seed())
-        return adapters.adapter_state(model)
+        """θ⁰: the shared factors, A from LoRA's initialisation under the run seed, B = 0
+        (nothing in the no-sharing ablation)."""
+        if not self.params.share_adapter:
+            return {}
+        return adapters.adapter_state(self.attach(self.build(self.config.client_models()[0], seed=0)))
+
+    def begin_round(self, round_: int) -> None:
+        self.round = round_
 
     def adapter_seed(self) -> int:
         """Seed of the adapter's initialisation (identical on server and clients)."""
         return derived_seed(self.config.run.seed, 0, Seed.ADAPTER)
 
     def receive(self, client: Client, payload: Payload) -> None:
-        adapters.load_adapter_state(client.state["model"], payload)
+        if self.params.share_adapter:
+            adapters.load_adapter_state(client.state["model"], payload)
 
     def upload(self, client: Client) -> Payload:
-        return adapters.adapter_state(client.state["model"])
+        return adapters.adapter_state(client.state["model"]) if self.params.share_adapter else {}
 
     def local_update(self, client: Client, generator: torch.Generator) -> PhaseStats:
         first = self.train_model(client, generator)
@@ -104,21 +157,39 @@ class FedLoRA(Algorithm):
         """Phase 1: adapter frozen, private model trained on the μ-mixed loss."""
         model = client.state["model"]
         adapters.set_trainable(model, private=True, adapter=False)
-        return self.phase(client, [model], self.model_loss(model), generator,
-                          self.config.train.model_epochs, self.model_sgd(), "model")
+        return self.phase(
+            client,
+            [model],
+            self.model_loss(model),
+            generator,
+            self.config.train.model_epochs,
+            self.sgd(self.config.train.lr),
+            "model",
+        )
+
+    def sgd(self, lr: float) -> SGDSpec:
+        """A phase's SGD settings: the run's momentum and decay, FedLoRA's clipping."""
+        return dataclasses.replace(self.model_sgd(lr=lr), max_grad_norm=self.params.max_grad_norm)
 
     def train_adapter(self, client: Client, generator: torch.Generator) -> PhaseStats:
         """Phase 2: private model frozen, adapter trained on CE of the combined output."""
         model, lora = client.state["model"], self.params
         adapters.set_trainable(model, private=False, adapter=True)
-        sgd = self.model_sgd(lr=lora.adapter_lr)
-        return self.phase(client, [model], lambda x, y: F.cross_entropy(model(x), y), generator,
-                          lora.adapter_epochs, sgd, "adapter")
+        sgd = self.sgd(lora.adapter_lr)
+        return self.phase(
+            client,
+            [model],
+            lambda x, y: F.cross_entropy(model(x), y),
+            generator,
+            lora.adapter_epochs,
+            sgd,
+            "adapter",
+        )
 
     def model_loss(self, model: nn.Module) -> LossFn:
-        """(1−μ)·CE(F_k(x)) + μ·CE(F_k(x) ⊕ θ(x)); a zero-weighted term is not computed at all."""
-        mu = self.params.mu
-        head_only = self.params.lora_targets == ("head",)
+        """(1−μ)·CE(F_k(x)) + μ·CE(F_k(x) ⊕ θ(x)) with this round's μ; a zero-weighted term is
+        not computed at all, and what both outputs share is computed once."""
+        mu = mu_at(self.params, self.round)
 
         def loss(x: Tensor, y: Tensor) -> Tensor:
             if mu == 0.0:
@@ -126,13 +197,7 @@ class FedLoRA(Algorithm):
                     return F.cross_entropy(model(x), y)
             if mu == 1.0:
                 return F.cross_entropy(model(x), y)
-            if head_only:  # the representation is shared by both outputs: compute it once
-                z = model.features(x)  # B, 500
-                local, combined = model.head.get_base_layer()(z), model.head(z)  # B, C each
-            else:
-                with adapters.adapter_disabled(model):
-                    local = model(x)
-                combined = model(x)
+            local, combined = adapters.local_and_combined(model, x)  # B, C each
             return (1 - mu) * F.cross_entropy(local, y) + mu * F.cross_entropy(combined, y)
 
         return loss

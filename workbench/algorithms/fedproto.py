@@ -15,7 +15,6 @@ reported CE stays finite); a client that holds no prototypes yet predicts with i
 from __future__ import annotations
 
 from collections.abc import Mapping
-
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -38,8 +37,9 @@ aggregation = lazy("workbench.core.aggregation")
 class FedProtoParams(Section):
     prefix = "fedproto_"
     weight: float = param(1.0, "lambda: weight of the distance to global prototypes", ge=0)
-    predict: str = param("prototype", "evaluate by nearest prototype or by the head",
-                         choices=("prototype", "head"))
+    predict: str = param(
+        "prototype", "evaluate by nearest prototype or by the head", choices=("prototype", "head")
+    )
 
 
 def prototype_penalty(z: Tensor, y: Tensor, prototypes: Tensor, mask: Tensor) -> Tensor:
@@ -79,8 +79,15 @@ class FedProto(Algorithm):
 
     def local_update(self, client: Client, generator: torch.Generator) -> PhaseStats:
         model = client.state["model"]
-        trained = self.phase(client, [model], self.model_loss(client), generator,
-                             self.config.train.model_epochs, self.model_sgd(), "model")
+        trained = self.phase(
+            client,
+            [model],
+            self.model_loss(client),
+            generator,
+            self.config.train.model_epochs,
+            self.model_sgd(),
+            "model",
+        )
         return trained.plus_flops(self.compute_local_prototypes(client))
 
     def model_loss(self, client: Client) -> LossFn:
@@ -107,14 +114,14 @@ class FedProto(Algorithm):
     def upload(self, client: Client) -> Payload:
         return client.state.pop("upload")
 
-    def aggregate(self, server_state: Payload, uploads: Mapping[int, Payload],
-                  weights: Mapping[int, float]) -> dict[str, Tensor]:
+    def aggregate(
+        self, server_state: Payload, uploads: Mapping[int, Payload], weights: Mapping[int, float]
+    ) -> dict[str, Tensor]:
         """Per-class average weighted by class counts (client sample weights are not used), or
         the configured rule's class-wise variant (norm_bounded: distances from the prototypes)."""
         if not uploads:
             return dict(server_state)
-        return aggregation.aggregate_classwise_by(self.rule(), uploads,
-                                                  center=server_state.get("values"))
+        return aggregation.aggregate_classwise_by(self.rule(), uploads, center=server_state.get("values"))
 
     def predict(self, client: Client, x: Tensor) -> Tensor:
         model: nn.Module = client.state["model"]

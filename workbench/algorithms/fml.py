@@ -39,8 +39,7 @@ class FMLParams(Section):
 
 def distill_kl(student: Tensor, teacher: Tensor) -> Tensor:
     """KL(softmax(teacher) ‖ softmax(student)) averaged over the batch; the teacher is detached."""
-    return F.kl_div(F.log_softmax(student, 1), F.softmax(teacher.detach(), 1),
-                    reduction="batchmean")
+    return F.kl_div(F.log_softmax(student, 1), F.softmax(teacher.detach(), 1), reduction="batchmean")
 
 
 def mutual_losses(p: Tensor, m: Tensor, y: Tensor, alpha: float, beta: float) -> tuple[Tensor, Tensor]:
@@ -71,8 +70,15 @@ class FML(Algorithm):
 
     def local_update(self, client: Client, generator: torch.Generator) -> PhaseStats:
         modules = [client.state["model"], client.state["shared"]]
-        return self.phase(client, modules, self.mutual_loss(client), generator,
-                          self.config.train.model_epochs, self.model_sgd(), "mutual")
+        return self.phase(
+            client,
+            modules,
+            self.mutual_loss(client),
+            generator,
+            self.config.train.model_epochs,
+            self.model_sgd(),
+            "mutual",
+        )
 
     def mutual_loss(self, client: Client) -> LossFn:
         """Sum of both models' losses: the detached KL targets keep their gradients apart."""
@@ -86,4 +92,3 @@ class FML(Algorithm):
 
     def upload(self, client: Client) -> Payload:
         return state_copy(client.state["shared"])
-

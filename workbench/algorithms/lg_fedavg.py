@@ -31,7 +31,7 @@ def load_head(model: nn.Module, payload: Payload) -> None:
     """Copy a head payload into the model's head; refuse anything that is not exactly the head."""
     if not payload or any(not name.startswith(HEAD) for name in payload):
         raise ValueError(f"a head payload holds only {HEAD}* tensors, got {sorted(payload)}")
-    model.head.load_state_dict({name[len(HEAD):]: t for name, t in payload.items()}, strict=True)
+    model.head.load_state_dict({name[len(HEAD) :]: t for name, t in payload.items()}, strict=True)
 
 
 class LGFedAvg(Algorithm):
@@ -45,7 +45,9 @@ class LGFedAvg(Algorithm):
 
     def initial_server_state(self) -> dict[str, Tensor]:
         """The initial global head, from a model built under a server-side seed."""
-        model = self.build(self.config.client_models()[0], derived_seed(self.config.run.seed, 0, Seed.SERVER_HEAD))
+        model = self.build(
+            self.config.client_models()[0], derived_seed(self.config.run.seed, 0, Seed.SERVER_HEAD)
+        )
         return head_state(model)
 
     def receive(self, client: Client, payload: Payload) -> None:

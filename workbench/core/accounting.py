@@ -20,7 +20,6 @@ from workbench.core.facts import Payload
 from workbench.core.results import Row
 
 
-
 def payload_bytes(payload: Payload) -> int:
     """Bytes on the wire for a name → tensor payload: Σ numel × element size."""
     return sum(t.numel() * t.element_size() for t in payload.values())
@@ -71,18 +70,45 @@ class Ledger:
         """Count one refused upload of a client."""
         self.refused[cid] = self.refused.get(cid, 0) + 1
 
-    def row(self, round_: int, cid: int, model: str, algorithm: str, accuracy: float, loss: float,
-            num_train: int, num_test: int) -> Row:
+    def row(
+        self,
+        round_: int,
+        cid: int,
+        model: str,
+        algorithm: str,
+        accuracy: float,
+        loss: float,
+        num_train: int,
+        num_test: int,
+    ) -> Row:
         """A client's table row: its evaluation and its costs settled since its previous row."""
         took_part, train_loss, flops, up, down, refused = self.settle(cid)
-        return Row(round=round_, client=cid, model=model, algorithm=algorithm,
-                   participated=took_part, accuracy=accuracy, loss=loss, train_loss=train_loss,
-                   train_flops=flops, bytes_up=up, bytes_down=down, num_train=num_train,
-                   num_test=num_test, refused=refused)
+        return Row(
+            round=round_,
+            client=cid,
+            model=model,
+            algorithm=algorithm,
+            participated=took_part,
+            accuracy=accuracy,
+            loss=loss,
+            train_loss=train_loss,
+            train_flops=flops,
+            bytes_up=up,
+            bytes_down=down,
+            num_train=num_train,
+            num_test=num_test,
+            refused=refused,
+        )
 
     def settle(self, cid: int) -> tuple[bool, float, int, int, int, int]:
         """(participated, last train loss, flops, up, down, refused) since the last settlement;
         then reset."""
         took_part = cid in self.flops
-        return (took_part, self.train_loss.pop(cid, float("nan")), self.flops.pop(cid, 0),
-                self.up.pop(cid, 0), self.down.pop(cid, 0), self.refused.pop(cid, 0))
+        return (
+            took_part,
+            self.train_loss.pop(cid, float("nan")),
+            self.flops.pop(cid, 0),
+            self.up.pop(cid, 0),
+            self.down.pop(cid, 0),
+            self.refused.pop(cid, 0),
+        )

@@ -1,7 +1,11 @@
-"""LoRA adapters beside target Linear layers, using PEFT's LoRA layers (injected, not subclassed).
+"""FedLoRA's adapter on a zoo model: PEFT's LoRA layers (injected, not subclassed) beside target
+Linear layers, or a parallel low-rank branch (`workbench.core.parallel_adapter`).
 
-`adapter_state` is the one definition of what is shared: the A and B factors of every LoRA layer,
-keyed `<layer>.lora_A` / `<layer>.lora_B`. Everything else in the model is private.
+Selected by structure: the adapter is the A and B factors of every LoRA layer and branch, keyed
+`<module>.lora_A` / `<module>.lora_B`; everything else in the model is private. A placement may
+keep some factors on the client (`fc2` keeps A, whose input side differs by model): those are
+trained with the adapter but never sent. `adapter_state` is the one definition of what is sent.
+`workbench.core.placements` describes the same tensors without torch.
 """
 
 from __future__ import annotations
@@ -11,16 +15,48 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from workbench.core.lazy import lazy
+from workbench.core.parallel_adapter import LowRankBranch, ParallelAdapted
+from workbench.core.placements import INPUT_DIM, SHARED_FACTORS
 
 if TYPE_CHECKING:
     from peft.tuners.lora import LoraLayer
 
+peft_lora = lazy("peft.tuners.lora")  # PEFT (and transformers) load when an adapter is first used
+
 ADAPTER = "default"  # PEFT's adapter name; the workbench uses one adapter per model
+KEPT = "kept_adapter_factors"  # model attribute: adapter factors that never leave the client
 
 
-def inject_lora(model: nn.Module, targets: tuple[str, ...], rank: int, alpha: float,
-                seed: int) -> nn.Module:
+def attach_adapter(
+    model: nn.Module, placement: str, rank: int, alpha: float, seed: int, targets: tuple[str, ...] = ("head",)
+) -> nn.Module:
+    """The model with its placement's adapter (B = 0: outputs unchanged); factors a placement
+    does not share are recorded on the model as kept."""
+    if placement in ("parallel", "parallel_logits"):
+        # into the representation the head reads, or into the logits it writes
+        d_out = model.head.in_features if placement == "parallel" else model.head.out_features
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            branch = LowRankBranch(INPUT_DIM, d_out, rank, alpha).to(model.head.weight.device)
+        adapted: nn.Module = ParallelAdapted(
+            model, branch, "representation" if placement == "parallel" else "logits"
+        )
+    elif placement in ("head", "fc2"):
+        adapted = inject_lora(model, targets if placement == "head" else ("fc2",), rank, alpha, seed)
+    else:
+        raise ValueError(f"unknown adapter placement {placement!r}")
+    shared = SHARED_FACTORS[placement]
+    setattr(
+        adapted, KEPT, frozenset(k for k in adapter_parameters(adapted) if k.rsplit(".", 1)[1] not in shared)
+    )
+    return adapted
+
+
+def inject_lora(model: nn.Module, targets: tuple[str, ...], rank: int, alpha: float, seed: int) -> nn.Module:
     """Wrap each target Linear with a LoRA branch (B = 0, so the model's output is unchanged)."""
     missing = [t for t in targets if not isinstance(dict(model.named_modules()).get(t), nn.Linear)]
     if missing:
@@ -28,8 +64,7 @@ def inject_lora(model: nn.Module, targets: tuple[str, ...], rank: int, alpha: fl
     # imported here: PEFT imports transformers (seconds), so only runs that inject pay for it
     from peft import LoraConfig, inject_adapter_in_model
 
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none",
-                        target_modules=list(targets))
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none", target_modules=list(targets))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = inject_adapter_in_model(config, model, adapter_name=ADAPTER)
@@ -48,12 +83,23 @@ def lora_layers(model: nn.Module) -> dict[str, LoraLayer]:
 
 
 def adapter_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
-    """The shared adapter's parameters, selected by structure (LoRA layers' A and B)."""
+    """Every adapter parameter, selected by structure (A and B of LoRA layers and branches),
+    shared or kept."""
     params = {}
-    for name, layer in lora_layers(model).items():
-        params[f"{name}.lora_A"] = layer.lora_A[ADAPTER].weight  # r, d_in
-        params[f"{name}.lora_B"] = layer.lora_B[ADAPTER].weight  # d_out, r
+    for name, module in model.named_modules():
+        if isinstance(module, peft_lora.LoraLayer):
+            params[f"{name}.lora_A"] = module.lora_A[ADAPTER].weight  # r, d_in
+            params[f"{name}.lora_B"] = module.lora_B[ADAPTER].weight  # d_out, r
+        elif isinstance(module, LowRankBranch):
+            params[f"{name}.lora_A"] = module.lora_A.weight  # r, d_in
+            params[f"{name}.lora_B"] = module.lora_B.weight  # d_out, r
     return params
+
+
+def shared_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The adapter parameters that are sent: all but the ones the placement keeps."""
+    kept = getattr(model, KEPT, frozenset())
+    return {k: p for k, p in adapter_parameters(model).items() if k not in kept}
 
 
 def private_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -64,19 +110,20 @@ def private_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 def adapter_state(model: nn.Module) -> dict[str, Tensor]:
     """A detached copy of the shared adapter: what a client uploads."""
-    return {name: p.detach().clone() for name, p in adapter_parameters(model).items()}
+    return {name: p.detach().clone() for name, p in shared_parameters(model).items()}
 
 
 def load_adapter_state(model: nn.Module, state: Mapping[str, Tensor]) -> None:
-    """Copy an adapter state into the model exactly; keys and shapes must match."""
-    params = adapter_parameters(model)
+    """Copy a shared adapter state into the model exactly; keys and shapes must match."""
+    params = shared_parameters(model)
     if set(state) != set(params):
         raise KeyError(f"adapter keys {sorted(state)} do not match the model's {sorted(params)}")
     with torch.no_grad():
         for name, p in params.items():
             if state[name].shape != p.shape:
-                raise ValueError(f"adapter tensor {name}: shape {tuple(state[name].shape)} "
-                                 f"!= model's {tuple(p.shape)}")
+                raise ValueError(
+                    f"adapter tensor {name}: shape {tuple(state[name].shape)} != model's {tuple(p.shape)}"
+                )
             p.copy_(state[name])
 
 
@@ -88,20 +135,49 @@ def set_trainable(model: nn.Module, *, private: bool, adapter: bool) -> None:
         p.requires_grad_(adapter)
 
 
+def _switch(model: nn.Module, enabled: bool) -> None:
+    """Turn every LoRA layer (PEFT's switch) and branch of the model on or off."""
+    for module in model.modules():
+        if isinstance(module, peft_lora.LoraLayer):
+            module.enable_adapters(enabled)
+        elif isinstance(module, LowRankBranch):
+            module.enabled = enabled
+
+
 @contextmanager
 def adapter_disabled(model: nn.Module) -> Iterator[None]:
-    """Run the model as if it had no adapter (PEFT's switch), restoring grad flags afterwards."""
-    layers = lora_layers(model).values()
+    """Run the model as if it had no adapter, restoring grad flags afterwards."""
     flags = {id(p): p.requires_grad for p in adapter_parameters(model).values()}
-    for layer in layers:
-        layer.enable_adapters(False)
+    _switch(model, False)
     try:
         yield
     finally:
-        for layer in layers:
-            layer.enable_adapters(True)
+        _switch(model, True)
         for p in adapter_parameters(model).values():
             p.requires_grad_(flags[id(p)])
+
+
+def lora_delta(layer: LoraLayer, x: Tensor) -> Tensor:
+    """A LoRA layer's branch alone: (α/r)·B·A·x (dropout is off in the workbench)."""
+    return layer.lora_B[ADAPTER](layer.lora_A[ADAPTER](x)) * layer.scaling[ADAPTER]
+
+
+def local_and_combined(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Logits without and with the adapter; what both share is computed once."""
+    if isinstance(model, ParallelAdapted):
+        return model.local_and_combined(x)
+    layers = lora_layers(model)
+    if set(layers) == {"head"}:
+        z = model.features(x)  # B, 500
+        return model.head.get_base_layer()(z), model.head(z)  # B, C each
+    if set(layers) == {"fc2"}:
+        h = model.trunk(x)  # B, fc1
+        pre = model.fc2.get_base_layer()(h)  # B, 500
+        combined = pre + lora_delta(model.fc2, h)
+        return model.head(F.relu(pre)), model.head(F.relu(combined))
+    with adapter_disabled(model):
+        local = model(x)
+    return local, model(x)
 
 
 def check_homogeneous(models: Mapping[str, nn.Module], targets: tuple[str, ...]) -> None:

@@ -34,11 +34,13 @@ class InvalidUpdateError(ValueError):
 
 
 def validate_update(client: int, update: Payload, reference: Payload) -> None:
-    """Raise InvalidUpdateError unless `update` matches `reference` in keys, shapes and dtypes and is finite."""
+    """Raise InvalidUpdateError unless `update` matches `reference` in keys, shapes, dtypes, and is
+    finite."""
     missing, extra = set(reference) - set(update), set(update) - set(reference)
     if missing or extra:
-        raise InvalidUpdateError(client, None, f"keys differ: missing {sorted(missing)}, "
-                                               f"unexpected {sorted(extra)}")
+        raise InvalidUpdateError(
+            client, None, f"keys differ: missing {sorted(missing)}, unexpected {sorted(extra)}"
+        )
     for name, ref in reference.items():
         t = update[name]
         if not isinstance(t, Tensor):
@@ -53,12 +55,15 @@ def validate_update(client: int, update: Payload, reference: Payload) -> None:
 
 def class_table(num_classes: int, width: int, values: str) -> dict[str, Tensor]:
     """The reference of a per-class upload: C × width float means and C int64 counts."""
-    return {values: torch.zeros(num_classes, width, dtype=torch.float32),
-            "counts": torch.zeros(num_classes, dtype=torch.int64)}
+    return {
+        values: torch.zeros(num_classes, width, dtype=torch.float32),
+        "counts": torch.zeros(num_classes, dtype=torch.int64),
+    }
 
 
-def checked_reference(updates: Mapping[int, Payload], weights: Mapping[int, float],
-                      reference: Payload | None = None) -> Payload:
+def checked_reference(
+    updates: Mapping[int, Payload], weights: Mapping[int, float], reference: Payload | None = None
+) -> Payload:
     """Validate the weights and every update; return the reference (default: the first update)."""
     if not updates:
         raise ValueError("no updates to aggregate")
@@ -72,14 +77,18 @@ def checked_reference(updates: Mapping[int, Payload], weights: Mapping[int, floa
     return reference
 
 
-def weighted_average(updates: Mapping[int, Payload], weights: Mapping[int, float],
-                     reference: Payload | None = None) -> dict[str, Tensor]:
+def weighted_average(
+    updates: Mapping[int, Payload], weights: Mapping[int, float], reference: Payload | None = None
+) -> dict[str, Tensor]:
     """Σ w_k θ_k / Σ w_k per tensor name, after validating every update (first one is the reference)."""
     reference = checked_reference(updates, weights, reference)
     total = float(sum(weights.values()))
-    return {name: sum(update[name].to(torch.float64) * (weights[c] / total)
-                      for c, update in updates.items()).to(ref.dtype)
-            for name, ref in reference.items()}
+    return {
+        name: sum(update[name].to(torch.float64) * (weights[c] / total) for c, update in updates.items()).to(
+            ref.dtype
+        )
+        for name, ref in reference.items()
+    }
 
 
 def _stacked(updates: Mapping[int, Payload], name: str) -> Tensor:
@@ -103,13 +112,18 @@ def update_norm(update: Payload, center: Payload | None) -> float:
     for name, t in update.items():
         if t.is_floating_point():
             delta = t.to(torch.float64) - (center[name].to(torch.float64) if center is not None else 0.0)
-            total += float((delta ** 2).sum())
+            total += float((delta**2).sum())
     return math.sqrt(total)
 
 
-def norm_bounded(updates: Mapping[int, Payload], weights: Mapping[int, float],
-                 reference: Payload | None = None, *, max_norm: float,
-                 center: Payload | None = None) -> dict[str, Tensor]:
+def norm_bounded(
+    updates: Mapping[int, Payload],
+    weights: Mapping[int, float],
+    reference: Payload | None = None,
+    *,
+    max_norm: float,
+    center: Payload | None = None,
+) -> dict[str, Tensor]:
     """Weighted mean after clipping each client's update u_k = θ_k − center to ‖u_k‖₂ ≤ max_norm.
 
     The norm is taken over all floating tensors of a payload as one vector. center is the state
@@ -119,14 +133,19 @@ def norm_bounded(updates: Mapping[int, Payload], weights: Mapping[int, float],
     if not max_norm > 0:
         raise ValueError(f"max_norm={max_norm} must be > 0")
     reference = checked_reference(updates, weights, reference)
-    if center is not None and any(center.get(n) is None or center[n].shape != t.shape
-                                  for n, t in reference.items() if t.is_floating_point()):
+    if center is not None and any(
+        center.get(n) is None or center[n].shape != t.shape
+        for n, t in reference.items()
+        if t.is_floating_point()
+    ):
         raise ValueError(f"center {sorted(center)} does not match the updates {sorted(reference)}")
     clipped = {}
     for client, update in updates.items():
         factor = clip_factor(update_norm(update, center), max_norm)
-        clipped[client] = {name: _moved(t, center[name] if center is not None else None, factor)
-                           for name, t in update.items()}
+        clipped[client] = {
+            name: _moved(t, center[name] if center is not None else None, factor)
+            for name, t in update.items()
+        }
     return weighted_average(clipped, weights, reference)
 
 
@@ -138,8 +157,9 @@ def _moved(t: Tensor, center: Tensor | None, factor: float) -> Tensor:
     return (base + factor * (t.to(torch.float64) - base)).to(t.dtype)
 
 
-def median(updates: Mapping[int, Payload], weights: Mapping[int, float],
-           reference: Payload | None = None) -> dict[str, Tensor]:
+def median(
+    updates: Mapping[int, Payload], weights: Mapping[int, float], reference: Payload | None = None
+) -> dict[str, Tensor]:
     """Coordinate-wise median over clients (the mean of the two middle values for an even
     count); one vote per client, so `weights` are validated but not used."""
     reference = checked_reference(updates, weights, reference)
@@ -159,20 +179,24 @@ def trim_count(clients: int, trim: float) -> int:
     return int(math.floor(trim * clients))
 
 
-def trimmed_mean(updates: Mapping[int, Payload], weights: Mapping[int, float],
-                 reference: Payload | None = None, *, trim: float) -> dict[str, Tensor]:
+def trimmed_mean(
+    updates: Mapping[int, Payload],
+    weights: Mapping[int, float],
+    reference: Payload | None = None,
+    *,
+    trim: float,
+) -> dict[str, Tensor]:
     """Coordinate-wise mean after dropping the ⌊trim·K⌋ largest and smallest of the K clients'
     values; one vote per client, so `weights` are validated but not used."""
     drop = trim_count(len(updates), trim)
     reference = checked_reference(updates, weights, reference)
-    return {name: _like(_trimmed(_stacked(updates, name), drop), ref)
-            for name, ref in reference.items()}
+    return {name: _like(_trimmed(_stacked(updates, name), drop), ref) for name, ref in reference.items()}
 
 
 def _trimmed(stack: Tensor, drop: int) -> Tensor:
     """Mean along the first axis of the values left after dropping `drop` at each end."""
     ordered = stack.sort(dim=0).values
-    return ordered[drop:stack.shape[0] - drop].mean(0)
+    return ordered[drop : stack.shape[0] - drop].mean(0)
 
 
 def class_means(values: Tensor, y: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
@@ -196,8 +220,9 @@ def checked_classwise(updates: Mapping[int, Payload], counts: str = "counts") ->
     return reference
 
 
-def classwise_average(updates: Mapping[int, Payload], values: str = "values",
-                      counts: str = "counts") -> dict[str, Tensor]:
+def classwise_average(
+    updates: Mapping[int, Payload], values: str = "values", counts: str = "counts"
+) -> dict[str, Tensor]:
     """Per-class mean over clients weighted by each client's per-class sample counts.
 
     Each update holds `values` (C, d): the client's per-class means, and `counts` (C,): how many
@@ -206,14 +231,16 @@ def classwise_average(updates: Mapping[int, Payload], values: str = "values",
     """
     reference = checked_classwise(updates, counts)
     total = sum(u[counts].to(torch.float64) for u in updates.values())  # C
-    weighted = sum(u[values].to(torch.float64) * u[counts].to(torch.float64)[:, None]
-                   for u in updates.values())  # C, d
+    weighted = sum(
+        u[values].to(torch.float64) * u[counts].to(torch.float64)[:, None] for u in updates.values()
+    )  # C, d
     means = weighted / total.clamp(min=1)[:, None]  # C, d
     return {values: means.to(reference[values].dtype), counts: total.to(reference[counts].dtype)}
 
 
-def _per_class(updates: Mapping[int, Payload], values: str, counts: str,
-               reduce: Callable[[Tensor], Tensor]) -> dict[str, Tensor]:
+def _per_class(
+    updates: Mapping[int, Payload], values: str, counts: str, reduce: Callable[[Tensor], Tensor]
+) -> dict[str, Tensor]:
     """Reduce, class by class, the rows of the clients holding that class (count > 0)."""
     reference = checked_classwise(updates, counts)
     rows = _stacked(updates, values)  # K, C, d
@@ -226,25 +253,31 @@ def _per_class(updates: Mapping[int, Payload], values: str, counts: str,
     return {values: out.to(reference[values].dtype), counts: held.sum(0).to(reference[counts].dtype)}
 
 
-def classwise_median(updates: Mapping[int, Payload], values: str = "values",
-                     counts: str = "counts") -> dict[str, Tensor]:
+def classwise_median(
+    updates: Mapping[int, Payload], values: str = "values", counts: str = "counts"
+) -> dict[str, Tensor]:
     """Per class, the coordinate-wise median of the rows of the clients holding it (one vote
     each, counts not used beyond who holds the class); total counts as in classwise_average."""
     return _per_class(updates, values, counts, _median)
 
 
-def classwise_trimmed_mean(updates: Mapping[int, Payload], values: str = "values",
-                           counts: str = "counts", *, trim: float) -> dict[str, Tensor]:
+def classwise_trimmed_mean(
+    updates: Mapping[int, Payload], values: str = "values", counts: str = "counts", *, trim: float
+) -> dict[str, Tensor]:
     """Per class, the coordinate-wise trimmed mean (⌊trim·K_c⌋ dropped at each end) of the rows
     of the K_c clients holding it; total counts as in classwise_average."""
     trim_count(1, trim)  # refuse a bad trim before any work
-    return _per_class(updates, values, counts,
-                      lambda rows: _trimmed(rows, trim_count(rows.shape[0], trim)))
+    return _per_class(updates, values, counts, lambda rows: _trimmed(rows, trim_count(rows.shape[0], trim)))
 
 
-def classwise_norm_bounded(updates: Mapping[int, Payload], values: str = "values",
-                           counts: str = "counts", *, max_norm: float,
-                           center: Tensor | None = None) -> dict[str, Tensor]:
+def classwise_norm_bounded(
+    updates: Mapping[int, Payload],
+    values: str = "values",
+    counts: str = "counts",
+    *,
+    max_norm: float,
+    center: Tensor | None = None,
+) -> dict[str, Tensor]:
     """classwise_average after clipping each client's row c to ‖row − center[c]‖₂ ≤ max_norm.
 
     center (C, d) is the previous global per-class table (None: zeros, e.g. for logits).
@@ -273,8 +306,9 @@ class Rule:
 
 AGGREGATORS: dict[str, Callable[..., dict[str, Tensor]]] = {
     "mean": lambda rule, u, w, ref, center: weighted_average(u, w, ref),
-    "norm_bounded": lambda rule, u, w, ref, center: norm_bounded(u, w, ref, max_norm=rule.max_norm,
-                                                                 center=center),
+    "norm_bounded": lambda rule, u, w, ref, center: norm_bounded(
+        u, w, ref, max_norm=rule.max_norm, center=center
+    ),
     "median": lambda rule, u, w, ref, center: median(u, w, ref),
     "trimmed_mean": lambda rule, u, w, ref, center: trimmed_mean(u, w, ref, trim=rule.trim),
 }
@@ -282,26 +316,39 @@ AGGREGATORS: dict[str, Callable[..., dict[str, Tensor]]] = {
 CLASSWISE_AGGREGATORS: dict[str, Callable[..., dict[str, Tensor]]] = {
     "mean": lambda rule, u, v, n, center: classwise_average(u, v, n),
     "norm_bounded": lambda rule, u, v, n, center: classwise_norm_bounded(
-        u, v, n, max_norm=rule.max_norm, center=center),
+        u, v, n, max_norm=rule.max_norm, center=center
+    ),
     "median": lambda rule, u, v, n, center: classwise_median(u, v, n),
     "trimmed_mean": lambda rule, u, v, n, center: classwise_trimmed_mean(u, v, n, trim=rule.trim),
 }
 
 
-def _pick(table: Mapping[str, Callable[..., dict[str, Tensor]]], rule: Rule) -> Callable[..., dict[str, Tensor]]:
+def _pick(
+    table: Mapping[str, Callable[..., dict[str, Tensor]]], rule: Rule
+) -> Callable[..., dict[str, Tensor]]:
     """The rule's function from a dispatch table, or an error listing the names allowed."""
     if rule.name not in table:
         raise ValueError(f"aggregator={rule.name!r} is unknown; choose from {sorted(table)}")
     return table[rule.name]
 
 
-def aggregate_by(rule: Rule, updates: Mapping[int, Payload], weights: Mapping[int, float],
-                 reference: Payload | None = None, center: Payload | None = None) -> dict[str, Tensor]:
+def aggregate_by(
+    rule: Rule,
+    updates: Mapping[int, Payload],
+    weights: Mapping[int, float],
+    reference: Payload | None = None,
+    center: Payload | None = None,
+) -> dict[str, Tensor]:
     """The named rule over whole payloads; center is what norm_bounded measures distances from."""
     return _pick(AGGREGATORS, rule)(rule, updates, weights, reference, center)
 
 
-def aggregate_classwise_by(rule: Rule, updates: Mapping[int, Payload], values: str = "values",
-                           counts: str = "counts", center: Tensor | None = None) -> dict[str, Tensor]:
+def aggregate_classwise_by(
+    rule: Rule,
+    updates: Mapping[int, Payload],
+    values: str = "values",
+    counts: str = "counts",
+    center: Tensor | None = None,
+) -> dict[str, Tensor]:
     """The named rule's class-wise variant over per-class tables."""
     return _pick(CLASSWISE_AGGREGATORS, rule)(rule, updates, values, counts, center)

@@ -71,26 +71,32 @@ def svd_decompress(parts: Payload, shape: Sequence[int]) -> Tensor:
         raise ValueError(f"parts must be float32, got {odd}")
     if set(parts) == {DENSE}:
         if parts[DENSE].shape != shape:
-            raise ValueError(f"dense part of shape {tuple(parts[DENSE].shape)}, "
-                             f"expected {tuple(shape)}")
+            raise ValueError(f"dense part of shape {tuple(parts[DENSE].shape)}, expected {tuple(shape)}")
         return parts[DENSE]
     if set(parts) != set(FACTORS) or len(shape) < 2:
-        raise ValueError(f"parts {sorted(parts)} for shape {tuple(shape)}: expected {[DENSE]} or, "
-                         f"for ≥ 2 dims, {list(FACTORS)}")
+        raise ValueError(
+            f"parts {sorted(parts)} for shape {tuple(shape)}: expected {[DENSE]} or, "
+            f"for ≥ 2 dims, {list(FACTORS)}"
+        )
     u, s, v = (parts[suffix] for suffix in FACTORS)
     m, n = matrix_shape(shape)
     k = s.numel()
     if s.shape != (k,) or u.shape != (m, k) or v.shape != (k, n):
-        raise ValueError(f"factor shapes U {tuple(u.shape)}, S {tuple(s.shape)}, "
-                         f"V {tuple(v.shape)} do not fit {(m, n)}: "
-                         f"expected ({m}, k), (k,), (k, {n})")
+        raise ValueError(
+            f"factor shapes U {tuple(u.shape)}, S {tuple(s.shape)}, "
+            f"V {tuple(v.shape)} do not fit {(m, n)}: "
+            f"expected ({m}, k), (k,), (k, {n})"
+        )
     return ((u * s) @ v).reshape(shape)  # (m×k · diag k) @ k×n → m×n
 
 
 def compress_state(state: Payload, energy: float) -> dict[str, Tensor]:
     """Payload of every tensor of `state` compressed at `energy` ("<name>.U" … or "<name>")."""
-    return {name + suffix: part for name, tensor in state.items()
-            for suffix, part in svd_compress(tensor, energy).items()}
+    return {
+        name + suffix: part
+        for name, tensor in state.items()
+        for suffix, part in svd_compress(tensor, energy).items()
+    }
 
 
 def parts_of(payload: Payload, name: str) -> dict[str, Tensor]:
@@ -116,8 +122,7 @@ def decompress_state(payload: Payload, shapes: Mapping[str, Sequence[int]]) -> d
     return state
 
 
-def merge_payloads(payloads: Sequence[Payload],
-                   shapes: Mapping[str, Sequence[int]]) -> dict[str, Tensor]:
+def merge_payloads(payloads: Sequence[Payload], shapes: Mapping[str, Sequence[int]]) -> dict[str, Tensor]:
     """One payload whose decompression is the exact sum of several payloads' decompressions.
 
     Factors concatenate along the rank (Σ U_i diag σ_i V_i = [U_1 …] diag[σ_1 …] [V_1; …]), so
@@ -130,9 +135,11 @@ def merge_payloads(payloads: Sequence[Payload],
     for name, shape in shapes.items():
         parts = [parts_of(p, name) for p in payloads]
         if len(shape) >= 2 and all(DENSE not in q for q in parts):
-            stacked = {".U": torch.cat([q[".U"] for q in parts], 1),  # m × Σk
-                       ".S": torch.cat([q[".S"] for q in parts], 0),  # Σk
-                       ".V": torch.cat([q[".V"] for q in parts], 0)}  # Σk × n
+            stacked = {
+                ".U": torch.cat([q[".U"] for q in parts], 1),  # m × Σk
+                ".S": torch.cat([q[".S"] for q in parts], 0),  # Σk
+                ".V": torch.cat([q[".V"] for q in parts], 0),
+            }  # Σk × n
             m, n = matrix_shape(shape)
             if stacked[".S"].numel() * (m + n + 1) < m * n:
                 merged.update({name + s: t for s, t in stacked.items()})

@@ -65,9 +65,7 @@ class ClientData:
         return int(self.test_y.shape[0])
 
 
-def load_dataset(
-    name: str, data_dir: str | Path, download: bool, test_fraction: float, seed: int
-) -> Dataset:
+def load_dataset(name: str, data_dir: str | Path, download: bool, test_fraction: float, seed: int) -> Dataset:
     """Load a dataset by name; test_fraction and seed only matter for digits (no test set)."""
     if name == "digits":
         return _load_digits(test_fraction, seed)

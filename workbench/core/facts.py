@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 Payload = Mapping[str, "torch.Tensor"]  # what crosses the wire: tensors by name
 

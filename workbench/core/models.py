@@ -23,12 +23,15 @@ class ZooCNN(nn.Module):
         self.fc2 = nn.Linear(spec.fc1, REPRESENTATION_DIM)
         self.head = nn.Linear(REPRESENTATION_DIM, num_classes)
 
-    def features(self, x: Tensor) -> Tensor:
-        """The 500-d representation of a batch of 3×32×32 images."""
+    def trunk(self, x: Tensor) -> Tensor:
+        """Everything before fc2: the model-specific fc1-wide hidden layer."""
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)  # B, c1, 14, 14
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)  # B, c2, 5, 5
-        x = F.relu(self.fc1(x.flatten(1)))  # B, fc1
-        return F.relu(self.fc2(x))  # B, 500
+        return F.relu(self.fc1(x.flatten(1)))  # B, fc1
+
+    def features(self, x: Tensor) -> Tensor:
+        """The 500-d representation of a batch of 3×32×32 images."""
+        return F.relu(self.fc2(self.trunk(x)))  # B, 500
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))  # B, C

@@ -18,21 +18,42 @@ from typing import Any, ClassVar
 
 from workbench.core.errors import UserError
 
-BOUNDS = (("ge", ">=", operator.ge), ("gt", ">", operator.gt),
-          ("le", "<=", operator.le), ("lt", "<", operator.lt))
+BOUNDS = (
+    ("ge", ">=", operator.ge),
+    ("gt", ">", operator.gt),
+    ("le", "<=", operator.le),
+    ("lt", "<", operator.lt),
+)
 
 
 class ConfigError(UserError):
     """A parameter is unknown, of the wrong type or out of range."""
 
 
-def param(default: Any, help: str, *, choices: tuple | None = None, ge: float | None = None,
-          gt: float | None = None, le: float | None = None, lt: float | None = None,
-          why: str | None = None, unique: bool = False) -> Any:
+def param(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple | None = None,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    why: str | None = None,
+    unique: bool = False,
+) -> Any:
     """A config field with its help text and allowed range (read by validation, CLI and docs);
     `why` explains the upper bound in its refusal, `unique` refuses a list naming an item twice."""
-    meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt,
-            "why": why, "unique": unique}
+    meta = {
+        "help": help,
+        "choices": choices,
+        "ge": ge,
+        "gt": gt,
+        "le": le,
+        "lt": lt,
+        "why": why,
+        "unique": unique,
+    }
     return field(default=default, metadata=meta)
 
 
@@ -45,6 +66,7 @@ class Section:
 
 def coerce(name: str, value: Any, kind: Any) -> Any:
     """Convert a flat value (typed, or a string from the command line) to the field's type."""
+
     def bad(expected: str) -> ConfigError:
         return ConfigError(f"parameter {name}={value!r}: expected {expected}")
 
@@ -89,19 +111,22 @@ def check_range(name: str, value: Any, meta: Mapping[str, Any]) -> None:
         if choices is not None and item not in choices:
             raise ConfigError(f"parameter {name}={item!r} is not allowed; choose from {list(choices)}")
         if isinstance(item, str) and not item.strip():
-            raise ConfigError(f"parameter {name}={value!r} is empty; give a value (see `python -m "
-                              f"workbench params`)")
+            raise ConfigError(
+                f"parameter {name}={value!r} is empty; give a value (see `python -m workbench params`)"
+            )
     if isinstance(value, tuple) and meta.get("unique") and len(set(value)) < len(value):
         twice = sorted({item for item in value if value.count(item) > 1})
-        raise ConfigError(f"parameter {name}={','.join(value)!r} names {twice} more than once; "
-                          f"give each once")
+        raise ConfigError(
+            f"parameter {name}={','.join(value)!r} names {twice} more than once; give each once"
+        )
     if isinstance(value, (str, tuple, bool)):
         return
     for key, symbol, holds in BOUNDS:
         if meta[key] is not None and not holds(value, meta[key]):
             why = f" ({meta['why']})" if meta.get("why") and key in ("le", "lt") else ""
-            raise ConfigError(f"parameter {name}={value!r} is out of range: must be {symbol} "
-                              f"{meta[key]}{why}")
+            raise ConfigError(
+                f"parameter {name}={value!r} is out of range: must be {symbol} {meta[key]}{why}"
+            )
 
 
 def unknown_names(names: Iterable[str], known: Iterable[str]) -> ConfigError:
@@ -111,5 +136,6 @@ def unknown_names(names: Iterable[str], known: Iterable[str]) -> ConfigError:
     for name in names:
         close = difflib.get_close_matches(name, known, n=1)
         hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    return ConfigError(f"unknown parameter(s): {', '.join(hints)}; run `python -m workbench "
-                       f"params` for the full list")
+    return ConfigError(
+        f"unknown parameter(s): {', '.join(hints)}; run `python -m workbench params` for the full list"
+    )

@@ -53,9 +53,7 @@ def _largest_remainder(shares: np.ndarray, total: int) -> np.ndarray:
     return counts
 
 
-def split_by_weights(
-    labels: np.ndarray, weights: np.ndarray, rng: np.random.Generator
-) -> list[np.ndarray]:
+def split_by_weights(labels: np.ndarray, weights: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
     """Split sample indices among clients per class in proportion to weights[:, class]."""
     labels = np.asarray(labels)
     num_clients, num_classes = weights.shape

@@ -73,29 +73,39 @@ def to_frame(rows: list[Row]) -> pd.DataFrame:
 
 def mean_accuracy(frame: pd.DataFrame) -> pd.DataFrame:
     """Per evaluated round: mean client accuracy and the cumulative costs of all clients."""
-    per_round = frame.groupby("round").agg(
-        accuracy=("accuracy", "mean"), train_flops=("train_flops", "sum"),
-        bytes_up=("bytes_up", "sum"), bytes_down=("bytes_down", "sum")).reset_index()
+    per_round = (
+        frame.groupby("round")
+        .agg(
+            accuracy=("accuracy", "mean"),
+            train_flops=("train_flops", "sum"),
+            bytes_up=("bytes_up", "sum"),
+            bytes_down=("bytes_down", "sum"),
+        )
+        .reset_index()
+    )
     for column in COST_COLUMNS:
         per_round[f"cum_{column}"] = per_round[column].cumsum()
     per_round["cum_bytes"] = per_round["cum_bytes_up"] + per_round["cum_bytes_down"]
     return per_round
 
 
-def summarize(frame: pd.DataFrame, events: pd.DataFrame | None = None,
-              stopped: str | None = None) -> dict[str, Any]:
+def summarize(
+    frame: pd.DataFrame, events: pd.DataFrame | None = None, stopped: str | None = None
+) -> dict[str, Any]:
     """Headline numbers: final and best (over evaluated rounds) mean accuracy, total costs,
     refused uploads, and why the run stopped early (None: it ran every round)."""
     per_round = mean_accuracy(frame)
     accuracy = None
     if not per_round.empty:  # a run stopped in its first rounds has no evaluated round
         best = per_round.loc[per_round["accuracy"].idxmax()]
-        accuracy = {"final_accuracy": float(per_round["accuracy"].iloc[-1]),
-                    "best_accuracy": float(best["accuracy"]), "best_round": int(best["round"]),
-                    "rounds": int(per_round["round"].max())}
+        accuracy = {
+            "final_accuracy": float(per_round["accuracy"].iloc[-1]),
+            "best_accuracy": float(best["accuracy"]),
+            "best_round": int(best["round"]),
+            "rounds": int(per_round["round"].max()),
+        }
     return {
-        **(accuracy or {"final_accuracy": None, "best_accuracy": None, "best_round": None,
-                        "rounds": 0}),
+        **(accuracy or {"final_accuracy": None, "best_accuracy": None, "best_round": None, "rounds": 0}),
         "total_train_flops": int(frame["train_flops"].sum()),
         "total_bytes_up": int(frame["bytes_up"].sum()),
         "total_bytes_down": int(frame["bytes_down"].sum()),
@@ -110,8 +120,13 @@ def _settled_refusals(frame: pd.DataFrame) -> int:
     return int(frame["refused"].sum()) if "refused" in frame else 0
 
 
-def write_run(run_dir: Path, config_flat: dict[str, Any], frame: pd.DataFrame,
-              events: list[Event] | None = None, stopped: str | None = None) -> dict[str, Any]:
+def write_run(
+    run_dir: Path,
+    config_flat: dict[str, Any],
+    frame: pd.DataFrame,
+    events: list[Event] | None = None,
+    stopped: str | None = None,
+) -> dict[str, Any]:
     """Write config, table, events and summary into run_dir; return the summary."""
     run_dir.mkdir(parents=True, exist_ok=True)
     table = events_frame(events or [])
@@ -132,8 +147,11 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
 
 def config_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """`name: stored → wanted` for every flat parameter whose values differ."""
-    return [f"{name}: {stored.get(name, '(absent)')!r} there, {wanted.get(name, '(absent)')!r} here"
-            for name in sorted(set(stored) | set(wanted)) if stored.get(name) != wanted.get(name)]
+    return [
+        f"{name}: {stored.get(name, '(absent)')!r} there, {wanted.get(name, '(absent)')!r} here"
+        for name in sorted(set(stored) | set(wanted))
+        if stored.get(name) != wanted.get(name)
+    ]
 
 
 def read_events(run_dir: Path) -> pd.DataFrame:
@@ -153,18 +171,21 @@ def format_summary(summary: dict[str, Any]) -> str:
     if summary.get("stopped"):
         lines.append(f"stopped early: {summary['stopped']}")
     if summary["final_accuracy"] is not None:
-        lines.append(f"mean accuracy: final {summary['final_accuracy']:.4f}, best "
-                     f"{summary['best_accuracy']:.4f} (round {summary['best_round']} of "
-                     f"{summary['rounds']})")
-    lines += [f"training FLOPs: {summary['total_train_flops']:.4g}",
-              f"bytes: up {summary['total_bytes_up']:,}, down {summary['total_bytes_down']:,}"]
+        lines.append(
+            f"mean accuracy: final {summary['final_accuracy']:.4f}, best "
+            f"{summary['best_accuracy']:.4f} (round {summary['best_round']} of "
+            f"{summary['rounds']})"
+        )
+    lines += [
+        f"training FLOPs: {summary['total_train_flops']:.4g}",
+        f"bytes: up {summary['total_bytes_up']:,}, down {summary['total_bytes_down']:,}",
+    ]
     if summary.get("refused"):
         lines.append(f"refused uploads: {summary['refused']} (see events.csv)")
     return "\n".join(lines)
 
 
-def cost_to_target(runs: dict[str, pd.DataFrame], target: float,
-                   reference: str = "fedlora") -> pd.DataFrame:
+def cost_to_target(runs: dict[str, pd.DataFrame], target: float, reference: str = "fedlora") -> pd.DataFrame:
     """Rounds, cumulative FLOPs and bytes each run needed to first reach a target mean accuracy.
 
     `runs` maps a label (usually the algorithm) to its results table. Costs are summed over all
@@ -178,8 +199,14 @@ def cost_to_target(runs: dict[str, pd.DataFrame], target: float,
     for label, frame in runs.items():
         per_round = mean_accuracy(frame)
         hit = per_round[per_round["accuracy"] >= target]
-        rows.append({"run": label, "target": target, "reached": not hit.empty,
-                     **{c: float(hit.iloc[0][c]) if not hit.empty else float("nan") for c in columns}})
+        rows.append(
+            {
+                "run": label,
+                "target": target,
+                "reached": not hit.empty,
+                **{c: float(hit.iloc[0][c]) if not hit.empty else float("nan") for c in columns},
+            }
+        )
     table = pd.DataFrame(rows)
     ref = table[(table["run"] == reference) & table["reached"]]
     if not ref.empty:

@@ -21,6 +21,7 @@ class SGDSpec:
     lr: float
     momentum: float
     weight_decay: float
+    max_grad_norm: float = 0.0  # clip the gradients' global L2 norm to this before a step; 0: off
 
 
 @dataclass(frozen=True)
@@ -33,22 +34,29 @@ class PhaseStats:
 
     def then(self, later: PhaseStats) -> PhaseStats:
         """This phase followed by a later one: costs add up, the loss is the later phase's."""
-        return PhaseStats(flops=self.flops + later.flops, steps=self.steps + later.steps,
-                          mean_loss=later.mean_loss)
+        return PhaseStats(
+            flops=self.flops + later.flops, steps=self.steps + later.steps, mean_loss=later.mean_loss
+        )
 
     def plus_flops(self, flops: int) -> PhaseStats:
         """The same phase with forward-only work (e.g. a statistics pass) added to its cost."""
         return PhaseStats(flops=self.flops + flops, steps=self.steps, mean_loss=self.mean_loss)
 
 
-def run_phase(modules: list[nn.Module], loss_fn: LossFn, batches: Batches, epochs: int,
-              sgd: SGDSpec, meter: FlopMeter, key: Hashable) -> PhaseStats:
+def run_phase(
+    modules: list[nn.Module],
+    loss_fn: LossFn,
+    batches: Batches,
+    epochs: int,
+    sgd: SGDSpec,
+    meter: FlopMeter,
+    key: Hashable,
+) -> PhaseStats:
     """Train the parameters that are trainable now with a fresh SGD optimizer (no shared momentum)."""
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"phase {key!r} has no trainable parameters")
-    optimizer = torch.optim.SGD(params, lr=sgd.lr, momentum=sgd.momentum,
-                                weight_decay=sgd.weight_decay)
+    optimizer = torch.optim.SGD(params, lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay)
     for m in modules:
         m.train()
 
@@ -56,13 +64,15 @@ def run_phase(modules: list[nn.Module], loss_fn: LossFn, batches: Batches, epoch
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(x, y)
         loss.backward()
+        if sgd.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, sgd.max_grad_norm)
         optimizer.step()
         return loss.detach()
 
     flops, steps, losses = 0, 0, []
     for _ in range(epochs):
         for x, y in batches():
-            loss, step_flops = meter.step((key, tuple(x.shape)), lambda: step(x, y))
+            loss, step_flops = meter.step((key, tuple(x.shape)), lambda: step(x, y))  # noqa: B023 (called at once)
             flops += step_flops
             steps += 1
             losses.append(loss)
@@ -72,8 +82,9 @@ def run_phase(modules: list[nn.Module], loss_fn: LossFn, batches: Batches, epoch
 
 
 @torch.no_grad()
-def evaluate(predict: Callable[[Tensor], Tensor], batches: Iterator[tuple[Tensor, Tensor]],
-             modules: list[nn.Module]) -> tuple[float, float]:
+def evaluate(
+    predict: Callable[[Tensor], Tensor], batches: Iterator[tuple[Tensor, Tensor]], modules: list[nn.Module]
+) -> tuple[float, float]:
     """Accuracy and mean cross-entropy of `predict` (logits) over the batches."""
     for m in modules:
         m.eval()

@@ -11,5 +11,6 @@ from __future__ import annotations
 try:
     import flwr  # noqa: F401
 except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError("workbench.flower needs Flower: install it with `pip install -e .[flower]` "
-                      "(flwr[simulation])") from error
+    raise ImportError(
+        "workbench.flower needs Flower: install it with `pip install -e .[flower]` (flwr[simulation])"
+    ) from error

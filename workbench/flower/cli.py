@@ -14,24 +14,28 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from workbench.flags import add_parameters, flat_parameters
 from workbench.config import ConfigError, build_config
+from workbench.flags import add_parameters, flat_parameters
 
 
 def parser() -> argparse.ArgumentParser:
     """The Flower sub-commands."""
-    root = argparse.ArgumentParser(prog="python -m workbench.flower",
-                                   description=__doc__.splitlines()[0])
+    root = argparse.ArgumentParser(prog="python -m workbench.flower", description=__doc__.splitlines()[0])
     commands = root.add_subparsers(dest="command", required=True)
     sim = commands.add_parser("simulate", help="run one experiment on Flower's simulation engine")
     sim.add_argument("--out", type=Path, required=True, help="run directory to write")
-    sim.add_argument("--cpus-per-client", type=float, default=1.0,
-                     help="Ray CPUs per virtual SuperNode (how many clients train at once)")
+    sim.add_argument(
+        "--cpus-per-client",
+        type=float,
+        default=1.0,
+        help="Ray CPUs per virtual SuperNode (how many clients train at once)",
+    )
     sim.add_argument("--timeout", type=float, default=3600.0, help="seconds per round trip")
     sim.add_argument("--verbose", action="store_true", help="Flower's DEBUG log")
     add_parameters(sim)
-    certs = commands.add_parser("certs", help="a throw-away CA and server certificate for "
-                                              "127.0.0.1/localhost (testing only)")
+    certs = commands.add_parser(
+        "certs", help="a throw-away CA and server certificate for 127.0.0.1/localhost (testing only)"
+    )
     certs.add_argument("folder", type=Path)
     keys = commands.add_parser("node-keys", help="EC key pairs for SuperNode authentication")
     keys.add_argument("folder", type=Path)
@@ -41,12 +45,13 @@ def parser() -> argparse.ArgumentParser:
 
 def cmd_simulate(args: argparse.Namespace, extra: list[str]) -> int:
     """Run, write the run directory, print its summary."""
-    from workbench.flower.local import simulate
     from workbench.core.results import format_summary
+    from workbench.flower.local import simulate
 
     config = build_config(flat_parameters(args, extra))
-    result = simulate(config, args.out, cpus_per_client=args.cpus_per_client,
-                      timeout=args.timeout, verbose=args.verbose)
+    result = simulate(
+        config, args.out, cpus_per_client=args.cpus_per_client, timeout=args.timeout, verbose=args.verbose
+    )
     print(format_summary(result.summary))
     print(f"run directory: {result.run_dir}")
     return 0

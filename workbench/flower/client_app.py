@@ -21,16 +21,35 @@ from flwr.clientapp import ClientApp
 from workbench.config import ExperimentConfig
 from workbench.flower.faults import corrupt
 from workbench.flower.node import NodeClient, client_data, open_client, save_client, state_root
-from workbench.flower.protocol import ACCURACY, ARRAYS, CONFIG, EVALUATE, EVALUATION, INFO, LOSS, METRICS, MODEL, NUM_EXAMPLES, NUM_TEST, NUM_TRAIN, PARTITION_ID, ROLLED_BACK, ROUND, TORCH_THREADS, TRAIN_FLOPS, TRAIN_LOSS
+from workbench.flower.protocol import (
+    ACCURACY,
+    ARRAYS,
+    CONFIG,
+    EVALUATE,
+    EVALUATION,
+    INFO,
+    LOSS,
+    METRICS,
+    MODEL,
+    NUM_EXAMPLES,
+    NUM_TEST,
+    NUM_TRAIN,
+    PARTITION_ID,
+    ROLLED_BACK,
+    ROUND,
+    TORCH_THREADS,
+    TRAIN_FLOPS,
+    TRAIN_LOSS,
+)
 from workbench.flower.records import from_record, to_record
 from workbench.flower.settings import partition_id, split_run_config
 from workbench.loop.attacks import is_malicious, poison_upload
 from workbench.loop.rounds import client_round, evaluate_client
 
 
-
-def _node(message: Message, context: Context, run_config: Mapping[str, Any] | None,
-          state_dir: str | None) -> tuple[ExperimentConfig, NodeClient]:
+def _node(
+    message: Message, context: Context, run_config: Mapping[str, Any] | None, state_dir: str | None
+) -> tuple[ExperimentConfig, NodeClient]:
     """The run's config and this node's client with its persisted state."""
     config, _ = split_run_config(run_config if run_config is not None else context.run_config)
     cid = partition_id(context.node_config, config.federation.num_clients)
@@ -38,8 +57,7 @@ def _node(message: Message, context: Context, run_config: Mapping[str, Any] | No
     return config, open_client(config, cid, root)
 
 
-def _train(message: Message, config: ExperimentConfig, node: NodeClient,
-           fault: str | None) -> RecordDict:
+def _train(message: Message, config: ExperimentConfig, node: NodeClient, fault: str | None) -> RecordDict:
     """Receive, train, upload, persist: one participation in a round."""
     algorithm, client = node.algorithm, node.client
     round_ = int(message.content.config_records[CONFIG][ROUND])
@@ -51,8 +69,14 @@ def _train(message: Message, config: ExperimentConfig, node: NodeClient,
     save_client(node)  # after upload: some algorithms move the payload out of the client state
     if fault is not None:
         upload = corrupt(fault, upload)
-    metrics = MetricRecord({TRAIN_FLOPS: int(stats.flops), TRAIN_LOSS: float(stats.mean_loss),
-                            NUM_EXAMPLES: client.data.num_train, ROLLED_BACK: int(rolled_back)})
+    metrics = MetricRecord(
+        {
+            TRAIN_FLOPS: int(stats.flops),
+            TRAIN_LOSS: float(stats.mean_loss),
+            NUM_EXAMPLES: client.data.num_train,
+            ROLLED_BACK: int(rolled_back),
+        }
+    )
     content = RecordDict({ARRAYS: to_record(upload), METRICS: metrics})
     if message.content.config_records[CONFIG].get(EVALUATE, False):
         content[EVALUATION] = _evaluate(node)
@@ -63,8 +87,14 @@ def _evaluate(node: NodeClient) -> MetricRecord:
     """Accuracy and loss of the client's deployed model on its local test split."""
     client = node.client
     accuracy, loss = evaluate_client(node.algorithm, client)
-    return MetricRecord({ACCURACY: float(accuracy), LOSS: float(loss),
-                         NUM_TRAIN: client.data.num_train, NUM_TEST: client.data.num_test})
+    return MetricRecord(
+        {
+            ACCURACY: float(accuracy),
+            LOSS: float(loss),
+            NUM_TRAIN: client.data.num_train,
+            NUM_TEST: client.data.num_test,
+        }
+    )
 
 
 def _identify(context: Context, run_config: Mapping[str, Any] | None) -> RecordDict:
@@ -72,13 +102,26 @@ def _identify(context: Context, run_config: Mapping[str, Any] | None) -> RecordD
     config, _ = split_run_config(run_config if run_config is not None else context.run_config)
     cid = partition_id(context.node_config, config.federation.num_clients)
     model, data, _ = client_data(config, cid)
-    return RecordDict({INFO: ConfigRecord({
-        PARTITION_ID: cid, MODEL: model, NUM_TRAIN: data.num_train,
-        NUM_TEST: data.num_test, TORCH_THREADS: torch.get_num_threads()})})
+    return RecordDict(
+        {
+            INFO: ConfigRecord(
+                {
+                    PARTITION_ID: cid,
+                    MODEL: model,
+                    NUM_TRAIN: data.num_train,
+                    NUM_TEST: data.num_test,
+                    TORCH_THREADS: torch.get_num_threads(),
+                }
+            )
+        }
+    )
 
 
-def make_client_app(run_config: Mapping[str, Any] | None = None, state_dir: str | None = None,
-                    faults: Mapping[int, str] | None = None) -> ClientApp:
+def make_client_app(
+    run_config: Mapping[str, Any] | None = None,
+    state_dir: str | None = None,
+    faults: Mapping[int, str] | None = None,
+) -> ClientApp:
     """A ClientApp; run_config overrides the Context's (Python-API simulations carry none),
     state_dir the node's storage, faults corrupts the uploads of some clients (tests only)."""
     app, faults = ClientApp(), dict(faults or {})

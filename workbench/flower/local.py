@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from workbench.config import ExperimentConfig
+from workbench.core.facts import TABLE_FILE
+from workbench.core.results import read_run, read_summary
 from workbench.flower.client_app import make_client_app
 from workbench.flower.server_app import make_server_app
 from workbench.flower.settings import FlowerSettings, to_run_config
-from workbench.core.facts import TABLE_FILE
-from workbench.core.results import read_run, read_summary
 from workbench.loop.runner import RunResult, RunStoppedError
 
 RAY_START_BUDGET_S = 300.0  # all start attempts together; one attempt is ≈ 30 s at most in Ray
@@ -42,8 +42,10 @@ def backend_config(cpus_per_client: float = 1.0) -> dict[str, Any]:
     """Ray backend settings: CPU-only clients; quiet Ray logs."""
     if cpus_per_client <= 0:
         raise ValueError(f"cpus_per_client={cpus_per_client} must be > 0")
-    return {"client_resources": {"num_cpus": cpus_per_client, "num_gpus": 0.0},
-            "init_args": {"logging_level": "error", "log_to_driver": False}}
+    return {
+        "client_resources": {"num_cpus": cpus_per_client, "num_gpus": 0.0},
+        "init_args": {"logging_level": "error", "log_to_driver": False},
+    }
 
 
 @contextmanager
@@ -98,8 +100,9 @@ def start_ray(init_args: Mapping[str, Any], budget_s: float = RAY_START_BUDGET_S
         attempts += 1
         before = _descendants()
         try:
-            ray.init(include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
-                     **init_args)
+            ray.init(
+                include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **init_args
+            )
             return
         except (TypeError, ValueError):  # a wrong argument: retrying cannot help
             raise
@@ -110,13 +113,21 @@ def start_ray(init_args: Mapping[str, Any], budget_s: float = RAY_START_BUDGET_S
     raise RuntimeError(
         f"Ray did not start on this machine: {attempts} attempt(s) within {budget_s:.0f} s, the "
         f"last failing with {type(last).__name__}: {last}. The machine is probably overloaded; "
-        f"retry when it is quieter, or give start_ray a larger budget_s.")
+        f"retry when it is quieter, or give start_ray a larger budget_s."
+    )
 
 
-def simulate(config: ExperimentConfig, out_dir: str | Path, *, cpus_per_client: float = 1.0,
-             timeout: float = 600.0, faults: Mapping[int, str] | None = None,
-             state_dir: str | Path | None = None, verbose: bool = False,
-             ray_budget_s: float = RAY_START_BUDGET_S) -> RunResult:
+def simulate(
+    config: ExperimentConfig,
+    out_dir: str | Path,
+    *,
+    cpus_per_client: float = 1.0,
+    timeout: float = 600.0,
+    faults: Mapping[int, str] | None = None,
+    state_dir: str | Path | None = None,
+    verbose: bool = False,
+    ray_budget_s: float = RAY_START_BUDGET_S,
+) -> RunResult:
     """Run `config` on Flower's simulation engine; write and return its run directory.
 
     The virtual SuperNodes keep their clients' state under state_dir (default: a temporary
@@ -133,10 +144,14 @@ def simulate(config: ExperimentConfig, out_dir: str | Path, *, cpus_per_client: 
         nodes_dir = str(state_dir) if state_dir is not None else scratch
         start_ray(backend["init_args"], ray_budget_s)
         try:
-            run_simulation(server_app=make_server_app(run_config),
-                           client_app=make_client_app(run_config, nodes_dir, faults),
-                           num_supernodes=config.federation.num_clients,
-                           backend_name="ray", backend_config=backend, verbose_logging=verbose)
+            run_simulation(
+                server_app=make_server_app(run_config),
+                client_app=make_client_app(run_config, nodes_dir, faults),
+                num_supernodes=config.federation.num_clients,
+                backend_name="ray",
+                backend_config=backend,
+                verbose_logging=verbose,
+            )
         finally:
             ray.shutdown()  # Flower shuts Ray down when it ends normally; this covers the rest
     if not (run_dir / TABLE_FILE).exists():
@@ -144,6 +159,9 @@ def simulate(config: ExperimentConfig, out_dir: str | Path, *, cpus_per_client: 
     _, table = read_run(run_dir)
     result = RunResult(config=config, table=table, summary=read_summary(run_dir), run_dir=run_dir)
     if result.summary.get("stopped"):
-        raise RunStoppedError(f"run stopped at {result.summary['stopped']}; the evaluated rounds "
-                              f"before it are in {run_dir}, every refusal in events.csv", result)
+        raise RunStoppedError(
+            f"run stopped at {result.summary['stopped']}; the evaluated rounds "
+            f"before it are in {run_dir}, every refusal in events.csv",
+            result,
+        )
     return result

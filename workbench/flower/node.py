@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from workbench.algorithms import REGISTRY, Algorithm, Client, Environment
-from workbench.loop.checkpoint import client_state, load_client_state
 from workbench.config import ExperimentConfig, build_config
 from workbench.core.data import ClientData
+from workbench.loop.checkpoint import client_state, load_client_state
 from workbench.loop.rounds import make_clients, resolve_device
 
 STATE_ROOT_ENV = "WORKBENCH_FLOWER_STATE"  # where nodes keep client state when not configured

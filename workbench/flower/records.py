@@ -28,14 +28,12 @@ def to_record(payload: Payload) -> ArrayRecord:
 
 def from_record(record: ArrayRecord, device: torch.device | str = "cpu") -> dict[str, Tensor]:
     """The payload an ArrayRecord carries, as tensors on the device."""
-    return {name: torch.from_numpy(array.numpy()).to(device)
-            for name, array in record.items()}
+    return {name: torch.from_numpy(array.numpy()).to(device) for name, array in record.items()}
 
 
 def record_bytes(record: ArrayRecord) -> tuple[int, int]:
     """(tensor bytes, serialized bytes) of a record: Σ numel × itemsize, and Σ .npy lengths."""
-    tensor = sum(int(np.prod(a.shape, dtype=np.int64)) * np.dtype(a.dtype).itemsize
-                 for a in record.values())
+    tensor = sum(int(np.prod(a.shape, dtype=np.int64)) * np.dtype(a.dtype).itemsize for a in record.values())
     return tensor, sum(len(a.data) for a in record.values())
 
 

@@ -18,10 +18,10 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from workbench.config import ConfigError, ExperimentConfig
+from workbench.core.results import to_frame, write_run
 from workbench.flower.protocol import CONFIG, INFO, PARTITION_ID
 from workbench.flower.settings import FlowerSettings, split_run_config
 from workbench.flower.strategy import WorkbenchStrategy
-from workbench.core.results import to_frame, write_run
 from workbench.loop.rounds import RoundRefusedError
 
 log = logging.getLogger("flwr")
@@ -36,18 +36,22 @@ def _wait_for_nodes(grid: Grid, wanted: int, seconds: float) -> list[int]:
             raise RuntimeError(
                 f"only {len(node_ids)} of num_clients={wanted} SuperNodes connected within "
                 f"{seconds:g} s; start one SuperNode per client with --node-config "
-                f"'partition-id=K num-partitions={wanted}' (K = 0..{wanted - 1})")
+                f"'partition-id=K num-partitions={wanted}' (K = 0..{wanted - 1})"
+            )
         time.sleep(1.0)
     return node_ids
 
 
-def discover(grid: Grid, config: ExperimentConfig,
-             settings: FlowerSettings) -> tuple[dict[int, int], dict[int, dict[str, Any]]]:
+def discover(
+    grid: Grid, config: ExperimentConfig, settings: FlowerSettings
+) -> tuple[dict[int, int], dict[int, dict[str, Any]]]:
     """(client id → node id, client id → its info), every client served by exactly one node."""
     wanted = config.federation.num_clients
     node_ids = _wait_for_nodes(grid, wanted, settings.wait_nodes)
-    messages = [Message(RecordDict({CONFIG: ConfigRecord({})}), dst_node_id=node,
-                        message_type=MessageType.QUERY) for node in node_ids]
+    messages = [
+        Message(RecordDict({CONFIG: ConfigRecord({})}), dst_node_id=node, message_type=MessageType.QUERY)
+        for node in node_ids
+    ]
     nodes: dict[int, int] = {}
     info: dict[int, dict[str, Any]] = {}
     for reply in grid.send_and_receive(messages, timeout=settings.timeout):
@@ -57,25 +61,30 @@ def discover(grid: Grid, config: ExperimentConfig,
         found = dict(reply.content.config_records[INFO])
         cid = int(found[PARTITION_ID])
         if cid in nodes:
-            raise RuntimeError(f"SuperNodes {nodes[cid]} and {node} both have partition-id={cid}; "
-                               f"give every SuperNode its own partition-id")
+            raise RuntimeError(
+                f"SuperNodes {nodes[cid]} and {node} both have partition-id={cid}; "
+                f"give every SuperNode its own partition-id"
+            )
         nodes[cid], info[cid] = node, found
     missing = sorted(set(range(wanted)) - set(nodes))
     if missing:
-        raise RuntimeError(f"no SuperNode answered for partition-id(s) {missing} of "
-                           f"num_clients={wanted}")
+        raise RuntimeError(f"no SuperNode answered for partition-id(s) {missing} of num_clients={wanted}")
     return nodes, info
 
 
-def finish(strategy: WorkbenchStrategy, settings: FlowerSettings,
-           stopped: str | None = None) -> dict[str, Any]:
+def finish(
+    strategy: WorkbenchStrategy, settings: FlowerSettings, stopped: str | None = None
+) -> dict[str, Any]:
     """Write the run directory and flower.json; return the summary."""
     run_dir = Path(settings.out_dir).expanduser()
-    summary = write_run(run_dir, strategy.config.to_flat(), to_frame(strategy.rows),
-                        strategy.events, stopped)
-    details = {"transport": "flower", "nodes": {str(c): n for c, n in strategy.nodes.items()},
-               "clients": {str(c): i for c, i in strategy.info.items()},
-               "refused": strategy.refusals, "messages": strategy.traffic}
+    summary = write_run(run_dir, strategy.config.to_flat(), to_frame(strategy.rows), strategy.events, stopped)
+    details = {
+        "transport": "flower",
+        "nodes": {str(c): n for c, n in strategy.nodes.items()},
+        "clients": {str(c): i for c, i in strategy.info.items()},
+        "refused": strategy.refusals,
+        "messages": strategy.traffic,
+    }
     (run_dir / FLOWER_FILE).write_text(json.dumps(details, indent=1))
     log.info("workbench run directory written: %s", run_dir)
     return summary
@@ -86,8 +95,10 @@ def _checked(run_config: Mapping[str, Any]) -> tuple[ExperimentConfig, FlowerSet
     config, settings = split_run_config(run_config)
     if not Path(settings.out_dir).expanduser().is_absolute():
         # the ServerApp runs wherever the SuperLink starts it: a relative path would be a guess
-        raise ConfigError(f"run config out-dir={settings.out_dir!r}: give an absolute path, e.g. "
-                          f"--run-config \"out-dir='/path/to/runs/flower-1'\"")
+        raise ConfigError(
+            f"run config out-dir={settings.out_dir!r}: give an absolute path, e.g. "
+            f"--run-config \"out-dir='/path/to/runs/flower-1'\""
+        )
     return config, settings
 
 
@@ -97,8 +108,12 @@ def run_server(grid: Grid, run_config: Mapping[str, Any]) -> dict[str, Any]:
     nodes, info = discover(grid, config, settings)
     strategy = WorkbenchStrategy(config, nodes, info)
     try:
-        strategy.start(grid, initial_arrays=strategy.initial_arrays(),
-                       num_rounds=config.federation.rounds, timeout=settings.timeout)
+        strategy.start(
+            grid,
+            initial_arrays=strategy.initial_arrays(),
+            num_rounds=config.federation.rounds,
+            timeout=settings.timeout,
+        )
     except RoundRefusedError as error:  # as in-process: stop, keeping every completed round
         log.error("run stopped at %s", error)
         return finish(strategy, settings, stopped=str(error))

@@ -28,9 +28,11 @@ class FlowerSettings:
     wait_nodes: float = 120.0  # seconds to wait until every client's SuperNode is connected
 
 
-SETTING_HELP = {OUT_DIR: "ABSOLUTE run directory the ServerApp writes (required)",
-                TIMEOUT: "seconds to wait for the replies of one round trip",
-                WAIT_NODES: "seconds to wait until every client's SuperNode is connected"}
+SETTING_HELP = {
+    OUT_DIR: "ABSOLUTE run directory the ServerApp writes (required)",
+    TIMEOUT: "seconds to wait for the replies of one round trip",
+    WAIT_NODES: "seconds to wait until every client's SuperNode is connected",
+}
 _DEFAULTS = FlowerSettings()
 _FIELDS = {OUT_DIR: "out_dir", TIMEOUT: "timeout", WAIT_NODES: "wait_nodes"}
 
@@ -56,28 +58,32 @@ def split_run_config(run_config: Mapping[str, Any]) -> tuple[ExperimentConfig, F
 def to_run_config(config: ExperimentConfig, settings: FlowerSettings = _DEFAULTS) -> dict[str, Any]:
     """A Flower run config (bool/int/float/str values only) that rebuilds config and settings."""
     flat = {k: ",".join(v) if isinstance(v, list) else v for k, v in config.to_flat().items()}
-    return {**flat, OUT_DIR: settings.out_dir, TIMEOUT: settings.timeout,
-            WAIT_NODES: settings.wait_nodes}
+    return {**flat, OUT_DIR: settings.out_dir, TIMEOUT: settings.timeout, WAIT_NODES: settings.wait_nodes}
 
 
 def partition_id(node_config: Mapping[str, Any], num_clients: int) -> int:
     """The client id a SuperNode serves: its `partition-id`, checked against the run."""
     if PARTITION_ID not in node_config:
-        raise ConfigError(f"node config {dict(node_config)} lacks partition-id; start the "
-                          f"SuperNode with --node-config "
-                          f"'partition-id=K num-partitions={num_clients}'")
+        raise ConfigError(
+            f"node config {dict(node_config)} lacks partition-id; start the "
+            f"SuperNode with --node-config "
+            f"'partition-id=K num-partitions={num_clients}'"
+        )
     raw = node_config[PARTITION_ID]
     try:
         cid = int(raw)
     except (TypeError, ValueError):
         raise ConfigError(f"node config partition-id={raw!r}: expected an integer") from None
     if not 0 <= cid < num_clients:
-        raise ConfigError(f"node config partition-id={cid} is out of range: the run has "
-                          f"num_clients={num_clients}, so it must be in 0..{num_clients - 1}")
+        raise ConfigError(
+            f"node config partition-id={cid} is out of range: the run has "
+            f"num_clients={num_clients}, so it must be in 0..{num_clients - 1}"
+        )
     declared = node_config.get("num-partitions")
     if declared is not None and int(declared) != num_clients:
-        raise ConfigError(f"node config num-partitions={declared} differs from the run's "
-                          f"num_clients={num_clients}")
+        raise ConfigError(
+            f"node config num-partitions={declared} differs from the run's num_clients={num_clients}"
+        )
     return cid
 
 
@@ -88,8 +94,11 @@ def app_config_lines() -> list[str]:
 
     lines, table = [], parameter_table()
     for key, value in to_run_config(build_config({})).items():
-        literal = ("true" if value else "false") if isinstance(value, bool) else (
-            f'"{value}"' if isinstance(value, str) else repr(value))
+        literal = (
+            ("true" if value else "false")
+            if isinstance(value, bool)
+            else (f'"{value}"' if isinstance(value, str) else repr(value))
+        )
         help_ = table[key][1].metadata["help"] if key in table else SETTING_HELP[key]
         lines.append(f"{key} = {literal}  # {help_}")
     return lines

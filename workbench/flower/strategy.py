@@ -2,7 +2,8 @@
 
 Sampling (`sample_clients`), broadcast, aggregation and accounting (`Ledger`, `Row`) are the
 in-process loop's own; Flower only carries the messages. Before aggregating, every upload is
-checked by the algorithm's own `validate_upload` (against the round's global state); a malformed or failed upload is refused with an error naming
+checked by the algorithm's own `validate_upload` (against the round's global state);
+a malformed or failed upload is refused with an error naming
 the client and the tensor, and the round completes with the others.
 """
 
@@ -20,15 +21,28 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from torch import Tensor
 
-from workbench.core.aggregation import InvalidUpdateError
 from workbench.algorithms import REGISTRY, Client, Environment
 from workbench.config import ExperimentConfig
-from workbench.flower.protocol import ACCURACY, ARRAYS, CONFIG, EVALUATE, EVALUATION, LOSS, METRICS, NUM_TEST, NUM_TRAIN, ROLLED_BACK, ROUND, TRAIN_FLOPS, TRAIN_LOSS
-from workbench.flower.records import decode_update, from_record, record_bytes, to_record
-from workbench.core.results import Event, Row
 from workbench.core.accounting import Ledger
-from workbench.loop.rounds import (RoundRefusedError, aggregate_accepting, evaluates, refusal,
-                                   sample_clients)
+from workbench.core.aggregation import InvalidUpdateError
+from workbench.core.results import Event, Row
+from workbench.flower.protocol import (
+    ACCURACY,
+    ARRAYS,
+    CONFIG,
+    EVALUATE,
+    EVALUATION,
+    LOSS,
+    METRICS,
+    NUM_TEST,
+    NUM_TRAIN,
+    ROLLED_BACK,
+    ROUND,
+    TRAIN_FLOPS,
+    TRAIN_LOSS,
+)
+from workbench.flower.records import decode_update, from_record, record_bytes, to_record
+from workbench.loop.rounds import RoundRefusedError, aggregate_accepting, evaluates, refusal, sample_clients
 
 log = logging.getLogger("flwr")
 
@@ -41,15 +55,18 @@ def server_environment(config: ExperimentConfig) -> Environment:
 class WorkbenchStrategy(Strategy):
     """Rounds of one workbench algorithm over SuperNodes that serve clients 0..N−1."""
 
-    def __init__(self, config: ExperimentConfig, nodes: Mapping[int, int],
-                 info: Mapping[int, Mapping[str, Any]]) -> None:
+    def __init__(
+        self, config: ExperimentConfig, nodes: Mapping[int, int], info: Mapping[int, Mapping[str, Any]]
+    ) -> None:
         """nodes: client id → Flower node id; info: client id → what its node reported."""
         self.config, self.nodes, self.info = config, dict(nodes), dict(info)
         self.cid_of = {node: cid for cid, node in self.nodes.items()}
         self.algorithm = REGISTRY[config.run.algorithm](config, server_environment(config))
         # server-side stand-ins: hooks run here (broadcast) read the client's id, never its data
-        self.handles = {cid: Client(cid=cid, model_name=name, data=None)  # type: ignore[arg-type]
-                        for cid, name in enumerate(config.client_models())}
+        self.handles = {
+            cid: Client(cid=cid, model_name=name, data=None)  # type: ignore[arg-type]
+            for cid, name in enumerate(config.client_models())
+        }
         self.ledger, self.rows = Ledger(), []
         self.refusals: list[dict[str, Any]] = []
         self.events: list[Event] = []  # the refusals as the run directory's events
@@ -69,13 +86,19 @@ class WorkbenchStrategy(Strategy):
     def summary(self) -> None:
         """Log what runs."""
         cfg = self.config
-        log.info("workbench %s: %d clients, fraction %s, %d rounds, eval every %d",
-                 cfg.run.algorithm, cfg.federation.num_clients, cfg.federation.fraction,
-                 cfg.federation.rounds, cfg.federation.eval_every)
+        log.info(
+            "workbench %s: %d clients, fraction %s, %d rounds, eval every %d",
+            cfg.run.algorithm,
+            cfg.federation.num_clients,
+            cfg.federation.fraction,
+            cfg.federation.rounds,
+            cfg.federation.eval_every,
+        )
 
     # ---- training ------------------------------------------------------------------------
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                        grid: Grid) -> Iterable[Message]:
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         """One message per sampled client with its broadcast payload."""
         fed = self.config.federation
         self.state = from_record(arrays)
@@ -88,17 +111,28 @@ class WorkbenchStrategy(Strategy):
             record = to_record(self.algorithm.broadcast(self.state, self.handles[cid]))
             self.down[cid] = self._count(server_round, cid, "down", record)
             content = RecordDict({ARRAYS: record, CONFIG: settings})
-            messages.append(Message(content, dst_node_id=self.nodes[cid],
-                                    message_type=MessageType.TRAIN, group_id=str(server_round)))
+            messages.append(
+                Message(
+                    content,
+                    dst_node_id=self.nodes[cid],
+                    message_type=MessageType.TRAIN,
+                    group_id=str(server_round),
+                )
+            )
         return messages
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]
-                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Account every reply, refuse the malformed ones, aggregate the rest."""
         answered = self._by_client(replies)
-        self.evaluated.update({cid: r.content.metric_records[EVALUATION]
-                               for cid, r in answered.items()
-                               if r.has_content() and EVALUATION in r.content.metric_records})
+        self.evaluated.update(
+            {
+                cid: r.content.metric_records[EVALUATION]
+                for cid, r in answered.items()
+                if r.has_content() and EVALUATION in r.content.metric_records
+            }
+        )
         uploads, weights = {}, {}
         for cid in sorted(self.down):  # sorted: the in-process loop sums clients in this order
             try:
@@ -132,8 +166,13 @@ class WorkbenchStrategy(Strategy):
             up = self._count(round_, cid, "up", record) if record is not None else 0
         except (TypeError, ValueError):  # arrays of no known dtype: decode_update refuses them
             up = 0
-        self.ledger.add(cid, int(metrics.get(TRAIN_FLOPS, 0)), up, self.down[cid],
-                        float(metrics.get(TRAIN_LOSS, math.nan)))
+        self.ledger.add(
+            cid,
+            int(metrics.get(TRAIN_FLOPS, 0)),
+            up,
+            self.down[cid],
+            float(metrics.get(TRAIN_LOSS, math.nan)),
+        )
         if metrics.get(ROLLED_BACK, 0):
             self.rolled_back.add(cid)
         update = decode_update(cid, record)
@@ -143,8 +182,9 @@ class WorkbenchStrategy(Strategy):
     def _refuse(self, round_: int, error: InvalidUpdateError) -> None:
         """Log and record a refused upload; the round goes on without it."""
         log.error("round %d: %s", round_, error)
-        self.refusals.append({"round": round_, "client": error.client, "tensor": error.tensor,
-                              "error": str(error)})
+        self.refusals.append(
+            {"round": round_, "client": error.client, "tensor": error.tensor, "error": str(error)}
+        )
         self.events.append(refusal(round_, error, error.client in self.rolled_back))
         self.ledger.refuse(error.client)
 
@@ -153,41 +193,49 @@ class WorkbenchStrategy(Strategy):
         return [e for e in self.events if e.round == round_]
 
     # ---- evaluation ----------------------------------------------------------------------
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                           grid: Grid) -> Iterable[Message]:
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         """In the in-process loop's evaluation rounds: every client neither evaluated on upload
         nor holding a still valid evaluation."""
         if not self._evaluates(server_round):
             return []
         content = RecordDict({CONFIG: ConfigRecord({ROUND: server_round})})
         known = self.evaluated.keys() | self.latest.keys()
-        return [Message(content, dst_node_id=self.nodes[cid], message_type=MessageType.EVALUATE,
-                        group_id=str(server_round))
-                for cid in sorted(self.nodes) if cid not in known]
+        return [
+            Message(
+                content,
+                dst_node_id=self.nodes[cid],
+                message_type=MessageType.EVALUATE,
+                group_id=str(server_round),
+            )
+            for cid in sorted(self.nodes)
+            if cid not in known
+        ]
 
-    def aggregate_evaluate(self, server_round: int,
-                           replies: Iterable[Message]) -> MetricRecord | None:
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """One row per client, its costs settled since its last row, as `evaluate_all` does."""
         if not self._evaluates(server_round):
             return None
         evaluated, self.evaluated = {**self.latest, **self.evaluated}, {}
         for cid, reply in self._by_client(replies).items():
             if reply.has_error():
-                log.error("round %d: evaluation of client %d failed: %s", server_round, cid,
-                          reply.error.reason)
+                log.error(
+                    "round %d: evaluation of client %d failed: %s", server_round, cid, reply.error.reason
+                )
             else:
                 evaluated[cid] = reply.content.metric_records[EVALUATION]
         missing = sorted(set(self.nodes) - set(evaluated))
         if missing:
-            log.error("round %d: no evaluation from clients %s; their rows are missing",
-                      server_round, missing)
+            log.error(
+                "round %d: no evaluation from clients %s; their rows are missing", server_round, missing
+            )
         new_rows = []
         for cid in sorted(evaluated):
             try:
                 new_rows.append(self._row(server_round, cid, evaluated[cid]))
             except (KeyError, TypeError, ValueError) as error:
-                log.error("round %d: unreadable evaluation from client %d: %r", server_round,
-                          cid, error)
+                log.error("round %d: unreadable evaluation from client %d: %r", server_round, cid, error)
         self.rows.extend(new_rows)
         if self.algorithm.evaluation_is_local:
             self.latest = {r.client: evaluated[r.client] for r in new_rows}
@@ -202,8 +250,16 @@ class WorkbenchStrategy(Strategy):
         accuracy, loss = float(metrics[ACCURACY]), float(metrics[LOSS])
         num_train, num_test = int(metrics[NUM_TRAIN]), int(metrics[NUM_TEST])
         # settled only once the metrics were readable: unsettled costs go into the next row
-        return self.ledger.row(round_, cid, self.handles[cid].model_name, self.algorithm.name,
-                               accuracy, loss, num_train, num_test)
+        return self.ledger.row(
+            round_,
+            cid,
+            self.handles[cid].model_name,
+            self.algorithm.name,
+            accuracy,
+            loss,
+            num_train,
+            num_test,
+        )
 
     # ---- helpers -------------------------------------------------------------------------
     def _evaluates(self, round_: int) -> bool:
@@ -224,7 +280,14 @@ class WorkbenchStrategy(Strategy):
     def _count(self, round_: int, cid: int, direction: str, record: ArrayRecord) -> int:
         """Tensor bytes of a record as Flower carries it; logs the .npy framing beside them."""
         tensor, serialized = record_bytes(record)
-        self.traffic.append({"round": round_, "client": cid, "direction": direction,
-                             "keys": sorted(record), "tensor_bytes": tensor,
-                             "serialized_bytes": serialized})
+        self.traffic.append(
+            {
+                "round": round_,
+                "client": cid,
+                "direction": direction,
+                "keys": sorted(record),
+                "tensor_bytes": tensor,
+                "serialized_bytes": serialized,
+            }
+        )
         return tensor

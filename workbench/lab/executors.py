@@ -44,8 +44,7 @@ class Execution:
     def check(self) -> None:
         """Refuse impossible settings before anything runs."""
         if self.executor not in EXECUTORS:
-            raise ConfigError(f"executor={self.executor!r} is unknown; allowed: "
-                              f"{', '.join(EXECUTORS)}")
+            raise ConfigError(f"executor={self.executor!r} is unknown; allowed: {', '.join(EXECUTORS)}")
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"workers={self.workers} must be >= 1")
         if self.threads is not None and self.threads < 1:
@@ -61,8 +60,15 @@ def threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
-def run_local(jobs: Sequence[Job], notebook: str | Path, workers: int, timeout: int,
-              on_done: Done, fresh: bool = False, threads: int | None = None) -> int:
+def run_local(
+    jobs: Sequence[Job],
+    notebook: str | Path,
+    workers: int,
+    timeout: int,
+    on_done: Done,
+    fresh: bool = False,
+    threads: int | None = None,
+) -> int:
     """Run the jobs on `workers` warm kernels (a new kernel per point with fresh=True); return
     the number of workers started."""
     from workbench.lab.point_runner import WarmKernel, run_point, warm_imports
@@ -88,8 +94,10 @@ def run_local(jobs: Sequence[Job], notebook: str | Path, workers: int, timeout: 
         finally:
             kernel.shutdown()
 
-    pool = [threading.Thread(target=worker, name=f"sweep-worker-{i}", daemon=True)
-            for i in range(min(workers, len(jobs)))]
+    pool = [
+        threading.Thread(target=worker, name=f"sweep-worker-{i}", daemon=True)
+        for i in range(min(workers, len(jobs)))
+    ]
     for thread in pool:
         thread.start()
     for thread in pool:
@@ -99,19 +107,26 @@ def run_local(jobs: Sequence[Job], notebook: str | Path, workers: int, timeout: 
     return len(pool)
 
 
-def run_points(sweep_dir: Path, todo: Sequence[tuple[str, dict[str, Any]]], notebook: Path,
-               timeout: int, execution: Execution) -> dict[str, Any]:
+def run_points(
+    sweep_dir: Path,
+    todo: Sequence[tuple[str, dict[str, Any]]],
+    notebook: Path,
+    timeout: int,
+    execution: Execution,
+) -> dict[str, Any]:
     """Run (point id, flat parameters) pairs with a progress bar; return the efficiency record."""
     from tqdm.auto import tqdm
 
     jobs = [(point_id, str(sweep_dir / "points" / point_id), flat) for point_id, flat in todo]
     statuses: dict[str, dict[str, Any]] = {}
     with tqdm(total=len(jobs), desc="sweep points", unit="point") as bar:
+
         def on_done(point_id: str, status: dict[str, Any]) -> None:
             statuses[point_id] = status
             bar.update(1)
-            bar.set_postfix(left=len(jobs) - bar.n,
-                            failed=sum(s["state"] == "failed" for s in statuses.values()))
+            bar.set_postfix(
+                left=len(jobs) - bar.n, failed=sum(s["state"] == "failed" for s in statuses.values())
+            )
 
         started = time.perf_counter()
         if execution.executor == "ray":
@@ -119,25 +134,40 @@ def run_points(sweep_dir: Path, todo: Sequence[tuple[str, dict[str, Any]]], note
 
             workers = run_ray(jobs, notebook, timeout, on_done, execution)
         else:
-            workers = run_local(jobs, notebook, execution.workers or 1, timeout, on_done,
-                                fresh=execution.fresh_kernels, threads=execution.threads)
+            workers = run_local(
+                jobs,
+                notebook,
+                execution.workers or 1,
+                timeout,
+                on_done,
+                fresh=execution.fresh_kernels,
+                threads=execution.threads,
+            )
         wall = time.perf_counter() - started
     return efficiency_record(list(statuses.values()), wall, workers, execution)
 
 
-def efficiency_record(statuses: Sequence[Mapping[str, Any]], wall: float, workers: int,
-                      execution: Execution) -> dict[str, Any]:
+def efficiency_record(
+    statuses: Sequence[Mapping[str, Any]], wall: float, workers: int, execution: Execution
+) -> dict[str, Any]:
     """Σ points' experiment seconds ÷ (wall seconds × parallel workers), with its parts."""
     experiment = sum(s.get("experiment_s", 0.0) for s in statuses)
-    return {"efficiency": round(experiment / (wall * workers), 4) if wall > 0 else None,
-            "experiment_s": round(experiment, 2), "wall_s": round(wall, 2), "workers": workers,
-            "points_run": len(statuses), "executor": execution.executor,
-            "kernels": "fresh" if execution.fresh_kernels else "warm"}
+    return {
+        "efficiency": round(experiment / (wall * workers), 4) if wall > 0 else None,
+        "experiment_s": round(experiment, 2),
+        "wall_s": round(wall, 2),
+        "workers": workers,
+        "points_run": len(statuses),
+        "executor": execution.executor,
+        "kernels": "fresh" if execution.fresh_kernels else "warm",
+    }
 
 
 def efficiency_line(e: Mapping[str, Any]) -> str:
     """The efficiency record as one line for people."""
     share = f"{e['efficiency']:.1%}" if e["efficiency"] is not None else "n/a"
-    return (f"sweep efficiency {share}: {e['experiment_s']:.1f} s of experiments in "
-            f"{e['points_run']} points / ({e['wall_s']:.1f} s wall x {e['workers']} workers, "
-            f"{e['executor']}, {e['kernels']} kernels)")
+    return (
+        f"sweep efficiency {share}: {e['experiment_s']:.1f} s of experiments in "
+        f"{e['points_run']} points / ({e['wall_s']:.1f} s wall x {e['workers']} workers, "
+        f"{e['executor']}, {e['kernels']} kernels)"
+    )

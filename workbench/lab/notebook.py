@@ -13,14 +13,19 @@ from typing import Any
 
 import pandas as pd
 
-from workbench.config import ConfigError, ExperimentConfig, build_config, defaults, parameter_table
+from workbench.config import ExperimentConfig, build_config, defaults, parameter_table
 
 NOTEBOOK_OPTIONS: dict[str, tuple[Any, str]] = {
-    "interactive": (True, "rank/mu/algorithm sliders driving a live figure (JupyterLab); "
-                          "batch runs set False"),
+    "interactive": (
+        True,
+        "live tuner: each method's knobs and the preview size drive "
+        "accuracy, FLOPs and bytes figures (JupyterLab); batch runs set False",
+    ),
     "out_dir": ("", "run directory to write (sweeps set it); empty: keep results in memory"),
-    "compare": ("", "comma-separated algorithms to run beside it on the same data, e.g. "
-                    "'fedproto,lg_fedavg'"),
+    "compare": (
+        "",
+        "comma-separated algorithms to run beside it on the same data, e.g. 'fedproto,lg_fedavg'",
+    ),
 }
 
 
@@ -53,9 +58,25 @@ def parameters_source() -> str:
     return "\n".join(lines)
 
 
+def _literal_value(value: Any) -> bool:
+    """Whether a value could have come from a parameters cell (papermill injects literals)."""
+    if isinstance(value, (list, tuple)):
+        return all(_literal_value(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _literal_value(v) for k, v in value.items())
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
 def collect(namespace: Mapping[str, Any], before: set[str]) -> tuple[ExperimentConfig, NotebookOptions]:
-    """Config and options from the names the parameters (and injected) cells defined."""
-    new = {k: v for k, v in namespace.items() if k not in before and not k.startswith("_")}
+    """Config and options from the names the parameters (and injected) cells defined.
+
+    Objects that later cells made (`config`, `table`, figures, a tuner) are not parameters, so
+    the parameters cell can be edited and re-run after a full run; a literal with an unknown
+    name is refused (a misspelt injected parameter). Prefix a helper literal with `_`.
+    """
+    new = {
+        k: v for k, v in namespace.items() if k not in before and not k.startswith("_") and _literal_value(v)
+    }
     known = set(parameter_table()) | set(NOTEBOOK_OPTIONS)
     unknown = sorted(set(new) - known)
     if unknown:
@@ -65,8 +86,9 @@ def collect(namespace: Mapping[str, Any], before: set[str]) -> tuple[ExperimentC
     compare = tuple(a for a in str(options["compare"]).split(",") if a.strip())
     for name in compare:
         build_config({**config.to_flat(), "algorithm": name.strip()})
-    return config, NotebookOptions(bool(options["interactive"]), str(options["out_dir"]),
-                                   tuple(a.strip() for a in compare))
+    return config, NotebookOptions(
+        bool(options["interactive"]), str(options["out_dir"]), tuple(a.strip() for a in compare)
+    )
 
 
 def run(config: ExperimentConfig, options: NotebookOptions) -> pd.DataFrame:
@@ -77,10 +99,15 @@ def run(config: ExperimentConfig, options: NotebookOptions) -> pd.DataFrame:
     tables = []
     for name in (config.run.algorithm, *options.compare):
         run_config = config if name == config.run.algorithm else config.replace(algorithm=name)
-        out = (options.out_dir if name == config.run.algorithm else f"{options.out_dir}-{name}")
-        result = run_experiment(run_config, out_dir=out or None)
+        result = run_experiment(run_config, out_dir=run_directory(options.out_dir, name, config))
         print(f"[{name}]\n{format_summary(result.summary)}\n", flush=True)
         tables.append(result.table)
-    if not tables:
-        raise ConfigError("nothing to run")
     return pd.concat(tables, ignore_index=True)
+
+
+def run_directory(out_dir: str, name: str, config: ExperimentConfig) -> str | None:
+    """Where a run of `name` is written: out_dir for the main algorithm, out_dir-NAME beside it
+    for a compared one, nowhere when out_dir is empty."""
+    if not out_dir:
+        return None
+    return out_dir if name == config.run.algorithm else f"{out_dir}-{name}"

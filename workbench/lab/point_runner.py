@@ -24,15 +24,22 @@ from typing import Any
 from workbench.core.facts import STATUS_FILE, TIMING_FILE
 
 # nbformat: plotly's notebook renderer imports it, and with it jsonschema (seconds)
-BASE_IMPORTS = ("IPython.display", "nbformat", "plotly.io", "workbench.lab.notebook",
-                "workbench.lab.reporting", "workbench.loop.runner")
+BASE_IMPORTS = (
+    "IPython.display",
+    "nbformat",
+    "plotly.io",
+    "workbench.lab.notebook",
+    "workbench.lab.reporting",
+    "workbench.loop.runner",
+)
 
 
 def warm_imports(flats: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
     """The modules the points' experiments import lazily, so no experiment time includes them."""
     flats = list(flats)
-    algorithms = {a.strip() for f in flats
-                  for a in (f.get("algorithm", ""), *str(f.get("compare", "")).split(","))}
+    algorithms = {
+        a.strip() for f in flats for a in (f.get("algorithm", ""), *str(f.get("compare", "")).split(","))
+    }
     extra = ("peft",) if "fedlora" in algorithms else ()  # PEFT's LoRA layers import transformers
     if any(f.get("dataset") == "digits" for f in flats):
         extra += ("sklearn.datasets", "sklearn.model_selection")
@@ -57,11 +64,15 @@ class WarmKernel:
         from jupyter_core.utils import run_sync
 
         self._folder = tempfile.mkdtemp(prefix="workbench-kernel-")
-        self.km = AsyncKernelManager(kernel_name="python3", transport="ipc",
-                                     ip=os.path.join(self._folder, "ipc"))
+        self.km = AsyncKernelManager(
+            kernel_name="python3", transport="ipc", ip=os.path.join(self._folder, "ipc")
+        )
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads)}  # no oversubscription
-        run_sync(self.km.start_kernel)(env=env, cwd=self._folder,  # history: no shared file
-                                       extra_arguments=["--HistoryManager.hist_file=:memory:"])
+        run_sync(self.km.start_kernel)(
+            env=env,
+            cwd=self._folder,  # history: no shared file
+            extra_arguments=["--HistoryManager.hist_file=:memory:"],
+        )
         self._imported = False
 
     def _alive(self) -> bool:
@@ -75,8 +86,10 @@ class WarmKernel:
         stay imported) and the point's folder as working directory."""
         imports = "" if self._imported else f"import {', '.join(self.imports)}\n"
         self._imported = True
-        return (f"{imports}get_ipython().reset(new_session=True)\n"  # it also collects garbage
-                f"import os\nos.chdir({str(folder)!r})")
+        return (
+            f"{imports}get_ipython().reset(new_session=True)\n"  # it also collects garbage
+            f"import os\nos.chdir({str(folder)!r})"
+        )
 
     def shutdown(self) -> None:
         """Stop the kernel (if any) and remove its socket folder."""
@@ -93,21 +106,32 @@ class WarmKernel:
             self._folder = None
 
 
-def _execute(kernel: WarmKernel, notebook: str | Path, folder: Path, parameters: dict[str, Any],
-             timeout: int) -> None:
+def _execute(
+    kernel: WarmKernel, notebook: str | Path, folder: Path, parameters: dict[str, Any], timeout: int
+) -> None:
     """Papermill on the warm kernel, after the kernel's prologue."""
     import papermill
 
+    from workbench.lab.templates import clean_template
     from workbench.lab.warm_engine import ENGINE, register
 
     register()
     kernel.ensure_started()
     # saving a 5 MB notebook (plotly.js) after each cell costs seconds; it is written at the end
     # (on failure too), and a killed point resumes from its run's checkpoint, not its notebook
-    papermill.execute_notebook(str(notebook), str(folder / "fedlora.ipynb"), parameters=parameters,
-                               engine_name=ENGINE, kernel_name="python3", progress_bar=False,
-                               execution_timeout=timeout, start_timeout=300, km=kernel.km,
-                               prologue=kernel.prologue(folder), request_save_on_cell_execute=False)
+    papermill.execute_notebook(
+        clean_template(notebook),
+        str(folder / "fedlora.ipynb"),
+        parameters=parameters,
+        engine_name=ENGINE,
+        kernel_name="python3",
+        progress_bar=False,
+        execution_timeout=timeout,
+        start_timeout=300,
+        km=kernel.km,
+        prologue=kernel.prologue(folder),
+        request_save_on_cell_execute=False,
+    )
 
 
 def experiment_seconds(folder: Path, since: float) -> float:
@@ -119,8 +143,14 @@ def experiment_seconds(folder: Path, since: float) -> float:
     return round(total, 3)
 
 
-def run_point(kernel: WarmKernel, notebook: str | Path, folder: str | Path,
-              flat: Mapping[str, Any], timeout: int, where: str | None = None) -> dict[str, Any]:
+def run_point(
+    kernel: WarmKernel,
+    notebook: str | Path,
+    folder: str | Path,
+    flat: Mapping[str, Any],
+    timeout: int,
+    where: str | None = None,
+) -> dict[str, Any]:
     """Run one point in the kernel and write its status file (`node`: where, default the host
     name); a failure replaces the kernel."""
     folder = Path(folder).resolve()  # the kernel runs in the point's folder

@@ -1,289 +1,426 @@
-"""Sweep reports: load a finished sweep folder, summarise its points, draw Plotly figures.
+"""Plotly figures of runs and sweeps: curves with seed bands, small multiples, heatmaps, costs.
 
-Reads only the tidy tables that `workbench.core.results` defines (pandas + plotly; never torch).
-A *configuration* is one combination of the `by` columns (default: the algorithm and every swept
-parameter except `seed`); curves of a configuration average its points (seeds) round by round.
-Accuracy is the mean over all clients of each client's local test accuracy.
+Every figure reads the tidy tables of `workbench.lab.sweep_results` (pandas + plotly; never torch).
+Curves show each configuration's mean over its seeds with a 95% Student-t band; a configuration
+keeps one colour in every figure; costs are written in GFLOP and MB (10⁶ bytes), on a linear
+axis unless they span more than a factor `LOG_SPAN`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
+import numpy as np
 import pandas as pd
+import plotly.colors
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
-from workbench.core.results import Row, mean_accuracy, summarize
+from workbench.lab.stats import interval_columns, seed_phrase
+from workbench.lab.sweep_results import (
+    algorithm_order,
+    best_per_algorithm,
+    pareto_front,
+    per_round,
+    tick,
+    with_points,
+)
 
-SPEC_FILE, TABLE_FILE = "sweep.json", "results.csv"
-RESULT_COLUMNS = (*Row.__dataclass_fields__, "cum_train_flops", "cum_bytes_up", "cum_bytes_down")
 TEMPLATE = "plotly_white"
 Cost = Literal["flops", "bytes"]
 Stat = Literal["final", "best"]
-SUMMARY_VALUES = ("algorithm", "final_accuracy", "best_accuracy", "best_round", "rounds",
-                  "total_train_flops", "total_bytes_up", "total_bytes_down", "total_bytes",
-                  "refused")
-COST_AXIS = {"flops": ("train_flops", "training FLOPs"), "bytes": ("bytes", "bytes (up + down)")}
+COST_AXIS = {
+    "flops": ("cum_train_flops", "total_train_flops", "training GFLOP", 1e9, "GFLOP"),
+    "bytes": ("cum_bytes", "total_bytes", "MB sent (up + down)", 1e6, "MB"),
+}
+LOG_SPAN = 30  # a cost axis turns logarithmic only when its values span more than this factor
+PALETTE = list(dict.fromkeys(plotly.colors.qualitative.T10 + plotly.colors.qualitative.Alphabet))
 
 
-@dataclass(frozen=True)
-class Sweep:
-    """A finished sweep: its spec (sweep.json), one row per point, and all results."""
-
-    spec: dict[str, Any]
-    points: pd.DataFrame
-    table: pd.DataFrame
-
-    @property
-    def swept(self) -> list[str]:
-        """Names of the swept parameters, in grid order."""
-        return list(self.spec.get("grid", {}))
-
-    @property
-    def failed(self) -> pd.DataFrame:
-        """Points that did not finish, with their error."""
-        return self.points[self.points["state"] != "done"].reset_index(drop=True)
+def colours(labels: Sequence[str]) -> dict[str, str]:
+    """One distinct colour per label, in order (cycling only beyond the palette's 35)."""
+    unique = list(dict.fromkeys(labels))
+    return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(unique)}
 
 
-def load_sweep(sweep_dir: str | Path) -> Sweep:
-    """Read sweep.json and results.csv of a sweep folder."""
-    sweep_dir = Path(sweep_dir)
-    spec = json.loads((sweep_dir / SPEC_FILE).read_text())
-    records = [{"id": p["id"], "state": p.get("state"), "error": p.get("error"),
-                **p.get("params", {})} for p in spec.get("points", [])]
-    points = pd.DataFrame(records, columns=["id", "state", "error", *spec.get("grid", {})])
-    try:
-        table = pd.read_csv(sweep_dir / TABLE_FILE)
-    except (FileNotFoundError, pd.errors.EmptyDataError):  # no point finished
-        table = pd.DataFrame(columns=[*RESULT_COLUMNS, "point", *spec.get("grid", {})])
-    return Sweep(spec=spec, points=points, table=table)
+def _rgba(colour: str, alpha: float) -> str:
+    """A hex colour as an rgba() string with the given opacity."""
+    r, g, b = plotly.colors.hex_to_rgb(colour)
+    return f"rgba({r},{g},{b},{alpha})"
 
 
-def swept_columns(table: pd.DataFrame) -> list[str]:
-    """Columns a sweep added to the results table (besides `point`)."""
-    return [c for c in table.columns if c not in RESULT_COLUMNS and c != "point"]
+def percent_ticks(low: float, high: float, count: int = 5) -> tuple[list[float], list[str]]:
+    """Evenly spaced colour-bar ticks from low to high, with the fewest decimals that keep
+    every label distinct."""
+    if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
+        return [low], [f"{low:.1%}"]
+    values = [float(v) for v in np.linspace(low, high, count)]
+    for decimals in range(5):
+        texts = [f"{v:.{decimals}%}" for v in values]
+        if len(set(texts)) == count:
+            break
+    return values, texts
 
 
-def _by(table: pd.DataFrame, by: Sequence[str] | None) -> list[str]:
-    """Default configuration columns: algorithm plus every swept column except seed."""
-    if by is not None:
-        return list(by)
-    return ["algorithm", *[c for c in swept_columns(table) if c not in ("seed", "algorithm")]]
+def axis_type(values: Sequence[float]) -> str:
+    """'log' when the positive values span more than LOG_SPAN, else 'linear'."""
+    positive = [v for v in values if v > 0]
+    return "log" if positive and max(positive) / min(positive) > LOG_SPAN else "linear"
 
 
-def _points(table: pd.DataFrame) -> pd.DataFrame:
-    """The table with a `point` column (a plain run's table counts as one point)."""
-    return table if "point" in table.columns else table.assign(point="run")
-
-
-def label(values: dict[str, Any]) -> str:
-    """A configuration's legend label, e.g. 'fedlora · rank=4 · mu=0.2'."""
-    parts = [str(v) if k == "algorithm" else f"{k}={_tick(v)}" for k, v in values.items()
-             if pd.notna(v)]
-    return " · ".join(parts) or "all"
-
-
-def per_round(table: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataFrame:
-    """Mean accuracy and cumulative costs per configuration and round, averaged over its points."""
-    table, keys = _points(table), _by(table, by)
-    frames = []
-    for point, rows in table.groupby("point", sort=True):
-        curve = mean_accuracy(rows)
-        frames.append(curve.assign(point=point, **{k: rows[k].iloc[0] for k in keys}))
-    value_columns = ["accuracy", "cum_train_flops", "cum_bytes_up", "cum_bytes_down", "cum_bytes"]
-    if not frames:
-        return pd.DataFrame(columns=[*keys, "round", *value_columns, "points"])
-    curves = pd.concat(frames, ignore_index=True)
-    grouped = curves.groupby([*keys, "round"], dropna=False, sort=True)
-    out = grouped[value_columns].mean().join(grouped["point"].nunique().rename("points"))
-    return out.reset_index()
-
-
-def point_summary(table: pd.DataFrame, swept: Sequence[str]) -> pd.DataFrame:
-    """Per point: swept params, algorithm, final/best mean accuracy, best round, total costs."""
-    keys = [k for k in swept if k != "algorithm"]
-    rows = []
-    for point, frame in _points(table).groupby("point", sort=True):
-        summary = summarize(frame)
-        rows.append({"point": point, **{k: frame[k].iloc[0] for k in keys},
-                     "algorithm": frame["algorithm"].iloc[0], **summary})
-    return pd.DataFrame(rows, columns=["point", *keys, *SUMMARY_VALUES])
-
-
-def _layout(fig: go.Figure, title: str, x: str, y: str, log_x: bool = False) -> go.Figure:
+def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
     """Shared look: white template, titles, accuracy as a percentage on y."""
-    fig.update_layout(template=TEMPLATE, title=title, xaxis_title=x, yaxis_title=y,
-                      legend_title_text="configuration", hovermode="closest")
-    fig.update_yaxes(tickformat=".0%", rangemode="tozero")
-    if log_x:
-        fig.update_xaxes(type="log")
-    return fig
+    fig.update_layout(
+        template=TEMPLATE,
+        title=title,
+        xaxis_title=x,
+        yaxis_title=y,
+        legend_title_text="configuration",
+        hovermode="closest",
+    )
+    # an interval may pass 100%; accuracy cannot, so the axis stops there
+    return fig.update_yaxes(tickformat=".0%", autorangeoptions={"clipmin": 0, "clipmax": 1})
 
 
-def _note(fig: go.Figure, text: str) -> go.Figure:
+def note(fig: go.Figure, text: str, y: float = 0.5) -> go.Figure:
     """Add a centred annotation (used for empty or partial figures)."""
-    fig.add_annotation(text=text, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False,
-                       font={"size": 14})
+    fig.add_annotation(text=text, xref="paper", yref="paper", x=0.5, y=y, showarrow=False, font={"size": 13})
     return fig
 
 
-def accuracy_curves(table: pd.DataFrame, by: Sequence[str] | None = None) -> go.Figure:
-    """Mean client accuracy per round, one line per configuration (mean over its seeds)."""
-    curves, keys = per_round(table, by), _by(table, by)
-    fig = go.Figure()
-    for values, rows in curves.groupby(keys, dropna=False, sort=True):
-        hover = "round %{x}<br>accuracy %{y:.2%}<br>%{customdata} point(s)"
-        fig.add_trace(go.Scatter(x=rows["round"], y=rows["accuracy"], mode="lines+markers",
-                                 name=label(dict(zip(keys, values))), customdata=rows["points"],
-                                 hovertemplate=hover))
+def _band_traces(
+    x: pd.Series,
+    rows: pd.DataFrame,
+    name: str,
+    colour: str,
+    hover: str,
+    custom: pd.Series,
+    opacity: float = 0.18,
+) -> list[go.Scatter]:
+    """A configuration's mean line and, where it has ≥ 2 seeds, its shaded 95% interval."""
+    traces = []
+    band = rows["accuracy_low"].notna()
+    if band.any():
+        bx, low, high = (
+            x[band].tolist(),
+            rows.loc[band, "accuracy_low"].tolist(),
+            rows.loc[band, "accuracy_high"].tolist(),
+        )
+        traces.append(
+            go.Scatter(
+                x=bx + bx[::-1],
+                y=high + low[::-1],
+                fill="toself",
+                mode="lines",
+                fillcolor=_rgba(colour, opacity),
+                line={"width": 0},
+                name=f"{name} · 95% CI",
+                legendgroup=name,
+                showlegend=False,
+                hoverinfo="skip",
+            )
+        )
+    traces.append(
+        go.Scatter(
+            x=x,
+            y=rows["accuracy"],
+            mode="lines+markers",
+            name=name,
+            legendgroup=name,
+            line={"color": colour},
+            marker={"size": 5},
+            customdata=custom,
+            hovertemplate=hover,
+        )
+    )
+    return traces
+
+
+def _opacity(names: Sequence[str]) -> float:
+    """Band opacity: fainter when many bands overlap in one chart."""
+    return 0.18 if len(names) <= 3 else 0.07
+
+
+def _round_axis(fig: go.Figure, curves: pd.DataFrame) -> go.Figure:
+    """Rounds as integer ticks, at most about ten of them."""
     last = int(curves["round"].max()) if len(curves) else 1
-    fig.update_xaxes(tickformat="d", dtick=max(1, math.ceil(last / 10)))
-    return _layout(fig, "Mean client accuracy per round", "round", "mean accuracy")
+    return fig.update_xaxes(tickformat="d", tick0=0, dtick=max(1, math.ceil(last / 10)))
+
+
+def _seeds_title(curves: pd.DataFrame) -> str:
+    """'(mean of 3 seeds, 95% Student-t interval)' from the most seeds any configuration has."""
+    most = int(curves["seeds"].max()) if len(curves) else 1
+    fewest = int(curves["seeds"].min()) if len(curves) else 1
+    phrase = seed_phrase(most)
+    return f"({phrase}" + (f"; some configurations have {fewest})" if fewest < most else ")")
+
+
+def accuracy_curves(
+    table: pd.DataFrame,
+    by: Sequence[str] | None = None,
+    configurations: Sequence[str] | None = None,
+    palette: dict[str, str] | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Mean client accuracy per round per configuration: mean over seeds with a 95% band."""
+    curves = per_round(table, by)
+    if configurations is not None:
+        curves = curves[curves["configuration"].isin(configurations)]
+    names = list(configurations or dict.fromkeys(curves["configuration"]))
+    palette = palette or colours(names)
+    fig = go.Figure()
+    hover = "round %{x}<br>accuracy %{y:.2%}<br>%{customdata} seed(s)"
+    for name in names:
+        rows = curves[curves["configuration"] == name].reset_index(drop=True)
+        if len(rows):
+            fig.add_traces(
+                _band_traces(rows["round"], rows, name, palette[name], hover, rows["seeds"], _opacity(names))
+            )
+    _round_axis(fig, curves)
+    title = title or "Mean client accuracy per round"
+    return _layout(fig, f"{title} {_seeds_title(curves)}", "round", "mean accuracy")
+
+
+def best_per_method(
+    table: pd.DataFrame, configs: pd.DataFrame, palette: dict[str, str] | None = None
+) -> go.Figure:
+    """Accuracy per round of each method's best configuration (by mean final accuracy)."""
+    best = best_per_algorithm(configs)
+    return accuracy_curves(
+        table,
+        configurations=best,
+        palette=palette or colours(best),
+        title="Best configuration of each method: mean accuracy per round",
+    )
+
+
+def small_multiples(
+    table: pd.DataFrame, palette: dict[str, str] | None = None, reference: str | None = None, columns: int = 4
+) -> go.Figure:
+    """One panel per method with all its configurations (mean over seeds, 95% band), and the
+    `reference` configuration's mean as a dashed line in the other methods' panels."""
+    curves = per_round(table)
+    methods = algorithm_order(with_points(table)["algorithm"]) if len(curves) else []
+    palette = palette or colours(list(dict.fromkeys(curves["configuration"])))
+    columns = max(1, min(columns, len(methods)))
+    rows = max(1, math.ceil(len(methods) / columns))
+    fig = make_subplots(
+        rows=rows,
+        cols=columns,
+        shared_yaxes=True,
+        subplot_titles=methods,
+        horizontal_spacing=0.03,
+        vertical_spacing=0.14,
+    )
+    hover = "round %{x}<br>accuracy %{y:.2%}<br>%{customdata} seed(s)"
+    for i, method in enumerate(methods):
+        mine = curves[curves["algorithm"] == method]
+        for name in dict.fromkeys(mine["configuration"]):
+            one = mine[mine["configuration"] == name].reset_index(drop=True)
+            for trace in _band_traces(one["round"], one, name, palette[name], hover, one["seeds"]):
+                fig.add_trace(trace, row=i // columns + 1, col=i % columns + 1)
+        _reference_line(fig, curves, reference, method, i // columns + 1, i % columns + 1)
+    _round_axis(fig, curves).update_xaxes(title_text="round")
+    fig.update_yaxes(tickformat=".0%", autorangeoptions={"clipmin": 0, "clipmax": 1})
+    title = f"Every configuration, one panel per method {_seeds_title(curves)}"
+    return fig.update_layout(
+        template=TEMPLATE, title=title, height=280 * rows + 140, legend_title_text="configuration"
+    )
+
+
+def _reference_line(
+    fig: go.Figure, curves: pd.DataFrame, reference: str | None, method: str, row: int, col: int
+) -> None:
+    """The reference configuration's mean as a dashed black line in another method's panel."""
+    ref = curves[curves["configuration"] == reference]
+    if ref.empty or ref["algorithm"].iloc[0] == method:
+        return
+    first = not any(t.name == f"{reference} (reference)" for t in fig.data)
+    fig.add_trace(
+        go.Scatter(
+            x=ref["round"],
+            y=ref["accuracy"],
+            mode="lines",
+            name=f"{reference} (reference)",
+            legendgroup="reference",
+            showlegend=first,
+            line={"color": "black", "dash": "dash", "width": 1.5},
+            hovertemplate="round %{x}<br>accuracy %{y:.2%}",
+        ),
+        row=row,
+        col=col,
+    )
 
 
 def per_client_accuracy(table: pd.DataFrame) -> go.Figure:
-    """Final-round accuracy of each client (mean over the table's points), coloured by model."""
-    table = _points(table)
-    last = table.groupby("point")["round"].transform("max")
-    final = table[table["round"] == last].groupby(["client", "model"], sort=True)["accuracy"].mean()
+    """Final-round accuracy per client: by model, mean over the table's points (seeds) with a 95%
+    interval; by algorithm when the table holds several."""
+    table = with_points(table)
+    final = table[table["round"] == table.groupby("point")["round"].transform("max")]
+    several = final["algorithm"].nunique() > 1
+    colour_by = "algorithm" if several else "model"
+    stats = interval_columns(final, ["client", colour_by], "accuracy")
     fig = go.Figure()
-    for model, rows in final.reset_index().groupby("model", sort=True):
-        fig.add_trace(go.Bar(x=rows["client"].astype(str), y=rows["accuracy"], name=str(model),
-                             hovertemplate="client %{x}<br>accuracy %{y:.2%}"))
-    count = table["point"].nunique()
-    title = "Final-round accuracy per client" + (f" (mean over {count} points)" * (count > 1))
-    fig.update_xaxes(type="category", categoryorder="array",
-                     categoryarray=[str(c) for c in sorted(final.index.get_level_values("client"))])
-    return _layout(fig, title, "client", "test accuracy").update_layout(legend_title_text="model")
+    for group, rows in stats.groupby(colour_by, sort=True):
+        error = {
+            "type": "data",
+            "symmetric": False,
+            "array": rows["accuracy_high"] - rows["accuracy"],
+            "arrayminus": rows["accuracy"] - rows["accuracy_low"],
+        }
+        fig.add_trace(
+            go.Bar(
+                x=rows["client"].astype(str),
+                y=rows["accuracy"],
+                name=str(group),
+                error_y=error if rows["accuracy_low"].notna().any() else None,
+                hovertemplate="client %{x}<br>accuracy %{y:.2%}",
+            )
+        )
+    clients = sorted(stats["client"].unique())
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=[str(c) for c in clients])
+    seeds = 1 if several else int(stats["seeds"].max()) if len(stats) else 1
+    title = "Final-round accuracy per client" + ("" if several else f" ({seed_phrase(seeds)})")
+    fig = _layout(fig, title, "client", "test accuracy").update_layout(legend_title_text=colour_by)
+    return fig.update_yaxes(rangemode="tozero")
 
 
-def accuracy_vs_cost(table: pd.DataFrame, by: Sequence[str] | None = None,
-                     cost: Cost = "flops") -> go.Figure:
-    """Mean accuracy against cumulative cost (all clients), one line per configuration."""
-    column, unit = COST_AXIS[cost]
-    curves, keys, skipped = per_round(table, by), _by(table, by), []
-    fig = go.Figure()
-    for values, rows in curves.groupby(keys, dropna=False, sort=True):
-        name, rows = label(dict(zip(keys, values))), rows[rows[f"cum_{column}"] > 0]
+def accuracy_vs_cost(
+    table: pd.DataFrame,
+    by: Sequence[str] | None = None,
+    cost: Cost = "flops",
+    configurations: Sequence[str] | None = None,
+    palette: dict[str, str] | None = None,
+) -> go.Figure:
+    """Mean accuracy (95% band) against cumulative cost of all clients, per configuration."""
+    column, _, unit, scale, short = COST_AXIS[cost]
+    curves = per_round(table, by)
+    names = list(configurations or dict.fromkeys(curves["configuration"]))
+    palette, fig, skipped = palette or colours(names), go.Figure(), []
+    kind = axis_type(curves.loc[curves["configuration"].isin(names), column])
+    hover = f"%{{x:,.4g}} {short}<br>accuracy %{{y:.2%}}<br>round %{{customdata}}"
+    for name in names:
+        rows = curves[curves["configuration"] == name]
+        rows = (rows[rows[column] > 0] if kind == "log" else rows).reset_index(drop=True)
         if rows.empty:
             skipped.append(name)
             continue
-        hover = f"%{{x:.3s}} {cost}<br>accuracy %{{y:.2%}}<br>round %{{customdata}}"
-        fig.add_trace(go.Scatter(x=rows[f"cum_{column}"], y=rows["accuracy"], name=name,
-                                 mode="lines+markers", customdata=rows["round"],
-                                 hovertemplate=hover))
+        fig.add_traces(
+            _band_traces(
+                rows[column] / scale, rows, name, palette[name], hover, rows["round"], _opacity(names)
+            )
+        )
     if skipped:
-        _note(fig, f"zero {cost} (not drawn on a log axis): " + ", ".join(skipped))
-    title = f"Mean accuracy vs cumulative {unit}"
-    return _layout(fig, title, f"cumulative {unit}, all clients (log)", "mean accuracy", log_x=True)
+        note(fig, f"zero {short} (not drawn on a log axis): " + ", ".join(skipped), y=0.02)
+    log = " (log scale)" if kind == "log" else ""
+    fig.update_xaxes(type=kind, rangemode="tozero")
+    return _layout(
+        fig,
+        f"Mean accuracy vs cumulative {unit} {_seeds_title(curves)}",
+        f"cumulative {unit}, all clients{log}",
+        "mean accuracy",
+    )
 
 
-def pareto_front(summary: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
-    """Rows not dominated by another (lower or equal x with higher y), sorted by x."""
-    front, best = [], float("-inf")
-    for _, row in summary.sort_values([x, y], ascending=[True, False], kind="stable").iterrows():
-        if row[y] > best:
-            front.append(row)
-            best = row[y]
-    return pd.DataFrame(front)
-
-
-def pareto(summary: pd.DataFrame, cost: Cost = "flops", stat: Stat = "final") -> go.Figure:
-    """Accuracy vs total cost of every point, markers by algorithm, with the Pareto front."""
-    x, unit, y = f"total_{COST_AXIS[cost][0]}", COST_AXIS[cost][1], f"{stat}_accuracy"
-    drawn = summary[summary[x] > 0]
+def pareto(
+    configs: pd.DataFrame, cost: Cost = "flops", stat: Stat = "final", palette: dict[str, str] | None = None
+) -> go.Figure:
+    """Mean accuracy (95% error bar) vs total cost per configuration, with the Pareto front."""
+    _, x, unit, scale, short = COST_AXIS[cost]
+    y, palette = f"{stat}_accuracy", palette or colours(list(configs["configuration"]))
+    kind = axis_type(configs[x])
+    drawn = configs[configs[x] > 0] if kind == "log" else configs
     fig = go.Figure()
-    for algorithm, rows in drawn.groupby("algorithm", sort=True):
-        fig.add_trace(go.Scatter(x=rows[x], y=rows[y], mode="markers", name=str(algorithm),
-                                 text=rows["point"], marker={"size": 10},
-                                 hovertemplate="%{text}<br>%{x:.3s}<br>accuracy %{y:.2%}"))
+    for _, row in drawn.iterrows():
+        error = (
+            None
+            if pd.isna(row[f"{y}_low"])
+            else {
+                "type": "data",
+                "symmetric": False,
+                "array": [row[f"{y}_high"] - row[y]],
+                "arrayminus": [row[y] - row[f"{y}_low"]],
+            }
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[row[x] / scale],
+                y=[row[y]],
+                mode="markers",
+                name=row["configuration"],
+                marker={"size": 11, "color": palette[row["configuration"]]},
+                error_y=error,
+                hovertemplate=f"%{{x:,.4g}} {short}<br>accuracy %{{y:.2%}}",
+            )
+        )
     front = pareto_front(drawn, x, y)
     if not front.empty:
-        fig.add_trace(go.Scatter(x=front[x], y=front[y], mode="lines", name="Pareto front",
-                                 line={"dash": "dash", "color": "black"}, hoverinfo="skip"))
-    if len(drawn) < len(summary):
-        _note(fig, f"zero {cost} (not drawn): " + ", ".join(summary.loc[summary[x] <= 0, "point"]))
-    fig = _layout(fig, f"{stat.capitalize()} mean accuracy vs total {unit}, every point",
-                  f"total {unit}, all clients and rounds (log)", f"{stat} mean accuracy",
-                  log_x=True)
-    return fig.update_layout(legend_title_text="algorithm")
-
-
-def _tick(value: Any) -> str:
-    """A grid value as a category label: 4.0 → '4', 0.2 → '0.2'."""
-    numeric = isinstance(value, (int, float)) or hasattr(value, "dtype")
-    return f"{value:g}" if numeric else str(value)
+        fig.add_trace(
+            go.Scatter(
+                x=front[x] / scale,
+                y=front[y],
+                mode="lines+markers",
+                name="Pareto front",
+                line={"dash": "dash", "color": "black"},
+                marker={"symbol": "circle-open", "size": 18, "color": "black"},
+                hoverinfo="skip",
+            )
+        )
+    if len(drawn) < len(configs):
+        zero = configs.loc[configs[x] <= 0, "configuration"]
+        note(fig, f"zero {short} (not drawn on a log axis): " + ", ".join(zero), y=0.02)
+    seeds = int(configs["seeds"].max()) if len(configs) else 1
+    fig.update_xaxes(type=kind, rangemode="tozero")
+    log = " (log scale)" if kind == "log" else ""
+    return _layout(
+        fig,
+        f"{stat.capitalize()} accuracy vs total {unit} per configuration ({seed_phrase(seeds)})",
+        f"total {unit}, all clients and rounds{log}",
+        f"{stat} mean accuracy",
+    )
 
 
 def rank_mu_heatmap(summary: pd.DataFrame, stat: Stat = "final") -> go.Figure:
-    """FedLoRA mean accuracy over the rank × μ grid (mean over seeds and other swept values)."""
+    """FedLoRA accuracy over rank × μ: mean over seeds (and any other swept value), ± 95% CI."""
     title = f"FedLoRA {stat} mean accuracy over rank × μ"
     fed = summary[summary["algorithm"] == "fedlora"] if "algorithm" in summary else summary.iloc[:0]
     if not {"rank", "mu"} <= set(summary.columns) or fed.empty:
-        fig = _note(go.Figure(), "No rank × μ grid in this sweep "
-                                 "(needs fedlora points with swept rank and mu)")
+        fig = note(
+            go.Figure(), "No rank × μ grid in this sweep (needs fedlora points with swept rank and mu)"
+        )
         fig.update_xaxes(visible=False).update_yaxes(visible=False)
         return fig.update_layout(template=TEMPLATE, title=title)
-    grid = fed.pivot_table(index="rank", columns="mu", values=f"{stat}_accuracy", aggfunc="mean")
-    counts = fed.pivot_table(index="rank", columns="mu", values="point", aggfunc="count")
-    hover = "rank %{y}, μ %{x}<br>accuracy %{z:.2%}<br>%{customdata} point(s)"
-    fig = go.Figure(go.Heatmap(
-        z=grid.to_numpy(), x=[_tick(m) for m in grid.columns], y=[_tick(r) for r in grid.index],
-        customdata=counts.to_numpy(), colorscale="Viridis", texttemplate="%{z:.1%}",
-        colorbar={"title": {"text": "accuracy"}, "tickformat": ".0%"}, hovertemplate=hover))
-    fig.update_layout(template=TEMPLATE, title=f"{title} (mean over seeds)", xaxis_title="μ",
-                      yaxis_title="LoRA rank r")
+    value = f"{stat}_accuracy"
+    cells = interval_columns(fed, ["rank", "mu"], value)
+    bounds = zip(cells[value], cells[f"{value}_low"], cells[f"{value}_high"])
+    cells["text"] = [
+        f"{m:.1%}" + ("" if pd.isna(lo) else f"<br>± {(hi - lo) / 2:.1%}") for m, lo, hi in bounds
+    ]
+    grid = {k: cells.pivot(index="rank", columns="mu", values=k) for k in (value, "text", "seeds")}
+    # colours span every configuration of the sweep, so small FedLoRA differences look small
+    span = [cells[value]]
+    if "configuration" in summary:
+        span.append(summary.groupby("configuration")[value].mean())
+    low, high = float(pd.concat(span).min()), float(pd.concat(span).max())
+    ticks, labels = percent_ticks(low, high)
+    fig = go.Figure(
+        go.Heatmap(
+            z=grid[value].to_numpy(),
+            x=[tick(m) for m in grid[value].columns],
+            y=[tick(r) for r in grid[value].index],
+            text=grid["text"].to_numpy(),
+            customdata=grid["seeds"].to_numpy(),
+            colorscale="Viridis",
+            texttemplate="%{text}",
+            zmin=low,
+            zmax=high,
+            colorbar={"title": {"text": "accuracy"}, "tickvals": ticks, "ticktext": labels},
+            hovertemplate="rank %{y}, μ %{x}<br>accuracy %{z:.2%}<br>%{customdata} seed(s)",
+        )
+    )
+    seeds = int(cells["seeds"].max())
+    title = f"{title} ({seed_phrase(seeds)}; colour scale: all configurations of the sweep)"
+    fig.update_layout(template=TEMPLATE, title=title, xaxis_title="μ", yaxis_title="LoRA rank r")
     return fig.update_xaxes(type="category").update_yaxes(type="category")
-
-
-def cost_table(summary: pd.DataFrame, reference: str = "fedlora") -> pd.DataFrame:
-    """Per configuration (mean over seeds): accuracy, total FLOPs and bytes, ratios to `reference`.
-
-    Ratios divide by the `reference` configuration with the highest final accuracy.
-    """
-    other = (*SUMMARY_VALUES, "point", "seed")
-    keys = ["algorithm", *[c for c in summary.columns if c not in other]]
-    table = summary.groupby(keys, dropna=False, sort=True).agg(
-        points=("point", "count"), final_accuracy=("final_accuracy", "mean"),
-        best_accuracy=("best_accuracy", "mean"), total_train_flops=("total_train_flops", "mean"),
-        total_bytes_up=("total_bytes_up", "mean"), total_bytes_down=("total_bytes_down", "mean"),
-        total_bytes=("total_bytes", "mean")).reset_index()
-    ref = table[table["algorithm"] == reference].sort_values("final_accuracy", ascending=False)
-    if not ref.empty:
-        for column, name in (("total_train_flops", "flops"), ("total_bytes", "bytes")):
-            table[f"{name}_vs_{reference}"] = table[column] / ref.iloc[0][column]
-    return table
-
-
-def si(value: float, unit: str) -> str:
-    """A number with an SI prefix, e.g. si(1.2e10, "FLOPs") == "12 GFLOPs"."""
-    exponent = min(max(int(math.floor(math.log10(abs(value)) / 3)), 0), 6) if value else 0
-    return f"{value / 1000 ** exponent:.3g} {' kMGTPE'[exponent].strip()}{unit}"
-
-
-def _cell(column: str, value: Any) -> str:
-    """Format one cost-table cell for display."""
-    if pd.isna(value):
-        return ""
-    if column.endswith("accuracy"):
-        return f"{value:.2%}"
-    if column.startswith("total_"):
-        return si(value, "FLOPs" if "flops" in column else "B")
-    return f"{value:.3g}×" if "_vs_" in column else str(value)
-
-
-def cost_table_figure(summary: pd.DataFrame, reference: str = "fedlora") -> go.Figure:
-    """The cost table as a Plotly table."""
-    table = cost_table(summary, reference)
-    cells = [[_cell(c, v) for v in table[c]] for c in table.columns]
-    headers = [c.replace("total_", "").replace("_", " ") for c in table.columns]
-    fig = go.Figure(go.Table(header={"values": headers, "align": "left", "fill_color": "#eef"},
-                             cells={"values": cells, "align": "left"}))
-    title = f"Cost per configuration (mean over seeds; ratios to the best {reference} one)"
-    return fig.update_layout(template=TEMPLATE, title=title,
-                             height=max(300, 120 + 28 * len(table)))

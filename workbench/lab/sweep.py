@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,9 @@ import pandas as pd
 import yaml
 
 from workbench.config import ConfigError, build_config
-from workbench.core.results import TABLE_FILE, read_run
+from workbench.core.facts import SWEEP_FILE, TABLE_FILE
+from workbench.core.results import read_run
+from workbench.lab import provenance
 from workbench.lab.executors import Execution, efficiency_line, run_points
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "fedlora.ipynb"
@@ -53,8 +56,9 @@ def _check_grid(where: str, grid: Any, parameters: Mapping[str, Any]) -> dict[st
 def load_spec(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     """Read a sweep spec (YAML file or mapping) and check its shape."""
     if isinstance(source, (str, Path)) and not Path(source).is_file():
-        raise ConfigError(f"sweep spec {source} is not a file; give the path of a YAML spec "
-                          f"(see notebooks/sweeps)")
+        raise ConfigError(
+            f"sweep spec {source} is not a file; give the path of a YAML spec (see notebooks/sweeps)"
+        )
     try:
         spec = yaml.safe_load(Path(source).read_text()) if isinstance(source, (str, Path)) else source
     except yaml.YAMLError as error:
@@ -68,8 +72,11 @@ def load_spec(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     also = spec.get("also") or []
     if not isinstance(also, list):
         raise ConfigError("sweep spec: `also` must be a list of grids")
-    return {"parameters": dict(parameters), "grid": _check_grid("grid", spec.get("grid"), parameters),
-            "also": [_check_grid(f"also[{i}]", g, parameters) for i, g in enumerate(also)]}
+    return {
+        "parameters": dict(parameters),
+        "grid": _check_grid("grid", spec.get("grid"), parameters),
+        "also": [_check_grid(f"also[{i}]", g, parameters) for i, g in enumerate(also)],
+    }
 
 
 def swept_values(spec: Mapping[str, Any]) -> dict[str, list]:
@@ -84,8 +91,11 @@ def swept_values(spec: Mapping[str, Any]) -> dict[str, list]:
 
 def expand(spec: Mapping[str, Any]) -> list[Point]:
     """All grid points, each validated by the strict config call before anything runs."""
-    combos = [dict(zip(grid, values)) for grid in (spec["grid"], *spec["also"])
-              for values in itertools.product(*grid.values())]
+    combos = [
+        dict(zip(grid, values))
+        for grid in (spec["grid"], *spec["also"])
+        for values in itertools.product(*grid.values())
+    ]
     points = []
     for index, swept in enumerate(combos):
         flat = {**spec["parameters"], **swept}
@@ -126,9 +136,14 @@ def collect(sweep_dir: Path, points: list[Point], names: list[str]) -> pd.DataFr
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def run_sweep(spec_source: str | Path | Mapping[str, Any], out: str | Path, workers: int = 1,
-              timeout: int = 3600, report: bool = True,
-              execution: Execution | None = None) -> Path:
+def run_sweep(
+    spec_source: str | Path | Mapping[str, Any],
+    out: str | Path,
+    workers: int = 1,
+    timeout: int = 3600,
+    report: bool = True,
+    execution: Execution | None = None,
+) -> Path:
     """Run (or resume) a sweep; return the report's path (or the combined table's without report).
 
     `execution` picks the executor (default: `workers` local warm kernels)."""
@@ -138,26 +153,40 @@ def run_sweep(spec_source: str | Path | Mapping[str, Any], out: str | Path, work
     points = expand(spec)
     sweep_dir = Path(out).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    old = sweep_dir / SWEEP_FILE  # its provenance carries over when no point runs
+    previous = json.loads(old.read_text()).get("provenance") if old.is_file() else None
     todo = [p for p in points if point_state(sweep_dir, p)["state"] != "done"]
-    print(f"sweep: {len(points)} points, {len(points) - len(todo)} already done, "
-          f"{len(todo)} to run", flush=True)
-    record_file = sweep_dir / "sweep.json"
-    previous = json.loads(record_file.read_text()) if record_file.exists() else {}
-    jobs = [(p.id, p.flat) for p in todo]
-    efficiency = (run_points(sweep_dir, jobs, NOTEBOOK, timeout, execution) if todo
-                  else previous.get("efficiency"))
-    states = [{"id": p.id, "params": p.swept, **point_state(sweep_dir, p)} for p in points]
-    record = {"parameters": spec["parameters"], "grid": swept_values(spec), "spec": spec,
-              "points": states, "efficiency": efficiency}
+    print(
+        f"sweep: {len(points)} points, {len(points) - len(todo)} already done, {len(todo)} to run", flush=True
+    )
+    record_file = sweep_dir / SWEEP_FILE
+    earlier = json.loads(record_file.read_text()) if record_file.exists() else {}
+    efficiency = (
+        run_points(sweep_dir, [(p.id, p.flat) for p in todo], NOTEBOOK, timeout, execution)
+        if todo
+        else earlier.get("efficiency")
+    )
+    states = [
+        {"id": p.id, "params": p.swept, **point_state(sweep_dir, p), "resolved": p.flat} for p in points
+    ]
+    record = {
+        "parameters": spec["parameters"],
+        "grid": swept_values(spec),
+        "spec": spec,
+        "points": states,
+        "efficiency": efficiency,
+        "provenance": provenance.record(previous, started, time.time(), len(todo)),
+    }
     record_file.write_text(json.dumps(record, indent=2))
-    collect(sweep_dir, points, list(record["grid"])).to_csv(sweep_dir / "results.csv", index=False)
+    collect(sweep_dir, points, list(record["grid"])).to_csv(sweep_dir / TABLE_FILE, index=False)
     for s in states:
         if s["state"] != "done":
             print(f"point {s['id']} {s['params']} failed: {s['error']}", flush=True)
     if todo:
         print(efficiency_line(efficiency), flush=True)
     if not report:
-        return sweep_dir / "results.csv"
+        return sweep_dir / TABLE_FILE
     from workbench.lab.export import build_report
 
     return build_report(sweep_dir)
@@ -167,5 +196,8 @@ def export_points(sweep_dir: str | Path) -> list[Path]:
     """Export every executed point notebook of a sweep to HTML beside it (code shown)."""
     from workbench.lab.export import notebook_to_html
 
-    return [notebook_to_html(nb, nb.with_suffix(".html"), hide_code=False)
-            for nb in sorted(Path(sweep_dir).glob("points/*/fedlora.ipynb"))]
+    shared = Path(sweep_dir) / "points" / "plotly.min.js"  # one copy, not 5 MB per page
+    return [
+        notebook_to_html(nb, nb.with_suffix(".html"), hide_code=False, shared_plotlyjs=shared)
+        for nb in sorted(Path(sweep_dir).glob("points/*/fedlora.ipynb"))
+    ]

@@ -33,8 +33,7 @@ def read_files(folder: Path) -> Files:
     """Every file under folder by relative path (empty when the folder does not exist)."""
     if not folder.is_dir():
         return {}
-    return {str(p.relative_to(folder)): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def write_files(folder: Path, files: Files) -> None:
@@ -57,8 +56,15 @@ def _kernel(threads: int, imports: tuple[str, ...]) -> Any:
     return _KERNEL["kernel"]
 
 
-def run_point_task(point_id: str, notebook: str, flat: dict[str, Any], files: Files, timeout: int,
-                   threads: int, imports: tuple[str, ...]) -> tuple[dict[str, Any], Files]:
+def run_point_task(
+    point_id: str,
+    notebook: str,
+    flat: dict[str, Any],
+    files: Files,
+    timeout: int,
+    threads: int,
+    imports: tuple[str, ...],
+) -> tuple[dict[str, Any], Files]:
     """A Ray task body: run one point in a scratch folder; return its status and files."""
     import ray
 
@@ -72,8 +78,9 @@ def run_point_task(point_id: str, notebook: str, flat: dict[str, Any], files: Fi
         write_files(scratch, files)
         (scratch / "input.ipynb").write_text(notebook)
         node = ray.get_runtime_context().get_node_id()
-        status = run_point(_kernel(threads, imports), scratch / "input.ipynb", scratch, flat,
-                           timeout, where=f"ray:{node}")
+        status = run_point(
+            _kernel(threads, imports), scratch / "input.ipynb", scratch, flat, timeout, where=f"ray:{node}"
+        )
         (scratch / "input.ipynb").unlink()
         return status, read_files(scratch)
     finally:
@@ -86,13 +93,17 @@ def connect(address: str | None) -> None:
 
     target = address or os.environ.get("RAY_ADDRESS") or "auto"
     try:
-        ray.init(address=target, runtime_env={"py_modules": [str(PACKAGE)],
-                                              "excludes": ["__pycache__"]},
-                 logging_level="error", log_to_driver=False)
+        ray.init(
+            address=target,
+            runtime_env={"py_modules": [str(PACKAGE)], "excludes": ["__pycache__"]},
+            logging_level="error",
+            log_to_driver=False,
+        )
     except (ConnectionError, RuntimeError, ValueError) as error:
-        raise ConfigError(f"--executor ray: cannot join a Ray cluster at {target!r} ({error}); "
-                          f"start one with `ray start --head` or pass --address HOST:PORT"
-                          ) from None
+        raise ConfigError(
+            f"--executor ray: cannot join a Ray cluster at {target!r} ({error}); "
+            f"start one with `ray start --head` or pass --address HOST:PORT"
+        ) from None
 
 
 def capacity(cpus: float, gpus: float) -> int:
@@ -104,13 +115,16 @@ def capacity(cpus: float, gpus: float) -> int:
     if gpus > 0:
         slots = min(slots, math.floor(total.get("GPU", 0) / gpus))
     if not slots or slots == math.inf:
-        raise ConfigError(f"the Ray cluster ({total.get('CPU', 0)} CPUs, {total.get('GPU', 0)} "
-                          f"GPUs) cannot fit one point needing {cpus} CPUs and {gpus} GPUs")
+        raise ConfigError(
+            f"the Ray cluster ({total.get('CPU', 0)} CPUs, {total.get('GPU', 0)} "
+            f"GPUs) cannot fit one point needing {cpus} CPUs and {gpus} GPUs"
+        )
     return int(slots)
 
 
-def run_ray(jobs: Sequence[Job], notebook: str | Path, timeout: int, on_done: Done,
-            execution: Execution) -> int:
+def run_ray(
+    jobs: Sequence[Job], notebook: str | Path, timeout: int, on_done: Done, execution: Execution
+) -> int:
     """Run the jobs as Ray tasks (at most execution.workers at once, default all that fit);
     return the number of points that ran in parallel."""
     import ray
@@ -128,8 +142,7 @@ def run_ray(jobs: Sequence[Job], notebook: str | Path, timeout: int, on_done: Do
         while queue or running:
             while queue and len(running) < slots:
                 point_id, folder, flat = queue.pop(0)
-                ref = task.remote(point_id, text, flat, read_files(Path(folder)), timeout,
-                                  threads, imports)
+                ref = task.remote(point_id, text, flat, read_files(Path(folder)), timeout, threads, imports)
                 running[ref] = (point_id, folder)
             ready, _ = ray.wait(list(running), num_returns=1)
             point_id, folder = running.pop(ready[0])

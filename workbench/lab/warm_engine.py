@@ -34,8 +34,9 @@ class WarmClient(PapermillNotebookClient):
             reply = self.wait_for_reply(self.kc.execute(self.prologue, store_history=False))
             content = (reply or {}).get("content", {"status": "timeout"})
             if content["status"] != "ok":
-                raise PrologueError(f"kernel set-up failed: {content.get('ename', 'timeout')}: "
-                                    f"{content.get('evalue', '')}")
+                raise PrologueError(
+                    f"kernel set-up failed: {content.get('ename', 'timeout')}: {content.get('evalue', '')}"
+                )
         super().papermill_execute_cells()
 
 
@@ -43,17 +44,32 @@ class WarmKernelEngine(NBClientEngine):
     """nbclient on the kernel manager passed as `km` (required)."""
 
     @classmethod
-    def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, log_output: bool = False,
-                                 stdout_file: Any = None, stderr_file: Any = None,
-                                 start_timeout: int = 60, execution_timeout: int | None = None,
-                                 **kwargs: Any) -> Any:
+    def execute_managed_notebook(
+        cls,
+        nb_man: Any,
+        kernel_name: str,
+        log_output: bool = False,
+        stdout_file: Any = None,
+        stderr_file: Any = None,
+        start_timeout: int = 60,
+        execution_timeout: int | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Execute the prologue and every cell on kwargs['km']'s kernel, which keeps running."""
         kwargs.pop("input_path", None)
         if kwargs.get("km") is None:
             raise ValueError(f"the {ENGINE} engine needs km= (a started kernel manager)")
-        client = WarmClient(nb_man, timeout=execution_timeout, startup_timeout=start_timeout,
-                            kernel_name=kernel_name, log=logger, log_output=log_output,
-                            stdout_file=stdout_file, stderr_file=stderr_file, **kwargs)
+        client = WarmClient(
+            nb_man,
+            timeout=execution_timeout,
+            startup_timeout=start_timeout,
+            kernel_name=kernel_name,
+            log=logger,
+            log_output=log_output,
+            stdout_file=stdout_file,
+            stderr_file=stderr_file,
+            **kwargs,
+        )
         try:
             return client.execute()
         finally:

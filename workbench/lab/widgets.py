@@ -1,67 +1,252 @@
-"""Interactive tuning in JupyterLab: rank, μ and algorithm controls driving a live FigureWidget.
+"""The live tuner for JupyterLab: a method's own knobs and the preview size drive three panels.
 
-Each setting runs a small experiment once (cached by its parameters) and the figure's traces
-are updated in place. Built with `observe` callbacks, not `interact` (which can stall headless
-runs); notebooks create it only when `interactive=True`.
+Each setting runs in a background thread (cells stay runnable), streams every evaluated round
+into the figure with a progress line, and stays as its own trace for comparison (pin keeps it,
+✕ removes it, ↺ puts the controls back to it). A newer setting or Stop ends the running one at
+its next round. Finished settings are cached, the notebook's own runs included. Built with
+`observe` callbacks, not `interact` (which can stall headless runs); notebooks create it only
+when `interactive=True`.
 """
 
 from __future__ import annotations
 
-import json
+import html
+import threading
 from typing import Any
 
 import ipywidgets as widgets
-import plotly.graph_objects as go
+import pandas as pd
 
-from workbench.config import ExperimentConfig
-from workbench.core.results import mean_accuracy
+from workbench.config import ConfigError, ExperimentConfig
+from workbench.lab.tuner_controls import method_controls, setting_label, size_controls
+from workbench.lab.tuner_figure import PALETTE, bundle, draw, make_figure
+from workbench.lab.tuner_runs import Curve, RunFn, Runner, run_preview
+
+MAX_SHOWN = 8  # settings drawn at once: more lines than this stop being readable
+_LIVE: list[Tuner] = []  # a new tuner ends the runs of the previous one (one kernel, two cores)
 
 
 class Tuner:
-    """Controls + a FigureWidget of mean accuracy per round for the chosen setting."""
+    """Controls, a progress line, a three-panel figure and the list of compared settings."""
 
-    def __init__(self, config: ExperimentConfig, max_rounds: int = 10) -> None:
+    def __init__(
+        self, config: ExperimentConfig, table: pd.DataFrame | None = None, run: RunFn = run_preview
+    ) -> None:
+        for old in _LIVE:
+            old.close()
+        _LIVE[:] = [self]
+        self.base, self._lock, self._quiet = config, threading.RLock(), False
+        self.order: list[str] = []  # keys of the shown settings, oldest first
+        self.pinned: set[str] = set()
+        self.colours: dict[str, str] = {}
+        self.labels: dict[str, str] = {}
+        self.rows: dict[str, tuple[widgets.HBox, widgets.HTML]] = {}  # key → (row, its label)
+        self.current: str | None = None
+        self.runner = Runner(self._update, run)
+        self._build_controls(config)
+        self.figure = make_figure()
+        self.view = widgets.Output(layout=widgets.Layout(min_height="430px"))
+        self.settings = widgets.VBox()
+        for name in sorted(set(table["algorithm"])) if table is not None else []:
+            done = config if name == config.run.algorithm else config.replace(algorithm=name)
+            self._show(self.runner.add_finished(done, table[table["algorithm"] == name]), done)
+        self.request()
+
+    # ---- controls -----------------------------------------------------------------------
+    def _build_controls(self, config: ExperimentConfig) -> None:
+        """Algorithm dropdown, the method's knobs, preview size, Stop, progress line."""
         from workbench.algorithms import REGISTRY
 
-        self.config = config.replace(rounds=min(config.federation.rounds, max_rounds), eval_every=1)
-        self.cache: dict[str, Any] = {}
-        limit = min(500, config.num_classes)  # a head adapter is 500→C
-        self.rank = widgets.IntSlider(value=min(config.fedlora.rank, limit), min=1, max=limit,
-                                      description="rank", continuous_update=False)
-        self.mu = widgets.FloatSlider(value=config.fedlora.mu, min=0, max=1, step=0.05,
-                                      description="μ", continuous_update=False)
-        self.algorithm = widgets.Dropdown(options=list(REGISTRY),
-                                          value=config.run.algorithm, description="algorithm")
-        self.status = widgets.HTML()
-        self.figure = go.FigureWidget(layout=dict(template="plotly_white", height=380,
-                                                  title="mean local test accuracy per round",
-                                                  xaxis_title="round", yaxis_title="accuracy"))
-        self.figure.add_scatter(mode="lines+markers", name="current")
-        for control in (self.rank, self.mu, self.algorithm):
-            control.observe(lambda _: self.redraw(), names="value")
-        self.redraw()
+        self.algorithm = widgets.Dropdown(
+            options=list(REGISTRY), value=config.run.algorithm, description="algorithm"
+        )
+        self.size = size_controls(config)
+        self.stop_button = widgets.Button(
+            description="Stop", icon="stop", tooltip="stop the running setting at its next round"
+        )
+        self.stop_button.on_click(lambda _: self.runner.stop())
+        self.status = widgets.HTML().add_class("workbench-tuner-status")
+        self.knob_box = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap"))
+        self._knobs: dict[str, dict[str, widgets.Widget]] = {}
+        for control in (self.algorithm, *self.size.values()):
+            control.observe(self._changed, names="value")
+        self._show_knobs(config.run.algorithm)
+
+    def knobs(self, algorithm: str | None = None) -> dict[str, widgets.Widget]:
+        """The controls of a method's own knobs (made once per method, notebook values first)."""
+        algorithm = algorithm or self.algorithm.value
+        if algorithm not in self._knobs:
+            self._knobs[algorithm] = method_controls(algorithm, self.base)
+            for control in self._knobs[algorithm].values():
+                control.observe(self._changed, names="value")
+        return self._knobs[algorithm]
+
+    def _show_knobs(self, algorithm: str) -> None:
+        """Put the method's knobs in the knob row (a note when it has none)."""
+        controls = list(self.knobs(algorithm).values())
+        self.knob_box.children = controls or [widgets.HTML(f"<i>{algorithm} has no knobs of its own</i>")]
+
+    def _changed(self, change: dict) -> None:
+        """Any control moved: show the method's knobs and request the setting."""
+        if self._quiet:
+            return
+        if change["owner"] is self.algorithm:
+            self._show_knobs(self.algorithm.value)
+        self.request()
 
     def setting(self) -> ExperimentConfig:
-        """The config the controls describe now."""
-        return self.config.replace(rank=self.rank.value, mu=float(self.mu.value),
-                                   algorithm=self.algorithm.value)
+        """The config the controls describe: the notebook's, with this method, knobs and size."""
+        flat: dict[str, Any] = {name: control.value for name, control in self.size.items()}
+        flat.update({name: control.value for name, control in self.knobs().items()})
+        return self.base.replace(algorithm=self.algorithm.value, **flat)
 
-    def redraw(self) -> None:
-        """Run (or fetch from cache) the current setting and update the figure in place."""
-        from workbench.loop.runner import run_experiment
+    def set_controls(self, config: ExperimentConfig) -> None:
+        """Put the controls to a setting's values without starting anything."""
+        flat, self._quiet = config.to_flat(), True
+        try:
+            self.algorithm.value = config.run.algorithm
+            self._show_knobs(config.run.algorithm)
+            for name, control in [*self.size.items(), *self.knobs().items()]:
+                control.value = tuple(flat[name]) if isinstance(flat[name], list) else flat[name]
+        finally:
+            self._quiet = False
 
-        config = self.setting()
-        key = json.dumps(config.to_flat(), sort_keys=True)
-        if key not in self.cache:
-            self.status.value = f"running {config.run.algorithm} (rank {self.rank.value}, μ {self.mu.value:.2f})…"
-            self.cache[key] = mean_accuracy(run_experiment(config).table)
-        curve = self.cache[key]
-        with self.figure.batch_update():
-            self.figure.data[0].x, self.figure.data[0].y = list(curve["round"]), list(curve["accuracy"])
-            self.figure.data[0].name = f"{config.run.algorithm} r={self.rank.value} μ={self.mu.value:.2f}"
-        self.status.value = f"final mean accuracy {curve['accuracy'].iloc[-1]:.4f}"
+    # ---- settings ------------------------------------------------------------------------
+    def request(self) -> None:
+        """Make the controls' setting current: drawn from cache, or run in the background."""
+        try:
+            config = self.setting()
+        except ConfigError as error:
+            self.status.value = f"<span style='color:#b00'>not run: {html.escape(str(error))}</span>"
+            return
+        key = self.runner.submit(config)
+        with self._lock:
+            self.current = key
+            self._show(key, config)
+            self._refresh(key)
+
+    def _show(self, key: str, config: ExperimentConfig) -> None:
+        """Add a setting to the compared ones (dropping the oldest unpinned one past the cap)."""
+        with self._lock:
+            if key in self.order:
+                return
+            spare = [k for k in self.order if k not in self.pinned and k != self.current]
+            if len(self.order) >= MAX_SHOWN and spare:
+                self._forget(spare[0])
+            used = {self.colours.get(k) for k in self.order}
+            self.colours[key] = next(c for c in PALETTE if c not in used)
+            self.labels[key] = setting_label(config, self.base)
+            self.order.append(key)
+            self._row(key)
+
+    def remove(self, key: str) -> None:
+        """Take a setting off the figure (its cached result stays); stops it if it runs."""
+        with self._lock:
+            if key == self.runner.running:
+                self.runner.stop()
+            self._forget(key)
+            self._refresh(None)
+
+    def _forget(self, key: str) -> None:
+        """Drop a setting from the shown ones (no redraw)."""
+        if key in self.order:
+            self.order.remove(key)
+        self.pinned.discard(key)
+        self.rows.pop(key, None)
+
+    def pin(self, key: str, on: bool) -> bool:
+        """Keep a setting on the figure past the cap; False when too many are pinned."""
+        with self._lock:
+            if on and len(self.pinned - {key}) >= MAX_SHOWN - 1:
+                self.status.value = f"at most {MAX_SHOWN - 1} pinned settings: unpin one first"
+                return False
+            (self.pinned.add if on else self.pinned.discard)(key)
+            return True
+
+    def select(self, key: str) -> None:
+        """Put the controls back to a shown setting and make it current."""
+        self.set_controls(self.runner.curves[key].config)
+        self.request()
+
+    def _row(self, key: str) -> None:
+        """The list row of a setting: colour, label and state; pin, ↺ and ✕ buttons."""
+        text = widgets.HTML(layout=widgets.Layout(flex="1 1 auto"))
+        pin = widgets.ToggleButton(
+            icon="thumb-tack", tooltip="pin: keep this setting shown", layout=widgets.Layout(width="36px")
+        )
+        back = widgets.Button(
+            icon="undo", tooltip="set the controls to this setting", layout=widgets.Layout(width="36px")
+        )
+        drop = widgets.Button(
+            icon="times", tooltip="remove this setting from the figure", layout=widgets.Layout(width="36px")
+        )
+        pin.observe(lambda change: self._pin_clicked(key, pin, change["new"]), names="value")
+        back.on_click(lambda _: self.select(key))
+        drop.on_click(lambda _: self.remove(key))
+        self.rows[key] = (widgets.HBox([pin, back, drop, text]), text)
+
+    def _pin_clicked(self, key: str, button: widgets.ToggleButton, on: bool) -> None:
+        """Pin toggled in the list: undo the toggle when the pin is refused."""
+        if not self.pin(key, on):
+            button.value = False
+
+    # ---- drawing (main thread and worker thread) ----------------------------------------
+    def _update(self, key: str, curve: Curve) -> None:
+        """Runner callback (worker thread): a setting started, drew a round, or ended."""
+        with self._lock:
+            if curve.state == "superseded" and key not in self.pinned and key != self.current:
+                self._forget(key)
+            self._refresh(key)
+
+    def _refresh(self, key: str | None) -> None:
+        """Redraw the figure, the list and (for the current setting) the progress line."""
+        with self._lock:
+            shown = [
+                (k, self.labels[k], self.colours[k], self.runner.curves[k])
+                for k in self.order
+                if k in self.runner.curves
+            ]
+            draw(self.figure, shown, self.current)
+            self.view.outputs = (bundle(self.figure),)
+            for k, label, colour, curve in shown:
+                text = self.rows[k][1]
+                weight = "bold" if k == self.current else "normal"
+                text.value = (
+                    f"<span style='color:{colour};font-size:18px'>■</span> "
+                    f"<span style='font-weight:{weight}'>{html.escape(label)}</span>"
+                    f" <span style='color:#666'>{describe(curve)}</span>"
+                )
+            self.settings.children = [self.rows[k][0] for k in reversed(self.order) if k in self.rows]
+            if self.current in self.labels and key in (None, self.current):
+                curve = self.runner.curves[self.current]
+                self.status.value = f"<b>{html.escape(self.labels[self.current])}</b>: {describe(curve)}"
 
     def widget(self) -> widgets.Widget:
         """The whole tuner as one displayable widget."""
-        return widgets.VBox([widgets.HBox([self.rank, self.mu, self.algorithm]), self.status,
-                             self.figure])
+        size = widgets.HBox([self.algorithm, *self.size.values(), self.stop_button])
+        title = widgets.HTML(
+            "<b>settings</b> (newest first; pin keeps one, ↺ sets the controls to it, ✕ removes it)"
+        )
+        return widgets.VBox([size, self.knob_box, self.status, self.view, title, self.settings])
+
+    def close(self) -> None:
+        """End the background runs (a newer tuner in the same kernel calls this)."""
+        self.runner.close()
+
+
+def describe(curve: Curve) -> str:
+    """A setting's state for the list and the progress line."""
+    last = curve.round[-1] if curve.round else 0
+    if curve.state == "done":
+        return (
+            f"final {curve.accuracy[-1]:.1f}% · best {max(curve.accuracy):.1f}% · "
+            f"{curve.gflop[-1]:.3g} GFLOP · {curve.mb[-1]:.3g} MB"
+        )
+    if curve.state == "running":
+        return "loading data and models…" if not curve.round else curve.progress()
+    if curve.state == "queued":
+        return "queued"
+    if curve.state == "failed":
+        return f"<span style='color:#b00'>failed: {html.escape(curve.error)}</span>"
+    why = "stopped" if curve.state == "stopped" else "cancelled by a newer setting"
+    return f"{why} at round {last} of {curve.total}"

@@ -77,8 +77,9 @@ def attack_generator(seed: int, round_: int, cid: int) -> torch.Generator:
     return torch.Generator().manual_seed(derived_seed(seed, round_, cid, Seed.ATTACK))
 
 
-def apply_attack(attack: Attack, upload: Payload, received: Payload | None, seed: int,
-                 round_: int, cid: int) -> dict[str, Tensor]:
+def apply_attack(
+    attack: Attack, upload: Payload, received: Payload | None, seed: int, round_: int, cid: int
+) -> dict[str, Tensor]:
     """A malicious client's upload, poisoned as `attack` says."""
     if attack.kind not in ATTACKS:
         raise ValueError(f"attack={attack.kind!r} is unknown; choose from {sorted(ATTACKS)}")
@@ -97,14 +98,20 @@ def malicious_clients(num_clients: int, amount: float, seed: int) -> frozenset[i
 def is_malicious(config: ExperimentConfig, cid: int) -> bool:
     """Whether the client poisons its uploads in this run."""
     attack, fed = config.attack, config.federation
-    return (attack.attack != "none"
-            and cid in malicious_clients(fed.num_clients, attack.malicious_clients, config.run.seed))
+    return attack.attack != "none" and cid in malicious_clients(
+        fed.num_clients, attack.malicious_clients, config.run.seed
+    )
 
 
-def poison_upload(algorithm: Algorithm, client: Client, upload: Payload, down: Payload,
-                  round_: int) -> Payload:
+def poison_upload(
+    algorithm: Algorithm, client: Client, upload: Payload, down: Payload, round_: int
+) -> Payload:
     """A malicious client's upload after the configured attack."""
     cfg = algorithm.config
     attack = Attack(cfg.attack.attack, cfg.attack.attack_scale, cfg.attack.attack_std)
-    return algorithm.poisoned(client, upload, down, lambda up, received: apply_attack(
-        attack, up, received, cfg.run.seed, round_, client.cid))
+    return algorithm.poisoned(
+        client,
+        upload,
+        down,
+        lambda up, received: apply_attack(attack, up, received, cfg.run.seed, round_, client.cid),
+    )

@@ -31,12 +31,12 @@ from torch import Tensor
 
 from workbench.algorithms import Algorithm, Client, Environment
 from workbench.algorithms.base import Seed, derived_seed
+from workbench.config import ExperimentConfig
 from workbench.core.accounting import Ledger, payload_bytes
 from workbench.core.aggregation import InvalidUpdateError
+from workbench.core.data import ClientData, Normalizer, client_datasets, load_dataset
 from workbench.core.errors import UserError
 from workbench.core.facts import Payload
-from workbench.config import ExperimentConfig
-from workbench.core.data import ClientData, Normalizer, client_datasets, load_dataset
 from workbench.core.partition import partition
 from workbench.core.results import Event, Row
 from workbench.core.training import PhaseStats, evaluate
@@ -64,16 +64,27 @@ def make_clients(config: ExperimentConfig, device: torch.device) -> tuple[list[C
     d = config.data
     ds = load_dataset(d.dataset, d.data_dir, d.download, d.test_fraction, config.run.seed)
     try:
-        splits = partition(ds.train_y.numpy(), ds.test_y.numpy(), config.federation.num_clients,
-                           d.partition, d.classes_per_client, d.dirichlet_alpha, config.run.seed)
+        splits = partition(
+            ds.train_y.numpy(),
+            ds.test_y.numpy(),
+            config.federation.num_clients,
+            d.partition,
+            d.classes_per_client,
+            d.dirichlet_alpha,
+            config.run.seed,
+        )
     except ValueError as error:  # e.g. a client left without samples: the parameters' fault
         raise UserError(f"cannot partition {d.dataset}: {error}") from None
-    datas = [ClientData(*(t.to(device) for t in dataclasses.astuple(cd)))
-             for cd in client_datasets(ds, splits)]
-    env = Environment(num_classes=ds.num_classes, device=device,
-                      normalize=Normalizer.for_dataset(ds, device), flip=ds.flip)
-    clients = [Client(cid=k, model_name=name, data=data)
-               for k, (name, data) in enumerate(zip(config.client_models(), datas))]
+    datas = [
+        ClientData(*(t.to(device) for t in dataclasses.astuple(cd))) for cd in client_datasets(ds, splits)
+    ]
+    env = Environment(
+        num_classes=ds.num_classes, device=device, normalize=Normalizer.for_dataset(ds, device), flip=ds.flip
+    )
+    clients = [
+        Client(cid=k, model_name=name, data=data)
+        for k, (name, data) in enumerate(zip(config.client_models(), datas))
+    ]
     return clients, env
 
 
@@ -90,8 +101,9 @@ def round_generator(seed: int, round_: int, cid: int) -> torch.Generator:
 
 def evaluate_client(algorithm: Algorithm, client: Client) -> tuple[float, float]:
     """Accuracy and loss of the client's deployed model on its local test split."""
-    return evaluate(lambda x: algorithm.predict(client, x), algorithm.test_batches(client),
-                    algorithm.eval_modules(client))
+    return evaluate(
+        lambda x: algorithm.predict(client, x), algorithm.test_batches(client), algorithm.eval_modules(client)
+    )
 
 
 def materialize(algorithm: Algorithm, client: Client) -> None:
@@ -111,8 +123,11 @@ def evaluate_all(algorithm: Algorithm, clients: list[Client], ledger: Ledger, ro
             c.evaluation = evaluate_client(algorithm, c)
             if transient:
                 c.state.clear()
-        rows.append(ledger.row(round_, c.cid, c.model_name, algorithm.name, *c.evaluation,
-                               c.data.num_train, c.data.num_test))
+        rows.append(
+            ledger.row(
+                round_, c.cid, c.model_name, algorithm.name, *c.evaluation, c.data.num_train, c.data.num_test
+            )
+        )
     return rows
 
 
@@ -126,19 +141,28 @@ class RoundRefusedError(RuntimeError):
     def __init__(self, round_: int, refusals: list[Event]) -> None:
         first = refusals[0] if refusals else None
         example = f"; e.g. client {first.client}: {first.reason}" if first else ""
-        super().__init__(f"round {round_}: the server refused the upload of every sampled client "
-                         f"({len(refusals)}){example}")
+        super().__init__(
+            f"round {round_}: the server refused the upload of every sampled client "
+            f"({len(refusals)}){example}"
+        )
         self.round, self.refusals = round_, refusals
 
 
 def refusal(round_: int, error: InvalidUpdateError, rolled_back: bool) -> Event:
     """The event recording a refused upload."""
-    return Event(round=round_, client=error.client, event="refused", tensor=error.tensor or "",
-                 reason=error.reason, action=RESTORED if rolled_back else KEPT)
+    return Event(
+        round=round_,
+        client=error.client,
+        event="refused",
+        tensor=error.tensor or "",
+        reason=error.reason,
+        action=RESTORED if rolled_back else KEPT,
+    )
 
 
-def aggregate_accepting(algorithm: Algorithm, server: Payload, uploads: Mapping[int, Payload],
-                        weights: Mapping[int, float]) -> tuple[dict, list[InvalidUpdateError]]:
+def aggregate_accepting(
+    algorithm: Algorithm, server: Payload, uploads: Mapping[int, Payload], weights: Mapping[int, float]
+) -> tuple[dict, list[InvalidUpdateError]]:
     """The algorithm's aggregate over the uploads it accepts: a client its own checks refuse
     is dropped and the aggregation reruns; returns (new state, the refusals)."""
     uploads, weights, refused = dict(uploads), dict(weights), []
@@ -152,14 +176,14 @@ def aggregate_accepting(algorithm: Algorithm, server: Payload, uploads: Mapping[
             del uploads[error.client], weights[error.client]
 
 
-def client_round(algorithm: Algorithm, client: Client, down: Payload,
-                 round_: int) -> tuple[PhaseStats, dict[str, Tensor], bool]:
+def client_round(
+    algorithm: Algorithm, client: Client, down: Payload, round_: int
+) -> tuple[PhaseStats, dict[str, Tensor], bool]:
     """A sampled client's part of a round: receive, train, upload; (stats, upload, rolled back).
     A client whose upload is not finite rolls back (see the module doc) and still sends it."""
     before = copy.deepcopy(client.state)  # one client at a time: memory for one extra state
     algorithm.receive(client, down)
-    stats = algorithm.local_update(client, round_generator(algorithm.config.run.seed, round_,
-                                                           client.cid))
+    stats = algorithm.local_update(client, round_generator(algorithm.config.run.seed, round_, client.cid))
     upload = dict(algorithm.upload(client))
     if all(torch.isfinite(t).all() for t in upload.values() if t.is_floating_point()):
         return stats, upload, False
@@ -168,8 +192,14 @@ def client_round(algorithm: Algorithm, client: Client, down: Payload,
     return stats, upload, True
 
 
-def run_round(algorithm: Algorithm, clients: list[Client], server: dict, round_: int,
-              ledger: Ledger, events: list[Event] | None = None) -> dict:
+def run_round(
+    algorithm: Algorithm,
+    clients: list[Client],
+    server: dict,
+    round_: int,
+    ledger: Ledger,
+    events: list[Event] | None = None,
+) -> dict:
     """One communication round over the sampled clients; returns the new server state.
     Refusals are appended to `events`; RoundRefusedError when every upload is refused."""
     cfg = algorithm.config

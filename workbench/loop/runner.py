@@ -19,15 +19,32 @@ import numpy as np
 import pandas as pd
 
 from workbench.algorithms import REGISTRY, Client, Environment
-from workbench.core.accounting import Ledger
 from workbench.config import ExperimentConfig
+from workbench.core.accounting import Ledger
 from workbench.core.errors import UserError
 from workbench.core.facts import SUMMARY_FILE, TABLE_FILE, TIMING_FILE
-from workbench.core.results import (Event, config_differences, events_frame, read_events,
-                                    read_run, read_summary, summarize, to_frame, write_run)
+from workbench.core.results import (
+    COST_COLUMNS,
+    Event,
+    config_differences,
+    events_frame,
+    read_events,
+    read_run,
+    read_summary,
+    summarize,
+    to_frame,
+    write_run,
+)
 from workbench.loop import checkpoint
-from workbench.loop.rounds import (RoundRefusedError, evaluate_all, evaluates, make_clients,
-                                   materialize, resolve_device, run_round)
+from workbench.loop.rounds import (
+    RoundRefusedError,
+    evaluate_all,
+    evaluates,
+    make_clients,
+    materialize,
+    resolve_device,
+    run_round,
+)
 
 Progress = Callable[[int, int, dict], None]
 
@@ -56,17 +73,19 @@ def _finished(run_dir: Path, config: ExperimentConfig) -> RunResult | None:
         return None
     flat, table = read_run(run_dir)
     if flat != config.to_flat():
-        raise UserError(f"output folder {run_dir} already holds results of other parameters "
-                        f"({'; '.join(config_differences(flat, config.to_flat()))}); choose "
-                        f"another output folder (nothing there was changed)")
-    stopped = (read_summary(run_dir).get("stopped") if (run_dir / SUMMARY_FILE).exists()
-               else None)
+        raise UserError(
+            f"output folder {run_dir} already holds results of other parameters "
+            f"({'; '.join(config_differences(flat, config.to_flat()))}); choose "
+            f"another output folder (nothing there was changed)"
+        )
+    stopped = read_summary(run_dir).get("stopped") if (run_dir / SUMMARY_FILE).exists() else None
     summary = summarize(table, read_events(run_dir), stopped)
     return RunResult(config=config, table=table, summary=summary, run_dir=run_dir)
 
 
-def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None,
-                   progress: Progress | None = None) -> RunResult:
+def run_experiment(
+    config: ExperimentConfig, out_dir: str | Path | None = None, progress: Progress | None = None
+) -> RunResult:
     """Run one experiment end to end; with out_dir, write its run directory and checkpoints
     (resuming from the last checkpoint, or returning the stored result if it already finished)."""
     run_dir = Path(out_dir) if out_dir is not None else None
@@ -82,15 +101,21 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path | None = None,
     return result
 
 
-def run_loop(config: ExperimentConfig, clients: list[Client], env: Environment,
-             run_dir: Path | None = None, progress: Progress | None = None) -> RunResult:
+def run_loop(
+    config: ExperimentConfig,
+    clients: list[Client],
+    env: Environment,
+    run_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
     """The rounds of one experiment over prepared clients (resuming from a checkpoint in run_dir)."""
     algorithm = REGISTRY[config.run.algorithm](config, env)
     server, ledger, rows, events, start = algorithm.initial_server_state(), Ledger(), [], [], 1
     ckpt = run_dir / checkpoint.CHECKPOINT_FILE if run_dir is not None else None
     if ckpt is not None and ckpt.exists():
         done_round, server, ledger_fields, rows, events = checkpoint.load(
-            ckpt, config.to_flat(), algorithm, clients, env.device, lambda c: materialize(algorithm, c))
+            ckpt, config.to_flat(), algorithm, clients, env.device, lambda c: materialize(algorithm, c)
+        )
         ledger, start = Ledger(**ledger_fields), done_round + 1
     rounds = config.federation.rounds
     every_ckpt = config.run.checkpoint_every if run_dir is not None else 0
@@ -103,16 +128,27 @@ def run_loop(config: ExperimentConfig, clients: list[Client], env: Environment,
             new_rows = evaluate_all(algorithm, clients, ledger, round_)
             rows.extend(new_rows)
             if progress is not None:
-                progress(round_, rounds, {"accuracy": float(np.mean([r.accuracy for r in new_rows]))})
+                progress(
+                    round_,
+                    rounds,
+                    {
+                        "accuracy": float(np.mean([r.accuracy for r in new_rows])),
+                        **{f"cum_{c}": sum(getattr(r, c) for r in rows) for c in COST_COLUMNS},
+                    },
+                )  # all clients, so far
         if every_ckpt and round_ % every_ckpt == 0 and round_ < rounds:
             run_dir.mkdir(parents=True, exist_ok=True)
-            checkpoint.save(ckpt, round_, config.to_flat(), algorithm, clients, server, ledger,
-                            rows, events)
+            checkpoint.save(ckpt, round_, config.to_flat(), algorithm, clients, server, ledger, rows, events)
     return _finish(config, run_dir, rows, events)
 
 
-def _finish(config: ExperimentConfig, run_dir: Path | None, rows: list, events: list[Event],
-            stopped: str | None = None) -> RunResult:
+def _finish(
+    config: ExperimentConfig,
+    run_dir: Path | None,
+    rows: list,
+    events: list[Event],
+    stopped: str | None = None,
+) -> RunResult:
     """The run's result, written to run_dir when there is one (the checkpoint is then removed)."""
     table = to_frame(rows)
     if run_dir is not None:
@@ -122,14 +158,19 @@ def _finish(config: ExperimentConfig, run_dir: Path | None, rows: list, events: 
     return RunResult(config=config, table=table, summary=summary, run_dir=run_dir)
 
 
-def _stop(config: ExperimentConfig, run_dir: Path | None, rows: list, events: list[Event],
-          error: RoundRefusedError) -> None:
+def _stop(
+    config: ExperimentConfig, run_dir: Path | None, rows: list, events: list[Event], error: RoundRefusedError
+) -> None:
     """Write every completed round, then raise RunStoppedError saying why and what to do."""
     result = _finish(config, run_dir, rows, events, stopped=str(error))
     evaluated = len({r.round for r in rows})
-    kept = (f"its results so far ({evaluated} evaluated round(s)) and every refusal "
-            f"(events.csv) are in {run_dir}" if run_dir is not None else
-            f"its results so far ({evaluated} evaluated round(s)) are in this error's result")
+    kept = (
+        f"its results so far ({evaluated} evaluated round(s)) and every refusal (events.csv) are in {run_dir}"
+        if run_dir is not None
+        else f"its results so far ({evaluated} evaluated round(s)) are in this error's result"
+    )
     raise RunStoppedError(
         f"run stopped at {error}; {kept}. A local update that is not finite usually means a "
-        f"step too large: lower lr, adapter_lr, lora_alpha or weight_decay.", result) from None
+        f"step too large: lower lr, adapter_lr, lora_alpha or weight_decay.",
+        result,
+    ) from None

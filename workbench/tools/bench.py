@@ -28,15 +28,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from workbench.core.adapters import inject_lora, set_trainable
 from workbench.algorithms import Client, Environment
 from workbench.config import ExperimentConfig, build_config
-from workbench.tools.bench_waits import WAITS, WAITS_DEFAULT, measure_wait, summary
-from workbench.tools.costs import synthetic_clients
+from workbench.core.adapters import inject_lora, set_trainable
 from workbench.core.data import ClientData
 from workbench.core.models import build_model
 from workbench.loop.rounds import sample_clients
 from workbench.loop.runner import run_loop
+from workbench.tools.bench_waits import WAITS, WAITS_DEFAULT, measure_wait, summary
+from workbench.tools.costs import synthetic_clients
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,21 @@ DEFAULT = ("paper-10", "paper-100", "fedproto-10", "scale-10", "scale-100", "sca
 
 def workload_config(w: Workload, device: str) -> ExperimentConfig:
     """The experiment config of a workload (CIFAR-10 shaped, timed rounds + 1 warm-up)."""
-    return build_config({"algorithm": w.algorithm, "dataset": "cifar10", "num_clients": w.clients,
-                         "fraction": w.fraction, "rounds": w.rounds + 1, "eval_every": 1,
-                         "model_epochs": w.epochs, "adapter_epochs": w.epochs,
-                         "batch_size": w.batch_size, "device": device, "augment": False})
+    return build_config(
+        {
+            "algorithm": w.algorithm,
+            "dataset": "cifar10",
+            "num_clients": w.clients,
+            "fraction": w.fraction,
+            "rounds": w.rounds + 1,
+            "eval_every": 1,
+            "model_epochs": w.epochs,
+            "adapter_epochs": w.epochs,
+            "batch_size": w.batch_size,
+            "device": device,
+            "augment": False,
+        }
+    )
 
 
 def make_environment(config: ExperimentConfig, samples: int) -> tuple[list[Client], Environment]:
@@ -91,8 +102,16 @@ def time_workbench(config: ExperimentConfig, w: Workload, samples: int) -> float
     return (marks[-1] - marks[0]) / w.rounds
 
 
-def bare_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, mu: float, epochs: int,
-               batch: int, sgd: dict[str, float], generator: torch.Generator) -> None:
+def bare_steps(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    mu: float,
+    epochs: int,
+    batch: int,
+    sgd: dict[str, float],
+    generator: torch.Generator,
+) -> None:
     """FedLoRA's two phases as a plain loop: same loss, same optimizer steps, no machinery."""
     for phase in ("model", "adapter"):
         set_trainable(model, private=phase == "model", adapter=phase == "adapter")
@@ -101,12 +120,13 @@ def bare_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, mu: flo
         for _ in range(epochs):
             order = torch.randperm(len(y), generator=generator).to(x.device)
             for start in range(0, len(y), batch):
-                xb, yb = x[order[start:start + batch]], y[order[start:start + batch]]
+                xb, yb = x[order[start : start + batch]], y[order[start : start + batch]]
                 optimizer.zero_grad(set_to_none=True)
                 if phase == "model":
                     z = model.features(xb)
-                    loss = ((1 - mu) * F.cross_entropy(model.head.get_base_layer()(z), yb)
-                            + mu * F.cross_entropy(model.head(z), yb))
+                    loss = (1 - mu) * F.cross_entropy(
+                        model.head.get_base_layer()(z), yb
+                    ) + mu * F.cross_entropy(model.head(z), yb)
                 else:
                     loss = F.cross_entropy(model(xb), yb)
                 loss.backward()
@@ -127,8 +147,13 @@ def time_bare(config: ExperimentConfig, w: Workload, samples: int) -> float:
             started = time.perf_counter()
         for cid in sample_clients(w.clients, w.fraction, config.run.seed, round_):
             if cid not in models:
-                models[cid] = inject_lora(build_model(clients[cid].model_name, 10, cid),
-                                          lora.lora_targets, lora.rank, lora.lora_alpha, 0).to(env.device)
+                models[cid] = inject_lora(
+                    build_model(clients[cid].model_name, 10, cid),
+                    lora.lora_targets,
+                    lora.rank,
+                    lora.lora_alpha,
+                    0,
+                ).to(env.device)
             bare_steps(models[cid], *data[cid], lora.mu, w.epochs, w.batch_size, sgd, generator)
     return (time.perf_counter() - started) / w.rounds
 
@@ -150,21 +175,37 @@ def measure(name: str, repeat: int, device: str) -> dict[str, Any]:
         bench.append(time_workbench(config, w, w.samples))
     bare_s, bench_s = statistics.median(bare), statistics.median(bench)
     participants = max(1, round(w.fraction * w.clients))
-    return {"workload": name, "algorithm": w.algorithm, "clients": w.clients,
-            "fraction": w.fraction, "samples_per_client": w.samples,
-            "device": device, "bare_s": bare_s, "workbench_s": bench_s, "ratio": bench_s / bare_s,
-            "rounds_per_s": 1 / bench_s, "samples_per_s": participants * w.samples * 2 * w.epochs / bench_s,
-            "peak_rss_mb": float("nan"),  # filled in from a separate process
-            "repeats": repeat, "bare_all": bare, "workbench_all": bench, "workload_spec": asdict(w)}
+    return {
+        "workload": name,
+        "algorithm": w.algorithm,
+        "clients": w.clients,
+        "fraction": w.fraction,
+        "samples_per_client": w.samples,
+        "device": device,
+        "bare_s": bare_s,
+        "workbench_s": bench_s,
+        "ratio": bench_s / bare_s,
+        "rounds_per_s": 1 / bench_s,
+        "samples_per_s": participants * w.samples * 2 * w.epochs / bench_s,
+        "peak_rss_mb": float("nan"),  # filled in from a separate process
+        "repeats": repeat,
+        "bare_all": bare,
+        "workbench_all": bench,
+        "workload_spec": asdict(w),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen workloads, print a table and write the JSON list."""
-    parser = argparse.ArgumentParser(prog="python -m workbench.tools.bench",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--workloads", default=",".join(DEFAULT + WAITS_DEFAULT),
-                        help=f"comma-separated, from {sorted(WORKLOADS)} (steady-state rounds) "
-                             f"and {sorted(WAITS)} (what users wait for)")
+    parser = argparse.ArgumentParser(
+        prog="python -m workbench.tools.bench", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--workloads",
+        default=",".join(DEFAULT + WAITS_DEFAULT),
+        help=f"comma-separated, from {sorted(WORKLOADS)} (steady-state rounds) "
+        f"and {sorted(WAITS)} (what users wait for)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="repeats per workload (median)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
@@ -172,12 +213,15 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in args.workloads.split(",") if n]
     unknown = [n for n in names if n not in WORKLOADS and n not in WAITS]
     if unknown or args.repeat < 1:
-        parser.error(f"unknown workloads {unknown} (choose from {sorted(WORKLOADS)} and "
-                     f"{sorted(WAITS)}) or repeat < 1")
+        parser.error(
+            f"unknown workloads {unknown} (choose from {sorted(WORKLOADS)} and {sorted(WAITS)}) or repeat < 1"
+        )
     context = multiprocessing.get_context("spawn")
     results = []
-    print(f"{'workload':16} {'clients':>7} {'bare s/rnd':>10} {'wb s/rnd':>9} {'ratio':>6} "
-          f"{'rnd/s':>6} {'samples/s':>9} {'peak MB':>8}")
+    print(
+        f"{'workload':16} {'clients':>7} {'bare s/rnd':>10} {'wb s/rnd':>9} {'ratio':>6} "
+        f"{'rnd/s':>6} {'samples/s':>9} {'peak MB':>8}"
+    )
     for name in names:
         if name in WAITS:  # its own process too: nothing imported or cached beforehand
             with context.Pool(1) as pool:
@@ -189,9 +233,12 @@ def main(argv: list[str] | None = None) -> int:
         with context.Pool(1) as pool:  # a fresh process: its peak is the workbench's alone
             r["peak_rss_mb"] = pool.apply(workbench_peak_rss_mb, (name, args.device))
         results.append(r)
-        print(f"{name:16} {r['clients']:7d} {r['bare_s']:10.3f} {r['workbench_s']:9.3f} "
-              f"{r['ratio']:6.3f} {r['rounds_per_s']:6.2f} {r['samples_per_s']:9.0f} "
-              f"{r['peak_rss_mb']:8.0f}", flush=True)
+        print(
+            f"{name:16} {r['clients']:7d} {r['bare_s']:10.3f} {r['workbench_s']:9.3f} "
+            f"{r['ratio']:6.3f} {r['rounds_per_s']:6.2f} {r['samples_per_s']:9.0f} "
+            f"{r['peak_rss_mb']:8.0f}",
+            flush=True,
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"wrote {args.out}")

@@ -45,8 +45,9 @@ def first_round(algorithm: str, repeat: int) -> dict[str, Any]:
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as out:
             started = time.perf_counter()
-            process = subprocess.Popen([*RUN, *SMALL_RUN, "--algorithm", algorithm, "--out", out],
-                                       stdout=subprocess.PIPE, text=True)
+            process = subprocess.Popen(
+                [*RUN, *SMALL_RUN, "--algorithm", algorithm, "--out", out], stdout=subprocess.PIPE, text=True
+            )
             first = None
             for line in process.stdout:  # read to the end: the run finishes its second round
                 if first is None and line.startswith("round 1/"):
@@ -55,9 +56,13 @@ def first_round(algorithm: str, repeat: int) -> dict[str, Any]:
             if process.wait() != 0 or first is None:
                 raise RuntimeError(f"`workbench run --algorithm {algorithm}` failed")
             walls.append(first)
-    return {"first_round_s": statistics.median(walls), "first_round_cpu_s": statistics.median(cpus),
-            "all_s": walls, "all_cpu_s": cpus,
-            "command": " ".join(["python -m workbench run", *SMALL_RUN, "--algorithm", algorithm])}
+    return {
+        "first_round_s": statistics.median(walls),
+        "first_round_cpu_s": statistics.median(cpus),
+        "all_s": walls,
+        "all_cpu_s": cpus,
+        "command": " ".join(["python -m workbench run", *SMALL_RUN, "--algorithm", algorithm]),
+    }
 
 
 def refusal(repeat: int) -> dict[str, Any]:
@@ -69,8 +74,12 @@ def refusal(repeat: int) -> dict[str, Any]:
         times.append(time.perf_counter() - started)
         if done.returncode != 2 or "did you mean 'rank'" not in done.stderr:
             raise RuntimeError(f"not refused as expected: {done.returncode} {done.stderr!r}")
-    return {"refusal_s": statistics.median(times), "all_s": times, "exit_status": 2,
-            "command": "python -m workbench run --rnak 4"}
+    return {
+        "refusal_s": statistics.median(times),
+        "all_s": times,
+        "exit_status": 2,
+        "command": "python -m workbench run --rnak 4",
+    }
 
 
 def small_spec() -> dict[str, Any]:
@@ -82,8 +91,9 @@ def small_spec() -> dict[str, Any]:
     return spec
 
 
-def sweep_efficiency(spec: Callable[[], dict[str, Any]], workers: int, repeat: int,
-                     fresh: bool = True) -> dict[str, Any]:
+def sweep_efficiency(
+    spec: Callable[[], dict[str, Any]], workers: int, repeat: int, fresh: bool = True
+) -> dict[str, Any]:
     """The efficiency record of the sweep on warm kernels (and on fresh kernels per point)."""
     from workbench.lab.executors import Execution
     from workbench.lab.sweep import run_sweep
@@ -91,8 +101,12 @@ def sweep_efficiency(spec: Callable[[], dict[str, Any]], workers: int, repeat: i
     result: dict[str, Any] = {"points": None}
     for kernels in ("warm", "fresh")[: 2 if fresh else 1]:
         with tempfile.TemporaryDirectory() as out:
-            run_sweep(spec(), out, report=False, execution=Execution(
-                workers=workers, fresh_kernels=kernels == "fresh"))
+            run_sweep(
+                spec(),
+                out,
+                report=False,
+                execution=Execution(workers=workers, fresh_kernels=kernels == "fresh"),
+            )
             record = json.loads((Path(out) / "sweep.json").read_text())
         result[kernels] = record["efficiency"]
         result["points"] = len(record["points"])
@@ -106,8 +120,17 @@ def flower_path(clients: int, fraction: float, rounds: int, repeat: int) -> dict
     from workbench.flower.local import simulate
     from workbench.loop.runner import run_experiment
 
-    config = build_config({"algorithm": "lg_fedavg", "dataset": "digits", "num_clients": clients,
-                           "fraction": fraction, "rounds": rounds, "device": "cpu", "seed": 0})
+    config = build_config(
+        {
+            "algorithm": "lg_fedavg",
+            "dataset": "digits",
+            "num_clients": clients,
+            "fraction": fraction,
+            "rounds": rounds,
+            "device": "cpu",
+            "seed": 0,
+        }
+    )
     walls: dict[str, list[float]] = {"in_process": [], "flower": []}
     for _ in range(repeat):  # alternating, so drifting machine load hits both alike
         for name, run in (("in_process", run_experiment), ("flower", simulate)):
@@ -116,10 +139,19 @@ def flower_path(clients: int, fraction: float, rounds: int, repeat: int) -> dict
                 run(config, Path(out) / "run")
                 walls[name].append(time.perf_counter() - started)
     in_process, flower = (statistics.median(walls[k]) for k in ("in_process", "flower"))
-    return {"in_process_s": in_process, "flower_s": flower, "ratio": flower / in_process,
-            "all_s": walls, "config": {"algorithm": "lg_fedavg", "dataset": "digits",
-                                       "num_clients": clients, "fraction": fraction,
-                                       "rounds": rounds}}
+    return {
+        "in_process_s": in_process,
+        "flower_s": flower,
+        "ratio": flower / in_process,
+        "all_s": walls,
+        "config": {
+            "algorithm": "lg_fedavg",
+            "dataset": "digits",
+            "num_clients": clients,
+            "fraction": fraction,
+            "rounds": rounds,
+        },
+    }
 
 
 WAITS: dict[str, Callable[[int], dict[str, Any]]] = {
@@ -127,13 +159,18 @@ WAITS: dict[str, Callable[[int], dict[str, Any]]] = {
     "first-round-fedavg": partial(first_round, "fedavg"),
     "refusal": refusal,
     "sweep-small": partial(sweep_efficiency, small_spec, 2),
-    "sweep-demo": partial(sweep_efficiency, lambda: yaml.safe_load(DEMO.read_text()), 2,
-                          fresh=False),
+    "sweep-demo": partial(sweep_efficiency, lambda: yaml.safe_load(DEMO.read_text()), 2, fresh=False),
     "flower-10": partial(flower_path, 10, 1.0, 20),
     "flower-100": partial(flower_path, 100, 0.1, 20),
 }
-WAITS_DEFAULT = ("refusal", "first-round-fedlora", "first-round-fedavg", "sweep-small",
-                 "flower-10", "flower-100")
+WAITS_DEFAULT = (
+    "refusal",
+    "first-round-fedlora",
+    "first-round-fedavg",
+    "sweep-small",
+    "flower-10",
+    "flower-100",
+)
 
 
 def measure_wait(name: str, repeat: int) -> dict[str, Any]:
@@ -143,6 +180,13 @@ def measure_wait(name: str, repeat: int) -> dict[str, Any]:
 
 def summary(record: dict[str, Any]) -> str:
     """One line per wait workload for the harness's table."""
-    keys = ("refusal_s", "first_round_s", "first_round_cpu_s", "efficiency", "in_process_s",
-            "flower_s", "ratio")
+    keys = (
+        "refusal_s",
+        "first_round_s",
+        "first_round_cpu_s",
+        "efficiency",
+        "in_process_s",
+        "flower_s",
+        "ratio",
+    )
     return " ".join(f"{k}={record[k]:.3f}" for k in keys if isinstance(record.get(k), float))

@@ -16,16 +16,17 @@ import torch
 
 from workbench.algorithms import REGISTRY, Client, Environment
 from workbench.config import build_config
+from workbench.core.accounting import Ledger
 from workbench.core.data import ClientData
 from workbench.core.errors import UserError
-from workbench.core.accounting import Ledger
 from workbench.loop.rounds import run_round
 
 COLUMNS = ["algorithm", "model", "train_flops", "bytes_up", "bytes_down"]
 
 
-def synthetic_clients(models: Sequence[str], samples: int, classes: int, held: int,
-                      seed: int) -> list[Client]:
+def synthetic_clients(
+    models: Sequence[str], samples: int, classes: int, held: int, seed: int
+) -> list[Client]:
     """One client per architecture with `samples` random images over `held` classes."""
     g = torch.Generator().manual_seed(seed)
     clients = []
@@ -40,12 +41,12 @@ def method_costs(flat: Mapping[str, Any], algorithm: str, samples_per_client: in
     """One method's per-client costs in a steady-state round (the second)."""
     base = build_config({**flat, "algorithm": algorithm, "device": "cpu"})
     models = list(dict.fromkeys(base.client_models()))  # distinct architectures, in order
-    config = base.replace(num_clients=len(models), fraction=1.0, rounds=2, eval_every=1,
-                          models=models)
+    config = base.replace(num_clients=len(models), fraction=1.0, rounds=2, eval_every=1, models=models)
     env = Environment.without_data(config.num_classes, torch.device("cpu"))
     held = config.data.classes_per_client if config.data.partition == "pathological" else config.num_classes
-    clients = synthetic_clients(config.client_models(), samples_per_client, config.num_classes,
-                                held, config.run.seed)
+    clients = synthetic_clients(
+        config.client_models(), samples_per_client, config.num_classes, held, config.run.seed
+    )
     method = REGISTRY[algorithm](config, env)
     for client in clients:
         method.setup_client(client)
@@ -57,13 +58,21 @@ def method_costs(flat: Mapping[str, Any], algorithm: str, samples_per_client: in
     rows = []
     for client in clients:
         _, _, flops, up, down, _ = ledger.settle(client.cid)
-        rows.append({"algorithm": algorithm, "model": client.model_name, "train_flops": flops,
-                     "bytes_up": up, "bytes_down": down})
+        rows.append(
+            {
+                "algorithm": algorithm,
+                "model": client.model_name,
+                "train_flops": flops,
+                "bytes_up": up,
+                "bytes_down": down,
+            }
+        )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def per_round_costs(flat: Mapping[str, Any], algorithms: Sequence[str] | None = None,
-                    samples_per_client: int = 500) -> pd.DataFrame:
+def per_round_costs(
+    flat: Mapping[str, Any], algorithms: Sequence[str] | None = None, samples_per_client: int = 500
+) -> pd.DataFrame:
     """Every method's per-client per-round costs, with each method's mean and ratio to FedLoRA."""
     names = list(algorithms) if algorithms else list(REGISTRY)
     unknown = [a for a in names if a not in REGISTRY]

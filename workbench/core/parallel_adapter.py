@@ -1,0 +1,69 @@
+"""A low-rank adapter network beside a zoo model, reading the input (FedLoRA's `parallel` placements).
+
+The branch is LoRA's update of a virtual zero weight from the flattened image to the
+representation (or the logits): Δ(x) = (α/r)·B·A·vec(x), A (r×3072) initialised like PEFT's
+(Kaiming-uniform), B = 0. Its shape depends only on the input and the target width, so it is the
+same on every client whatever the client's architecture.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+from workbench.core.models import ZooCNN
+
+OUTPUTS = ("representation", "logits")
+
+
+class LowRankBranch(nn.Module):
+    """x ↦ (α/r)·B·A·vec(x); `enabled` False makes the adapted model its local model."""
+
+    def __init__(self, d_in: int, d_out: int, rank: int, alpha: float) -> None:
+        super().__init__()
+        self.lora_A = nn.Linear(d_in, rank, bias=False)
+        self.lora_B = nn.Linear(rank, d_out, bias=False)
+        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))  # PEFT's LoRA init
+        nn.init.zeros_(self.lora_B.weight)
+        self.scaling = alpha / rank
+        self.enabled = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.lora_B(self.lora_A(x.flatten(1))) * self.scaling  # B, d_out
+
+
+class ParallelAdapted(nn.Module):
+    """A private zoo model with a homogeneous branch added to its representation or logits."""
+
+    def __init__(self, base: ZooCNN, adapter: LowRankBranch, output: str) -> None:
+        super().__init__()
+        if output not in OUTPUTS:
+            raise ValueError(f"branch output {output!r} is not one of {OUTPUTS}")
+        self.base, self.adapter, self.output = base, adapter, output
+
+    @property
+    def head(self) -> nn.Module:
+        """The private classifier (500→C)."""
+        return self.base.head
+
+    def features(self, x: Tensor) -> Tensor:
+        """The representation the head reads (with the branch where it adds there)."""
+        z = self.base.features(x)  # B, 500
+        if self.output == "representation" and self.adapter.enabled:
+            return z + self.adapter(x)
+        return z
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.base.head(self.features(x))  # B, C
+        if self.output == "logits" and self.adapter.enabled:
+            return logits + self.adapter(x)
+        return logits
+
+    def local_and_combined(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits without and with the branch, computing the private features once."""
+        z = self.base.features(x)  # B, 500
+        local = self.base.head(z)  # B, C
+        if self.output == "representation":
+            return local, self.base.head(z + self.adapter(x))
+        return local, local + self.adapter(x)

@@ -1,0 +1,121 @@
+"""Where FedLoRA's homogeneous adapter sits on a heterogeneous zoo model, as plain data (no torch).
+
+The paper's abstract does not say where the adapter sits, so each placement is a reconstruction
+with LoRA semantics: a low-rank update (α/r)·B·A with B = 0 at the start, so every client's
+combined model starts equal to its local model. Only factors whose shape is the same on every
+client can be shared:
+
+- `head`: LoRA beside the Linear layers in `lora_targets` (default the 500→C head); A and B are
+  shared, so every target must have one shape on all clients.
+- `fc2`: LoRA beside fc2 (fc1_k→500). Its output side B (500×r) is common to the zoo and is
+  shared; A (r×fc1_k) differs by model and stays on the client, trained with the adapter.
+- `parallel`: a low-rank adapter network from the input, x ↦ (α/r)·B·A·vec(x) with
+  A (r×3·32·32) and B (500×r), added to the 500-d representation; both factors shared.
+- `parallel_logits`: the same network with B (C×r), added to the logits; both factors shared.
+
+`adapter_factors` is the one definition of every placement's tensors and which are shared;
+`workbench.core.adapters` builds them and tests check the two agree, byte for byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from workbench.core.params import ConfigError
+from workbench.core.zoo import IMAGE_SIZE, REPRESENTATION_DIM, linear_shapes
+
+PLACEMENTS = ("head", "fc2", "parallel", "parallel_logits")
+INPUT_DIM = 3 * IMAGE_SIZE * IMAGE_SIZE  # the parallel adapter reads the flattened image
+BRANCH = "adapter"  # module name of the parallel adapter network
+SHARED_FACTORS = {
+    "head": ("lora_A", "lora_B"),
+    "fc2": ("lora_B",),
+    "parallel": ("lora_A", "lora_B"),
+    "parallel_logits": ("lora_A", "lora_B"),
+}
+Shapes = Mapping[str, Mapping[str, tuple[int, int]]]  # model → site → (d_in, d_out)
+
+
+def adapter_sites(placement: str, targets: tuple[str, ...]) -> tuple[str, ...]:
+    """Module names carrying the adapter's factors (`<site>.lora_A`, `<site>.lora_B`)."""
+    if placement == "head":
+        return tuple(targets)
+    if placement == "fc2":
+        return ("fc2",)
+    return (BRANCH,)
+
+
+def site_shapes(
+    placement: str, targets: tuple[str, ...], model: str, num_classes: int
+) -> dict[str, tuple[int, int]]:
+    """(d_in, d_out) of the low-rank update at each site of a zoo model."""
+    if placement == "parallel":
+        return {BRANCH: (INPUT_DIM, REPRESENTATION_DIM)}
+    if placement == "parallel_logits":
+        return {BRANCH: (INPUT_DIM, num_classes)}
+    layers = linear_shapes(model, num_classes)
+    return {site: layers[site] for site in adapter_sites(placement, targets)}
+
+
+def adapter_factors(
+    placement: str, model: str, num_classes: int, rank: int, targets: tuple[str, ...] = ("head",)
+) -> dict[str, tuple[tuple[int, int], bool]]:
+    """Every adapter tensor of a zoo model: name → (shape, shared?). A is r×d_in, B is d_out×r."""
+    factors = {}
+    for site, (d_in, d_out) in site_shapes(placement, targets, model, num_classes).items():
+        shared = SHARED_FACTORS[placement]
+        factors[f"{site}.lora_A"] = ((rank, d_in), "lora_A" in shared)
+        factors[f"{site}.lora_B"] = ((d_out, rank), "lora_B" in shared)
+    return factors
+
+
+def shared_numel(
+    placement: str, model: str, num_classes: int, rank: int, targets: tuple[str, ...] = ("head",)
+) -> int:
+    """Scalars a client uploads (and downloads) per round: the shared factors only."""
+    return sum(
+        rows * cols
+        for (rows, cols), shared in adapter_factors(placement, model, num_classes, rank, targets).values()
+        if shared
+    )
+
+
+def check_placement(
+    placement: str, models: list[str], num_classes: int, rank: int, targets: tuple[str, ...]
+) -> None:
+    """Refuse a placement whose shared factors differ in shape across the clients' models."""
+    if placement not in PLACEMENTS:
+        raise ConfigError(
+            f"parameter adapter_placement={placement!r} is not allowed; choose from {list(PLACEMENTS)}"
+        )
+    if placement != "head" and tuple(targets) != ("head",):
+        raise ConfigError(
+            f"parameter lora_targets={','.join(targets)!r} applies only to "
+            f"adapter_placement='head' (got {placement!r}); leave it at 'head'"
+        )
+    shapes = {m: site_shapes(placement, targets, m, num_classes) for m in models}
+    check_shapes(placement, shapes, rank)
+
+
+def check_shapes(placement: str, shapes: Shapes, rank: int) -> None:
+    """The homogeneity and rank rules on explicit per-model site shapes (d_in, d_out)."""
+    what = "lora_targets" if placement == "head" else f"adapter_placement={placement!r}"
+    shared = SHARED_FACTORS[placement]
+    sites = next(iter(shapes.values()))
+    for site in sites:
+        per_model = {m: s[site] for m, s in shapes.items()}
+        sides = [("lora_A", 0, "input"), ("lora_B", 1, "output")]
+        for factor, side, label in sides:
+            if factor in shared and len({d[side] for d in per_model.values()}) > 1:
+                listed = ", ".join(f"{m}: {i}→{o}" for m, (i, o) in per_model.items())
+                raise ConfigError(
+                    f"parameter {what}: layer {site!r} is not homogeneous across the clients' "
+                    f"models ({listed}); its shared factor {site}.{factor} needs one {label} "
+                    f"size, so the adapter cannot be shared"
+                )
+        low = min(min(d) for d in per_model.values())
+        if rank > low:
+            raise ConfigError(
+                f"parameter rank={rank} is out of range: adapter site {site!r} "
+                f"({placement}) is at most {low} wide, so rank must be <= {low}"
+            )
