@@ -16,7 +16,7 @@ import torch
 
 pytest.importorskip("flwr", reason="the Flower extra is not installed: pip install -e .[flower]")
 
-from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Error, Message, MessageType, MetricRecord, RecordDict
 from flwr.cli.config_utils import load_and_validate
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
@@ -33,7 +33,7 @@ from workbench.flower.records import from_record, record_bytes, to_record
 from workbench.flower.server_app import run_server
 from workbench.flower.settings import FlowerSettings, partition_id, split_run_config, to_run_config
 from workbench.flower.strategy import WorkbenchStrategy
-from workbench.loop.rounds import KEPT, RESTORED, RoundRefusedError
+from workbench.loop.rounds import KEPT, RESTORED, RoundRefusedError, sample_clients
 from workbench.loop.runner import run_experiment
 
 APP = Path(__file__).resolve().parents[1] / "workbench" / "flower" / "app"
@@ -230,6 +230,26 @@ def test_every_algorithm_runs_through_the_apps_as_in_process(algorithm, tmp_path
     expected = run_experiment(config, out_dir=tmp_path / "in-process")
     pd.testing.assert_frame_equal(table, read_run(expected.run_dir)[1], check_exact=True)
     assert sorted(table["round"].unique()) == [2, 3]
+
+
+def test_the_server_asks_only_for_evaluations_that_went_stale(tmp_path, task_identity, one_thread):
+    """An idle client's evaluation is reused until it trains again (as in-process): evaluate
+    messages go only to clients never evaluated, and the table still equals in-process."""
+    config = build_config({**FLOWER_TINY, "num_clients": 6, "rounds": 4, "fraction": 0.34})
+    run_config = to_run_config(config, FlowerSettings(out_dir=str(tmp_path / "run")))
+    grid = LoopbackGrid(make_client_app(run_config, str(tmp_path / "nodes")), 6)
+    asked = []
+    send = grid.send_and_receive
+    grid.send_and_receive = lambda messages, **kw: send(asked.append(messages) or messages, **kw)
+    run_server(grid, run_config)
+    evaluations = [m for batch in asked for m in batch if m.metadata.message_type == MessageType.EVALUATE]
+    # round 1: each client not sampled (the sampled ones evaluate with their upload); later
+    # rounds: none, since every client then holds an evaluation from its last training
+    assert len(evaluations) == 6 - len(sample_clients(6, 0.34, config.run.seed, 1))
+    expected = run_experiment(config, out_dir=tmp_path / "in-process")
+    pd.testing.assert_frame_equal(
+        read_run(tmp_path / "run")[1], read_run(expected.run_dir)[1], check_exact=True
+    )
 
 
 def test_a_flower_run_whose_every_upload_is_refused_stops_keeping_its_run_directory(

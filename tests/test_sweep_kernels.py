@@ -75,16 +75,12 @@ def test_a_warm_kernel_outlives_the_folder_of_its_previous_point(tmp_path):
 
     kernel = WarmKernel(threads=1, imports=("json",))
     kernel.ensure_started()
-    client = kernel.km.client()
-    client.start_channels()
     try:
-        run_sync(client.wait_for_ready)(timeout=120)
         for name in ("first", "second"):
             folder = tmp_path / name
             folder.mkdir()
-            reply = run_sync(client.execute_interactive)(kernel.prologue(folder), timeout=120)
+            reply = run_sync(kernel.kc.execute_interactive)(kernel.prologue(folder), timeout=120)
             assert reply["content"]["status"] == "ok", reply["content"]
             shutil.rmtree(folder)  # what the Ray task does once its point is done
     finally:
-        client.stop_channels()
         kernel.shutdown()

@@ -7,10 +7,12 @@ import signal
 import pytest
 
 ray = pytest.importorskip("ray", reason="the flower extra (which installs Ray) is missing")
+pytest.importorskip("flwr", reason="the flower extra is missing")
 psutil = pytest.importorskip("psutil")
 
 from ray.cluster_utils import Cluster  # noqa: E402
 
+from workbench.flower.local import RAY_ENV  # noqa: E402
 from workbench.lab.executors import Execution  # noqa: E402
 from workbench.lab.sweep import run_sweep  # noqa: E402
 
@@ -33,9 +35,9 @@ ATTEMPTS = 3  # Ray waits a fixed 30 s for a raylet to register; a busy machine 
 def two_nodes(monkeypatch):
     """Head + one more node, each a real GCS/raylet process set, all on 127.0.0.1; torn down
     by PID. (`ray start --address` refuses to join on loopback, hence ray.cluster_utils.)"""
+    # RAY_ENV: loopback only, start-up and GCS request budgets for a busy machine
     for name, value in {
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # keeps Ray on 127.0.0.1
-        "RAY_raylet_start_wait_time_s": str(START_BUDGET_S),
+        **RAY_ENV,
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
     }.items():

@@ -24,6 +24,7 @@ from typing import Any
 from workbench.core.facts import STATUS_FILE, TIMING_FILE
 
 # nbformat: plotly's notebook renderer imports it, and with it jsonschema (seconds)
+START_TIMEOUT = 300  # seconds for a kernel to answer at start: a busy machine is slow
 BASE_IMPORTS = (
     "IPython.display",
     "nbformat",
@@ -52,6 +53,7 @@ class WarmKernel:
     def __init__(self, threads: int, imports: tuple[str, ...] = BASE_IMPORTS) -> None:
         self.threads, self.imports = threads, imports
         self.km: Any = None
+        self.kc: Any = None  # one client for every point: no per-point connection handshake
         self._imported = False
         self._folder: str | None = None
 
@@ -73,6 +75,10 @@ class WarmKernel:
             cwd=self._folder,  # history: no shared file
             extra_arguments=["--HistoryManager.hist_file=:memory:"],
         )
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        run_sync(self.kc.wait_for_ready)(timeout=START_TIMEOUT)
+        self.kc.allow_stdin = False
         self._imported = False
 
     def _alive(self) -> bool:
@@ -86,7 +92,9 @@ class WarmKernel:
         directory, then a clean namespace (modules stay imported). The directory comes first:
         the previous point's folder may be gone (Ray removes its scratch folders), and IPython's
         reset fails in a working directory that no longer exists."""
-        imports = "" if self._imported else f"import {', '.join(self.imports)}\n"
+        # frozen: the imported modules' objects leave the garbage collector's work, so the
+        # collection in each reset walks only what points created
+        imports = "" if self._imported else f"import {', '.join(self.imports)}\nimport gc\ngc.freeze()\n"
         self._imported = True
         return (
             f"{imports}import os\nos.chdir({str(folder)!r})\n"
@@ -97,6 +105,9 @@ class WarmKernel:
         """Stop the kernel (if any) and remove its socket folder."""
         from jupyter_core.utils import run_sync
 
+        if self.kc is not None:
+            self.kc.stop_channels()
+            self.kc = None
         if self.km is not None:
             try:
                 run_sync(self.km.shutdown_kernel)(now=True)
@@ -129,8 +140,9 @@ def _execute(
         kernel_name="python3",
         progress_bar=False,
         execution_timeout=timeout,
-        start_timeout=300,
+        start_timeout=START_TIMEOUT,
         km=kernel.km,
+        kc=kernel.kc,
         prologue=kernel.prologue(folder),
         request_save_on_cell_execute=False,
     )

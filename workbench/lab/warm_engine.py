@@ -55,8 +55,10 @@ class WarmKernelEngine(NBClientEngine):
         execution_timeout: int | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Execute the prologue and every cell on kwargs['km']'s kernel, which keeps running."""
+        """Execute the prologue and every cell on kwargs['km']'s kernel, which keeps running;
+        through kwargs['kc'] when given (a connected client the caller keeps), else a new one."""
         kwargs.pop("input_path", None)
+        kc = kwargs.pop("kc", None)
         if kwargs.get("km") is None:
             raise ValueError(f"the {ENGINE} engine needs km= (a started kernel manager)")
         client = WarmClient(
@@ -70,10 +72,11 @@ class WarmKernelEngine(NBClientEngine):
             stderr_file=stderr_file,
             **kwargs,
         )
+        client.kc = kc  # nbclient opens a client only when it has none
         try:
             return client.execute()
         finally:
-            if client.kc is not None:
+            if kc is None and client.kc is not None:
                 client.kc.stop_channels()
 
 
