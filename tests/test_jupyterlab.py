@@ -193,10 +193,6 @@ def shot(page, path: Path) -> None:
 
 
 @pytest.mark.timeout(START_BUDGET + 2 * RUN_BUDGET)
-@pytest.mark.skipif(
-    os.environ.get("WORKBENCH_JUPYTERLAB_TEST") != "1",
-    reason="not yet seen passing end to end (issue 11 open): run with WORKBENCH_JUPYTERLAB_TEST=1",
-)
 def test_the_tuner_streams_compares_and_keeps_the_kernel_free(lab) -> None:
     from playwright.sync_api import sync_playwright
 

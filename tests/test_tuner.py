@@ -129,6 +129,9 @@ def test_stop_ends_the_run_and_the_last_round_is_never_thrown_away(base):
     runner.submit(base)  # arrives while the last round computes: that round still finishes
     run.allow(2)
     assert events.until("done")[0] == other
+    runner.stop()  # the resubmitted setting now waits for its first round: end it there
+    run.allow()
+    assert events.until("stopped")[0] == key
     runner.close(WAIT)
 
 
@@ -270,3 +273,14 @@ def fake_table(config, algorithms):
         ]
         frames.append(to_frame(rows))
     return pd.concat(frames, ignore_index=True)
+
+
+def test_the_settings_list_names_what_tells_settings_apart():
+    from workbench.lab.widgets import distinguishing
+
+    a = "fedlora · rank=4 · mu=0.5 · adapter_epochs=1"
+    b = "fedlora · rank=3 · mu=0.5 · adapter_epochs=1"
+    c = "fedproto · weight=1"
+    assert distinguishing([a]) == [a]
+    assert distinguishing([a, b, c]) == ["fedlora · rank=4", "fedlora · rank=3", "fedproto"]
+    assert distinguishing([a, a.replace("mu=0.5", "mu=0.9")]) == ["fedlora · mu=0.5", "fedlora · mu=0.9"]

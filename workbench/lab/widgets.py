@@ -172,13 +172,19 @@ class Tuner:
         """The list row of a setting: colour, label and state; pin, ↺ and ✕ buttons."""
         text = widgets.HTML(layout=widgets.Layout(flex="1 1 auto"))
         pin = widgets.ToggleButton(
-            icon="thumb-tack", tooltip="pin: keep this setting shown", layout=widgets.Layout(width="36px")
+            icon="thumb-tack",
+            tooltip="pin: keep this setting shown",
+            layout=widgets.Layout(width="40px", padding="0"),
         )
         back = widgets.Button(
-            icon="undo", tooltip="set the controls to this setting", layout=widgets.Layout(width="36px")
+            icon="undo",
+            tooltip="set the controls to this setting",
+            layout=widgets.Layout(width="40px", padding="0"),
         )
         drop = widgets.Button(
-            icon="times", tooltip="remove this setting from the figure", layout=widgets.Layout(width="36px")
+            icon="times",
+            tooltip="remove this setting from the figure",
+            layout=widgets.Layout(width="40px", padding="0"),
         )
         pin.observe(lambda change: self._pin_clicked(key, pin, change["new"]), names="value")
         back.on_click(lambda _: self.select(key))
@@ -208,13 +214,14 @@ class Tuner:
             ]
             draw(self.figure, shown, self.current)
             self.view.outputs = (bundle(self.figure),)
-            for k, label, colour, curve in shown:
+            short = distinguishing([label for _, label, _, _ in shown])
+            for (k, label, colour, curve), brief in zip(shown, short, strict=True):
                 text = self.rows[k][1]
                 weight = "bold" if k == self.current else "normal"
                 text.value = (
                     f"<span style='color:{colour};font-size:18px'>■</span> "
-                    f"<span style='font-weight:{weight}'>{html.escape(label)}</span>"
-                    f" <span style='color:#666'>{describe(curve)}</span>"
+                    f"<span style='font-weight:{weight}' title='{html.escape(label, quote=True)}'>"
+                    f"{html.escape(brief)}</span> <span style='color:#666'>{describe(curve)}</span>"
                 )
             self.settings.children = [self.rows[k][0] for k in reversed(self.order) if k in self.rows]
             if self.current in self.labels and key in (None, self.current):
@@ -232,6 +239,19 @@ class Tuner:
     def close(self) -> None:
         """End the background runs (a newer tuner in the same kernel calls this)."""
         self.runner.close()
+
+
+def distinguishing(labels: list[str]) -> list[str]:
+    """Each label cut to its method and the knobs in which it differs from the other shown
+    settings of that method ('fedlora · rank=3' beside 'fedlora · rank=4'; 'fedproto' beside
+    them); a lone setting keeps its whole label."""
+    if len(labels) < 2:
+        return list(labels)
+    parts = [label.split(" · ") for label in labels]
+    common: dict[str, set[str]] = {}
+    for method, *knobs in parts:
+        common[method] = common[method] & set(knobs) if method in common else set(knobs)
+    return [" · ".join([method, *[k for k in knobs if k not in common[method]]]) for method, *knobs in parts]
 
 
 def describe(curve: Curve) -> str:
