@@ -230,6 +230,13 @@ def test_every_algorithm_runs_through_the_apps_as_in_process(algorithm, tmp_path
     expected = run_experiment(config, out_dir=tmp_path / "in-process")
     pd.testing.assert_frame_equal(table, read_run(expected.run_dir)[1], check_exact=True)
     assert sorted(table["round"].unique()) == [2, 3]
+    if algorithm == "fedkd":  # uploads travel SVD-compressed (validated by reconstruction), not dense
+        ups = [
+            m
+            for m in json.loads((tmp_path / "run" / "flower.json").read_text())["messages"]
+            if m["direction"] == "up"
+        ]
+        assert ups and any(key.endswith(".S") for m in ups for key in m["keys"])
 
 
 def test_the_server_asks_only_for_evaluations_that_went_stale(tmp_path, task_identity, one_thread):
@@ -351,29 +358,3 @@ def test_fedlora_on_flower_simulation_equals_the_in_process_run(tmp_path, no_tel
         (state_file,) = (tmp_path / "nodes").glob(f"run-*/client-{cid}.pt")
         saved = torch.load(state_file, weights_only=True)["model"]
         assert any(key.startswith("conv1.") for key in saved)
-
-
-def test_fedkd_on_flower_simulation_equals_the_in_process_run(tmp_path, no_telemetry, one_thread):
-    """FedKD's clients take the round (SVD energy) from begin_round, and the server validates
-    their variable-rank compressed uploads by reconstructing them: identical tables."""
-    config = build_config({**FLOWER_TINY, "algorithm": "fedkd", "models": "cnn4,cnn5"})
-    expected = run_experiment(config, out_dir=tmp_path / "in-process")
-    got = simulate(config, tmp_path / "flower", state_dir=tmp_path / "nodes")
-    pd.testing.assert_frame_equal(read_run(got.run_dir)[1], read_run(expected.run_dir)[1], check_exact=True)
-    details = json.loads((tmp_path / "flower" / "flower.json").read_text())
-    assert details["refused"] == []
-    ups = [m for m in details["messages"] if m["direction"] == "up"]
-    assert any(key.endswith(".S") for m in ups for key in m["keys"])  # compressed, not dense
-
-
-def test_malformed_clients_are_refused_in_a_flower_simulation(tmp_path, no_telemetry):
-    config = build_config(FLOWER_TINY)
-    faults = {1: "nan", 2: "shape", 3: "keys"}
-    result = simulate(config, tmp_path / "run", faults=faults)
-    assert len(result.table) == 2 * 4  # every round completed and every client was evaluated
-    refused = json.loads((tmp_path / "run" / "flower.json").read_text())["refused"]
-    assert sorted((r["round"], r["client"]) for r in refused) == [(r, c) for r in (1, 2) for c in (1, 2, 3)]
-    reasons = {r["client"]: r["error"] for r in refused}
-    assert "client 1" in reasons[1] and "NaN" in reasons[1]
-    assert "shape (5, 500) != (4, 500)" in reasons[2]
-    assert "unexpected ['extra', 'head.lora_A.renamed']" in reasons[3]

@@ -25,7 +25,7 @@ SPEC = {
         "device": "cpu",
         "eval_batch_size": 256,
     },
-    "grid": {"algorithm": ["fedlora", "lg_fedavg", "fd"]},
+    "grid": {"algorithm": ["fedlora", "lg_fedavg"]},
 }
 START_BUDGET_S = 240  # node start-up on a loaded 2-core machine takes far longer than on a laptop
 ATTEMPTS = 3  # Ray waits a fixed 30 s for a raylet to register; a busy machine can miss that
@@ -87,7 +87,7 @@ def test_ray_sweep_equals_the_local_sweep_and_resumes(tmp_path, two_nodes):
     execution = Execution(executor="ray", address=two_nodes, cpus=1)
     remote = run_sweep(SPEC, tmp_path / "ray", report=False, execution=execution)
     record = json.loads((tmp_path / "ray" / "sweep.json").read_text())
-    assert [p["state"] for p in record["points"]] == ["done"] * 3, record["points"]
+    assert [p["state"] for p in record["points"]] == ["done"] * 2, record["points"]
     nodes = {json.loads(s.read_text())["node"] for s in (tmp_path / "ray").glob("points/*/status.json")}
     assert len(nodes) == 2 and all(n.startswith("ray:") for n in nodes)  # both nodes ran points
     assert record["efficiency"]["executor"] == "ray" and record["efficiency"]["workers"] == 2
