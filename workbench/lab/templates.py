@@ -3,8 +3,7 @@
 Three guards share one `strip` function: the sweep executes a stripped copy of its template
 (`clean_template`), JupyterLab's pre-save hook (`strip_tracked_notebook`, enabled by the repo's
 `.jupyter/jupyter_server_config.json`) saves git-tracked notebooks without outputs, and the
-nbstripout git filter (`make setup`) keeps them out of commits. `QUIET_KERNEL` makes papermill
-start kernels over IPC, so they do not warn about unencrypted TCP. Never imports torch.
+nbstripout git filter (`make setup`) keeps them out of commits. Never imports torch.
 """
 
 from __future__ import annotations
@@ -14,10 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
-from traitlets.config import Config
 
-# papermill passes unknown keywords on to nbclient, whose kernel manager reads this config
-QUIET_KERNEL: dict[str, Any] = {"config": Config({"KernelManager": {"transport": "ipc"}})}
 _CELL_KEYS = ("execution", "collapsed", "scrolled")  # per-session state JupyterLab records
 
 
