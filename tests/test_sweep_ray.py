@@ -108,3 +108,21 @@ def test_ray_sweep_equals_the_local_sweep_and_resumes(tmp_path, two_nodes):
     assert record["efficiency"]["points_run"] == 1
     assert {k: v for k, v in statuses().items() if k in kept} == kept
     assert again.read_bytes() == local.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "address, fragment", [("127.0.0.1:{port}", "nothing answers at"), ("nohost", "give HOST:PORT")]
+)
+def test_a_ray_address_where_nothing_listens_is_refused_at_once(tmp_path, address, fragment):
+    """Ray itself retries a dead address for many minutes; the sweep refuses it before any point."""
+    import socket
+
+    from workbench.config import ConfigError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free once closed: nothing listens there
+    execution = Execution(executor="ray", address=address.format(port=port), cpus=1)
+    with pytest.raises(ConfigError, match=fragment):
+        run_sweep(SPEC, tmp_path / "s", report=False, execution=execution)
+    assert not list((tmp_path / "s").glob("points/*/status.json"))

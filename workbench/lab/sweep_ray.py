@@ -92,6 +92,8 @@ def connect(address: str | None) -> None:
     import ray
 
     target = address or os.environ.get("RAY_ADDRESS") or "auto"
+    if target != "auto":
+        _check_reachable(target)
     try:
         ray.init(
             address=target,
@@ -103,6 +105,23 @@ def connect(address: str | None) -> None:
         raise ConfigError(
             f"--executor ray: cannot join a Ray cluster at {target!r} ({error}); "
             f"start one with `ray start --head` or pass --address HOST:PORT"
+        ) from None
+
+
+def _check_reachable(target: str, timeout_s: float = 10.0) -> None:
+    """Refuse an address where nothing listens at once: Ray itself retries such an address for
+    many minutes before it gives up."""
+    import socket
+
+    host, _, port = target.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address {target!r}: give HOST:PORT of a Ray head node (e.g. 127.0.0.1:6379)")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise ConfigError(
+            f"--executor ray: nothing answers at {target!r} ({error}); start a head with "
+            f"`ray start --head` and pass the address it prints"
         ) from None
 
 
