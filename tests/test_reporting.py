@@ -235,6 +235,15 @@ def test_verdict_numbers_by_hand(summary, configs, sweep) -> None:
     assert "p = 0.005, 3 seeds" in found.sentence
 
 
+def test_a_difference_within_the_seed_noise_names_no_winner() -> None:
+    final = stats.paired_test({0: 0.70, 1: 0.80, 2: 0.75}, {0: 0.74, 1: 0.76, 2: 0.77})
+    assert final.difference.low < 0 < final.difference.high
+    comparison = verdict.Comparison("best baseline", "fedlora · rank=2", "fedkd", final, final)
+    text = verdict.sentence(comparison, "digits", True)
+    assert text.startswith("At this setting (digits), no method wins beyond the seed noise: fedkd has")
+    assert "trails the best baseline (fedkd)" in text and "3 seeds" in text and "wins on" not in text
+
+
 def test_cost_to_target_by_hand(summary, configs, sweep) -> None:
     curves = sweep_results.seed_curves(sweep.table)
     found = verdict.decide(summary, configs, curves, "digits", target_accuracy=0.52)
@@ -323,6 +332,14 @@ def test_pareto_per_configuration(configs: pd.DataFrame, cost: str) -> None:
     for fx, fy in zip(fig.data[-1].x, fig.data[-1].y):  # nothing beats a front point on both
         assert not ((configs[x] / scale <= fx) & (configs["final_accuracy"] > fy + 1e-12)).any()
     assert fig.data[0].error_y.array[0] == pytest.approx(T975[2] * 0.02 / math.sqrt(3))
+
+
+def test_an_accuracy_interval_is_shown_within_0_and_100_percent() -> None:
+    from workbench.lab.report_tables import percent
+
+    assert percent(0.78, 0.478, 1.082) == "78.0% [47.8%, 100.0%]"
+    assert percent(0.05, -0.02, 0.12) == "5.0% [0.0%, 12.0%]"
+    assert percent(0.5) == "50.0%"
 
 
 def test_axis_type_and_percent_ticks() -> None:

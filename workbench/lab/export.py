@@ -52,21 +52,33 @@ def check_kernel(kernel_name: str = KERNEL) -> None:
 
 def execute_notebook(template: Path, output: Path, parameters: dict[str, Any], timeout: int = 600) -> Path:
     """Run `template` with papermill in this environment's python3 kernel; write `output`."""
+    import tempfile
+
     import papermill
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.utils import run_sync
 
     check_kernel(KERNEL)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    papermill.execute_notebook(
-        str(template),
-        str(output),
-        parameters=parameters,
-        kernel_name=KERNEL,
-        language="python",
-        execution_timeout=timeout,
-        progress_bar=False,
-        cwd=str(output.parent),
-    )
+    with tempfile.TemporaryDirectory(prefix="workbench-kernel-") as sockets:
+        # IPC transport: no "running over TCP without encryption" warning in the user's output
+        km = AsyncKernelManager(kernel_name=KERNEL, transport="ipc", ip=str(Path(sockets) / "ipc"))
+        try:
+            papermill.execute_notebook(
+                str(template),
+                str(output),
+                parameters=parameters,
+                kernel_name=KERNEL,
+                language="python",
+                execution_timeout=timeout,
+                progress_bar=False,
+                cwd=str(output.parent),
+                km=km,
+            )
+        finally:  # nbclient leaves a kernel it was handed running
+            if km.has_kernel:
+                run_sync(km.shutdown_kernel)(now=True)
     return output
 
 

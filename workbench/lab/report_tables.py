@@ -50,10 +50,10 @@ def ratio(value: float) -> str:
 
 
 def percent(mean: float, low: float = math.nan, high: float = math.nan) -> str:
-    """'93.1% [91.9, 94.3]' (the 95% interval) or '93.1%' without one."""
+    """'93.1% [91.9%, 94.3%]' (the 95% interval, cut to [0%, 100%]) or '93.1%' without one."""
     if pd.isna(mean):
         return "—"
-    return f"{mean:.1%}" + ("" if pd.isna(low) else f" [{low:.1%}, {high:.1%}]")
+    return f"{mean:.1%}" + ("" if pd.isna(low) else f" [{max(low, 0.0):.1%}, {min(high, 1.0):.1%}]")
 
 
 def accuracy_rows(verdict: Verdict, configs: pd.DataFrame) -> pd.DataFrame:

@@ -18,7 +18,9 @@ from scipy import stats
 CONFIDENCE = 0.95
 INTERVAL = (
     "95% confidence interval of the mean over seeds: Student-t with n−1 degrees of "
-    "freedom (mean ± t·s/√n, s the sample standard deviation of the n seed values)"
+    "freedom (mean ± t·s/√n, s the sample standard deviation of the n seed values); an "
+    "accuracy's interval is shown cut to [0%, 100%] (with few, spread seeds it can reach past "
+    "them, a sign that the seeds disagree widely)"
 )
 PAIRED = (
     "paired t-test across seeds (scipy.stats.ttest_rel, two-sided): the per-seed "

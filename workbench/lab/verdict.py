@@ -158,22 +158,27 @@ def sentence(comparison: Comparison | None, setting: str, fedlora_present: bool)
         missing = "no baseline finished" if fedlora_present else "no FedLoRA configuration finished"
         return f"No verdict at this setting ({setting}): {missing}."
     diff = comparison.final.difference
-    winner = "FedLoRA" if diff.mean > 0 else comparison.other if diff.mean < 0 else "nobody"
+    ahead = "FedLoRA" if diff.mean > 0 else comparison.other if diff.mean < 0 else "nobody"
     verb = "beats" if diff.mean > 0 else ("trails" if diff.mean < 0 else "ties with")
     n = len(comparison.final.seeds)
+    versus = (
+        f"FedLoRA's best configuration ({comparison.fedlora}) {verb} the best baseline "
+        f"({comparison.other}), difference {interval_text(diff)}"
+    )
     if n < 2:
-        noise = "with 1 seed the seed noise cannot be judged"
-    elif diff.excludes_zero():
-        noise = f"the difference exceeds the seed noise ({p_text(comparison.final)}, {n} seeds)"
-    else:
-        noise = (
-            f"the difference is within the seed noise (the interval includes 0; "
-            f"{p_text(comparison.final)}, {n} seeds)"
+        return (
+            f"At this setting ({setting}), {ahead} is ahead on final accuracy with 1 seed, so the "
+            f"seed noise cannot be judged: {versus}."
+        )
+    if diff.excludes_zero():
+        return (
+            f"At this setting ({setting}), {ahead} wins on final accuracy: {versus}; the difference "
+            f"exceeds the seed noise ({p_text(comparison.final)}, {n} seeds)."
         )
     return (
-        f"At this setting ({setting}), {winner} wins on final accuracy: FedLoRA's best "
-        f"configuration ({comparison.fedlora}) {verb} the best baseline ({comparison.other}), "
-        f"difference {interval_text(diff)}; {noise}."
+        f"At this setting ({setting}), no method wins beyond the seed noise: {ahead} has the higher "
+        f"mean final accuracy, but the interval includes 0 ({versus}; {p_text(comparison.final)}, "
+        f"{n} seeds)."
     )
 
 
