@@ -89,7 +89,7 @@ def test_report_renders_offline_in_chromium(report: tuple[Path, int], tmp_path: 
             state = page.evaluate(INSPECT)
         finally:
             browser.close()
-    assert shown == 10  # nine figures and the robustness figure
+    assert shown == 9  # no robustness section: the sweep varies neither aggregator nor attack
     assert state["plotly"] == "object"
     assert len(state["plots"]) == shown
     for plot in state["plots"]:  # data, or a note saying why there is none (no attack swept)

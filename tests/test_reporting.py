@@ -443,9 +443,10 @@ def test_two_seed_report_states_verdict_bands_and_provenance(two_seeds: Path) ->
     assert not re.search(r"<script[^>]*\bsrc=[\"']https?:", html)
     assert "reporting.best_per_method" not in html and "pio.renderers.default" not in html
     shown = figures_shown(nbformat.read(two_seeds / "report.ipynb", as_version=4))
-    assert shown == 10 and html.count('class="plotly-graph-div"') == shown
+    assert shown == 9 and html.count('class="plotly-graph-div"') == shown
     assert [f"plot-{i}" for i in range(1, shown + 1)] == re.findall(r'id="(plot-\d+)" style', html)
     assert html.index(">Verdict<") < html.index(">Accuracy per round<")
+    assert "Under attack" not in html  # a section only for sweeps that vary the aggregator or attack
     assert "FedLoRA wins on final accuracy" in html and "paired t-test" in html
     assert '"fill":"toself"' in html and "95% CI" in html and "mean of 2 seeds" in html
     assert provenance.git_state()["commit"] in html

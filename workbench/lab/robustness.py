@@ -12,6 +12,11 @@ from workbench.lab.sweep_results import tick
 SETTINGS = ("attack", "malicious_clients")  # what the x axis groups by, where swept
 
 
+def varies_defence_or_attack(summary: pd.DataFrame) -> bool:
+    """Whether the sweep varies the aggregator or the attack (the report's section is for those)."""
+    return bool({"aggregator", *SETTINGS} & set(summary.columns))
+
+
 def robustness_table(summary: pd.DataFrame, stat: Stat = "final") -> pd.DataFrame:
     """Mean accuracy and refused uploads per (attack setting, aggregator), over seeds and other
     swept values; `setting` labels the attack columns the sweep varies."""
@@ -31,7 +36,7 @@ def robustness_table(summary: pd.DataFrame, stat: Stat = "final") -> pd.DataFram
 def robustness_figure(summary: pd.DataFrame, stat: Stat = "final") -> go.Figure:
     """Grouped bars: mean accuracy per attack setting (x), one bar per aggregator."""
     title = f"{stat.capitalize()} mean accuracy under attack, per aggregator"
-    if not {"aggregator", *SETTINGS} & set(summary.columns):
+    if not varies_defence_or_attack(summary):
         fig = note(go.Figure(), "This sweep varies neither the aggregator nor the attack")
         fig.update_xaxes(visible=False).update_yaxes(visible=False)
         return fig.update_layout(template=TEMPLATE, title=title)
