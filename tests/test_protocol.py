@@ -112,8 +112,24 @@ def test_note_names_the_verdict_and_lists_unfinished_points(sweep_dir, tmp_path)
     assert main([str(sweep_dir), "--out", str(out)]) == 0
     text = out.read_text()
     assert "24 of 25 points finished" in text and "| 3 | failed | fml | 1 | killed |" in text
-    assert "best other method: `fd`" in text
+    assert "best federated baseline: `fd`" in text
     assert "`fedlora · adapter_placement=fc2`: +0.0500" in text and "beyond seed noise" in text
+
+
+def test_the_best_federated_baseline_is_never_a_standalone_configuration():
+    from workbench.lab.protocol import KEY, best_baseline
+
+    protocol = pd.DataFrame(
+        {
+            "partition": ["p"] * 4,
+            "algorithm": ["standalone", "fd", "fedlora", "fedkd"],
+            KEY: ["standalone · model_epochs=5", "fd", "fedlora", "fedkd"],
+            "final_mean": [0.97, 0.90, 0.99, 0.91],
+        }
+    )
+    assert best_baseline(protocol, "p") == "standalone · model_epochs=5"
+    assert best_baseline(protocol, "p", exclude=("fedlora", "standalone")) == "fedkd"
+    assert best_baseline(protocol, "q") is None
 
 
 def test_the_protocol_spec_covers_every_method_placement_seed_and_two_partitions():

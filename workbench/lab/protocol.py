@@ -122,10 +122,12 @@ def paired_gaps(table: pd.DataFrame, swept: Sequence[str], reference: str) -> pd
     return pd.DataFrame(rows, columns=GAP_COLUMNS)
 
 
-def best_baseline(protocol: pd.DataFrame, partition: str, exclude: str = "fedlora") -> str | None:
-    """The configuration of another method with the highest mean final accuracy in a partition
-    (None before any has finished)."""
-    rows = protocol[(protocol["partition"] == partition) & (protocol["algorithm"] != exclude)]
+def best_baseline(
+    protocol: pd.DataFrame, partition: str, exclude: Sequence[str] = ("fedlora",)
+) -> str | None:
+    """The configuration of another method (none of `exclude`) with the highest mean final
+    accuracy in a partition (None before any has finished)."""
+    rows = protocol[(protocol["partition"] == partition) & ~protocol["algorithm"].isin(list(exclude))]
     return rows.sort_values("final_mean", ascending=False)[KEY].iloc[0] if len(rows) else None
 
 
