@@ -132,6 +132,19 @@ def test_debug_shows_the_traceback_instead():
         main(["run", "--seed", "4294967296", "--debug"])
 
 
+def test_ctrl_c_is_a_message_and_status_130_not_a_traceback(monkeypatch, capsys):
+    import workbench.cli as cli
+
+    def interrupted(args, extra):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, "sweep", interrupted)
+    assert main(["sweep", "spec.yaml", "--out", "x"]) == 130
+    assert capsys.readouterr().err.startswith("interrupted: finished points")
+    with pytest.raises(KeyboardInterrupt):
+        main(["sweep", "spec.yaml", "--out", "x", "--debug"])
+
+
 def test_runtime_user_errors_are_messages(tmp_path, capsys):
     empty_client = [
         "run",

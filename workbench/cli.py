@@ -205,6 +205,14 @@ COMMANDS = {
 }
 
 
+INTERRUPTED = {
+    "sweep": "interrupted: finished points (and each unfinished point's last checkpoint) are kept; "
+    "run the same command again to resume",
+    "run": "interrupted: a run with --out keeps its last checkpoint (every --checkpoint_every "
+    "rounds); run the same command again to resume from it",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; user errors exit with status 2 and a one-line message (--debug: traceback)."""
     args, extra = parser().parse_known_args(argv)
@@ -217,3 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: a message, not a traceback; nothing finished is lost
+        if args.debug:
+            raise
+        print(INTERRUPTED.get(args.command, "interrupted"), file=sys.stderr)
+        return 130
