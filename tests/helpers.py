@@ -8,6 +8,21 @@ from workbench.algorithms import REGISTRY, Client, Environment
 from workbench.config import build_config
 from workbench.core.data import ClientData
 
+# the smallest sweep that still trains: digits, 2 clients, 2 rounds (the sweep tests' fixed values)
+SWEEP_TINY = {
+    "dataset": "digits",
+    "num_clients": 2,
+    "rounds": 2,
+    "batch_size": 64,
+    "device": "cpu",
+    "eval_batch_size": 256,
+}
+
+
+def tiny_spec(grid: dict) -> dict:
+    """A sweep spec over SWEEP_TINY with this grid."""
+    return {"parameters": dict(SWEEP_TINY), "grid": grid}
+
 
 def synthetic_client(cid: int, model_name: str, n: int = 40, classes: int = 10, seed: int = 0) -> Client:
     """A client with random uint8 images and labels."""

@@ -8,20 +8,13 @@ import time
 import pandas as pd
 import pytest
 import yaml
+from helpers import SWEEP_TINY
 
 from workbench.cli import main
 from workbench.config import ConfigError
 from workbench.lab.sweep import expand, load_spec, run_sweep
 
-FIXED = {
-    "dataset": "digits",
-    "num_clients": 2,
-    "rounds": 2,
-    "batch_size": 64,
-    "device": "cpu",
-    "eval_batch_size": 256,
-    "checkpoint_every": 1,
-}
+FIXED = {**SWEEP_TINY, "checkpoint_every": 1}
 
 
 def spec(grid):

@@ -6,22 +6,10 @@ import shutil
 import nbformat
 import pandas as pd
 import pytest
+from helpers import tiny_spec
 
 from workbench.lab.executors import Execution, efficiency_line
 from workbench.lab.sweep import run_sweep
-
-FIXED = {
-    "dataset": "digits",
-    "num_clients": 2,
-    "rounds": 2,
-    "batch_size": 64,
-    "device": "cpu",
-    "eval_batch_size": 256,
-}
-
-
-def spec(grid):
-    return {"parameters": dict(FIXED), "grid": grid}
 
 
 def test_a_dead_kernel_fails_only_its_point_and_warm_points_equal_fresh_ones(tmp_path, monkeypatch, capsys):
@@ -41,7 +29,7 @@ def test_a_dead_kernel_fails_only_its_point_and_warm_points_equal_fresh_ones(tmp
     monkeypatch.setattr(sweep, "NOTEBOOK", killer)
     one = Execution(workers=1, threads=1)
     table = pd.read_csv(
-        run_sweep(spec({"rank": [1, 2, 3, 4]}), tmp_path / "warm", report=False, execution=one)
+        run_sweep(tiny_spec({"rank": [1, 2, 3, 4]}), tmp_path / "warm", report=False, execution=one)
     )
     record = json.loads((tmp_path / "warm" / "sweep.json").read_text())
     assert [p["state"] for p in record["points"]] == ["done", "failed", "done", "done"]
@@ -62,7 +50,9 @@ def test_a_dead_kernel_fails_only_its_point_and_warm_points_equal_fresh_ones(tmp
     assert [c.execution_count for c in executed.cells if c.cell_type == "code"][0] == 1
 
     fresh = Execution(workers=1, threads=1, fresh_kernels=True)
-    alone = pd.read_csv(run_sweep(spec({"rank": [4]}), tmp_path / "fresh", report=False, execution=fresh))
+    alone = pd.read_csv(
+        run_sweep(tiny_spec({"rank": [4]}), tmp_path / "fresh", report=False, execution=fresh)
+    )
     warm_rank4 = table[table["rank"] == 4].drop(columns="point").reset_index(drop=True)
     pd.testing.assert_frame_equal(warm_rank4, alone.drop(columns="point"), check_exact=True)
 

@@ -10,23 +10,14 @@ ray = pytest.importorskip("ray", reason="the flower extra (which installs Ray) i
 pytest.importorskip("flwr", reason="the flower extra is missing")
 psutil = pytest.importorskip("psutil")
 
+from helpers import tiny_spec  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from workbench.flower.local import RAY_ENV  # noqa: E402
 from workbench.lab.executors import Execution  # noqa: E402
 from workbench.lab.sweep import run_sweep  # noqa: E402
 
-SPEC = {
-    "parameters": {
-        "dataset": "digits",
-        "num_clients": 2,
-        "rounds": 2,
-        "batch_size": 64,
-        "device": "cpu",
-        "eval_batch_size": 256,
-    },
-    "grid": {"algorithm": ["fedlora", "lg_fedavg"]},
-}
+SPEC = tiny_spec({"algorithm": ["fedlora", "lg_fedavg"]})
 START_BUDGET_S = 240  # node start-up on a loaded 2-core machine takes far longer than on a laptop
 ATTEMPTS = 3  # Ray waits a fixed 30 s for a raylet to register; a busy machine can miss that
 

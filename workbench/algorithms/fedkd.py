@@ -80,23 +80,17 @@ def fedkd_losses(
     task_t, task_s = F.cross_entropy(t_logits, y), F.cross_entropy(s_logits, y)
     # small task losses: both predict well, so their knowledge is trusted more (a scale, no path)
     quality = (task_t + task_s).detach()
-    teacher = (
-        task_t
-        + (
-            tempered_kl(t_logits, s_logits, temperature)
-            + hidden_weight * F.mse_loss(t_hidden, s_hidden.detach())
+
+    def side(task: Tensor, logits: Tensor, other: Tensor, hidden: Tensor, other_hidden: Tensor) -> Tensor:
+        """One side's loss: its task loss plus what it distils from the other, scaled."""
+        distilled = tempered_kl(logits, other, temperature) + hidden_weight * F.mse_loss(
+            hidden, other_hidden.detach()
         )
-        / quality
+        return task + distilled / quality
+
+    return side(task_t, t_logits, s_logits, t_hidden, s_hidden), side(
+        task_s, s_logits, t_logits, s_hidden, t_hidden
     )
-    student = (
-        task_s
-        + (
-            tempered_kl(s_logits, t_logits, temperature)
-            + hidden_weight * F.mse_loss(s_hidden, t_hidden.detach())
-        )
-        / quality
-    )
-    return teacher, student
 
 
 class FedKD(Algorithm):

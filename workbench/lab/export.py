@@ -55,15 +55,15 @@ def execute_notebook(template: Path, output: Path, parameters: dict[str, Any], t
     import tempfile
 
     import papermill
-    from jupyter_client.manager import AsyncKernelManager
     from jupyter_core.utils import run_sync
+
+    from workbench.lab.point_runner import ipc_kernel_manager
 
     check_kernel(KERNEL)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="workbench-kernel-") as sockets:
-        # IPC transport: no "running over TCP without encryption" warning in the user's output
-        km = AsyncKernelManager(kernel_name=KERNEL, transport="ipc", ip=str(Path(sockets) / "ipc"))
+        km = ipc_kernel_manager(sockets, KERNEL)
         try:
             papermill.execute_notebook(
                 str(template),

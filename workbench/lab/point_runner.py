@@ -47,6 +47,14 @@ def warm_imports(flats: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
     return BASE_IMPORTS + extra
 
 
+def ipc_kernel_manager(folder: str | Path, kernel_name: str = "python3") -> Any:
+    """A kernel manager (not started) whose sockets are files in `folder`: IPC transport, so the
+    kernel never warns "running over TCP without encryption" into the user's output."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    return AsyncKernelManager(kernel_name=kernel_name, transport="ipc", ip=os.path.join(folder, "ipc"))
+
+
 class WarmKernel:
     """One kernel process reused across points (started on first use, replaced after a failure)."""
 
@@ -62,13 +70,10 @@ class WarmKernel:
         if self.km is not None and self._alive():
             return
         self.shutdown()
-        from jupyter_client.manager import AsyncKernelManager
         from jupyter_core.utils import run_sync
 
         self._folder = tempfile.mkdtemp(prefix="workbench-kernel-")
-        self.km = AsyncKernelManager(
-            kernel_name="python3", transport="ipc", ip=os.path.join(self._folder, "ipc")
-        )
+        self.km = ipc_kernel_manager(self._folder)
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads)}  # no oversubscription
         run_sync(self.km.start_kernel)(
             env=env,

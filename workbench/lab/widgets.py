@@ -171,21 +171,9 @@ class Tuner:
     def _row(self, key: str) -> None:
         """The list row of a setting: colour, label and state; pin, ↺ and ✕ buttons."""
         text = widgets.HTML(layout=widgets.Layout(flex="1 1 auto"))
-        pin = widgets.ToggleButton(
-            icon="thumb-tack",
-            tooltip="pin: keep this setting shown",
-            layout=widgets.Layout(width="40px", padding="0"),
-        )
-        back = widgets.Button(
-            icon="undo",
-            tooltip="set the controls to this setting",
-            layout=widgets.Layout(width="40px", padding="0"),
-        )
-        drop = widgets.Button(
-            icon="times",
-            tooltip="remove this setting from the figure",
-            layout=widgets.Layout(width="40px", padding="0"),
-        )
+        pin = _icon(widgets.ToggleButton, "thumb-tack", "pin: keep this setting shown")
+        back = _icon(widgets.Button, "undo", "set the controls to this setting")
+        drop = _icon(widgets.Button, "times", "remove this setting from the figure")
         pin.observe(lambda change: self._pin_clicked(key, pin, change["new"]), names="value")
         back.on_click(lambda _: self.select(key))
         drop.on_click(lambda _: self.remove(key))
@@ -239,6 +227,11 @@ class Tuner:
     def close(self) -> None:
         """End the background runs (a newer tuner in the same kernel calls this)."""
         self.runner.close()
+
+
+def _icon(kind: type, icon: str, tooltip: str) -> widgets.Widget:
+    """A button showing only an icon, wide enough for it (narrower ones render "✕..")."""
+    return kind(icon=icon, tooltip=tooltip, layout=widgets.Layout(width="40px", padding="0"))
 
 
 def distinguishing(labels: list[str]) -> list[str]:
