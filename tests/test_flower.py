@@ -230,12 +230,10 @@ def test_every_algorithm_runs_through_the_apps_as_in_process(algorithm, tmp_path
     expected = run_experiment(config, out_dir=tmp_path / "in-process")
     pd.testing.assert_frame_equal(table, read_run(expected.run_dir)[1], check_exact=True)
     assert sorted(table["round"].unique()) == [2, 3]
+    details = json.loads((tmp_path / "run" / "flower.json").read_text())
+    assert len(details["round_seconds"]) == 3  # every round timed, evaluated or not
     if algorithm == "fedkd":  # uploads travel SVD-compressed (validated by reconstruction), not dense
-        ups = [
-            m
-            for m in json.loads((tmp_path / "run" / "flower.json").read_text())["messages"]
-            if m["direction"] == "up"
-        ]
+        ups = [m for m in details["messages"] if m["direction"] == "up"]
         assert ups and any(key.endswith(".S") for m in ups for key in m["keys"])
 
 
@@ -282,7 +280,8 @@ class FakeRay:
 
     def init(self, **kwargs) -> None:
         self.calls += 1
-        assert kwargs["include_dashboard"] is False and "PYTHONPATH" in kwargs["runtime_env"]["env_vars"]
+        # no job runtime_env: actors then start in the workers Ray started in advance
+        assert kwargs["include_dashboard"] is False and "runtime_env" not in kwargs
         if self.calls <= self.failures:
             self.left_behind.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]))
             raise Exception("The current node timed out during startup.")
@@ -328,12 +327,16 @@ def test_ray_that_never_starts_fails_with_one_clear_message(fake_ray):
 
 def test_ray_environment_keeps_ray_on_loopback_and_restores_the_callers(monkeypatch):
     monkeypatch.setenv("RAY_raylet_start_wait_time_s", "7")
+    monkeypatch.setenv("PYTHONPATH", "/callers/own")
     monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
     with local.ray_environment():
         assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
         assert int(os.environ["RAY_raylet_start_wait_time_s"]) >= 60  # noqa: SIM112 (Ray's own spelling)
         assert set(RAY_ENV) <= set(os.environ)
+        # Ray's processes inherit the driver's import path, and the caller's own entries
+        assert os.environ["PYTHONPATH"].split(os.pathsep) == [*sys.path, "/callers/own"]
     assert os.environ["RAY_raylet_start_wait_time_s"] == "7"  # noqa: SIM112 (Ray's own spelling)
+    assert os.environ["PYTHONPATH"] == "/callers/own"
     assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
 
 
@@ -350,6 +353,7 @@ def test_fedlora_on_flower_simulation_equals_the_in_process_run(tmp_path, no_tel
     assert got.summary == expected.summary
     details = json.loads((tmp_path / "flower" / "flower.json").read_text())
     assert details["refused"] == [] and len(details["messages"]) == 2 * 2 * 4
+    assert len(details["round_seconds"]) == 2 and all(s > 0 for s in details["round_seconds"])
     for message in details["messages"]:  # only the adapter travels, counted as sent
         assert all("lora_" in key for key in message["keys"]), message["keys"]
         assert message["tensor_bytes"] == 4 * 4 * (500 + 10)

@@ -38,7 +38,7 @@ def _wait_for_nodes(grid: Grid, wanted: int, seconds: float) -> list[int]:
                 f"{seconds:g} s; start one SuperNode per client with --node-config "
                 f"'partition-id=K num-partitions={wanted}' (K = 0..{wanted - 1})"
             )
-        time.sleep(1.0)
+        time.sleep(0.1)
     return node_ids
 
 
@@ -84,6 +84,7 @@ def finish(
         "clients": {str(c): i for c, i in strategy.info.items()},
         "refused": strategy.refusals,
         "messages": strategy.traffic,
+        "round_seconds": strategy.round_seconds,
     }
     (run_dir / FLOWER_FILE).write_text(json.dumps(details, indent=1))
     log.info("workbench run directory written: %s", run_dir)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -78,6 +79,8 @@ class WorkbenchStrategy(Strategy):
         # each client's last evaluation while it stays valid (until the client trains again),
         # reused like the in-process loop does instead of asking its node again
         self.latest: dict[int, MetricRecord] = {}
+        self.round_seconds: list[float] = []  # wall time of each round, training to evaluation
+        self._round_started = 0.0
 
     def initial_arrays(self) -> ArrayRecord:
         """θ⁰ (the algorithm's initial server state) as Flower arrays."""
@@ -100,6 +103,7 @@ class WorkbenchStrategy(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """One message per sampled client with its broadcast payload."""
+        self._round_started = time.perf_counter()
         fed = self.config.federation
         self.state = from_record(arrays)
         self.algorithm.begin_round(server_round)
@@ -215,6 +219,7 @@ class WorkbenchStrategy(Strategy):
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """One row per client, its costs settled since its last row, as `evaluate_all` does."""
+        self.round_seconds.append(round(time.perf_counter() - self._round_started, 3))
         if not self._evaluates(server_round):
             return None
         evaluated, self.evaluated = {**self.latest, **self.evaluated}, {}

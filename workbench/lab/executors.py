@@ -2,8 +2,9 @@
 
 - local (default): `workers` threads in the sweep process, each driving its own warm kernel
   (`workbench.lab.point_runner`). The experiments run in the kernel processes, so a point that
-  crashes takes down at most its own kernel, which is replaced. Points come from one queue in
-  order, so a free worker starts the next point at once.
+  crashes takes down at most its own kernel, which is replaced. Points come from one queue
+  (`workbench.lab.schedule`: longest configuration first), so a free worker starts the next
+  point at once.
 - ray: each point is a Ray task on an existing cluster (`workbench.lab.sweep_ray`).
 
 Sweep efficiency = Σ points' experiment seconds (measured around `run_experiment`, written to
@@ -14,7 +15,6 @@ workers). It is printed after every sweep and stored in sweep.json under `effici
 from __future__ import annotations
 
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from workbench.config import ConfigError
+from workbench.lab.schedule import PointQueue
 
 EXECUTORS = ("local", "ray")
-Job = tuple[str, str, dict[str, Any]]  # point id, point folder, flat parameters
 Done = Callable[[str, dict[str, Any]], None]
 
 
@@ -61,32 +61,29 @@ def threads_per_worker(workers: int) -> int:
 
 
 def run_local(
-    jobs: Sequence[Job],
+    points: PointQueue,
     notebook: str | Path,
     workers: int,
     timeout: int,
     on_done: Done,
+    imports: tuple[str, ...],
     fresh: bool = False,
     threads: int | None = None,
 ) -> int:
-    """Run the jobs on `workers` warm kernels (a new kernel per point with fresh=True); return
-    the number of workers started."""
-    from workbench.lab.point_runner import WarmKernel, run_point, warm_imports
+    """Run the queued points on `workers` warm kernels (a new kernel per point with fresh=True);
+    return the number of workers started."""
+    from workbench.lab.point_runner import WarmKernel, run_point
 
-    pending: queue.Queue[Job] = queue.Queue()
-    for job in jobs:
-        pending.put(job)
-    imports, errors = warm_imports(flat for _, _, flat in jobs), []
+    errors: list[BaseException] = []
 
     def worker() -> None:
         kernel = WarmKernel(threads or threads_per_worker(workers), imports)
         try:
-            while True:
-                try:
-                    point_id, folder, flat = pending.get_nowait()
-                except queue.Empty:
-                    return
-                on_done(point_id, run_point(kernel, notebook, folder, flat, timeout))
+            while (job := points.take()) is not None:
+                point_id, folder, flat = job
+                status = run_point(kernel, notebook, folder, flat, timeout)
+                points.finished(flat, status)
+                on_done(point_id, status)
                 if fresh:
                     kernel.shutdown()
         except BaseException as error:  # re-raised in the caller's thread, not lost in this one
@@ -96,7 +93,7 @@ def run_local(
 
     pool = [
         threading.Thread(target=worker, name=f"sweep-worker-{i}", daemon=True)
-        for i in range(min(workers, len(jobs)))
+        for i in range(min(workers, len(points)))
     ]
     for thread in pool:
         thread.start()
@@ -113,11 +110,17 @@ def run_points(
     notebook: Path,
     timeout: int,
     execution: Execution,
+    measured: Sequence[tuple[Mapping[str, Any], float]] = (),
 ) -> dict[str, Any]:
-    """Run (point id, flat parameters) pairs with a progress bar; return the efficiency record."""
+    """Run (point id, flat parameters) pairs with a progress bar, longest configuration first
+    (`measured`: flat parameters and seconds of points done earlier); return the efficiency
+    record."""
     from tqdm.auto import tqdm
 
+    from workbench.lab.point_runner import warm_imports
+
     jobs = [(point_id, str(sweep_dir / "points" / point_id), flat) for point_id, flat in todo]
+    points, imports = PointQueue(jobs, measured), warm_imports(flat for _, flat in todo)
     statuses: dict[str, dict[str, Any]] = {}
     with tqdm(total=len(jobs), desc="sweep points", unit="point") as bar:
 
@@ -132,14 +135,15 @@ def run_points(
         if execution.executor == "ray":
             from workbench.lab.sweep_ray import run_ray
 
-            workers = run_ray(jobs, notebook, timeout, on_done, execution)
+            workers = run_ray(points, notebook, timeout, on_done, imports, execution)
         else:
             workers = run_local(
-                jobs,
+                points,
                 notebook,
                 execution.workers or 1,
                 timeout,
                 on_done,
+                imports,
                 fresh=execution.fresh_kernels,
                 threads=execution.threads,
             )

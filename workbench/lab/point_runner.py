@@ -23,16 +23,20 @@ from typing import Any
 
 from workbench.core.facts import STATUS_FILE, TIMING_FILE
 
-# nbformat: plotly's notebook renderer imports it, and with it jsonschema (seconds)
 START_TIMEOUT = 300  # seconds for a kernel to answer at start: a busy machine is slow
 BASE_IMPORTS = (
     "IPython.display",
-    "nbformat",
+    "nbformat",  # plotly's notebook renderer imports it, and with it jsonschema
     "plotly.io",
     "workbench.lab.notebook",
     "workbench.lab.reporting",
     "workbench.loop.runner",
 )
+
+# jsonschema builds the grammar of its optional IRI format checker (rfc3987-syntax) on import:
+# 2.5 s of every kernel's start on a 2-core machine, a sixth of its imports. No notebook
+# validation checks an IRI, so the kernels a sweep starts go without that checker.
+NOT_IMPORTED = ("rfc3987_syntax",)
 
 
 def warm_imports(flats: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
@@ -99,7 +103,12 @@ class WarmKernel:
         reset fails in a working directory that no longer exists."""
         # frozen: the imported modules' objects leave the garbage collector's work, so the
         # collection in each reset walks only what points created
-        imports = "" if self._imported else f"import {', '.join(self.imports)}\nimport gc\ngc.freeze()\n"
+        imports = (
+            ""
+            if self._imported
+            else f"import sys\nfor name in {NOT_IMPORTED!r}:\n    sys.modules.setdefault(name, None)\n"
+            f"import {', '.join(self.imports)}\nimport gc\ngc.freeze()\n"
+        )
         self._imported = True
         return (
             f"{imports}import os\nos.chdir({str(folder)!r})\n"

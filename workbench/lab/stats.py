@@ -13,7 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+
+from workbench.core.lazy import lazy
+
+stats = lazy("scipy.stats")  # a second per process: the point notebooks' figures never need it
 
 CONFIDENCE = 0.95
 INTERVAL = (

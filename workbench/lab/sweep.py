@@ -162,8 +162,9 @@ def run_sweep(
     )
     record_file = sweep_dir / SWEEP_FILE
     earlier = json.loads(record_file.read_text()) if record_file.exists() else {}
+    measured = [(p.flat, s["seconds"]) for p in points if (s := point_state(sweep_dir, p))["state"] == "done"]
     efficiency = (
-        run_points(sweep_dir, [(p.id, p.flat) for p in todo], NOTEBOOK, timeout, execution)
+        run_points(sweep_dir, [(p.id, p.flat) for p in todo], NOTEBOOK, timeout, execution, measured)
         if todo
         else earlier.get("efficiency")
     )

@@ -15,14 +15,14 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import workbench
 from workbench.config import ConfigError
 from workbench.core.facts import STATUS_FILE
-from workbench.lab.executors import Done, Execution, Job
+from workbench.lab.executors import Done, Execution
+from workbench.lab.schedule import PointQueue
 
 Files = dict[str, bytes]  # a point folder's files by relative path
 PACKAGE = Path(workbench.__file__).resolve().parent
@@ -142,30 +142,34 @@ def capacity(cpus: float, gpus: float) -> int:
 
 
 def run_ray(
-    jobs: Sequence[Job], notebook: str | Path, timeout: int, on_done: Done, execution: Execution
+    points: PointQueue,
+    notebook: str | Path,
+    timeout: int,
+    on_done: Done,
+    imports: tuple[str, ...],
+    execution: Execution,
 ) -> int:
-    """Run the jobs as Ray tasks (at most execution.workers at once, default all that fit);
-    return the number of points that ran in parallel."""
+    """Run the queued points as Ray tasks (at most execution.workers at once, default all that
+    fit); return the number of points that ran in parallel."""
     import ray
-
-    from workbench.lab.point_runner import warm_imports
 
     cpus, gpus = execution.cpus, execution.gpus
     connect(execution.address)
     try:
-        slots = min(len(jobs), capacity(cpus, gpus), execution.workers or len(jobs))
+        slots = min(len(points), capacity(cpus, gpus), execution.workers or len(points))
         task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(run_point_task)
-        text, imports = Path(notebook).read_text(), warm_imports(flat for _, _, flat in jobs)
-        threads = execution.threads or max(1, int(cpus))
-        queue, running = list(jobs), {}
-        while queue or running:
-            while queue and len(running) < slots:
-                point_id, folder, flat = queue.pop(0)
+        text, threads = Path(notebook).read_text(), execution.threads or max(1, int(cpus))
+        running: dict[Any, tuple[str, str, dict[str, Any]]] = {}
+        while len(points) or running:
+            while len(running) < slots and (job := points.take()) is not None:
+                point_id, folder, flat = job
                 ref = task.remote(point_id, text, flat, read_files(Path(folder)), timeout, threads, imports)
-                running[ref] = (point_id, folder)
+                running[ref] = job
             ready, _ = ray.wait(list(running), num_returns=1)
-            point_id, folder = running.pop(ready[0])
-            on_done(point_id, _collect(ready[0], Path(folder)))
+            point_id, folder, flat = running.pop(ready[0])
+            status = _collect(ready[0], Path(folder))
+            points.finished(flat, status)
+            on_done(point_id, status)
         return slots
     finally:
         ray.shutdown()

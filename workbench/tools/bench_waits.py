@@ -7,7 +7,8 @@
   demo-shaped sweep and of the demo sweep itself, on warm kernels and, for comparison, on a
   fresh kernel per point (how points ran before warm kernels);
 - flower-10 / flower-100: wall time of the same LG-FedAvg run on Flower's simulation engine
-  and in-process (Ray's start-up included: users wait for it too).
+  and in-process, in all (Ray's start-up included: users wait for it too) and per round in
+  steady state (what each further round costs).
 """
 
 from __future__ import annotations
@@ -115,42 +116,52 @@ def sweep_efficiency(
 
 
 def flower_path(clients: int, fraction: float, rounds: int, repeat: int) -> dict[str, Any]:
-    """Wall seconds of one LG-FedAvg run on Flower's simulation engine and in-process."""
+    """Wall seconds of one LG-FedAvg run on Flower's simulation engine and in-process, in all
+    and per round in steady state (median of rounds 2.., training to evaluation)."""
     from workbench.config import build_config
     from workbench.flower.local import simulate
+    from workbench.flower.server_app import FLOWER_FILE
     from workbench.loop.runner import run_experiment
 
-    config = build_config(
-        {
-            "algorithm": "lg_fedavg",
-            "dataset": "digits",
-            "num_clients": clients,
-            "fraction": fraction,
-            "rounds": rounds,
-            "device": "cpu",
-            "seed": 0,
-        }
-    )
+    flat = {
+        "algorithm": "lg_fedavg",
+        "dataset": "digits",
+        "num_clients": clients,
+        "fraction": fraction,
+        "rounds": rounds,
+        "device": "cpu",
+        "seed": 0,
+    }
+    config = build_config(flat)
+
+    def in_process(run_dir: Path) -> list[float]:
+        ends = [time.perf_counter()]
+        run_experiment(config, run_dir, progress=lambda *_: ends.append(time.perf_counter()))
+        return [b - a for a, b in zip(ends[1:], ends[2:])]  # rounds 2..: set-up and round 1 excluded
+
+    def flower(run_dir: Path) -> list[float]:
+        simulate(config, run_dir)
+        return json.loads((run_dir / FLOWER_FILE).read_text())["round_seconds"][1:]
+
     walls: dict[str, list[float]] = {"in_process": [], "flower": []}
+    rounds_s: dict[str, list[float]] = {"in_process": [], "flower": []}
     for _ in range(repeat):  # alternating, so drifting machine load hits both alike
-        for name, run in (("in_process", run_experiment), ("flower", simulate)):
+        for name, run in (("in_process", in_process), ("flower", flower)):
             with tempfile.TemporaryDirectory() as out:
                 started = time.perf_counter()
-                run(config, Path(out) / "run")
+                rounds_s[name] += run(Path(out) / "run")
                 walls[name].append(time.perf_counter() - started)
-    in_process, flower = (statistics.median(walls[k]) for k in ("in_process", "flower"))
+    in_process_s, flower_s = (statistics.median(walls[k]) for k in ("in_process", "flower"))
+    in_round, flower_round = (statistics.median(rounds_s[k]) for k in ("in_process", "flower"))
     return {
-        "in_process_s": in_process,
-        "flower_s": flower,
-        "ratio": flower / in_process,
+        "in_process_s": in_process_s,
+        "flower_s": flower_s,
+        "ratio": flower_s / in_process_s,
+        "in_process_round_s": in_round,
+        "flower_round_s": flower_round,
+        "round_ratio": flower_round / in_round,
         "all_s": walls,
-        "config": {
-            "algorithm": "lg_fedavg",
-            "dataset": "digits",
-            "num_clients": clients,
-            "fraction": fraction,
-            "rounds": rounds,
-        },
+        "config": {k: v for k, v in flat.items() if k not in ("device", "seed")},
     }
 
 
@@ -188,5 +199,8 @@ def summary(record: dict[str, Any]) -> str:
         "in_process_s",
         "flower_s",
         "ratio",
+        "in_process_round_s",
+        "flower_round_s",
+        "round_ratio",
     )
     return " ".join(f"{k}={record[k]:.3f}" for k in keys if isinstance(record.get(k), float))
