@@ -65,6 +65,7 @@ def test_a_warm_kernel_outlives_the_folder_of_its_previous_point(tmp_path):
 
     kernel = WarmKernel(threads=1, imports=("json",))
     kernel.ensure_started()
+    kernel.wait_warm()
     try:
         for name in ("first", "second"):
             folder = tmp_path / name
@@ -72,5 +73,18 @@ def test_a_warm_kernel_outlives_the_folder_of_its_previous_point(tmp_path):
             reply = run_sync(kernel.kc.execute_interactive)(kernel.prologue(folder), timeout=120)
             assert reply["content"]["status"] == "ok", reply["content"]
             shutil.rmtree(folder)  # what the Ray task does once its point is done
+    finally:
+        kernel.shutdown()
+
+
+def test_a_kernel_whose_warm_imports_fail_is_refused_naming_the_module():
+    from workbench.lab.point_runner import KernelSetupError, WarmKernel
+
+    kernel = WarmKernel(threads=1, imports=("json", "no_such_module_for_the_workbench"))
+    kernel.ensure_started()  # returns at once: the imports run in the kernel meanwhile
+    try:
+        with pytest.raises(KernelSetupError, match="ModuleNotFoundError.*no_such_module_for_the_workbench"):
+            kernel.wait_warm()
+        kernel.wait_warm()  # nothing left to wait for
     finally:
         kernel.shutdown()

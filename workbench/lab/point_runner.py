@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import socket
 import tempfile
@@ -59,18 +60,25 @@ def ipc_kernel_manager(folder: str | Path, kernel_name: str = "python3") -> Any:
     return AsyncKernelManager(kernel_name=kernel_name, transport="ipc", ip=os.path.join(folder, "ipc"))
 
 
+class KernelSetupError(RuntimeError):
+    """The kernel's warm imports or a point's prologue failed: it is not fit to run the notebook."""
+
+
 class WarmKernel:
-    """One kernel process reused across points (started on first use, replaced after a failure)."""
+    """One kernel process reused across points (started on first use, replaced after a failure).
+
+    Its imports are sent as soon as it answers and run while the sweep process prepares the
+    point (papermill's own imports take seconds there too); `wait_warm` waits for them."""
 
     def __init__(self, threads: int, imports: tuple[str, ...] = BASE_IMPORTS) -> None:
         self.threads, self.imports = threads, imports
         self.km: Any = None
         self.kc: Any = None  # one client for every point: no per-point connection handshake
-        self._imported = False
+        self._warming: str | None = None  # message id of the imports still running
         self._folder: str | None = None
 
     def ensure_started(self) -> None:
-        """Start the kernel unless it is running (its imports come with its first prologue)."""
+        """Start the kernel unless it is running, and send it the warm imports (not waiting)."""
         if self.km is not None and self._alive():
             return
         self.shutdown()
@@ -88,7 +96,39 @@ class WarmKernel:
         self.kc.start_channels()
         run_sync(self.kc.wait_for_ready)(timeout=START_TIMEOUT)
         self.kc.allow_stdin = False
-        self._imported = False
+        self._warming = self.kc.execute(self.import_code(), store_history=False)
+
+    def import_code(self) -> str:
+        """The warm imports; then the imported modules' objects are frozen out of the garbage
+        collector's work, so the collection in each reset walks only what points created."""
+        return (
+            f"import sys\nfor name in {NOT_IMPORTED!r}:\n    sys.modules.setdefault(name, None)\n"
+            f"import {', '.join(self.imports)}\nimport gc\ngc.freeze()"
+        )
+
+    def wait_warm(self, timeout: float = START_TIMEOUT) -> None:
+        """Wait until the warm imports sent at start are done; KernelSetupError if they failed."""
+        if self._warming is None:
+            return
+        from jupyter_core.utils import run_sync
+
+        warming, self._warming = self._warming, None
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                reply = run_sync(self.kc.get_shell_msg)(timeout=min(left, 5.0))
+            except queue.Empty:
+                if not self._alive():
+                    raise KernelSetupError("the kernel died while importing") from None
+                continue
+            if reply["parent_header"].get("msg_id") == warming:
+                content = reply["content"]
+                if content["status"] != "ok":
+                    raise KernelSetupError(
+                        f"kernel imports failed: {content.get('ename')}: {content.get('evalue')}"
+                    )
+                return
+        raise KernelSetupError(f"the kernel's imports took more than {timeout:.0f} s")
 
     def _alive(self) -> bool:
         """Whether the kernel process still runs."""
@@ -96,29 +136,19 @@ class WarmKernel:
 
         return bool(run_sync(self.km.is_alive)())
 
-    def prologue(self, folder: Path) -> str:
-        """Code to run before a point: imports (first point only), the point's folder as working
-        directory, then a clean namespace (modules stay imported). The directory comes first:
-        the previous point's folder may be gone (Ray removes its scratch folders), and IPython's
-        reset fails in a working directory that no longer exists."""
-        # frozen: the imported modules' objects leave the garbage collector's work, so the
-        # collection in each reset walks only what points created
-        imports = (
-            ""
-            if self._imported
-            else f"import sys\nfor name in {NOT_IMPORTED!r}:\n    sys.modules.setdefault(name, None)\n"
-            f"import {', '.join(self.imports)}\nimport gc\ngc.freeze()\n"
-        )
-        self._imported = True
-        return (
-            f"{imports}import os\nos.chdir({str(folder)!r})\n"
-            "get_ipython().reset(new_session=True)"  # it also collects garbage
-        )
+    @staticmethod
+    def prologue(folder: Path) -> str:
+        """Code to run before a point: the point's folder as working directory, then a clean
+        namespace (modules stay imported). The directory comes first: the previous point's
+        folder may be gone (Ray removes its scratch folders), and IPython's reset fails in a
+        working directory that no longer exists. The reset also collects garbage."""
+        return f"import os\nos.chdir({str(folder)!r})\nget_ipython().reset(new_session=True)"
 
     def shutdown(self) -> None:
         """Stop the kernel (if any) and remove its socket folder."""
         from jupyter_core.utils import run_sync
 
+        self._warming = None
         if self.kc is not None:
             self.kc.stop_channels()
             self.kc = None
@@ -137,13 +167,14 @@ def _execute(
     kernel: WarmKernel, notebook: str | Path, folder: Path, parameters: dict[str, Any], timeout: int
 ) -> None:
     """Papermill on the warm kernel, after the kernel's prologue."""
+    kernel.ensure_started()  # it imports while this process imports papermill
     import papermill
 
     from workbench.lab.templates import clean_template
     from workbench.lab.warm_engine import ENGINE, register
 
     register()
-    kernel.ensure_started()
+    kernel.wait_warm()
     # saving a 5 MB notebook (plotly.js) after each cell costs seconds; it is written at the end
     # (on failure too), and a killed point resumes from its run's checkpoint, not its notebook
     papermill.execute_notebook(

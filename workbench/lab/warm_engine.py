@@ -3,7 +3,7 @@
 papermill's own nbclient engine accepts a kernel manager (`km=`) and leaves its kernel running,
 but it also leaves the client it opened (sockets and a heartbeat thread) behind on every
 notebook. This engine closes it, and first runs `prologue` (code that is not part of the
-notebook: the warm kernel's imports, namespace reset and working directory) through that same
+notebook: the warm kernel's namespace reset and working directory) through that same
 client. Registered under ENGINE for `engine_name=`.
 """
 
@@ -16,11 +16,9 @@ from papermill.engines import NBClientEngine, papermill_engines
 from papermill.log import logger
 from traitlets import Unicode
 
+from workbench.lab.point_runner import KernelSetupError
+
 ENGINE = "workbench-warm"
-
-
-class PrologueError(RuntimeError):
-    """The prologue failed: the kernel is not fit to run the notebook."""
 
 
 class WarmClient(PapermillNotebookClient):
@@ -34,7 +32,7 @@ class WarmClient(PapermillNotebookClient):
             reply = self.wait_for_reply(self.kc.execute(self.prologue, store_history=False))
             content = (reply or {}).get("content", {"status": "timeout"})
             if content["status"] != "ok":
-                raise PrologueError(
+                raise KernelSetupError(
                     f"kernel set-up failed: {content.get('ename', 'timeout')}: {content.get('evalue', '')}"
                 )
         super().papermill_execute_cells()
