@@ -362,3 +362,17 @@ def test_fedlora_on_flower_simulation_equals_the_in_process_run(tmp_path, no_tel
         (state_file,) = (tmp_path / "nodes").glob(f"run-*/client-{cid}.pt")
         saved = torch.load(state_file, weights_only=True)["model"]
         assert any(key.startswith("conv1.") for key in saved)
+
+
+def test_fedkd_on_flower_simulation_equals_the_in_process_run(tmp_path, no_telemetry, one_thread):
+    """FedKD on the simulation engine: its clients learn the round from `begin_round` (the SVD
+    energy of their compressed uploads), the server validates the variable-rank uploads by
+    reconstruction, and the table equals the in-process one."""
+    config = build_config({**FLOWER_TINY, "algorithm": "fedkd"})
+    expected = run_experiment(config, out_dir=tmp_path / "in-process")
+    got = simulate(config, tmp_path / "flower")
+    pd.testing.assert_frame_equal(read_run(got.run_dir)[1], read_run(expected.run_dir)[1], check_exact=True)
+    details = json.loads((tmp_path / "flower" / "flower.json").read_text())
+    ups = [m for m in details["messages"] if m["direction"] == "up"]
+    assert details["refused"] == [] and len(ups) == 2 * 4
+    assert all(any(key.endswith(".S") for key in m["keys"]) for m in ups)  # compressed, not dense
