@@ -388,9 +388,19 @@ def test_provenance_tables(sweep) -> None:
     env = provenance.environment_table(sweep.provenance, sweep.points["seconds"]).set_index("item")
     assert env.loc["git commit", "value"].startswith(provenance.git_state()["commit"])
     assert env.loc["wall time of all points, summed", "value"] == "5 min 33 s (18 points timed)"
+    (efficiency,) = [v for k, v in env["value"].items() if k.startswith("sweep efficiency")]
+    assert efficiency == "not recorded (the sweep predates it)"  # this fixture's sweep.json has none
     git = provenance.git_state()
     assert env.loc["sweep run 1", "value"].endswith(
         f"18 points in 1 min 00 s (commit {git['commit'][:12]}{', dirty' if git['dirty'] else ''})"
+    )
+    record = {"efficiency": 0.9, "experiment_s": 90.0, "wall_s": 50.0, "workers": 2, "points_run": 4}
+    record |= {"executor": "local", "kernels": "warm"}
+    recorded = provenance.environment_table(sweep.provenance, sweep.points["seconds"], record)
+    assert (
+        recorded["value"]
+        .iloc[-1]
+        .startswith("sweep efficiency 90.0%: 90.0 s of experiments in 4 points / (50.0 s wall x 2 workers")
     )
     assert provenance.duration(3725) == "1 h 02 min" and provenance.duration(65) == "1 min 05 s"
 
@@ -433,6 +443,10 @@ def test_papermill_kernel_is_this_environment(tmp_path: Path) -> None:
 def two_seeds(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-seed synthetic sweep with its built report."""
     sweep_dir = make_sweep(tmp_path_factory.mktemp("sweep2"), seeds=(0, 1))
+    record = json.loads((sweep_dir / "sweep.json").read_text())
+    record["efficiency"] = {"efficiency": 0.875, "experiment_s": 70.0, "wall_s": 40.0, "workers": 2}
+    record["efficiency"] |= {"points_run": 6, "executor": "local", "kernels": "warm"}
+    (sweep_dir / "sweep.json").write_text(json.dumps(record))
     export.build_report(sweep_dir, timeout=180)
     return sweep_dir
 
@@ -450,6 +464,7 @@ def test_two_seed_report_states_verdict_bands_and_provenance(two_seeds: Path) ->
     assert "FedLoRA wins on final accuracy" in html and "paired t-test" in html
     assert '"fill":"toself"' in html and "95% CI" in html and "mean of 2 seeds" in html
     assert provenance.git_state()["commit"] in html
+    assert "sweep efficiency 87.5%: 70.0 s of experiments in 6 points / (40.0 s wall x 2 workers" in html
     assert provenance.package_versions(("torch",))["torch"] in html
     assert 'id="T_verdict-accuracy"' in html and 'id="T_configurations"' in html
     executed = nbformat.read(two_seeds / "report.ipynb", as_version=4)

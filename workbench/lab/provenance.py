@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 import workbench
+from workbench.lab.executors import efficiency_line
 
 PACKAGES = (
     "torch",
@@ -134,8 +135,11 @@ def duration(seconds: float | None) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
-def environment_table(provenance: dict[str, Any], point_seconds: pd.Series) -> pd.DataFrame:
-    """The sweep's environment and timing as (item, value) rows."""
+def environment_table(
+    provenance: dict[str, Any], point_seconds: pd.Series, efficiency: dict[str, Any] | None = None
+) -> pd.DataFrame:
+    """The sweep's environment and timing as (item, value) rows, with the efficiency of its
+    last run that ran points."""
     if not provenance:
         return pd.DataFrame(
             {"item": ["provenance"], "value": ["not recorded (the sweep predates provenance records)"]}
@@ -155,6 +159,10 @@ def environment_table(provenance: dict[str, Any], point_seconds: pd.Series) -> p
         (
             "wall time of all points, summed",
             duration(point_seconds.sum(min_count=1)) + f" ({int(point_seconds.notna().sum())} points timed)",
+        ),
+        (
+            "sweep efficiency: Σ experiment time ÷ (wall time × workers), last run with points",
+            efficiency_line(efficiency) if efficiency else "not recorded (the sweep predates it)",
         ),
     ]
     return pd.DataFrame(rows, columns=["item", "value"])

@@ -64,6 +64,11 @@ class Sweep:
         return self.spec.get("provenance") or {}
 
     @property
+    def efficiency(self) -> dict[str, Any] | None:
+        """The efficiency record of the last sweep run that ran points (None before it existed)."""
+        return self.spec.get("efficiency")
+
+    @property
     def default_seed(self) -> int:
         """The seed of points that do not sweep it."""
         return int(self.spec.get("parameters", {}).get("seed", 0))
