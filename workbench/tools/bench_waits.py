@@ -95,7 +95,8 @@ def small_spec() -> dict[str, Any]:
 def sweep_efficiency(
     spec: Callable[[], dict[str, Any]], workers: int, repeat: int, fresh: bool = True
 ) -> dict[str, Any]:
-    """The efficiency record of the sweep on warm kernels (and on fresh kernels per point)."""
+    """The efficiency record of the sweep on warm kernels (and on fresh kernels per point): one
+    run each whatever `repeat` says (a sweep runs for minutes; its record sums many points)."""
     from workbench.lab.executors import Execution
     from workbench.lab.sweep import run_sweep
 
