@@ -29,7 +29,7 @@ class PointQueue:
     else the pending point of the longest measured configuration."""
 
     def __init__(self, jobs: Sequence[Job], measured: Iterable[tuple[Mapping[str, Any], float]] = ()) -> None:
-        self._pending = list(jobs)
+        self._pending = [(configuration(job[2]), job) for job in jobs]  # keyed once, not per take
         self._seconds = {configuration(flat): s for flat, s in measured}
         self._probing: set[str] = set()
         self._lock = threading.Lock()
@@ -42,7 +42,7 @@ class PointQueue:
         with self._lock:
             if not self._pending:
                 return None
-            keys = [configuration(flat) for _, _, flat in self._pending]
+            keys = [key for key, _ in self._pending]
             unmeasured = [i for i, k in enumerate(keys) if k not in self._seconds and k not in self._probing]
             measured = [i for i, k in enumerate(keys) if k in self._seconds]
             if unmeasured:
@@ -52,7 +52,7 @@ class PointQueue:
                 index = max(measured, key=lambda i: self._seconds[keys[i]])
             else:  # only configurations whose first point still runs: their next one, in order
                 index = 0
-            return self._pending.pop(index)
+            return self._pending.pop(index)[1]
 
     def finished(self, flat: Mapping[str, Any], status: Mapping[str, Any]) -> None:
         """Record a finished point's duration (a failed point's says nothing about the others)."""

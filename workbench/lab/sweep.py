@@ -156,13 +156,18 @@ def run_sweep(
     started = time.time()
     old = sweep_dir / SWEEP_FILE  # its provenance carries over when no point runs
     previous = json.loads(old.read_text()).get("provenance") if old.is_file() else None
-    todo = [p for p in points if point_state(sweep_dir, p)["state"] != "done"]
+    before = {p.id: point_state(sweep_dir, p) for p in points}  # read once: what to run, what is measured
+    todo = [p for p in points if before[p.id]["state"] != "done"]
     print(
         f"sweep: {len(points)} points, {len(points) - len(todo)} already done, {len(todo)} to run", flush=True
     )
     record_file = sweep_dir / SWEEP_FILE
     earlier = json.loads(record_file.read_text()) if record_file.exists() else {}
-    measured = [(p.flat, s["seconds"]) for p in points if (s := point_state(sweep_dir, p))["state"] == "done"]
+    measured = [
+        (p.flat, before[p.id]["seconds"])
+        for p in points
+        if before[p.id]["state"] == "done" and before[p.id].get("seconds") is not None
+    ]
     efficiency = (
         run_points(sweep_dir, [(p.id, p.flat) for p in todo], NOTEBOOK, timeout, execution, measured)
         if todo

@@ -22,7 +22,7 @@ import workbench
 from workbench.config import ConfigError
 from workbench.core.facts import STATUS_FILE
 from workbench.lab.executors import Done, Execution
-from workbench.lab.schedule import PointQueue
+from workbench.lab.schedule import Job, PointQueue
 
 Files = dict[str, bytes]  # a point folder's files by relative path
 PACKAGE = Path(workbench.__file__).resolve().parent
@@ -159,7 +159,7 @@ def run_ray(
         slots = min(len(points), capacity(cpus, gpus), execution.workers or len(points))
         task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(run_point_task)
         text, threads = Path(notebook).read_text(), execution.threads or max(1, int(cpus))
-        running: dict[Any, tuple[str, str, dict[str, Any]]] = {}
+        running: dict[Any, Job] = {}
         while len(points) or running:
             while len(running) < slots and (job := points.take()) is not None:
                 point_id, folder, flat = job
