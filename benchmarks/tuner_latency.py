@@ -16,7 +16,7 @@ import argparse
 import time
 
 from workbench.config import build_config, defaults
-from workbench.lab.widgets import Tuner
+from workbench.lab.tuner import Tuner
 
 
 def main() -> None:

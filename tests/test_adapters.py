@@ -2,7 +2,7 @@ import pytest
 import torch
 from peft.tuners.lora import LoraLayer
 
-from workbench.core.adapters import (
+from workbench.algorithms.fedlora.adapters import (
     adapter_disabled,
     adapter_parameters,
     adapter_state,

@@ -6,11 +6,8 @@ import torch
 from helpers import make_algorithm
 
 import workbench.loop.runner
-from workbench.algorithms.fedkd import FedKD, fedkd_losses
-from workbench.config import build_config
-from workbench.core.accounting import payload_bytes
-from workbench.core.aggregation import InvalidUpdateError
-from workbench.core.compression import (
+from workbench.algorithms.fedkd.algorithm import FedKD, fedkd_losses
+from workbench.algorithms.fedkd.compression import (
     compress_state,
     decompress_state,
     energy_schedule,
@@ -19,6 +16,9 @@ from workbench.core.compression import (
     svd_compress,
     svd_decompress,
 )
+from workbench.config import build_config
+from workbench.core.accounting import payload_bytes
+from workbench.core.aggregation import InvalidUpdateError
 from workbench.loop.runner import run_experiment
 
 CNN5_BYTES = 4 * 670_058

@@ -1,7 +1,12 @@
 import torch
 from helpers import make_algorithm
 
-from workbench.core.adapters import adapter_parameters, adapter_state, load_adapter_state, private_parameters
+from workbench.algorithms.fedlora.adapters import (
+    adapter_parameters,
+    adapter_state,
+    load_adapter_state,
+    private_parameters,
+)
 
 
 def snapshot(tensors):

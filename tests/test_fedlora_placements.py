@@ -4,12 +4,12 @@ import pytest
 import torch
 from helpers import make_algorithm
 
-from workbench.algorithms.fedlora import mu_at
+from workbench.algorithms.fedlora.algorithm import mu_at
+from workbench.algorithms.fedlora.adapters import adapter_parameters, private_parameters, shared_parameters
+from workbench.algorithms.fedlora.placements import PLACEMENTS, shared_numel
 from workbench.cli import main
 from workbench.config import ConfigError, build_config
 from workbench.core.accounting import payload_bytes
-from workbench.core.adapters import adapter_parameters, private_parameters, shared_parameters
-from workbench.core.placements import PLACEMENTS, shared_numel
 from workbench.core.results import read_run
 from workbench.core.zoo import ZOO
 
@@ -60,7 +60,7 @@ def test_mixed_loss_equals_its_definition(placement):
     perturb(model)
     x, y = torch.randn(6, 3, 32, 32), torch.arange(6)
     ce = torch.nn.functional.cross_entropy
-    from workbench.core.adapters import adapter_disabled
+    from workbench.algorithms.fedlora.adapters import adapter_disabled
 
     with adapter_disabled(model):
         local = ce(model(x), y)

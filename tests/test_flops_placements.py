@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import make_algorithm
 
-from workbench.core.placements import PLACEMENTS, site_shapes
+from workbench.algorithms.fedlora.placements import PLACEMENTS, site_shapes
 from workbench.core.zoo import REPRESENTATION_DIM as D
 from workbench.core.zoo import ZOO
 

@@ -16,6 +16,7 @@ import torch
 
 pytest.importorskip("flwr", reason="the Flower extra is not installed: pip install -e .[flower]")
 
+from flower_faults import faulty
 from flwr.app import ConfigRecord, Context, Error, Message, MessageType, MetricRecord, RecordDict
 from flwr.cli.config_utils import load_and_validate
 from flwr.clientapp import ClientApp
@@ -262,7 +263,7 @@ def test_a_flower_run_whose_every_upload_is_refused_stops_keeping_its_run_direct
 ):
     config = build_config(FLOWER_TINY)
     run_config = to_run_config(config, FlowerSettings(out_dir=str(tmp_path / "run")))
-    app = make_client_app(run_config, str(tmp_path / "nodes"), {cid: "nan" for cid in range(4)})
+    app = make_client_app(run_config, str(tmp_path / "nodes"), faulty({cid: "nan" for cid in range(4)}))
     summary = run_server(LoopbackGrid(app, config.federation.num_clients), run_config)
     assert summary["stopped"].startswith("round 1: the server refused the upload of every")
     assert summary["refused"] == 4 and summary["rounds"] == 0

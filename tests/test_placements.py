@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from workbench.core.accounting import payload_bytes
-from workbench.core.adapters import (
+from workbench.algorithms.fedlora.adapters import (
     adapter_disabled,
     adapter_parameters,
     adapter_state,
@@ -13,9 +12,16 @@ from workbench.core.adapters import (
     local_and_combined,
     private_parameters,
 )
+from workbench.algorithms.fedlora.placements import (
+    PLACEMENTS,
+    adapter_factors,
+    check_placement,
+    check_shapes,
+    shared_numel,
+)
+from workbench.core.accounting import payload_bytes
 from workbench.core.models import build_model
 from workbench.core.params import ConfigError
-from workbench.core.placements import PLACEMENTS, adapter_factors, check_placement, check_shapes, shared_numel
 from workbench.core.zoo import ZOO
 
 

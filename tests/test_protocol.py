@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from workbench.lab.protocol import interval, paired_gaps, protocol_table
-from workbench.tools.protocol import main
+from workbench.lab.report.protocol_table import interval, paired_gaps, protocol_table
+from workbench.tools.protocol_note import main
 
 SWEPT = ["seed", "partition", "algorithm", "adapter_placement"]
 # final accuracy of each configuration per seed; fedlora-fc2 is Standalone + 0.05 on every seed
@@ -117,7 +117,7 @@ def test_note_names_the_verdict_and_lists_unfinished_points(sweep_dir, tmp_path)
 
 
 def test_the_best_federated_baseline_is_never_a_standalone_configuration():
-    from workbench.lab.protocol import KEY, best_baseline
+    from workbench.lab.report.protocol_table import KEY, best_baseline
 
     protocol = pd.DataFrame(
         {
@@ -136,8 +136,8 @@ def test_the_protocol_spec_covers_every_method_placement_seed_and_two_partitions
     from pathlib import Path
 
     from workbench.algorithms import REGISTRY
-    from workbench.core.placements import PLACEMENTS
-    from workbench.lab.sweep import expand, load_spec
+    from workbench.algorithms.fedlora.placements import PLACEMENTS
+    from workbench.lab.sweep.spec import expand, load_spec
 
     spec = Path(__file__).resolve().parents[1] / "notebooks" / "sweeps" / "fedlora-protocol.yaml"
     points = expand(load_spec(spec))  # every point passes the strict config call
@@ -156,7 +156,7 @@ def test_a_running_sweep_is_tabulated_from_its_spec(sweep_dir, tmp_path):
     """Without sweep.json: the spec names the points, unfinished ones are counted."""
     import yaml
 
-    from workbench.lab.sweep import expand, load_spec
+    from workbench.lab.sweep.spec import expand, load_spec
 
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(

@@ -12,10 +12,10 @@ from helpers import make_algorithm, synthetic_client
 
 from workbench.algorithms import REGISTRY, Environment
 from workbench.algorithms.fedlora import FedLoRA
+from workbench.algorithms.fedlora.adapters import adapter_state, private_parameters
 from workbench.algorithms.fedproto import FedProto
 from workbench.config import build_config
 from workbench.core.accounting import Ledger
-from workbench.core.adapters import adapter_state, private_parameters
 from workbench.core.facts import CHECKPOINT_FILE
 from workbench.core.training import PhaseStats
 from workbench.loop.rounds import KEPT, RESTORED, RoundRefusedError, run_round

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from test_reporting import figures_shown, make_sweep
 
-from workbench.lab import export
+from workbench.lab.report import export
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless flags verified on these machines (see ECOSYSTEM.md); Playwright manages the profile

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 from workbench.config import build_config
-from workbench.lab import export, provenance, reporting, stats, sweep_results, verdict
-from workbench.lab.report_tables import configuration_rows, cost_rows, ratio_rows
+from workbench.lab.report import export, figures, provenance, stats, sweep_tables, verdict
+from workbench.lab.report.tables import configuration_rows, cost_rows, ratio_rows
 
 ROUNDS, CLIENTS, MODELS = 3, 3, ("cnn1", "cnn2", "cnn3")
 FEDLORA = {"algorithm": ["fedlora"], "rank": [1, 4], "mu": [0.2, 0.8]}
@@ -122,18 +122,18 @@ def figures_shown(executed: nbformat.NotebookNode) -> int:
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory) -> sweep_results.Sweep:
-    return sweep_results.load_sweep(make_sweep(tmp_path_factory.mktemp("sweep3")))
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> sweep_tables.Sweep:
+    return sweep_tables.load_sweep(make_sweep(tmp_path_factory.mktemp("sweep3")))
 
 
 @pytest.fixture(scope="module")
-def summary(sweep: sweep_results.Sweep) -> pd.DataFrame:
-    return sweep_results.point_summary(sweep.table, sweep.swept)
+def summary(sweep: sweep_tables.Sweep) -> pd.DataFrame:
+    return sweep_tables.point_summary(sweep.table, sweep.swept)
 
 
 @pytest.fixture(scope="module")
 def configs(summary: pd.DataFrame) -> pd.DataFrame:
-    return sweep_results.configurations(summary)
+    return sweep_tables.configurations(summary)
 
 
 def row(frame: pd.DataFrame, **params) -> pd.Series:
@@ -166,7 +166,7 @@ def test_paired_test_by_hand() -> None:
     assert math.isnan(lone.p_value) and lone.difference.mean == pytest.approx(0.1)
 
 
-def test_load_sweep(sweep: sweep_results.Sweep) -> None:
+def test_load_sweep(sweep: sweep_tables.Sweep) -> None:
     assert sweep.swept == ["algorithm", "rank", "mu", "seed"]
     assert len(sweep.points) == 18 and len(sweep.failed) == 1
     assert sweep.failed.loc[0, "error"].startswith("RuntimeError")
@@ -202,14 +202,14 @@ def test_configurations_and_bands_by_hand(configs: pd.DataFrame, sweep) -> None:
     assert best["final_accuracy"] == pytest.approx(0.72) and best["seeds"] == 3
     assert best["final_accuracy_low"] == pytest.approx(0.72 - half)
     assert row(configs, configuration="fedlora · rank=1 · mu=0.2")["seeds"] == 2
-    curves = sweep_results.per_round(sweep.table)
+    curves = sweep_tables.per_round(sweep.table)
     first = row(curves, configuration=BEST, round=1)  # 0.40, 0.42, 0.44
     assert first["accuracy"] == pytest.approx(0.42)
     assert first["accuracy_high"] == pytest.approx(0.42 + half)
 
 
 def test_verdict_numbers_by_hand(summary, configs, sweep) -> None:
-    curves = sweep_results.seed_curves(sweep.table)
+    curves = sweep_tables.seed_curves(sweep.table)
     found = verdict.decide(summary, configs, curves, "digits", target_fraction=0.9)
     vs_best, vs_proto = found.comparisons
     assert (vs_best.role, vs_best.fedlora, vs_best.other) == ("best baseline", BEST, "lg_fedavg")
@@ -245,7 +245,7 @@ def test_a_difference_within_the_seed_noise_names_no_winner() -> None:
 
 
 def test_cost_to_target_by_hand(summary, configs, sweep) -> None:
-    curves = sweep_results.seed_curves(sweep.table)
+    curves = sweep_tables.seed_curves(sweep.table)
     found = verdict.decide(summary, configs, curves, "digits", target_accuracy=0.52)
     costs = found.costs.set_index("configuration")
     assert costs.loc[BEST, "rounds"] == 2 and costs.loc["lg_fedavg", "rounds"] == 3  # 0.57, 0.64
@@ -266,18 +266,18 @@ def test_cost_to_target_by_hand(summary, configs, sweep) -> None:
 
 
 def test_one_seed_verdict_says_so(tmp_path: Path) -> None:
-    sweep = sweep_results.load_sweep(make_sweep(tmp_path, seeds=(0,)))
-    summary = sweep_results.point_summary(sweep.table, sweep.swept)
-    configs = sweep_results.configurations(summary)
-    found = verdict.decide(summary, configs, sweep_results.seed_curves(sweep.table), "x")
+    sweep = sweep_tables.load_sweep(make_sweep(tmp_path, seeds=(0,)))
+    summary = sweep_tables.point_summary(sweep.table, sweep.swept)
+    configs = sweep_tables.configurations(summary)
+    found = verdict.decide(summary, configs, sweep_tables.seed_curves(sweep.table), "x")
     assert "1 seed" in found.sentence and "cannot be judged" in found.sentence
-    assert "(1 seed (no interval))" in reporting.accuracy_curves(sweep.table).layout.title.text
+    assert "(1 seed (no interval))" in figures.accuracy_curves(sweep.table).layout.title.text
 
 
 def test_curves_have_bands_and_distinct_colours(sweep, configs) -> None:
-    palette = reporting.colours(configs["configuration"])
+    palette = figures.colours(configs["configuration"])
     assert len(set(palette.values())) == len(configs) == 6
-    fig = reporting.best_per_method(sweep.table, configs, palette)
+    fig = figures.best_per_method(sweep.table, configs, palette)
     lines = [t for t in fig.data if t.fill != "toself"]
     bands = [t for t in fig.data if t.fill == "toself"]
     assert [t.name for t in lines] == [BEST, "lg_fedavg", "fedproto"] and len(bands) == 3
@@ -287,7 +287,7 @@ def test_curves_have_bands_and_distinct_colours(sweep, configs) -> None:
         [0.42 + half, 0.57 + half, 0.72 + half, 0.72 - half, 0.57 - half, 0.42 - half]
     )
     assert lines[0].line.color == palette[BEST] and "mean of 3 seeds" in fig.layout.title.text
-    multiples = reporting.small_multiples(sweep.table, palette, reference=BEST)
+    multiples = figures.small_multiples(sweep.table, palette, reference=BEST)
     assert [a.text for a in multiples.layout.annotations] == ["fedlora", "lg_fedavg", "fedproto"]
     assert len([t for t in multiples.data if t.fill != "toself"]) == 6 + 2  # + 2 reference lines
     reference = [t for t in multiples.data if t.name == f"{BEST} (reference)"]
@@ -297,15 +297,15 @@ def test_curves_have_bands_and_distinct_colours(sweep, configs) -> None:
 def test_plain_run_tables_are_one_point_per_algorithm(sweep) -> None:
     plain = sweep.table[sweep.table["seed"] == 0].drop(columns=["point", "rank", "mu", "seed"])
     plain = plain[plain["algorithm"].isin(["lg_fedavg", "fedproto"])]
-    fig = reporting.accuracy_curves(plain, ["algorithm"])
+    fig = figures.accuracy_curves(plain, ["algorithm"])
     assert sorted(t.name for t in fig.data) == ["fedproto", "lg_fedavg"]
     assert "1 seed" in fig.layout.title.text
-    assert {t.name for t in reporting.per_client_accuracy(plain).data} == {"fedproto", "lg_fedavg"}
+    assert {t.name for t in figures.per_client_accuracy(plain).data} == {"fedproto", "lg_fedavg"}
 
 
 def test_per_client_accuracy_with_seed_interval(sweep, summary) -> None:
     points = summary.loc[summary["configuration"] == BEST, "point"]
-    fig = reporting.per_client_accuracy(sweep.table[sweep.table["point"].isin(points)])
+    fig = figures.per_client_accuracy(sweep.table[sweep.table["point"].isin(points)])
     assert [t.name for t in fig.data] == list(MODELS)
     assert [t.y[0] for t in fig.data] == pytest.approx([0.62, 0.72, 0.82])
     assert fig.data[0].error_y.array[0] == pytest.approx(T975[2] * 0.02 / math.sqrt(3))
@@ -313,7 +313,7 @@ def test_per_client_accuracy_with_seed_interval(sweep, summary) -> None:
 
 @pytest.mark.parametrize("cost, kind, unit", [("flops", "linear", "GFLOP"), ("bytes", "log", "MB")])
 def test_accuracy_vs_cost_units_and_axes(sweep, cost: str, kind: str, unit: str) -> None:
-    fig = reporting.accuracy_vs_cost(sweep.table, cost=cost)
+    fig = figures.accuracy_vs_cost(sweep.table, cost=cost)
     assert fig.layout.xaxis.type == kind and unit in fig.layout.xaxis.title.text
     assert ("log scale" in fig.layout.xaxis.title.text) == (kind == "log")
     line = next(t for t in fig.data if t.name == "fedlora · rank=4 · mu=0.2")
@@ -323,7 +323,7 @@ def test_accuracy_vs_cost_units_and_axes(sweep, cost: str, kind: str, unit: str)
 
 @pytest.mark.parametrize("cost", ["flops", "bytes"])
 def test_pareto_per_configuration(configs: pd.DataFrame, cost: str) -> None:
-    fig = reporting.pareto(configs, cost=cost)
+    fig = figures.pareto(configs, cost=cost)
     assert [t.name for t in fig.data][:-1] == configs["configuration"].tolist()
     assert fig.data[-1].name == "Pareto front"
     assert fig.layout.xaxis.type == ("linear" if cost == "flops" else "log")
@@ -335,7 +335,7 @@ def test_pareto_per_configuration(configs: pd.DataFrame, cost: str) -> None:
 
 
 def test_an_accuracy_interval_is_shown_within_0_and_100_percent() -> None:
-    from workbench.lab.report_tables import percent
+    from workbench.lab.report.tables import percent
 
     assert percent(0.78, 0.478, 1.082) == "78.0% [47.8%, 100.0%]"
     assert percent(0.05, -0.02, 0.12) == "5.0% [0.0%, 12.0%]"
@@ -343,16 +343,16 @@ def test_an_accuracy_interval_is_shown_within_0_and_100_percent() -> None:
 
 
 def test_axis_type_and_percent_ticks() -> None:
-    assert reporting.axis_type([60.880e9, 60.889e9]) == "linear"
-    assert reporting.axis_type([480, 2.7e6]) == "log"
-    values, labels = reporting.percent_ticks(0.91, 0.93)
+    assert figures.axis_type([60.880e9, 60.889e9]) == "linear"
+    assert figures.axis_type([480, 2.7e6]) == "log"
+    values, labels = figures.percent_ticks(0.91, 0.93)
     assert labels == ["91.0%", "91.5%", "92.0%", "92.5%", "93.0%"]
-    assert reporting.percent_ticks(0.2, 0.6)[1] == ["20%", "30%", "40%", "50%", "60%"]
+    assert figures.percent_ticks(0.2, 0.6)[1] == ["20%", "30%", "40%", "50%", "60%"]
 
 
 @pytest.mark.parametrize("stat", ["final", "best"])
 def test_rank_mu_heatmap_by_hand(summary: pd.DataFrame, stat: str) -> None:
-    (heat,) = reporting.rank_mu_heatmap(summary, stat=stat).data
+    (heat,) = figures.rank_mu_heatmap(summary, stat=stat).data
     assert list(heat.y) == ["1", "4"] and list(heat.x) == ["0.2", "0.8"]
     assert heat.z[1][1] == pytest.approx(0.72)
     assert heat.text[1][1] == f"72.0%<br>± {T975[2] * 0.02 / math.sqrt(3):.1%}"
@@ -367,12 +367,12 @@ def test_rank_mu_heatmap_by_hand(summary: pd.DataFrame, stat: str) -> None:
 
 def test_rank_mu_heatmap_without_grid(summary: pd.DataFrame) -> None:
     for frame in (summary.drop(columns=["mu"]), summary[summary["algorithm"] != "fedlora"]):
-        fig = reporting.rank_mu_heatmap(frame)
+        fig = figures.rank_mu_heatmap(frame)
         assert len(fig.data) == 0 and "No rank × μ grid" in fig.layout.annotations[0].text
 
 
 def test_configuration_table(configs: pd.DataFrame) -> None:
-    shown = configuration_rows(sweep_results.cost_table(configs)).set_index("configuration")
+    shown = configuration_rows(sweep_tables.cost_table(configs)).set_index("configuration")
     assert shown.loc[BEST, "seeds"] == 3 and shown.loc[BEST, "FLOPs ÷ best fedlora"] == "1×"
     assert shown.loc["lg_fedavg", "bytes ÷ best fedlora"] == "12.5×"
     assert shown.loc["lg_fedavg", "total GFLOP"] == "36" and shown.loc[BEST, "total MB"] == "0.072"
@@ -380,7 +380,7 @@ def test_configuration_table(configs: pd.DataFrame) -> None:
 
 
 def test_provenance_tables(sweep) -> None:
-    names = sweep_results.point_labels(sweep)
+    names = sweep_tables.point_labels(sweep)
     assert names[sweep.failed.loc[0, "id"]] == "fedlora · rank=1 · mu=0.2"
     shared, per_point = provenance.parameter_tables(sweep.resolved, sweep.points, names)
     assert {"lr", "batch_size", "models"} <= set(shared["parameter"])
@@ -409,21 +409,22 @@ def test_empty_sweep(tmp_path: Path) -> None:
     point = {"id": "p000", "params": {"rank": 1}, "state": "failed", "error": "boom"}
     spec = {"parameters": {}, "grid": {"rank": [1]}, "points": [point]}
     (tmp_path / "sweep.json").write_text(json.dumps(spec))  # no results.csv at all
-    assert sweep_results.load_sweep(tmp_path).table.empty
+    assert sweep_tables.load_sweep(tmp_path).table.empty
     pd.DataFrame().to_csv(tmp_path / "results.csv", index=False)  # what an empty sweep writes
-    sweep = sweep_results.load_sweep(tmp_path)
-    summary = sweep_results.point_summary(sweep.table, sweep.swept)
-    configs = sweep_results.configurations(summary)
+    sweep = sweep_tables.load_sweep(tmp_path)
+    summary = sweep_tables.point_summary(sweep.table, sweep.swept)
+    configs = sweep_tables.configurations(summary)
     assert summary.empty and configs.empty and len(sweep.failed) == 1
-    assert len(reporting.accuracy_curves(sweep.table).data) == 0
-    found = verdict.decide(summary, configs, sweep_results.seed_curves(sweep.table), "x")
+    assert len(figures.accuracy_curves(sweep.table).data) == 0
+    found = verdict.decide(summary, configs, sweep_tables.seed_curves(sweep.table), "x")
     assert found.sentence.startswith("No verdict") and found.comparisons == []
 
 
 def test_reporting_never_imports_torch() -> None:
     code = (
-        "import sys, workbench.lab.reporting, workbench.lab.export, workbench.lab.verdict, "
-        "workbench.lab.report_tables, workbench.lab.provenance; assert 'torch' not in sys.modules"
+        "import sys, workbench.lab.report.figures, workbench.lab.report.export, "
+        "workbench.lab.report.verdict, workbench.lab.report.tables, workbench.lab.report.provenance; "
+        "assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -455,7 +456,7 @@ def test_two_seed_report_states_verdict_bands_and_provenance(two_seeds: Path) ->
     html = (two_seeds / "report.html").read_text(encoding="utf-8")
     assert html.count("* plotly.js v") == 1  # the library, embedded once
     assert not re.search(r"<script[^>]*\bsrc=[\"']https?:", html)
-    assert "reporting.best_per_method" not in html and "pio.renderers.default" not in html
+    assert "figures.best_per_method" not in html and "pio.renderers.default" not in html
     shown = figures_shown(nbformat.read(two_seeds / "report.ipynb", as_version=4))
     assert shown == 9 and html.count('class="plotly-graph-div"') == shown
     assert [f"plot-{i}" for i in range(1, shown + 1)] == re.findall(r'id="(plot-\d+)" style', html)
@@ -508,7 +509,7 @@ def test_point_pages_share_one_plotly_library(two_seeds: Path, tmp_path: Path) -
 
 
 def test_sweep_records_resolved_parameters_and_provenance(tmp_path: Path) -> None:
-    from workbench.lab.sweep import run_sweep
+    from workbench.lab.sweep.run import run_sweep
 
     tiny = {"dataset": "digits", "num_clients": 2, "rounds": 1, "device": "cpu", "batch_size": 64}
     run_sweep({"parameters": tiny, "grid": {"rank": [2]}}, tmp_path, report=False)
@@ -521,7 +522,7 @@ def test_sweep_records_resolved_parameters_and_provenance(tmp_path: Path) -> Non
     assert found["packages"]["torch"] == provenance.package_versions(("torch",))["torch"]
     (run,) = found["runs"]
     assert run["wall_seconds"] >= point["seconds"] and run["points_run"] == 1 and found["cpu"]
-    loaded = sweep_results.load_sweep(tmp_path)
+    loaded = sweep_tables.load_sweep(tmp_path)
     assert loaded.resolved.loc[0, "lr"] == 0.01 and loaded.provenance == found
     run_sweep({"parameters": tiny, "grid": {"rank": [2]}}, tmp_path, report=False)  # nothing to run
     assert json.loads((tmp_path / "sweep.json").read_text())["provenance"] == found

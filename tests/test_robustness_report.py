@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from workbench.lab.robustness import robustness_figure, robustness_table
+from workbench.lab.report.robustness import robustness_figure, robustness_table
 
 
 def summary() -> pd.DataFrame:

@@ -2,7 +2,7 @@
 
 import threading
 
-from workbench.lab.schedule import PointQueue, configuration
+from workbench.lab.sweep.schedule import PointQueue, configuration
 
 
 def job(name: str, seed: int) -> tuple[str, str, dict]:

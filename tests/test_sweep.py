@@ -12,7 +12,8 @@ from helpers import SWEEP_TINY
 
 from workbench.cli import main
 from workbench.config import ConfigError
-from workbench.lab.sweep import expand, load_spec, run_sweep
+from workbench.lab.sweep.run import run_sweep
+from workbench.lab.sweep.spec import expand, load_spec
 
 FIXED = {**SWEEP_TINY, "checkpoint_every": 1}
 
@@ -109,7 +110,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_points(tmp_path):
 
 
 def test_failed_point_is_recorded_and_the_rest_go_on(tmp_path, monkeypatch):
-    import workbench.lab.sweep as sweep
+    import workbench.lab.sweep.run as sweep
 
     broken = tmp_path / "broken.ipynb"
     import nbformat
@@ -138,7 +139,7 @@ def test_also_grids_append_points_without_a_product():
     points = expand(loaded)
     assert len(points) == 4 + 2
     assert points[-1].swept == {"algorithm": "fd"} and points[-1].flat["rank"] == 4
-    from workbench.lab.sweep import swept_values
+    from workbench.lab.sweep.spec import swept_values
 
     assert swept_values(loaded) == {"rank": [1, 2], "mu": [0.0, 1.0], "algorithm": ["standalone", "fd"]}
     with pytest.raises(ConfigError, match=r"also\[0\] entry 'seed' must be a non-empty list"):

@@ -8,12 +8,13 @@ import pandas as pd
 import pytest
 from helpers import tiny_spec
 
-from workbench.lab.executors import Execution, efficiency_line
-from workbench.lab.sweep import run_sweep
+from workbench.lab.report.provenance import efficiency_line
+from workbench.lab.sweep.execution import Execution
+from workbench.lab.sweep.run import run_sweep
 
 
 def test_a_dead_kernel_fails_only_its_point_and_warm_points_equal_fresh_ones(tmp_path, monkeypatch, capsys):
-    import workbench.lab.sweep as sweep
+    import workbench.lab.sweep.run as sweep
 
     killer = tmp_path / "killer.ipynb"
     nb = nbformat.read(sweep.NOTEBOOK, as_version=4)
@@ -61,7 +62,7 @@ def test_a_warm_kernel_outlives_the_folder_of_its_previous_point(tmp_path):
     """Ray removes each point's scratch folder; the next point's prologue must still run."""
     from jupyter_core.utils import run_sync
 
-    from workbench.lab.point_runner import WarmKernel
+    from workbench.lab.sweep.kernels import WarmKernel
 
     kernel = WarmKernel(threads=1, imports=("json",))
     kernel.ensure_started()
@@ -78,7 +79,7 @@ def test_a_warm_kernel_outlives_the_folder_of_its_previous_point(tmp_path):
 
 
 def test_a_kernel_whose_warm_imports_fail_is_refused_naming_the_module():
-    from workbench.lab.point_runner import KernelSetupError, WarmKernel
+    from workbench.lab.sweep.kernels import KernelSetupError, WarmKernel
 
     kernel = WarmKernel(threads=1, imports=("json", "no_such_module_for_the_workbench"))
     kernel.ensure_started()  # returns at once: the imports run in the kernel meanwhile

@@ -14,8 +14,8 @@ from helpers import tiny_spec  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from workbench.flower.local import RAY_ENV  # noqa: E402
-from workbench.lab.executors import Execution  # noqa: E402
-from workbench.lab.sweep import run_sweep  # noqa: E402
+from workbench.lab.sweep.execution import Execution  # noqa: E402
+from workbench.lab.sweep.run import run_sweep  # noqa: E402
 
 SPEC = tiny_spec({"algorithm": ["fedlora", "lg_fedavg"]})
 START_BUDGET_S = 240  # node start-up on a loaded 2-core machine takes far longer than on a laptop

@@ -62,7 +62,7 @@ def test_gitattributes_route_notebooks_through_nbstripout():
 
 
 def test_a_sweep_point_runs_a_clean_copy_on_a_quiet_kernel(tmp_path, capfd):
-    from workbench.lab.point_runner import WarmKernel, run_point
+    from workbench.lab.sweep.kernels import WarmKernel, run_point
 
     template = tmp_path / "template.ipynb"
     nb = dirty_notebook()

@@ -10,7 +10,7 @@ import pytest
 
 from workbench.config import build_config
 from workbench.core.results import Row, mean_accuracy, to_frame
-from workbench.lab.tuner_runs import Curve, Runner, setting_key
+from workbench.lab.tuner.runs import Curve, Runner, setting_key
 
 WAIT = 120  # seconds: generous, the machine may be busy
 
@@ -150,7 +150,7 @@ def test_a_failing_setting_is_reported_and_the_worker_goes_on(base):
 
 
 def test_the_real_loop_streams_costs_that_match_its_table(tiny):
-    from workbench.lab.tuner_runs import run_preview
+    from workbench.lab.tuner.runs import run_preview
     from workbench.loop.runner import run_experiment
 
     config = build_config({**tiny, "num_clients": 2, "rounds": 2, "algorithm": "lg_fedavg"})
@@ -176,7 +176,7 @@ def test_setting_keys_follow_the_whole_config(base):
 
 
 def test_controls_come_from_the_method_and_the_notebook(base):
-    from workbench.lab.widgets import Tuner
+    from workbench.lab.tuner import Tuner
 
     tuner = Tuner(base.replace(num_clients=3, rounds=7, fraction=0.5), run=Stepper())
     from workbench.algorithms import method_parameters
@@ -195,7 +195,7 @@ def test_controls_come_from_the_method_and_the_notebook(base):
 
 
 def test_the_notebooks_runs_are_cached_settings(base):
-    from workbench.lab.widgets import Tuner
+    from workbench.lab.tuner import Tuner
 
     run, table = Stepper(), fake_table(base, ["fedlora", "standalone"])
     tuner = Tuner(base, table=table, run=run)
@@ -210,7 +210,7 @@ def test_the_notebooks_runs_are_cached_settings(base):
 
 
 def test_settings_are_compared_emphasised_capped_pinned_and_removed(base):
-    from workbench.lab.widgets import MAX_SHOWN, Tuner
+    from workbench.lab.tuner.tuner import MAX_SHOWN, Tuner
 
     run = Stepper()
     tuner = Tuner(base, table=fake_table(base, ["fedlora"]), run=run)
@@ -238,7 +238,7 @@ def test_settings_are_compared_emphasised_capped_pinned_and_removed(base):
 
 
 def test_bad_values_are_named_and_nothing_runs(base):
-    from workbench.lab.widgets import Tuner
+    from workbench.lab.tuner import Tuner
 
     run = Stepper()
     tuner = Tuner(base.replace(eval_every=2), table=None, run=run)
@@ -276,7 +276,7 @@ def fake_table(config, algorithms):
 
 
 def test_the_settings_list_names_what_tells_settings_apart():
-    from workbench.lab.widgets import distinguishing
+    from workbench.lab.tuner.tuner import distinguishing
 
     a = "fedlora · rank=4 · mu=0.5 · adapter_epochs=1"
     b = "fedlora · rank=3 · mu=0.5 · adapter_epochs=1"

@@ -66,7 +66,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _add_executor(sweep: argparse.ArgumentParser) -> None:
     """Where the points run: local warm kernels or Ray tasks (see docs/ray.md)."""
-    from workbench.lab.executors import EXECUTORS
+    from workbench.lab.sweep.execution import EXECUTORS
 
     group = sweep.add_argument_group("executor")
     group.add_argument(
@@ -176,8 +176,8 @@ def cmd_target(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     """Run or resume a sweep; the report's path is the last line printed."""
-    from workbench.lab.executors import Execution
-    from workbench.lab.sweep import export_points, run_sweep
+    from workbench.lab.sweep.execution import Execution
+    from workbench.lab.sweep.run import export_points, run_sweep
 
     execution = Execution(
         executor=args.executor,

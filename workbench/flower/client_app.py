@@ -11,7 +11,7 @@ message returns who the node is, so the server can map client ids to Flower node
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -19,9 +19,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from workbench.config import ExperimentConfig
-from workbench.flower.faults import corrupt
-from workbench.flower.node import NodeClient, client_data, open_client, save_client, state_root
-from workbench.flower.protocol import (
+from workbench.flower.messages import (
     ACCURACY,
     ARRAYS,
     CONFIG,
@@ -41,6 +39,7 @@ from workbench.flower.protocol import (
     TRAIN_FLOPS,
     TRAIN_LOSS,
 )
+from workbench.flower.node import NodeClient, client_data, open_client, save_client, state_root
 from workbench.flower.records import from_record, to_record
 from workbench.flower.settings import partition_id, split_run_config
 from workbench.loop.attacks import is_malicious, poison_upload
@@ -57,7 +56,10 @@ def _node(
     return config, open_client(config, cid, root)
 
 
-def _train(message: Message, config: ExperimentConfig, node: NodeClient, fault: str | None) -> RecordDict:
+Tamper = Callable[[int, dict[str, torch.Tensor]], dict[str, torch.Tensor]]  # (client id, upload) → upload
+
+
+def _train(message: Message, config: ExperimentConfig, node: NodeClient, tamper: Tamper | None) -> RecordDict:
     """Receive, train, upload, persist: one participation in a round."""
     algorithm, client = node.algorithm, node.client
     round_ = int(message.content.config_records[CONFIG][ROUND])
@@ -67,8 +69,8 @@ def _train(message: Message, config: ExperimentConfig, node: NodeClient, fault: 
     if is_malicious(config, client.cid):
         upload = poison_upload(algorithm, client, upload, down, round_)
     save_client(node)  # after upload: some algorithms move the payload out of the client state
-    if fault is not None:
-        upload = corrupt(fault, upload)
+    if tamper is not None:
+        upload = tamper(client.cid, upload)
     metrics = MetricRecord(
         {
             TRAIN_FLOPS: int(stats.flops),
@@ -120,11 +122,12 @@ def _identify(context: Context, run_config: Mapping[str, Any] | None) -> RecordD
 def make_client_app(
     run_config: Mapping[str, Any] | None = None,
     state_dir: str | None = None,
-    faults: Mapping[int, str] | None = None,
+    tamper: Tamper | None = None,
 ) -> ClientApp:
     """A ClientApp; run_config overrides the Context's (Python-API simulations carry none),
-    state_dir the node's storage, faults corrupts the uploads of some clients (tests only)."""
-    app, faults = ClientApp(), dict(faults or {})
+    state_dir the node's storage; tamper(cid, upload) replaces what a client sends after it
+    trained (tests use it to send malformed uploads)."""
+    app = ClientApp()
 
     @app.query()
     def query(message: Message, context: Context) -> Message:
@@ -135,7 +138,7 @@ def make_client_app(
     def train(message: Message, context: Context) -> Message:
         """One round's participation."""
         config, node = _node(message, context, run_config, state_dir)
-        content = _train(message, config, node, faults.get(node.client.cid))
+        content = _train(message, config, node, tamper)
         return Message(content, reply_to=message)
 
     @app.evaluate()

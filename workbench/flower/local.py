@@ -23,7 +23,7 @@ from typing import Any
 from workbench.config import ExperimentConfig
 from workbench.core.facts import TABLE_FILE
 from workbench.core.results import read_run, read_summary
-from workbench.flower.client_app import make_client_app
+from workbench.flower.client_app import Tamper, make_client_app
 from workbench.flower.server_app import make_server_app
 from workbench.flower.settings import FlowerSettings, to_run_config
 from workbench.loop.runner import RunResult, RunStoppedError
@@ -126,7 +126,7 @@ def simulate(
     *,
     cpus_per_client: float = 1.0,
     timeout: float = 600.0,
-    faults: Mapping[int, str] | None = None,
+    tamper: Tamper | None = None,
     state_dir: str | Path | None = None,
     verbose: bool = False,
     ray_budget_s: float = RAY_START_BUDGET_S,
@@ -134,7 +134,7 @@ def simulate(
     """Run `config` on Flower's simulation engine; write and return its run directory.
 
     The virtual SuperNodes keep their clients' state under state_dir (default: a temporary
-    folder removed afterwards); faults corrupts some clients' uploads (testing only).
+    folder removed afterwards); tamper(cid, upload) replaces what a client sends (tests).
     """
     import ray
     from flwr.simulation import run_simulation
@@ -149,7 +149,7 @@ def simulate(
         try:
             run_simulation(
                 server_app=make_server_app(run_config),
-                client_app=make_client_app(run_config, nodes_dir, faults),
+                client_app=make_client_app(run_config, nodes_dir, tamper),
                 num_supernodes=config.federation.num_clients,
                 backend_name="ray",
                 backend_config=backend,

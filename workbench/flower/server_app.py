@@ -19,7 +19,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from workbench.config import ConfigError, ExperimentConfig
 from workbench.core.results import to_frame, write_run
-from workbench.flower.protocol import CONFIG, INFO, PARTITION_ID
+from workbench.flower.messages import CONFIG, INFO, PARTITION_ID
 from workbench.flower.settings import FlowerSettings, split_run_config
 from workbench.flower.strategy import WorkbenchStrategy
 from workbench.loop.rounds import RoundRefusedError

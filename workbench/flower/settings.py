@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from workbench.config import ConfigError, ExperimentConfig, build_config
-from workbench.flower.protocol import PARTITION_ID
+from workbench.flower.messages import PARTITION_ID
 
 OUT_DIR, TIMEOUT, WAIT_NODES = "out-dir", "timeout", "wait-nodes"
 

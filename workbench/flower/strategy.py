@@ -27,7 +27,7 @@ from workbench.config import ExperimentConfig
 from workbench.core.accounting import Ledger
 from workbench.core.aggregation import InvalidUpdateError
 from workbench.core.results import Event, Row
-from workbench.flower.protocol import (
+from workbench.flower.messages import (
     ACCURACY,
     ARRAYS,
     CONFIG,

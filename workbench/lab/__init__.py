@@ -1,1 +1,2 @@
-"""The lab: notebook glue, the interactive tuner, sweeps and reports."""
+"""The lab: notebook glue (parameters cell, kernels, clean templates) and three rooms: `sweep`,
+`tuner` and `report`."""

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from workbench.algorithms import Client, Environment
+from workbench.algorithms.fedlora.adapters import inject_lora, set_trainable
 from workbench.config import ExperimentConfig, build_config
-from workbench.core.adapters import inject_lora, set_trainable
 from workbench.core.data import ClientData
 from workbench.core.models import build_model
 from workbench.loop.rounds import sample_clients

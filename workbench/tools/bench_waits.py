@@ -97,8 +97,8 @@ def sweep_efficiency(
 ) -> dict[str, Any]:
     """The efficiency record of the sweep on warm kernels (and on fresh kernels per point): one
     run each whatever `repeat` says (a sweep runs for minutes; its record sums many points)."""
-    from workbench.lab.executors import Execution
-    from workbench.lab.sweep import run_sweep
+    from workbench.lab.sweep.execution import Execution
+    from workbench.lab.sweep.run import run_sweep
 
     result: dict[str, Any] = {"points": None}
     for kernels in ("warm", "fresh")[: 2 if fresh else 1]:

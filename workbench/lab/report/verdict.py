@@ -2,7 +2,7 @@
 
 The paper's three claims, recomputed on a sweep: higher accuracy (final and best, paired across
 seeds), less computation and less communication, both to reach a target accuracy and per round.
-Works on the tidy tables of `workbench.lab.sweep_results`; never imports torch.
+Works on the tidy tables of `workbench.lab.report.sweep_tables`; never imports torch.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from workbench.lab.stats import Estimate, PairedTest, paired_test
-from workbench.lab.sweep_results import REFERENCE, best_configuration
+from workbench.lab.report.stats import Estimate, PairedTest, paired_test
+from workbench.lab.report.sweep_tables import REFERENCE, best_configuration
 
 TARGET_FRACTION = 0.9
 RIVAL = "fedproto"

@@ -1,6 +1,6 @@
 """Plotly figures of runs and sweeps: curves with seed bands, small multiples, heatmaps, costs.
 
-Every figure reads the tidy tables of `workbench.lab.sweep_results` (pandas + plotly; never torch).
+Every figure reads the tidy tables of `workbench.lab.report.sweep_tables` (pandas + plotly; never torch).
 Curves show each configuration's mean over its seeds with a 95% Student-t band; a configuration
 keeps one colour in every figure; costs are written in GFLOP and MB (10⁶ bytes), on a linear
 axis unless they span more than a factor `LOG_SPAN`.
@@ -18,8 +18,8 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from workbench.lab.stats import interval_columns, seed_phrase
-from workbench.lab.sweep_results import (
+from workbench.lab.report.stats import interval_columns, seed_phrase
+from workbench.lab.report.sweep_tables import (
     algorithm_order,
     best_per_algorithm,
     pareto_front,

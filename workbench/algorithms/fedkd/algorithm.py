@@ -7,7 +7,7 @@ batches: CE each, plus adaptive mutual distillation KL/(L_t + L_s) and an adapti
 w·MSE(h_t, h_s)/(L_t + L_s) on the 500-d representations (equal widths: no projection). Each
 term's target side and the denominator are detached, so gradients of one model's loss never
 reach the other. Only the student's update travels, energy-threshold SVD compressed
-(workbench.core.compression; energy = share of Σσ², as in the paper and the authors' code) at
+(workbench.algorithms.fedkd.compression; energy = share of Σσ², as in the paper and the authors' code) at
 T(t) = T_start + (T_end − T_start)·t/R, t = 1..R as in the authors' code, so the last round
 keeps T_end. The server averages the reconstructed updates by sample
 count, compresses the mean at the same T(t) and moves the global student by exactly that
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 torch = lazy("torch")
 F = lazy("torch.nn.functional")
 aggregation = lazy("workbench.core.aggregation")
-compression = lazy("workbench.core.compression")
+compression = lazy("workbench.algorithms.fedkd.compression")
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,13 @@ import platform
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 import workbench
-from workbench.lab.executors import efficiency_line
 
 PACKAGES = (
     "torch",
@@ -198,3 +198,29 @@ def parameter_tables(
     per_point.insert(1, "configuration", per_point["id"].map(names).fillna("(did not finish)"))
     per_point["seconds"] = per_point["seconds"].map(duration)
     return shared, per_point.rename(columns={"id": "point folder", "seconds": "wall time"})
+
+
+def efficiency_record(
+    statuses: Sequence[Mapping[str, Any]], wall: float, workers: int, executor: str, kernels: str
+) -> dict[str, Any]:
+    """Σ points' experiment seconds ÷ (wall seconds × parallel workers), with its parts."""
+    experiment = sum(s.get("experiment_s", 0.0) for s in statuses)
+    return {
+        "efficiency": round(experiment / (wall * workers), 4) if wall > 0 else None,
+        "experiment_s": round(experiment, 2),
+        "wall_s": round(wall, 2),
+        "workers": workers,
+        "points_run": len(statuses),
+        "executor": executor,
+        "kernels": kernels,
+    }
+
+
+def efficiency_line(e: Mapping[str, Any]) -> str:
+    """The efficiency record as one line for people."""
+    share = f"{e['efficiency']:.1%}" if e["efficiency"] is not None else "n/a"
+    return (
+        f"sweep efficiency {share}: {e['experiment_s']:.1f} s of experiments in "
+        f"{e['points_run']} points / ({e['wall_s']:.1f} s wall x {e['workers']} workers, "
+        f"{e['executor']}, {e['kernels']} kernels)"
+    )

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from workbench.lab.reporting import TEMPLATE, Stat, note
-from workbench.lab.sweep_results import tick
+from workbench.lab.report.figures import TEMPLATE, Stat, note
+from workbench.lab.report.sweep_tables import tick
 
 SETTINGS = ("attack", "malicious_clients")  # what the x axis groups by, where swept
 

@@ -14,7 +14,7 @@ client can be shared:
 - `parallel_logits`: the same network with B (C×r), added to the logits; both factors shared.
 
 `adapter_factors` is the one definition of every placement's tensors and which are shared;
-`workbench.core.adapters` builds them and tests check the two agree, byte for byte.
+`workbench.algorithms.fedlora.adapters` builds them and tests check the two agree, byte for byte.
 """
 
 from __future__ import annotations

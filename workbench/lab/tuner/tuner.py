@@ -18,9 +18,9 @@ import ipywidgets as widgets
 import pandas as pd
 
 from workbench.config import ConfigError, ExperimentConfig
-from workbench.lab.tuner_controls import method_controls, setting_label, size_controls
-from workbench.lab.tuner_figure import PALETTE, bundle, draw, make_figure
-from workbench.lab.tuner_runs import Curve, RunFn, Runner, run_preview
+from workbench.lab.tuner.controls import method_controls, setting_label, size_controls
+from workbench.lab.tuner.figure import PALETTE, bundle, draw, make_figure
+from workbench.lab.tuner.runs import Curve, RunFn, Runner, run_preview
 
 MAX_SHOWN = 8  # settings drawn at once: more lines than this stop being readable
 _LIVE: list[Tuner] = []  # a new tuner ends the runs of the previous one (one kernel, two cores)

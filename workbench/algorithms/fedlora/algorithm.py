@@ -6,7 +6,7 @@ arXiv:2310.13283. Reconstructed from the abstract (docs/architecture.md): each c
 (2) model frozen, train the adapter on CE(local ⊕ adapter); only the adapter's shared factors
 are uploaded and the server averages them weighted by training-sample counts.
 
-Where the adapter sits is reconstructed too (`adapter_placement`, `workbench.core.placements`):
+Where the adapter sits is reconstructed too (`adapter_placement`, `workbench.algorithms.fedlora.placements`):
 beside the head, on fc2 sharing its 500-wide factor, or as a low-rank branch from the input into
 the representation or the logits. μ may warm up linearly over the first rounds (`mu_schedule`),
 and both phases may clip gradient norms (`max_grad_norm`) as the authors' sister code does.
@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from workbench.algorithms.base import Algorithm, Client, Environment, Payload, Seed, derived_seed
+from workbench.algorithms.fedlora.placements import PLACEMENTS, check_placement
 from workbench.core.facts import MAX_EPOCHS, TOO_LONG
 from workbench.core.lazy import lazy
 from workbench.core.params import Section, param
-from workbench.core.placements import PLACEMENTS, check_placement
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 torch = lazy("torch")
 F = lazy("torch.nn.functional")
-adapters = lazy("workbench.core.adapters")
+adapters = lazy("workbench.algorithms.fedlora.adapters")
 
 LORA_TARGETS = ("head", "fc1", "fc2")
 MU_SCHEDULES = ("constant", "warmup")

@@ -1,11 +1,11 @@
 """FedLoRA's adapter on a zoo model: PEFT's LoRA layers (injected, not subclassed) beside target
-Linear layers, or a parallel low-rank branch (`workbench.core.parallel_adapter`).
+Linear layers, or a parallel low-rank branch (`workbench.algorithms.fedlora.branch`).
 
 Selected by structure: the adapter is the A and B factors of every LoRA layer and branch, keyed
 `<module>.lora_A` / `<module>.lora_B`; everything else in the model is private. A placement may
 keep some factors on the client (`fc2` keeps A, whose input side differs by model): those are
 trained with the adapter but never sent. `adapter_state` is the one definition of what is sent.
-`workbench.core.placements` describes the same tensors without torch.
+`workbench.algorithms.fedlora.placements` describes the same tensors without torch.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from workbench.algorithms.fedlora.branch import LowRankBranch, ParallelAdapted
+from workbench.algorithms.fedlora.placements import INPUT_DIM, SHARED_FACTORS
 from workbench.core.lazy import lazy
-from workbench.core.parallel_adapter import LowRankBranch, ParallelAdapted
-from workbench.core.placements import INPUT_DIM, SHARED_FACTORS
 
 if TYPE_CHECKING:
     from peft.tuners.lora import LoraLayer

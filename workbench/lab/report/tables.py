@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 from pandas.io.formats.style import Styler
 
-from workbench.lab.verdict import TO_TARGET, Verdict, interval_text, p_text, ratios
+from workbench.lab.report.verdict import TO_TARGET, Verdict, interval_text, p_text, ratios
 
 STYLES = [
     {"selector": "", "props": "border-collapse: collapse; margin: 0.5em 0 1.2em; font-size: 13px;"},

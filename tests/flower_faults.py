@@ -1,7 +1,7 @@
 """Deliberately malformed uploads, for testing that the server refuses them.
 
-A ClientApp built with `faults={cid: kind}` trains as usual and then corrupts what that client
-sends; nothing here runs unless a caller asks for it.
+`faulty({cid: kind})` is a ClientApp's `tamper` hook: those clients train as usual and then
+send a corrupted upload.
 """
 
 from __future__ import annotations
@@ -43,3 +43,8 @@ def corrupt(kind: str, upload: Upload) -> Upload:
     if not upload:
         return {"extra": torch.zeros(3)}  # nothing to corrupt: send something not expected
     return FAULTS[kind](dict(upload))
+
+
+def faulty(faults: dict[int, str]) -> Callable[[int, Upload], Upload]:
+    """A ClientApp `tamper` hook corrupting the uploads of the named clients."""
+    return lambda cid, upload: corrupt(faults[cid], upload) if cid in faults else upload

@@ -15,7 +15,7 @@ import plotly.io as pio
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from workbench.lab.tuner_runs import Curve
+from workbench.lab.tuner.runs import Curve
 
 PALETTE = qualitative.Plotly  # 10 distinct colours; the tuner shows at most 8 settings
 PANELS = (

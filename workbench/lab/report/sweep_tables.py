@@ -18,7 +18,7 @@ import pandas as pd
 
 from workbench.core.facts import CONFIG_FILE, SWEEP_FILE, TABLE_FILE
 from workbench.core.results import Row, mean_accuracy, summarize
-from workbench.lab.stats import interval_columns
+from workbench.lab.report.stats import interval_columns
 
 SPEC_FILE = SWEEP_FILE
 RESULT_COLUMNS = (*Row.__dataclass_fields__, "cum_train_flops", "cum_bytes_up", "cum_bytes_down")

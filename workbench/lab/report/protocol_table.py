@@ -19,7 +19,7 @@ import pandas as pd
 from scipy import stats
 
 from workbench.core.results import cost_to_target
-from workbench.lab.sweep_results import label, point_summary
+from workbench.lab.report.sweep_tables import label, point_summary
 
 SPLIT = ("partition",)
 KEY = "configuration"

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from workbench.core.facts import STATUS_FILE, TIMING_FILE
+from workbench.lab.kernels import ipc_kernel_manager
+from workbench.lab.sweep.execution import KernelSetupError
 
 START_TIMEOUT = 300  # seconds for a kernel to answer at start: a busy machine is slow
 BASE_IMPORTS = (
@@ -30,7 +32,7 @@ BASE_IMPORTS = (
     "nbformat",  # plotly's notebook renderer imports it, and with it jsonschema
     "plotly.io",
     "workbench.lab.notebook",
-    "workbench.lab.reporting",
+    "workbench.lab.report.figures",
     "workbench.loop.runner",
 )
 
@@ -50,18 +52,6 @@ def warm_imports(flats: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
     if any(f.get("dataset") == "digits" for f in flats):
         extra += ("sklearn.datasets", "sklearn.model_selection")
     return BASE_IMPORTS + extra
-
-
-def ipc_kernel_manager(folder: str | Path, kernel_name: str = "python3") -> Any:
-    """A kernel manager (not started) whose sockets are files in `folder`: IPC transport, so the
-    kernel never warns "running over TCP without encryption" into the user's output."""
-    from jupyter_client.manager import AsyncKernelManager
-
-    return AsyncKernelManager(kernel_name=kernel_name, transport="ipc", ip=os.path.join(folder, "ipc"))
-
-
-class KernelSetupError(RuntimeError):
-    """The kernel's warm imports or a point's prologue failed: it is not fit to run the notebook."""
 
 
 class WarmKernel:
@@ -170,8 +160,8 @@ def _execute(
     kernel.ensure_started()  # it imports while this process imports papermill
     import papermill
 
+    from workbench.lab.sweep.warm_engine import ENGINE, register
     from workbench.lab.templates import clean_template
-    from workbench.lab.warm_engine import ENGINE, register
 
     register()
     kernel.wait_warm()
