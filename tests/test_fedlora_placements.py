@@ -4,8 +4,8 @@ import pytest
 import torch
 from helpers import make_algorithm
 
-from workbench.algorithms.fedlora.algorithm import mu_at
 from workbench.algorithms.fedlora.adapters import adapter_parameters, private_parameters, shared_parameters
+from workbench.algorithms.fedlora.algorithm import mu_at
 from workbench.algorithms.fedlora.placements import PLACEMENTS, shared_numel
 from workbench.cli import main
 from workbench.config import ConfigError, build_config

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, get_type_hints
 
-from workbench.algorithms import REGISTRY
+from workbench.algorithms.registry import REGISTRY
 from workbench.core.facts import (
     AGGREGATORS,
     ATTACKS,

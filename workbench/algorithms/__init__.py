@@ -1,10 +1,12 @@
-"""The registry of algorithms: the one list the `algorithm` parameter, the parameter table, the
-notebook's parameters cell and the Flower app's config are derived from.
+"""The methods, registered by name in `workbench.algorithms.registry.REGISTRY`: the one list the
+`algorithm` parameter, the parameter table, the notebook's parameters cell and the Flower app's
+config are derived from.
 
-A method is one module: an `Algorithm` subclass with its `name`, its `Params` section and its
-hooks. Built-in methods are registered below; a researcher's own method is registered from
-anywhere with `register(MyMethod)` and is then accepted by `build_config`, the CLI, sweeps and
-the notebook like the built-ins. Importing this package does not import torch.
+A method is one module, or one package when it has mechanisms of its own (`fedlora/`,
+`fedkd/`): an `Algorithm` subclass with its `name`, its `Params` section and its hooks.
+Built-in methods are registered below; a researcher's own method is registered from anywhere
+with `register(MyMethod)` and is then accepted by `build_config`, the CLI, sweeps and the
+notebook like the built-ins. Importing this package does not import torch.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from workbench.algorithms.fedlora import FedLoRA
 from workbench.algorithms.fedproto import FedProto
 from workbench.algorithms.fml import FML
 from workbench.algorithms.lg_fedavg import LGFedAvg
+from workbench.algorithms.registry import REGISTRY
 from workbench.algorithms.standalone import Standalone
 
-REGISTRY: dict[str, type[Algorithm]] = {}
 NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
