@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from workbench.config import ExperimentConfig
     from workbench.core.data import ClientData, Normalizer
-    from workbench.core.training import Batches, LossFn, PhaseStats, SGDSpec
+    from workbench.core.training import Batches, LossFn, LrOf, PhaseStats, SGDSpec
 
 np = lazy("numpy")
 torch = lazy("torch")
@@ -257,8 +257,10 @@ class Algorithm:
         epochs: int,
         sgd: SGDSpec,
         phase: str,
+        lr_of: LrOf | None = None,
     ) -> PhaseStats:
-        """Run one training phase, counting FLOPs per (architecture, phase, batch shape)."""
+        """Run one training phase, counting FLOPs per (architecture, phase, batch shape);
+        `lr_of` gives chosen parameters their own learning rate."""
         return training.run_phase(
             modules,
             loss_fn,
@@ -267,4 +269,5 @@ class Algorithm:
             sgd,
             self.meter,
             (client.model_name, phase),
+            lr_of,
         )
