@@ -23,7 +23,7 @@ import pandas as pd
 from workbench.algorithms.fedlora.params import FedLoRAParams
 from workbench.config import defaults
 from workbench.lab.report.protocol_table import KEY, interval, markdown
-from workbench.lab.report.study_table import spread, standalone_gaps, study_points, twin_gaps
+from workbench.lab.report.study_table import relabel, spread, standalone_gaps, study_points, twin_gaps
 from workbench.tools.protocol_note import load, unfinished
 
 SPREAD_KNOBS = ("mu", "rank")
@@ -48,7 +48,12 @@ def points_frame(sweep_dir: Path, spec: Path | None, split: str) -> tuple[pd.Dat
             swept.append(name)
             if name not in table:
                 table = table.assign(**{name: sweep.spec.get("parameters", {}).get(name, defaults()[name])})
-    return study_points(table, swept, resolved, split), sweep
+    return relabel(study_points(table, swept, resolved, split), fedlora_defaults()), sweep
+
+
+def fedlora_defaults() -> dict[str, object]:
+    """FedLoRA's parameters at the code's defaults (what the spreads and labels are around)."""
+    return {f.name: defaults()[f.name] for f in dataclasses.fields(FedLoRAParams)}
 
 
 def configuration_table(part: pd.DataFrame) -> pd.DataFrame:
@@ -95,7 +100,7 @@ FORMATS = {
 
 def spread_lines(points: pd.DataFrame, value: object, split: str) -> list[str]:
     """The μ and rank spreads around the defaults in one regime (nothing when not swept)."""
-    base = {f.name: defaults()[f.name] for f in dataclasses.fields(FedLoRAParams)}
+    base = fedlora_defaults()
     lines = []
     for knob in SPREAD_KNOBS:
         frame, summary = spread(points, value, split, base, knob)

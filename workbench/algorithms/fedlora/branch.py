@@ -2,7 +2,8 @@
 
 The branch is LoRA's update of a virtual zero weight from the flattened image to the
 representation (or the logits): Δ(x) = (α/r)·B·A·vec(x) (α/√r under rsLoRA), A (r×3072)
-initialised like PEFT's (Kaiming-uniform, or N(0, 1/r²) for `gaussian`), B = 0. Its shape
+initialised like PEFT's (Kaiming-uniform, or N(0, 1/r²) for `gaussian`), B = 0 (FedLoRA's
+`small_b` then draws B: `adapters.small_b`). Its shape
 depends only on the input and the target width, so it is the same on every client whatever the
 client's architecture.
 """

@@ -32,13 +32,13 @@ class FedLoRAParams(Section):
         False, "rsLoRA: scale the branch by alpha/sqrt(r) instead of alpha/r (PEFT's use_rslora)"
     )
     adapter_init: str = param(
-        "lora",
+        "small_b",
         "lora: A Kaiming-uniform, B 0 (PEFT's default); gaussian: A ~ N(0, 1/r²), B 0 (PEFT's "
         "gaussian); small_b: A as lora, B ~ N(0, adapter_b_std²), so A trains from the first step",
         choices=ADAPTER_INITS,
     )
     adapter_b_std: float = param(
-        0.01,
+        0.1,
         "small_b: standard deviation of B's initial entries",
         gt=0,
         le=1,
@@ -66,8 +66,8 @@ class FedLoRAParams(Section):
     )
     adapter_lr: float = param(0.01, "SGD learning rate of the adapter (of A under LoRA+)", gt=0)
     lora_plus_ratio: float = param(
-        1.0,
-        "LoRA+: B's learning rate is adapter_lr times this (1: one rate; LoRA+ suggests 16)",
+        16.0,
+        "LoRA+: B's learning rate is adapter_lr times this (1: one rate for A and B; 16 as LoRA+ suggests)",
         ge=1,
         le=1000,
         why="beyond LoRA+'s studied range, B's steps diverge",

@@ -45,6 +45,16 @@ def study_points(
     return merged
 
 
+def relabel(points: pd.DataFrame, base: Mapping[str, object]) -> pd.DataFrame:
+    """FedLoRA's configurations named by what they change from `base` (its defaults), e.g.
+    'fedlora · adapter_init=lora' ('fedlora' alone at the defaults); other methods keep theirs."""
+    points = points.copy()
+    for index, row in points[points["algorithm"] == "fedlora"].iterrows():
+        changed = [f"{k}={plain(row[k])}" for k, v in base.items() if k in row and plain(row[k]) != plain(v)]
+        points.loc[index, KEY] = " · ".join(["fedlora", *changed])
+    return points
+
+
 def local_epochs(row: Mapping[str, object]) -> int:
     """Epochs of local optimizer steps per round: FedLoRA's model plus adapter phases (the
     adapter's by its schedule), any other method's model epochs."""
