@@ -67,7 +67,9 @@ class FedLoRAParams(Section):
     adapter_lr: float = param(0.01, "SGD learning rate of the adapter (of A under LoRA+)", gt=0)
     lora_plus_ratio: float = param(
         16.0,
-        "LoRA+: B's learning rate is adapter_lr times this (1: one rate for A and B; 16 as LoRA+ suggests)",
+        "LoRA+: B's learning rate is adapter_lr times this (1: one rate for A and B; 16 as LoRA+ "
+        "suggests; use 1 with the parallel placements, whose branch reads 3072 pixels and then "
+        "trains unstably)",
         ge=1,
         le=1000,
         why="beyond LoRA+'s studied range, B's steps diverge",
