@@ -99,11 +99,12 @@ def round_generator(seed: int, round_: int, cid: int) -> torch.Generator:
     return torch.Generator().manual_seed(derived_seed(seed, round_, cid, Seed.BATCHES))
 
 
-def evaluate_client(algorithm: Algorithm, client: Client) -> tuple[float, float]:
-    """Accuracy and loss of the client's deployed model on its local test split."""
-    return evaluate(
-        lambda x: algorithm.predict(client, x), algorithm.test_batches(client), algorithm.eval_modules(client)
-    )
+def evaluate_client(algorithm: Algorithm, client: Client) -> tuple[float, float, dict[str, float]]:
+    """Accuracy and loss of the client's deployed model on its local test split, and the
+    diagnostics its method measures in the same pass (`Algorithm.evaluation_probe`)."""
+    probe = algorithm.evaluation_probe(client)
+    accuracy, loss = evaluate(probe, algorithm.test_batches(client), algorithm.eval_modules(client))
+    return accuracy, loss, probe.values()
 
 
 def materialize(algorithm: Algorithm, client: Client) -> None:
@@ -123,9 +124,18 @@ def evaluate_all(algorithm: Algorithm, clients: list[Client], ledger: Ledger, ro
             c.evaluation = evaluate_client(algorithm, c)
             if transient:
                 c.state.clear()
+        accuracy, loss, diagnostics = c.evaluation
         rows.append(
             ledger.row(
-                round_, c.cid, c.model_name, algorithm.name, *c.evaluation, c.data.num_train, c.data.num_test
+                round_,
+                c.cid,
+                c.model_name,
+                algorithm.name,
+                accuracy,
+                loss,
+                c.data.num_train,
+                c.data.num_test,
+                diagnostics,
             )
         )
     return rows
@@ -216,7 +226,15 @@ def run_round(
         stats, upload, restored = client_round(algorithm, client, down, round_)
         if is_malicious(cfg, cid):
             upload = poison_upload(algorithm, client, upload, down, round_)
-        ledger.add(cid, stats.flops, payload_bytes(upload), payload_bytes(down), stats.mean_loss)
+        ledger.add(
+            cid,
+            stats.flops,
+            payload_bytes(upload),
+            payload_bytes(down),
+            stats.mean_loss,
+            stats.phase_steps,
+            algorithm.update_norm(client, upload, down),
+        )
         try:
             algorithm.validate_upload(cid, upload, server)  # as a Flower server screens it
         except InvalidUpdateError as error:

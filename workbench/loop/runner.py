@@ -46,6 +46,9 @@ from workbench.loop.rounds import (
     run_round,
 )
 
+# progress(round, rounds, metrics) after each evaluated round; metrics: "accuracy" (the round's
+# mean), "cum_train_flops", "cum_bytes_up", "cum_bytes_down" (all clients, so far) and "rows"
+# (the round's Row records, from which core.diagnostics.brief draws its line)
 Progress = Callable[[int, int, dict], None]
 
 
@@ -134,6 +137,7 @@ def run_loop(
                     {
                         "accuracy": float(np.mean([r.accuracy for r in new_rows])),
                         **{f"cum_{c}": sum(getattr(r, c) for r in rows) for c in COST_COLUMNS},
+                        "rows": new_rows,  # this round's records, for diagnostics (core.diagnostics.brief)
                     },
                 )  # all clients, so far
         if every_ckpt and round_ % every_ckpt == 0 and round_ < rounds:

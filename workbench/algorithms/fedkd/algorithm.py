@@ -29,7 +29,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from workbench.algorithms.base import Algorithm, Client, Environment, Payload, Seed, derived_seed, state_copy
+from workbench.algorithms.base import (
+    Algorithm,
+    Client,
+    Environment,
+    Payload,
+    Seed,
+    derived_seed,
+    state_copy,
+    update_l2,
+)
 from workbench.core.lazy import lazy
 from workbench.core.params import ConfigError, Section, param
 from workbench.core.zoo import ZOO
@@ -213,6 +222,11 @@ class FedKD(Algorithm):
         shapes = {n: t.shape for n, t in client.state["received"].items()}
         dense = compression.decompress_state(upload, shapes)
         return compression.compress_state(attack(dense, None), self.energy())
+
+    def update_norm(self, client: Client, upload: Payload, down: Payload) -> float:
+        """The norm of the dense update the compressed upload carries (what the server adds)."""
+        shapes = {n: t.shape for n, t in client.state["received"].items()}
+        return update_l2(compression.decompress_state(upload, shapes), {})
 
     def validate_upload(self, cid: int, upload: Payload, server_state: Payload) -> None:
         """A compressed upload is honest when it reconstructs to a finite update of the student."""
