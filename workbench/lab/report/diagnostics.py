@@ -67,9 +67,11 @@ def point_diagnostics(table: pd.DataFrame, by: Sequence[str] | None = None) -> p
 
 
 def _warned(points: pd.DataFrame) -> str:
-    """'adapter inert (3 of 3 seeds)' for each warning some seed raised, '' for none."""
+    """'adapter inert (3 of 3 seeds)' for each warning some seed raised ('adapter inert' for a
+    single run), '' for none."""
     seen = [w for found in points["warnings"] for w in found]
-    return "; ".join(f"{w} ({seen.count(w)} of {len(points)} seeds)" for w in dict.fromkeys(seen))
+    counts = {w: f" ({seen.count(w)} of {len(points)} seeds)" if len(points) > 1 else "" for w in seen}
+    return "; ".join(w + count for w, count in counts.items())
 
 
 def configuration_diagnostics(table: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataFrame:
