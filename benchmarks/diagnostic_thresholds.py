@@ -93,7 +93,8 @@ def contribution_table(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFram
         contribution=("contribution", "mean"), flips=("flips", "mean"), change=("accuracy_change", "mean")
     )
     below = runs["contribution"] < MIN_CONTRIBUTION
-    by_side = runs.groupby(below.map({True: f"below {MIN_CONTRIBUTION:.0%}", False: "above"})).agg(
+    side = below.map({True: f"below {MIN_CONTRIBUTION:.0%}", False: "at or above"}).rename("clients' mean")
+    by_side = runs.groupby(side).agg(
         runs=("flips", "size"),
         flips_mean=("flips", "mean"),
         flips_max=("flips", "max"),
