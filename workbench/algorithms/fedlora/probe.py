@@ -13,7 +13,9 @@ forward, so evaluation results do not change.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -27,25 +29,54 @@ from workbench.core.training import Probe
 peft_lora = lazy("peft.tuners.lora")
 
 
-def site_outputs(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(logits, output without the adapter, what the adapter adds) at the placement's output."""
+Outputs = Callable[[Tensor], tuple[Tensor, Tensor, Tensor]]
+
+
+def site_function(model: nn.Module) -> Outputs:
+    """x ↦ (logits, output without the adapter, what the adapter adds) at the placement's output,
+    chosen once per model (the evaluation pass calls it per batch)."""
     if isinstance(model, ParallelAdapted):
-        z = model.base.features(x)  # B, 500
-        delta = model.adapter(x)  # B, 500 or B, C
-        if model.output == "representation":
-            return model.base.head(z + delta), z, delta
-        local = model.base.head(z)  # B, C
-        return local + delta, local, delta
+        return functools.partial(_branch, model)
     layers = set(lora_layers(model))
     if layers == {"head"}:
-        z = model.features(x)  # B, 500
-        local, logits = model.head.get_base_layer()(z), model.head(z)  # B, C each
-        return logits, local, logits - local
+        return functools.partial(_head, model)
     if layers == {"fc2"}:
-        h = model.trunk(x)  # B, fc1
-        pre = model.fc2.get_base_layer()(h)  # B, 500
-        delta = lora_delta(model.fc2, h)  # B, 500
-        return model.head(torch.relu(pre + delta)), pre, delta
+        return functools.partial(_fc2, model)
+    return functools.partial(_logits, model)
+
+
+def site_outputs(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(logits, output without the adapter, what the adapter adds) of one batch."""
+    return site_function(model)(x)
+
+
+def _branch(model: ParallelAdapted, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The parallel branch: measured where it adds, the representation or the logits."""
+    z = model.base.features(x)  # B, 500
+    delta = model.adapter(x)  # B, 500 or B, C
+    if model.output == "representation":
+        return model.base.head(z + delta), z, delta
+    local = model.base.head(z)  # B, C
+    return local + delta, local, delta
+
+
+def _head(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """LoRA beside the head: measured at the logits."""
+    z = model.features(x)  # B, 500
+    local, logits = model.head.get_base_layer()(z), model.head(z)  # B, C each
+    return logits, local, logits - local
+
+
+def _fc2(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """LoRA beside fc2: measured at fc2's pre-activation."""
+    h = model.trunk(x)  # B, fc1
+    pre = model.fc2.get_base_layer()(h)  # B, 500
+    delta = lora_delta(model.fc2, h)  # B, 500
+    return model.head(torch.relu(pre + delta)), pre, delta
+
+
+def _logits(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Several LoRA targets: measured at the logits, with the adapter switched off and on."""
     with adapter_disabled(model):
         local = model(x)  # B, C
     logits = model(x)  # B, C
@@ -80,13 +111,13 @@ class AdapterProbe(Probe):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
-        self.model = model
-        self.without_sq, self.added_sq = 0.0, 0.0
+        self.model, self.outputs = model, site_function(model)
+        self.without_sq, self.added_sq = 0.0, 0.0  # Σ over batches of squared Frobenius norms
 
     def __call__(self, x: Tensor) -> Tensor:
-        logits, without, added = site_outputs(self.model, x)
-        self.without_sq += float(without.double().square().sum())
-        self.added_sq += float(added.double().square().sum())
+        logits, without, added = self.outputs(x)
+        self.without_sq += float(torch.linalg.vector_norm(without)) ** 2
+        self.added_sq += float(torch.linalg.vector_norm(added)) ** 2
         return logits
 
     def values(self) -> dict[str, float]:
