@@ -36,17 +36,7 @@ data = lazy("workbench.core.data")
 models = lazy("workbench.core.models")
 training = lazy("workbench.core.training")
 
-__all__ = [
-    "Algorithm",
-    "Client",
-    "Environment",
-    "Payload",
-    "derived_seed",
-    "mirrors",
-    "state_copy",
-    "Seed",
-    "update_l2",
-]
+__all__ = ["Algorithm", "Client", "Environment", "Payload", "derived_seed", "mirrors", "state_copy", "Seed"]
 
 
 @dataclass
@@ -207,8 +197,7 @@ class Algorithm:
         NaN when nothing is sent."""
         if not upload:
             return math.nan
-        reference = down if mirrors(upload, down) else {}
-        return update_l2(upload, reference)
+        return accounting.update_l2(upload, down if mirrors(upload, down) else {})
 
     # ---- evaluation ---------------------------------------------------------------------
     def predict(self, client: Client, x: Tensor) -> Tensor:
@@ -301,14 +290,3 @@ class Algorithm:
             (client.model_name, phase),
         )
         return dataclasses.replace(stats, phase_steps={phase: stats.steps})
-
-
-def update_l2(upload: Payload, reference: Payload) -> float:
-    """sqrt(Σ ‖upload − reference‖²) over the upload's floating tensors (a missing reference
-    tensor counts as zero), in float64 so every process computes the same number."""
-    total = 0.0
-    for name, t in upload.items():
-        if t.is_floating_point():
-            delta = t.detach().double() - (reference[name].double() if name in reference else 0.0)
-            total += float(torch.sum(delta * delta))
-    return math.sqrt(total)

@@ -6,6 +6,8 @@ Conventions (docs/architecture.md, cost accounting):
   forward; a frozen weight costs no weight-gradient op. Elementwise ops (ReLU, pooling, loss,
   optimizer update) are not counted. Evaluation is not training and is not counted.
 - Bytes: numel × element size of every tensor in a payload; uplink and downlink separately.
+Beside the costs the ledger settles each client's training: rounds sampled, optimizer steps per
+phase and the L2 norm of its latest update (`update_l2`).
 """
 
 from __future__ import annotations
@@ -14,11 +16,23 @@ import math
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
 from workbench.core.facts import Payload
 from workbench.core.results import Row
+
+
+def update_l2(upload: Payload, reference: Payload) -> float:
+    """sqrt(Σ ‖upload − reference‖²) over the upload's floating tensors (a missing reference
+    tensor counts as zero), in float64 so every process computes the same number."""
+    total = 0.0
+    for name, t in upload.items():
+        if t.is_floating_point():
+            delta = t.detach().double() - (reference[name].double() if name in reference else 0.0)
+            total += float(torch.sum(delta * delta))
+    return math.sqrt(total)
 
 
 def payload_bytes(payload: Payload) -> int:

@@ -202,6 +202,21 @@ def client_round(
     return stats, upload, True
 
 
+def account(
+    ledger: Ledger, algorithm: Algorithm, client: Client, stats: PhaseStats, upload: Payload, down: Payload
+) -> None:
+    """Record a sampled client's round: its costs, optimizer steps per phase and update norm."""
+    ledger.add(
+        client.cid,
+        stats.flops,
+        payload_bytes(upload),
+        payload_bytes(down),
+        stats.mean_loss,
+        stats.phase_steps,
+        algorithm.update_norm(client, upload, down),
+    )
+
+
 def run_round(
     algorithm: Algorithm,
     clients: list[Client],
@@ -226,15 +241,7 @@ def run_round(
         stats, upload, restored = client_round(algorithm, client, down, round_)
         if is_malicious(cfg, cid):
             upload = poison_upload(algorithm, client, upload, down, round_)
-        ledger.add(
-            cid,
-            stats.flops,
-            payload_bytes(upload),
-            payload_bytes(down),
-            stats.mean_loss,
-            stats.phase_steps,
-            algorithm.update_norm(client, upload, down),
-        )
+        account(ledger, algorithm, client, stats, upload, down)
         try:
             algorithm.validate_upload(cid, upload, server)  # as a Flower server screens it
         except InvalidUpdateError as error:

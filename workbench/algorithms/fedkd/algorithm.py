@@ -29,16 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from workbench.algorithms.base import (
-    Algorithm,
-    Client,
-    Environment,
-    Payload,
-    Seed,
-    derived_seed,
-    state_copy,
-    update_l2,
-)
+from workbench.algorithms.base import Algorithm, Client, Environment, Payload, Seed, derived_seed, state_copy
 from workbench.core.lazy import lazy
 from workbench.core.params import ConfigError, Section, param
 from workbench.core.zoo import ZOO
@@ -51,6 +42,7 @@ if TYPE_CHECKING:
 
 torch = lazy("torch")
 F = lazy("torch.nn.functional")
+accounting = lazy("workbench.core.accounting")
 aggregation = lazy("workbench.core.aggregation")
 compression = lazy("workbench.algorithms.fedkd.compression")
 
@@ -226,7 +218,7 @@ class FedKD(Algorithm):
     def update_norm(self, client: Client, upload: Payload, down: Payload) -> float:
         """The norm of the dense update the compressed upload carries (what the server adds)."""
         shapes = {n: t.shape for n, t in client.state["received"].items()}
-        return update_l2(compression.decompress_state(upload, shapes), {})
+        return accounting.update_l2(compression.decompress_state(upload, shapes), {})
 
     def validate_upload(self, cid: int, upload: Payload, server_state: Payload) -> None:
         """A compressed upload is honest when it reconstructs to a finite update of the student."""
