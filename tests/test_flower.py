@@ -218,6 +218,7 @@ class LoopbackGrid(Grid):
         return replies
 
 
+@pytest.mark.flower
 @pytest.mark.parametrize("algorithm", sorted(REGISTRY))
 def test_every_algorithm_runs_through_the_apps_as_in_process(algorithm, tmp_path, task_identity, one_thread):
     """Sampling half the clients, evaluating every 2nd round: identical tables."""
@@ -238,6 +239,7 @@ def test_every_algorithm_runs_through_the_apps_as_in_process(algorithm, tmp_path
         assert ups and any(key.endswith(".S") for m in ups for key in m["keys"])
 
 
+@pytest.mark.flower
 def test_the_server_asks_only_for_evaluations_that_went_stale(tmp_path, task_identity, one_thread):
     """An idle client's evaluation is reused until it trains again (as in-process): evaluate
     messages go only to clients never evaluated, and the table still equals in-process."""
@@ -258,6 +260,7 @@ def test_the_server_asks_only_for_evaluations_that_went_stale(tmp_path, task_ide
     )
 
 
+@pytest.mark.flower
 def test_a_flower_run_whose_every_upload_is_refused_stops_keeping_its_run_directory(
     tmp_path, task_identity, one_thread
 ):
@@ -341,6 +344,7 @@ def test_ray_environment_keeps_ray_on_loopback_and_restores_the_callers(monkeypa
     assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
 
 
+@pytest.mark.flower
 def test_fedlora_sends_only_its_adapter_and_keeps_the_private_model_on_its_node(tmp_path, task_identity):
     """4 clients × 2 rounds through the apps: what travels is the adapter, counted as sent; the
     private model lives in each node's storage."""
@@ -362,6 +366,8 @@ def test_fedlora_sends_only_its_adapter_and_keeps_the_private_model_on_its_node(
 
 
 # ---- Flower's simulation engine ------------------------------------------------------------
+@pytest.mark.flower
+@pytest.mark.ray
 def test_fedkd_on_flower_simulation_equals_the_in_process_run(tmp_path, no_telemetry, one_thread):
     """FedKD on the simulation engine (Ray), 4 clients × 2 rounds: its clients learn the round
     from `begin_round` (the SVD energy of their compressed uploads), the server validates the

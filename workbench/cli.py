@@ -17,6 +17,7 @@ from pathlib import Path
 
 from workbench.config import ConfigError, build_config, parameter_table
 from workbench.core.errors import UserError
+from workbench.core.facts import REFERENCE_METHOD
 from workbench.flags import add_parameters, flat_parameters
 
 
@@ -36,8 +37,13 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no per-round progress lines")
     add_parameters(run)
     add("params", help="list every parameter with its default and help")
-    costs = add("costs", help="per-round FLOPs and bytes of every method, with ratios to FedLoRA")
+    costs = add("costs", help="per-round FLOPs and bytes of every method, with ratios to a reference method")
     costs.add_argument("--algorithms", default=None, help="comma-separated (default: all)")
+    costs.add_argument(
+        "--reference",
+        default=None,
+        help=f"method to divide by, one of --algorithms (default: {REFERENCE_METHOD})",
+    )
     costs.add_argument("--samples_per_client", type=int, default=500, help="training samples of each client")
     costs.add_argument("--csv", type=Path, default=None, help="also write the table here")
     add_parameters(costs)
@@ -46,7 +52,9 @@ def parser() -> argparse.ArgumentParser:
     )
     target.add_argument("runs", nargs="+", type=Path, help="run directories")
     target.add_argument("--target", type=float, required=True, help="mean accuracy, e.g. 0.9")
-    target.add_argument("--reference", default="fedlora", help="run label to divide by")
+    target.add_argument(
+        "--reference", default=None, help=f"run label to divide by (default: {REFERENCE_METHOD})"
+    )
     sweep = add("sweep", help="run a grid of notebook executions and build its HTML report (rerun to resume)")
     sweep.add_argument("spec", type=Path, help="YAML with `parameters:` and `grid:` mappings")
     sweep.add_argument("--out", type=Path, required=True, help="sweep folder")
@@ -128,14 +136,16 @@ def cmd_params(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_costs(args: argparse.Namespace, extra: list[str]) -> int:
-    """Print the per-round cost table of the chosen methods and their ratios to FedLoRA."""
+    """Print the per-round cost table of the chosen methods and their ratios to the reference."""
     import pandas as pd
 
+    from workbench.algorithms import REGISTRY
     from workbench.tools.costs import cost_ratios, per_round_costs
 
     flat = flat_parameters(args, extra)
     build_config(flat)
     names = args.algorithms.split(",") if args.algorithms else None
+    chosen(args.reference, names or list(REGISTRY), "--algorithms")
     table = per_round_costs(flat, names, args.samples_per_client)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(
@@ -144,10 +154,17 @@ def cmd_costs(args: argparse.Namespace, extra: list[str]) -> int:
         )
         print(table.to_string(index=False))
         print()
-        print(cost_ratios(table).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        ratios = cost_ratios(table, args.reference or REFERENCE_METHOD)
+        print(ratios.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if args.csv:
         table.to_csv(args.csv, index=False)
     return 0
+
+
+def chosen(reference: str | None, names: list[str], where: str) -> None:
+    """Refuse a --reference given explicitly that names none of `names` (the default may be absent)."""
+    if reference is not None and reference not in names:
+        raise UserError(f"--reference {reference!r} is not among {where}: {names}")
 
 
 def cmd_target(args: argparse.Namespace, extra: list[str]) -> int:
@@ -165,7 +182,8 @@ def cmd_target(args: argparse.Namespace, extra: list[str]) -> int:
         flat, table = read_run(run_dir)
         label = flat["algorithm"] if flat["algorithm"] not in runs else str(run_dir)
         runs[label] = table
-    table = cost_to_target(runs, args.target, args.reference)
+    chosen(args.reference, list(runs), "the runs' labels")
+    table = cost_to_target(runs, args.target, args.reference or REFERENCE_METHOD)
     print(
         f"Cost to first reach mean accuracy >= {args.target} (sums over all clients up to that "
         f"round; NaN: not reached)"

@@ -1,5 +1,5 @@
-"""Facts used across the package, each defined once: datasets, partitions, devices, file names
-and the purposes that seeds are derived for."""
+"""Facts used across the package, each defined once: datasets, partitions, devices, the default
+reference methods of reports, file names and the purposes that seeds are derived for."""
 
 from __future__ import annotations
 
@@ -17,6 +17,11 @@ PARTITIONS = ("pathological", "dirichlet")
 DEVICES = ("auto", "cpu", "cuda")
 AGGREGATORS = ("mean", "norm_bounded", "median", "trimmed_mean")  # workbench.core.aggregation
 ATTACKS = ("none", "scale", "sign_flip", "noise")  # workbench.loop.attacks
+
+# the method the report's verdict, the cost tables and the protocol note are about (the
+# workbench's subject), and the rival the verdict also compares it with; both are parameters
+REFERENCE_METHOD = "fedlora"
+RIVAL_METHOD = "fedproto"
 
 # upper limits of counts, with the reason a refusal gives
 MAX_SEED = 2**32 - 1

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from workbench.core.errors import UserError
-from workbench.core.facts import CONFIG_FILE, EVENTS_FILE, SUMMARY_FILE, TABLE_FILE
+from workbench.core.facts import CONFIG_FILE, EVENTS_FILE, REFERENCE_METHOD, SUMMARY_FILE, TABLE_FILE
 
 COST_COLUMNS = ("train_flops", "bytes_up", "bytes_down")
 
@@ -185,7 +185,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def cost_to_target(runs: dict[str, pd.DataFrame], target: float, reference: str = "fedlora") -> pd.DataFrame:
+def cost_to_target(
+    runs: dict[str, pd.DataFrame], target: float, reference: str = REFERENCE_METHOD
+) -> pd.DataFrame:
     """Rounds, cumulative FLOPs and bytes each run needed to first reach a target mean accuracy.
 
     `runs` maps a label (usually the algorithm) to its results table. Costs are summed over all

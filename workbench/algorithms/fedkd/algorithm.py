@@ -95,6 +95,7 @@ def fedkd_losses(
 
 class FedKD(Algorithm):
     name = "fedkd"
+    title = "FedKD"
     Params = FedKDParams
     evaluation_is_local = True
 

@@ -24,7 +24,8 @@ import workbench
 NOTEBOOKS = Path(workbench.__file__).resolve().parents[1] / "notebooks"
 REPORT_NOTEBOOK = NOTEBOOKS / "report.ipynb"
 KERNEL = "python3"
-REPORT_PARAMETERS = ("reference", "target_fraction", "target_accuracy")  # besides sweep_dir
+REPORT_PARAMETERS = ("reference", "rival", "target_fraction", "target_accuracy")  # besides sweep_dir
+METHOD_PARAMETERS = ("reference", "rival")  # name a method of the sweep
 REMOTE_SCRIPT = re.compile(r"<script[^>]*\bsrc=[\"']https?://[^\"']*[\"'][^>]*>\s*</script>")
 PLOTLY_LIBRARY = re.compile(r"<script[^>]*>\s*(/\*\*\s*\* plotly\.js v.*?)</script>", re.DOTALL)
 DIV_ID = re.compile(r'<div id="([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"')
@@ -144,10 +145,25 @@ def notebook_to_html(
     return html
 
 
+def check_methods(sweep_dir: Path, parameters: dict[str, Any]) -> None:
+    """Refuse a `reference` or `rival` given explicitly that names no method of the sweep (the
+    defaults may be absent: the report then says so)."""
+    from workbench.lab.report.sweep_tables import load_sweep, sweep_methods
+
+    given = {k: parameters[k] for k in METHOD_PARAMETERS if k in parameters}
+    methods = sweep_methods(load_sweep(sweep_dir)) if given else []
+    for key, value in given.items():
+        if value not in methods:
+            raise ValueError(
+                f"report parameter {key}={value!r} is no method of this sweep; its methods: {methods}"
+            )
+
+
 def build_report(sweep_dir: Path, timeout: int = 600, **parameters: Any) -> Path:
     """Execute notebooks/report.ipynb on a sweep into SWEEP/report.ipynb and SWEEP/report.html.
 
-    `parameters` go to the report's parameters cell, e.g. target_fraction=0.8.
+    `parameters` go to the report's parameters cell, e.g. target_fraction=0.8 or reference="fd"
+    (the method the verdict is about; `rival` the one it is also compared with).
     """
     sweep_dir = Path(sweep_dir).resolve()
     if not (sweep_dir / "sweep.json").is_file():
@@ -155,6 +171,7 @@ def build_report(sweep_dir: Path, timeout: int = 600, **parameters: Any) -> Path
     unknown = sorted(set(parameters) - set(REPORT_PARAMETERS))
     if unknown:
         raise ValueError(f"unknown report parameter(s) {unknown}; allowed: {list(REPORT_PARAMETERS)}")
+    check_methods(sweep_dir, parameters)
     executed = execute_notebook(
         REPORT_NOTEBOOK,
         sweep_dir / "report.ipynb",

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from workbench.core.facts import CONFIG_FILE, SWEEP_FILE, TABLE_FILE
+from workbench.core.facts import CONFIG_FILE, REFERENCE_METHOD, SWEEP_FILE, TABLE_FILE
 from workbench.core.results import Row, mean_accuracy, summarize
 from workbench.lab.report.stats import interval_columns
 
@@ -36,7 +36,7 @@ SUMMARY_VALUES = (
     "bytes_per_round",
 )
 CURVE_VALUES = ("accuracy", "cum_train_flops", "cum_bytes_up", "cum_bytes_down", "cum_bytes")
-REFERENCE = "fedlora"
+SEPARATOR = " · "  # between a configuration label's parts: the method, then its values
 
 
 @dataclass(frozen=True)
@@ -134,13 +134,13 @@ def tick(value: Any) -> str:
 def label(values: dict[str, Any]) -> str:
     """A configuration's name from its parameters, e.g. 'fedlora · rank=4 · mu=0.2'."""
     parts = [str(v) if k == "algorithm" else f"{k}={tick(v)}" for k, v in values.items() if not pd.isna(v)]
-    return " · ".join(parts) or "all"
+    return SEPARATOR.join(parts) or "all"
 
 
-def algorithm_order(algorithms: Sequence[str]) -> list[str]:
-    """FedLoRA first, then the others in the order they first appear."""
+def algorithm_order(algorithms: Sequence[str], first: str = REFERENCE_METHOD) -> list[str]:
+    """The reference method first, then the others in the order they first appear."""
     seen = list(dict.fromkeys(str(a) for a in algorithms))
-    return sorted(seen, key=lambda a: (a != REFERENCE, seen.index(a)))
+    return sorted(seen, key=lambda a: (a != first, seen.index(a)))
 
 
 def point_summary(
@@ -199,8 +199,9 @@ def per_round(table: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataFr
     return accuracy.merge(costs, on=keys, how="left")
 
 
-def configurations(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration: seeds, final/best accuracy with intervals, mean costs; FedLoRA first."""
+def configurations(summary: pd.DataFrame, reference: str = REFERENCE_METHOD) -> pd.DataFrame:
+    """Per configuration: seeds, final/best accuracy with intervals, mean costs; the reference
+    method's first."""
     keys = ["configuration", "algorithm"]
     out = interval_columns(summary, keys, "final_accuracy").merge(
         interval_columns(summary, keys, "best_accuracy").drop(columns="seeds"), on=keys
@@ -215,7 +216,7 @@ def configurations(summary: pd.DataFrame) -> pd.DataFrame:
         "rounds",
     ]
     out = out.merge(summary.groupby(keys, sort=True)[costs].mean().reset_index(), on=keys)
-    order = {a: i for i, a in enumerate(algorithm_order(summary["algorithm"]))}
+    order = {a: i for i, a in enumerate(algorithm_order(summary["algorithm"], reference))}
     out["_order"] = out["algorithm"].map(order)
     out = out.sort_values(["_order", "final_accuracy"], ascending=[True, False], kind="stable")
     return out.drop(columns="_order").reset_index(drop=True)
@@ -233,12 +234,13 @@ def best_configuration(
     return pick.loc[pick["final_accuracy"].idxmax()]
 
 
-def best_per_algorithm(configs: pd.DataFrame) -> list[str]:
-    """The best configuration (mean final accuracy) of each algorithm, FedLoRA first."""
-    return [best_configuration(configs, [a])["configuration"] for a in algorithm_order(configs["algorithm"])]
+def best_per_algorithm(configs: pd.DataFrame, reference: str = REFERENCE_METHOD) -> list[str]:
+    """The best configuration (mean final accuracy) of each algorithm, the reference's first."""
+    order = algorithm_order(configs["algorithm"], reference)
+    return [best_configuration(configs, [a])["configuration"] for a in order]
 
 
-def cost_table(configs: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
+def cost_table(configs: pd.DataFrame, reference: str = REFERENCE_METHOD) -> pd.DataFrame:
     """Configurations with cost ratios to the best `reference` configuration (x_vs_reference)."""
     table = configs.copy()
     ref = best_configuration(configs, [reference])
@@ -258,14 +260,29 @@ def pareto_front(summary: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     return pd.DataFrame(front)
 
 
-def point_labels(sweep: Sweep) -> dict[str, str]:
-    """Each point's configuration name from its swept values (finished or not)."""
-    keys = [k for k in sweep.swept if k not in ("algorithm", "seed")]
+def point_algorithms(sweep: Sweep) -> dict[str, Any]:
+    """Each point's method (finished or not): swept, else resolved (NaN when neither says)."""
     resolved = sweep.resolved.set_index("id") if "id" in sweep.resolved else pd.DataFrame()
-    names = {}
+    methods = {}
     for _, row in sweep.points.iterrows():
         algorithm = row.get("algorithm")
         if pd.isna(algorithm) and "algorithm" in resolved:
             algorithm = resolved.loc[row["id"], "algorithm"]
-        names[row["id"]] = label({"algorithm": algorithm, **{k: row[k] for k in keys}})
-    return names
+        methods[row["id"]] = algorithm
+    return methods
+
+
+def sweep_methods(sweep: Sweep) -> list[str]:
+    """The methods of a sweep: its points' and its results', in order of first appearance."""
+    named = [*point_algorithms(sweep).values(), *sweep.table.get("algorithm", [])]
+    return list(dict.fromkeys(str(a) for a in named if not pd.isna(a)))
+
+
+def point_labels(sweep: Sweep) -> dict[str, str]:
+    """Each point's configuration name from its swept values (finished or not)."""
+    keys = [k for k in sweep.swept if k not in ("algorithm", "seed")]
+    methods = point_algorithms(sweep)
+    return {
+        row["id"]: label({"algorithm": methods[row["id"]], **{k: row[k] for k in keys}})
+        for _, row in sweep.points.iterrows()
+    }
