@@ -20,6 +20,8 @@ import jinja2
 import nbformat
 
 import workbench
+from workbench.core import files
+from workbench.lab.report.sweep_tables import load_sweep
 
 NOTEBOOKS = Path(workbench.__file__).resolve().parents[1] / "notebooks"
 REPORT_NOTEBOOK = NOTEBOOKS / "report.ipynb"
@@ -62,12 +64,15 @@ def execute_notebook(template: Path, output: Path, parameters: dict[str, Any], t
     check_kernel(KERNEL)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="workbench-kernel-") as sockets:
+    with (
+        tempfile.TemporaryDirectory(prefix="workbench-kernel-") as sockets,
+        files.replacing(output, keep_on_error=True) as partial,  # readers never see half of it
+    ):
         km = ipc_kernel_manager(sockets, KERNEL)
         try:
             papermill.execute_notebook(
                 str(template),
-                str(output),
+                str(partial),
                 parameters=parameters,
                 kernel_name=KERNEL,
                 language="python",
@@ -88,8 +93,7 @@ def _share_library(text: str, library: Path, page: Path) -> str:
     if match is None:
         return text
     if not library.is_file() or library.read_text(encoding="utf-8") != match.group(1):
-        library.parent.mkdir(parents=True, exist_ok=True)
-        library.write_text(match.group(1), encoding="utf-8")
+        files.write_text(library, match.group(1))
     src = Path(os.path.relpath(library.resolve(), page.resolve().parent)).as_posix()
     return text[: match.start()] + f'<script src="{src}"></script>' + text[match.end() :]
 
@@ -139,8 +143,7 @@ def notebook_to_html(
     )
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": Path(html).stem}})
     html = Path(html)
-    html.parent.mkdir(parents=True, exist_ok=True)
-    html.write_text(body, encoding="utf-8")
+    files.write_text(html, body)
     return html
 
 
@@ -155,6 +158,7 @@ def build_report(sweep_dir: Path, timeout: int = 600, **parameters: Any) -> Path
     unknown = sorted(set(parameters) - set(REPORT_PARAMETERS))
     if unknown:
         raise ValueError(f"unknown report parameter(s) {unknown}; allowed: {list(REPORT_PARAMETERS)}")
+    load_sweep(sweep_dir)  # a damaged sweep.json or results.csv is named here, not in the kernel
     executed = execute_notebook(
         REPORT_NOTEBOOK,
         sweep_dir / "report.ipynb",
