@@ -59,20 +59,30 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def test_a_partition_leaving_a_client_empty_is_refused_before_ray_as_in_process(tmp_path, capsys):
+PROBE = (  # the Flower command line as a user runs it, then whether it ever imported Ray
+    "import sys\nfrom workbench.flower.cli import main\nstatus = main(sys.argv[1:])\n"
+    "print('ray imported' if 'ray' in sys.modules else 'ray never imported')\nsys.exit(status)"
+)
+
+
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (
+            ["--partition", "dirichlet", "--dirichlet_alpha", "0.5", "--num_clients", "100"],
+            "cannot partition",
+        ),
+        (["--lora_targets", "fc2"], "layer 'fc2' is not homogeneous across the clients' models"),
+    ],
+)
+def test_what_in_process_refuses_before_training_flower_refuses_before_ray(flags, fragment, tmp_path, capsys):
     from workbench.cli import main as workbench_main
 
-    empty = ["--partition", "dirichlet", "--dirichlet_alpha", "0.5", "--num_clients", "100"]
-    assert workbench_main(["run", *empty, "--out", str(tmp_path / "in-process")]) == 2
+    assert workbench_main(["run", *flags, "--out", str(tmp_path / "in-process")]) == 2
     in_process = capsys.readouterr().err
-    assert in_process.startswith("error: cannot partition digits: client ")
-    # the Flower command line as a user runs it, then whether it ever imported Ray
-    probe = (
-        "import sys\nfrom workbench.flower.cli import main\nstatus = main(sys.argv[1:])\n"
-        "print('ray imported' if 'ray' in sys.modules else 'ray never imported')\nsys.exit(status)"
-    )
+    assert in_process.startswith("error: ") and fragment in in_process
     done = subprocess.run(
-        [sys.executable, "-c", probe, "simulate", *empty, "--out", str(tmp_path / "flower")],
+        [sys.executable, "-c", PROBE, "simulate", *flags, "--out", str(tmp_path / "flower")],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(APP.parents[2])},
