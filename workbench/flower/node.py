@@ -76,5 +76,5 @@ def open_client(config: ExperimentConfig, cid: int, root: Path) -> NodeClient:
 
 def save_client(node: NodeClient) -> None:
     """Persist the client's state on this node, atomically (a crash keeps the previous one)."""
-    with files.replacing(node.state_file) as tmp:
-        torch.save(client_state(node.client), tmp)
+    with files.replacing(node.state_file) as tmp, open(tmp, "wb") as handle:
+        torch.save(client_state(node.client), handle)

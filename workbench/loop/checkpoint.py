@@ -69,8 +69,8 @@ def save(
         "rows": [dataclasses.asdict(r) for r in rows],
         "events": [dataclasses.asdict(e) for e in events or []],
     }
-    with files.replacing(path) as tmp:
-        torch.save(payload, tmp)
+    with files.replacing(path) as tmp, open(tmp, "wb") as handle:  # a handle: torch names no member after tmp
+        torch.save(payload, handle)
 
 
 def read(path: Path, device: torch.device) -> dict[str, Any]:
