@@ -109,12 +109,12 @@ def _add_executor(sweep: argparse.ArgumentParser) -> None:
 def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     """Validate, run, write the run directory and print the summary."""
     config = build_config(flat_parameters(args, extra))  # refused before torch is imported
-    from workbench.core.results import check_run_dir, format_summary
+    from workbench.core.results import check_checkpoint, format_summary
 
     out = args.out or Path("runs") / (
         f"{config.run.algorithm}-{config.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
-    check_run_dir(out)  # a damaged file of an earlier run there, before torch is imported
+    check_checkpoint(out)  # a damaged checkpoint of an earlier run there, before torch is imported
     from workbench.loop.runner import run_experiment
 
     def progress(round_: int, rounds: int, metrics: dict) -> None:

@@ -84,9 +84,12 @@ def read_json(path: str | Path, remedy: str, keys: Sequence[str] = ()) -> Any:
     return value
 
 
-def read_table(path: str | Path, remedy: str, complete: Sequence[str] = (), **read_csv: Any) -> pd.DataFrame:
-    """A CSV table; DamagedFileError when it does not parse, or when a column of `complete` is
-    missing or has an empty cell (a row cut short). `read_csv`: pandas.read_csv options."""
+def read_table(
+    path: str | Path, remedy: str, complete: Sequence[str] = (), optional: Sequence[str] = (), **read_csv: Any
+) -> pd.DataFrame:
+    """A CSV table; DamagedFileError when it does not parse, when a column of `complete` is
+    missing, or when one of `complete` or of the `optional` ones it has holds an empty cell (a
+    row cut short). `read_csv`: pandas.read_csv options."""
     try:
         frame = pd.read_csv(path, **read_csv)
     except (ValueError, OSError) as error:  # pandas' parser errors are ValueErrors
@@ -94,7 +97,7 @@ def read_table(path: str | Path, remedy: str, complete: Sequence[str] = (), **re
     missing = [c for c in complete if c not in frame.columns]
     if missing:
         raise DamagedFileError(path, f"it lacks the column(s) {', '.join(missing)}", remedy)
-    cells = frame[list(complete)]
+    cells = frame[[*complete, *(c for c in optional if c in frame.columns)]]
     short = frame.index[(cells.isna() | cells.astype(str).eq("")).any(axis=1)]
     if len(short):
         raise DamagedFileError(path, f"row {int(short[0]) + 2} is incomplete: cut short?", remedy)

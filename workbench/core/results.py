@@ -139,7 +139,7 @@ def write_run(
     return summary
 
 
-# columns never empty in a whole row (in every version of the table): a row cut short lacks them
+# columns of every row in every version of the table: a row cut short lacks some of them
 COMPLETE_COLUMNS = (
     "round",
     "client",
@@ -149,8 +149,10 @@ COMPLETE_COLUMNS = (
     "num_train",
     "num_test",
     *COST_COLUMNS,
-    *(f"cum_{c}" for c in COST_COLUMNS),
 )
+CUMULATIVE = tuple(
+    f"cum_{c}" for c in COST_COLUMNS
+)  # written by to_frame; tables made elsewhere may lack them
 EVENT_COMPLETE = ("round", "client", "event", "action")  # `tensor` may be empty
 
 
@@ -180,9 +182,9 @@ def read_table(run_dir: Path) -> pd.DataFrame:
     numbers and add up to their cumulative columns and the summary's totals (a table cut at a
     line's end)."""
     path, remedy = Path(run_dir) / TABLE_FILE, rerun_remedy(Path(run_dir))
-    frame = files.read_table(path, remedy, COMPLETE_COLUMNS)
+    frame = files.read_table(path, remedy, COMPLETE_COLUMNS, CUMULATIVE)
     summary = read_summary(run_dir) if (Path(run_dir) / SUMMARY_FILE).exists() else {}
-    costs = [*COST_COLUMNS, *(f"cum_{c}" for c in COST_COLUMNS)]
+    costs = [*COST_COLUMNS, *(c for c in CUMULATIVE if c in frame.columns)]
     values = frame[costs].apply(pd.to_numeric, errors="coerce")
     if values.isna().any(axis=None):
         row = int(values.index[values.isna().any(axis=1)][0]) + 2
@@ -190,12 +192,19 @@ def read_table(run_dir: Path) -> pd.DataFrame:
     values = values.astype("int64")  # costs are whole counts (also an empty table's)
     for column in COST_COLUMNS:
         running = values.groupby(frame["client"])[column].cumsum()
-        if not (running == values[f"cum_{column}"]).all():
+        if f"cum_{column}" in values and not (running == values[f"cum_{column}"]).all():
             raise DamagedFileError(path, f"cum_{column} does not add up: cut short?", remedy)
         if summary.get(f"total_{column}", values[column].sum()) != values[column].sum():
             problem = f"{column} does not add up to {SUMMARY_FILE}'s total: cut short?"
             raise DamagedFileError(path, problem, remedy)
     return frame
+
+
+def check_checkpoint(run_dir: Path) -> None:
+    """DamagedFileError when run_dir's checkpoint is not a whole archive (checked without torch)."""
+    path = Path(run_dir) / CHECKPOINT_FILE
+    if path.exists():
+        files.check_archive(path, restart_remedy(path))
 
 
 def check_run_dir(run_dir: Path) -> None:
@@ -207,10 +216,7 @@ def check_run_dir(run_dir: Path) -> None:
         (SUMMARY_FILE, read_summary),
         (TABLE_FILE, read_table),
         (EVENTS_FILE, read_events),
-        (
-            CHECKPOINT_FILE,
-            lambda d: files.check_archive(d / CHECKPOINT_FILE, restart_remedy(d / CHECKPOINT_FILE)),
-        ),
+        (CHECKPOINT_FILE, check_checkpoint),
     )
     for name, check in checks:
         if (run_dir / name).exists():

@@ -87,9 +87,9 @@ def run_experiment(
     (resuming from the last checkpoint, or returning the stored result if it already finished)."""
     run_dir = Path(out_dir) if out_dir is not None else None
     if run_dir is not None:
-        check_run_dir(run_dir)  # a damaged file is named before any data loads
-        if (done := _finished(run_dir, config)) is not None:
+        if (done := _finished(run_dir, config)) is not None:  # other parameters are named first
             return done
+        check_run_dir(run_dir)  # a damaged file is named before any data loads
     started = time.perf_counter()
     clients, env = prepare(config)
     result = run_loop(config, clients, env, run_dir, progress)
