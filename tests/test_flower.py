@@ -59,6 +59,41 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+PROBE = (  # the Flower command line as a user runs it, then whether it ever imported Ray
+    "import sys\nfrom workbench.flower.cli import main\nstatus = main(sys.argv[1:])\n"
+    "print('ray imported' if 'ray' in sys.modules else 'ray never imported')\nsys.exit(status)"
+)
+
+
+@pytest.mark.flower
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (
+            ["--partition", "dirichlet", "--dirichlet_alpha", "0.5", "--num_clients", "100"],
+            "cannot partition",
+        ),
+        (["--lora_targets", "fc2"], "layer 'fc2' is not homogeneous across the clients' models"),
+    ],
+)
+def test_what_in_process_refuses_before_training_flower_refuses_before_ray(flags, fragment, tmp_path, capsys):
+    from workbench.cli import main as workbench_main
+
+    assert workbench_main(["run", *flags, "--out", str(tmp_path / "in-process")]) == 2
+    in_process = capsys.readouterr().err
+    assert in_process.startswith("error: ") and fragment in in_process
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, "simulate", *flags, "--out", str(tmp_path / "flower")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(APP.parents[2])},
+        timeout=600,
+    )
+    assert done.returncode == 2 and done.stderr == in_process and "Traceback" not in done.stderr
+    assert done.stdout.strip() == "ray never imported" and not (tmp_path / "flower").exists()
+
+
 # ---- records and config ------------------------------------------------------------------
 def test_records_round_trip_exactly_and_count_tensor_bytes():
     payload = {"w": torch.randn(4, 500), "counts": torch.arange(10), "mask": torch.rand(10) > 0.5}

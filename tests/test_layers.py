@@ -43,6 +43,8 @@ TORCH_FREE = [
     "workbench.core.facts",
     "workbench.core.zoo",
     "workbench.core.results",
+    "workbench.core.files",
+    "workbench.core.folder_lock",
 ]
 
 

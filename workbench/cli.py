@@ -68,6 +68,14 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--html-points", action="store_true", help="also export each point's executed notebook to HTML"
     )
+    sweep.add_argument(
+        "--restart-point",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="run this point again from scratch (its id, or its index part like p003; repeatable); "
+        "its old folder is kept as points/ID.old",
+    )
     _add_executor(sweep)
     return root
 
@@ -109,12 +117,13 @@ def _add_executor(sweep: argparse.ArgumentParser) -> None:
 def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     """Validate, run, write the run directory and print the summary."""
     config = build_config(flat_parameters(args, extra))  # refused before torch is imported
-    from workbench.core.results import format_summary
-    from workbench.loop.runner import run_experiment
+    from workbench.core.results import check_checkpoint, format_summary
 
     out = args.out or Path("runs") / (
         f"{config.run.algorithm}-{config.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
+    check_checkpoint(out)  # a damaged checkpoint of an earlier run there, before torch is imported
+    from workbench.loop.runner import run_experiment
 
     def progress(round_: int, rounds: int, metrics: dict) -> None:
         print(f"round {round_}/{rounds}: mean accuracy {metrics['accuracy']:.4f}", flush=True)
@@ -206,10 +215,15 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
         fresh_kernels=args.fresh_kernels,
         threads=args.threads_per_point,
     )
-    report = run_sweep(args.spec, args.out, timeout=args.timeout, execution=execution)
+    report = run_sweep(
+        args.spec, args.out, timeout=args.timeout, execution=execution, restart_points=args.restart_point
+    )
     if args.html_points:
-        for html in export_points(args.out):
-            print(f"point notebook: {html}")
+        from workbench.core.folder_lock import owned
+
+        with owned(args.out, "sweep"):  # the exports are written into the point folders
+            for html in export_points(args.out):
+                print(f"point notebook: {html}")
     print(report)
     return 0
 

@@ -36,6 +36,7 @@ CONFIG_FILE, TABLE_FILE, SUMMARY_FILE = "config.json", "results.csv", "summary.j
 EVENTS_FILE = "events.csv"  # refused uploads of a run, one row each
 CHECKPOINT_FILE = "checkpoint.pt"
 SWEEP_FILE, STATUS_FILE, REPORT_FILE = "sweep.json", "status.json", "report.html"
+LOCK_FILE = "owner.lock"  # the process that owns a sweep folder (workbench.core.folder_lock)
 TIMING_FILE = "timing.json"  # {"experiment_s": seconds the last run_experiment call computed}
 
 

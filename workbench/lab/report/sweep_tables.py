@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from workbench.core import files
 from workbench.core.facts import CONFIG_FILE, REFERENCE_METHOD, SWEEP_FILE, TABLE_FILE
 from workbench.core.results import Row, mean_accuracy, summarize
 from workbench.lab.report.stats import interval_columns
@@ -37,6 +38,12 @@ SUMMARY_VALUES = (
 )
 CURVE_VALUES = ("accuracy", "cum_train_flops", "cum_bytes_up", "cum_bytes_down", "cum_bytes")
 SEPARATOR = " · "  # between a configuration label's parts: the method, then its values
+# what to do about a damaged sweep.json or results.csv (finished points never run again)
+REBUILD_RECORD = (
+    "delete it and run the sweep command again: it is rebuilt from the point folders (finished "
+    "points do not run again; only the provenance of earlier sweep runs is lost)"
+)
+REBUILD_TABLE = "run the sweep command again: it rebuilds the table (finished points do not run again)"
 
 
 @dataclass(frozen=True)
@@ -83,9 +90,10 @@ def _resolved(sweep_dir: Path, point: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_sweep(sweep_dir: str | Path) -> Sweep:
-    """Read sweep.json and results.csv of a sweep folder."""
+    """Read sweep.json and results.csv of a sweep folder (DamagedFileError names one that
+    cannot be read, and how the sweep command rebuilds it)."""
     sweep_dir = Path(sweep_dir)
-    spec = json.loads((sweep_dir / SPEC_FILE).read_text())
+    spec = files.read_json(sweep_dir / SPEC_FILE, REBUILD_RECORD, keys=("points",))
     grid = list(spec.get("grid", {}))
     records = [
         {
@@ -99,9 +107,9 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
     ]
     points = pd.DataFrame(records, columns=["id", "state", "error", "seconds", *grid])
     resolved = pd.DataFrame([{"id": p["id"], **_resolved(sweep_dir, p)} for p in spec.get("points", [])])
-    try:
-        table = pd.read_csv(sweep_dir / TABLE_FILE)
-    except (FileNotFoundError, pd.errors.EmptyDataError):  # no point finished
+    if any(p.get("state") == "done" for p in spec["points"]):
+        table = files.read_table(sweep_dir / TABLE_FILE, REBUILD_TABLE)
+    else:  # no point finished: the sweep wrote an empty table
         table = pd.DataFrame(columns=[*RESULT_COLUMNS, "point", *grid])
     return Sweep(spec=spec, points=points, table=table, resolved=resolved)
 

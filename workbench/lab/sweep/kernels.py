@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.algorithms import REGISTRY
+from workbench.core import files
 from workbench.core.facts import STATUS_FILE, TIMING_FILE
 from workbench.lab.kernels import ipc_kernel_manager
 from workbench.lab.sweep.execution import KernelSetupError
@@ -173,21 +174,23 @@ def _execute(
     register()
     kernel.wait_warm()
     # saving a 5 MB notebook (plotly.js) after each cell costs seconds; it is written at the end
-    # (on failure too), and a killed point resumes from its run's checkpoint, not its notebook
-    papermill.execute_notebook(
-        clean_template(notebook),
-        str(folder / "fedlora.ipynb"),
-        parameters=parameters,
-        engine_name=ENGINE,
-        kernel_name="python3",
-        progress_bar=False,
-        execution_timeout=timeout,
-        start_timeout=START_TIMEOUT,
-        km=kernel.km,
-        kc=kernel.kc,
-        prologue=kernel.prologue(folder),
-        request_save_on_cell_execute=False,
-    )
+    # (on failure too, then renamed into place), and a killed point resumes from its run's
+    # checkpoint, not its notebook
+    with files.replacing(folder / "fedlora.ipynb", keep_on_error=True) as output:
+        papermill.execute_notebook(
+            clean_template(notebook),
+            str(output),
+            parameters=parameters,
+            engine_name=ENGINE,
+            kernel_name="python3",
+            progress_bar=False,
+            execution_timeout=timeout,
+            start_timeout=START_TIMEOUT,
+            km=kernel.km,
+            kc=kernel.kc,
+            prologue=kernel.prologue(folder),
+            request_save_on_cell_execute=False,
+        )
 
 
 def experiment_seconds(folder: Path, since: float) -> float:
@@ -223,5 +226,5 @@ def run_point(
     status["seconds"] = round(time.perf_counter() - started, 2)
     status["experiment_s"] = experiment_seconds(folder, wall)
     status["node"] = where or socket.gethostname()
-    (folder / STATUS_FILE).write_text(json.dumps(status, indent=2))
+    files.write_json(folder / STATUS_FILE, status, indent=2)
     return status
