@@ -21,6 +21,8 @@ import nbformat
 import pytest
 from test_report_browser import CHROMIUM, FLAGS, need_browser
 
+pytestmark = [pytest.mark.jupyterlab, pytest.mark.browser]
+
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "workbench-test-token"
 SMALL = {"dataset": "digits", "num_clients": 4, "rounds": 4, "device": "cpu", "rank": 4, "batch_size": 32}

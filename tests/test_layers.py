@@ -44,6 +44,8 @@ TORCH_FREE = [
     "workbench.core.zoo",
     "workbench.core.results",
     "workbench.core.diagnostics",
+    "workbench.core.files",
+    "workbench.core.folder_lock",
 ]
 
 

@@ -11,8 +11,10 @@ from test_reporting import figures_shown, make_sweep
 
 from workbench.lab.report import export
 
+pytestmark = [pytest.mark.browser, pytest.mark.kernels]
+
 CHROMIUM = Path("/usr/bin/chromium")
-# Headless flags verified on these machines (see ECOSYSTEM.md); Playwright manages the profile
+# Headless flags verified on these machines; Playwright manages the profile
 # directory itself and refuses --user-data-dir in args.
 FLAGS = [
     "--no-sandbox",

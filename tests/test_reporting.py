@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import itertools
 import json
 import math
@@ -225,7 +226,7 @@ def test_verdict_numbers_by_hand(summary, configs, sweep) -> None:
     curves = sweep_tables.seed_curves(sweep.table)
     found = verdict.decide(summary, configs, curves, "digits", target_fraction=0.9)
     vs_best, vs_proto = found.comparisons
-    assert (vs_best.role, vs_best.fedlora, vs_best.other) == ("best baseline", BEST, "lg_fedavg")
+    assert (vs_best.role, vs_best.ours, vs_best.other) == ("best baseline", BEST, "lg_fedavg")
     t = 0.08 / (0.01 / math.sqrt(3))  # differences 0.08, 0.07, 0.09
     assert vs_best.final.difference.mean == pytest.approx(0.08)
     assert vs_best.final.statistic == pytest.approx(t)
@@ -365,7 +366,7 @@ def test_axis_type_and_percent_ticks() -> None:
 
 @pytest.mark.parametrize("stat", ["final", "best"])
 def test_rank_mu_heatmap_by_hand(summary: pd.DataFrame, stat: str) -> None:
-    (heat,) = figures.rank_mu_heatmap(summary, stat=stat).data
+    (heat,) = figures.knob_heatmap(summary, "fedlora", stat=stat).data
     assert list(heat.y) == ["1", "4"] and list(heat.x) == ["0.2", "0.8"]
     assert heat.z[1][1] == pytest.approx(0.72)
     assert heat.text[1][1] == f"72.0%<br>± {T975[2] * 0.02 / math.sqrt(3):.1%}"
@@ -380,8 +381,55 @@ def test_rank_mu_heatmap_by_hand(summary: pd.DataFrame, stat: str) -> None:
 
 def test_rank_mu_heatmap_without_grid(summary: pd.DataFrame) -> None:
     for frame in (summary.drop(columns=["mu"]), summary[summary["algorithm"] != "fedlora"]):
-        fig = figures.rank_mu_heatmap(frame)
+        fig = figures.knob_heatmap(frame, "fedlora")
         assert len(fig.data) == 0 and "No rank × μ grid" in fig.layout.annotations[0].text
+
+
+def test_heatmaps_follow_each_methods_declared_knob_grid(summary: pd.DataFrame) -> None:
+    from workbench.algorithms import REGISTRY
+
+    grid = REGISTRY["fedlora"].heatmap
+    assert figures.knob_grids(summary) == {"fedlora": grid} and figures.grid_note(summary) == ""
+    assert figures.knob_heading("fedlora", grid).startswith(
+        "## FedLoRA: adapter rank × μ\n\nμ weighs the adapter branch in the private model's loss"
+    )
+    fig = figures.knob_heatmap(summary, "fedlora", stat="best")
+    assert fig.layout.title.text.startswith("FedLoRA best mean accuracy over rank × μ (mean of 3 seeds")
+    assert (fig.layout.xaxis.title.text, fig.layout.yaxis.title.text) == ("μ", "LoRA rank r")
+    assert fig.data[0].hovertemplate.startswith("rank %{y}, μ %{x}<br>")
+    unswept = summary.drop(columns=["mu"])
+    assert figures.knob_grids(unswept) == {}
+    assert figures.grid_note(unswept) == "No FedLoRA heatmap: it needs fedlora points with swept rank and mu."
+    ghost = summary.assign(algorithm=summary["algorithm"].replace("fedproto", "ghost"))
+    assert figures.grid_note(ghost).startswith("Not registered in this report's kernel: ghost;")
+    with pytest.raises(ValueError, match=r"'fedproto' declares no knob grid .* those that do: \['fedlora'\]"):
+        figures.knob_heatmap(summary, "fedproto")
+
+
+def test_the_report_parameters_default_to_the_facts() -> None:
+    from workbench.core.facts import REFERENCE_METHOD, RIVAL_METHOD
+
+    cell = nbformat.read(export.REPORT_NOTEBOOK, as_version=4).cells[0]
+    assert "parameters" in cell.metadata["tags"]
+    lines = ast.parse(cell.source).body  # literal assignments, as papermill requires
+    defaults = {line.target.id: ast.literal_eval(line.value) for line in lines}
+    assert (defaults["reference"], defaults["rival"]) == (REFERENCE_METHOD, RIVAL_METHOD)
+    assert set(export.REPORT_PARAMETERS) == set(defaults) - {"sweep_dir"}
+
+
+def test_a_verdict_about_another_method_names_it_by_its_title(summary, configs, sweep) -> None:
+    curves = sweep_tables.seed_curves(sweep.table)
+    found = verdict.decide(summary, configs, curves, "digits", reference="lg_fedavg", rival="fedlora")
+    vs_best, vs_rival = found.comparisons
+    assert (vs_best.ours, vs_best.other, vs_rival.role) == ("lg_fedavg", BEST, "FedLoRA")
+    assert found.sentence.startswith(
+        f"At this setting (digits), {BEST} wins on final accuracy: LG-FedAvg's best configuration "
+        f"(lg_fedavg) trails the best baseline ({BEST}), difference -8.0 points"
+    )
+    assert verdict.introduction("lg_fedavg", "fedlora").startswith("LG-FedAvg's best configuration")
+    assert all("LG-FedAvg ÷ " in claim for claim in verdict.claims(found)[1:])
+    missing = verdict.decide(summary, configs, curves, "digits", reference="fedavg")
+    assert missing.sentence == "No verdict at this setting (digits): no FedAvg configuration finished."
 
 
 def test_configuration_table(configs: pd.DataFrame) -> None:
@@ -484,6 +532,7 @@ def test_reporting_never_imports_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.kernels
 def test_papermill_kernel_is_this_environment(tmp_path: Path) -> None:
     nb = nbformat.v4.new_notebook(
         cells=[
@@ -507,6 +556,7 @@ def two_seeds(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return sweep_dir
 
 
+@pytest.mark.kernels
 def test_two_seed_report_states_verdict_bands_and_provenance(two_seeds: Path) -> None:
     html = (two_seeds / "report.html").read_text(encoding="utf-8")
     assert html.count("* plotly.js v") == 1  # the library, embedded once
@@ -547,6 +597,7 @@ def test_two_seed_report_states_verdict_bands_and_provenance(two_seeds: Path) ->
     )
 
 
+@pytest.mark.kernels
 def test_one_seed_report_says_one_seed(tmp_path: Path) -> None:
     html = export.build_report(make_sweep(tmp_path, seeds=(0,)), timeout=180, target_fraction=0.8).read_text(
         encoding="utf-8"
@@ -555,11 +606,24 @@ def test_one_seed_report_says_one_seed(tmp_path: Path) -> None:
     assert "80% of the best configuration" in html
 
 
+@pytest.mark.kernels
 def test_build_report_refuses_unknown_parameters(two_seeds: Path) -> None:
     with pytest.raises(ValueError, match=r"unknown report parameter\(s\) \['target'\]"):
         export.build_report(two_seeds, target=0.5)
 
 
+@pytest.mark.kernels
+@pytest.mark.kernels  # its fixture builds a report; the refusal itself comes before any kernel
+def test_build_report_refuses_a_reference_that_is_no_method_of_the_sweep(two_seeds: Path) -> None:
+    with pytest.raises(
+        ValueError, match=r"reference='fedavg' is no method of this sweep; its methods: \['fedlora'"
+    ):
+        export.build_report(two_seeds, reference="fedavg")
+    with pytest.raises(ValueError, match=r"rival='fedkd' is no method"):
+        export.build_report(two_seeds, rival="fedkd")
+
+
+@pytest.mark.kernels
 def test_point_pages_share_one_plotly_library(two_seeds: Path, tmp_path: Path) -> None:
     library = tmp_path / "points" / "plotly.min.js"
     pages = [
@@ -575,6 +639,7 @@ def test_point_pages_share_one_plotly_library(two_seeds: Path, tmp_path: Path) -
         assert len(html) < 1_000_000
 
 
+@pytest.mark.kernels
 def test_sweep_records_resolved_parameters_and_provenance(tmp_path: Path) -> None:
     from workbench.lab.sweep.run import run_sweep
 

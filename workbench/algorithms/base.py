@@ -1,9 +1,10 @@
 """The hooks an algorithm overrides; the round loop in `workbench.loop` calls them.
 
 An algorithm is one module: a subclass of `Algorithm` with its `name`, its parameter section
-(`Params`), its config checks, its client-model choice, how an upload is validated, and the
-round hooks where it differs from the defaults (a private model per client, CE training,
-nothing sent). Register it with `workbench.algorithms.register`. Method modules are imported to
+(`Params`), the traits the workbench asks it instead of branching on its name (`title`,
+`kernel_imports`, `heatmap`), its config checks, its client-model choice, how an upload is
+validated, and the round hooks where it differs from the defaults (a private model per client,
+CE training, nothing sent). Register it with `workbench.algorithms.register`. Method modules are imported to
 read their parameters before any work starts, so heavy modules are bound with `lazy(...)`.
 """
 
@@ -36,7 +37,18 @@ data = lazy("workbench.core.data")
 models = lazy("workbench.core.models")
 training = lazy("workbench.core.training")
 
-__all__ = ["Algorithm", "Client", "Environment", "Payload", "derived_seed", "mirrors", "state_copy", "Seed"]
+__all__ = [
+    "Algorithm",
+    "Client",
+    "Environment",
+    "Knob",
+    "KnobGrid",
+    "Payload",
+    "derived_seed",
+    "mirrors",
+    "state_copy",
+    "Seed",
+]
 
 
 @dataclass
@@ -86,6 +98,32 @@ def derived_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
 
 
+@dataclass(frozen=True)
+class Knob:
+    """A method's parameter as reports write it: its flat name, a symbol, an axis title."""
+
+    name: str  # the flat name, as swept (e.g. "mu", "smooth_eps")
+    symbol: str = ""  # in titles and hovers; empty: the name
+    axis: str = ""  # the axis title; empty: the symbol
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "symbol", self.symbol or self.name)
+        object.__setattr__(self, "axis", self.axis or self.symbol)
+
+
+@dataclass(frozen=True)
+class KnobGrid:
+    """Two knobs the report draws as an accuracy heatmap (rows × columns) when both are swept."""
+
+    rows: Knob
+    columns: Knob
+    heading: str = ""  # the report section's heading after the title; empty: "rows × columns"
+    about: str = ""  # what the two knobs do, one sentence under the heading
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "heading", self.heading or f"{self.rows.symbol} × {self.columns.symbol}")
+
+
 class Algorithm:
     """Base algorithm: a private model per client, CE training, no communication."""
 
@@ -94,6 +132,15 @@ class Algorithm:
     # True when predict reads only the client's own state, so an evaluation stays valid until
     # the client trains again (the loop then skips re-evaluating idle clients); opt in per method
     evaluation_is_local: ClassVar[bool] = False
+    # traits the workbench asks instead of branching on a name (declarations only, no torch):
+    title: ClassVar[str] = "base"  # display name in reports; a subclass declaring none shows its name
+    kernel_imports: ClassVar[tuple[str, ...]] = ()  # modules a sweep's warm kernels import ahead
+    heatmap: ClassVar[KnobGrid | None] = None  # the report's accuracy heatmap over two knobs
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "title" not in vars(cls):  # a parent's title would name the parent in reports
+            cls.title = cls.name
 
     def __init__(self, config: ExperimentConfig, env: Environment) -> None:
         self.config, self.env = config, env

@@ -8,7 +8,8 @@ A run that stopped early (every update of a round refused) keeps its completed r
 why in the summary's `stopped`. Beside accuracy and costs a row records how the client trained
 and what its method measured (`workbench.core.diagnostics`: optimizer steps per phase, the
 update's norm, FedLoRA's adapter contribution), and the summary lists the warnings those
-diagnostics raise. This module never imports torch.
+diagnostics raise. Files are replaced whole (write then rename) and a damaged one is named
+when read (`workbench.core.files`). This module never imports torch.
 
 Columns of results.csv, one row per client per evaluated round:
 - round, client, model, algorithm; participated (sampled in a round this row covers);
@@ -28,7 +29,6 @@ Columns of results.csv, one row per client per evaluated round:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -37,9 +37,17 @@ from typing import Any
 
 import pandas as pd
 
+from workbench.core import files
 from workbench.core.diagnostics import DIAGNOSTICS, STEPS_PREFIX, format_warnings, run_warnings
-from workbench.core.errors import UserError
-from workbench.core.facts import CONFIG_FILE, EVENTS_FILE, SUMMARY_FILE, TABLE_FILE
+from workbench.core.errors import DamagedFileError, UserError
+from workbench.core.facts import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    EVENTS_FILE,
+    REFERENCE_METHOD,
+    SUMMARY_FILE,
+    TABLE_FILE,
+)
 
 COST_COLUMNS = ("train_flops", "bytes_up", "bytes_down")
 
@@ -183,18 +191,95 @@ def write_run(
     run_dir.mkdir(parents=True, exist_ok=True)
     table = events_frame(events or [])
     summary = summarize(frame, table, stopped)
-    (run_dir / CONFIG_FILE).write_text(json.dumps(config_flat, indent=2, sort_keys=True))
-    frame.to_csv(run_dir / TABLE_FILE, index=False)
-    table.to_csv(run_dir / EVENTS_FILE, index=False)
-    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    files.write_json(run_dir / CONFIG_FILE, config_flat, indent=2, sort_keys=True)
+    files.write_table(run_dir / EVENTS_FILE, table)
+    files.write_json(run_dir / SUMMARY_FILE, summary, indent=2)
+    files.write_table(run_dir / TABLE_FILE, frame)  # last: a run directory with a table is complete
     return summary
 
 
+# columns of every row in every version of the table: a row cut short lacks some of them
+COMPLETE_COLUMNS = (
+    "round",
+    "client",
+    "model",
+    "algorithm",
+    "participated",
+    "num_train",
+    "num_test",
+    *COST_COLUMNS,
+)
+CUMULATIVE = tuple(
+    f"cum_{c}" for c in COST_COLUMNS
+)  # written by to_frame; tables made elsewhere may lack them
+EVENT_COMPLETE = ("round", "client", "event", "action")  # `tensor` may be empty
+
+
+def rerun_remedy(run_dir: Path) -> str:
+    """What to do about a damaged file of a run directory."""
+    return f"remove the run folder {run_dir} (or give another --out) and run it again"
+
+
+def restart_remedy(path: Path) -> str:
+    """What to do about a damaged checkpoint."""
+    return f"delete it to restart this run from round 0 (rm {path}), or give another --out"
+
+
 def read_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
-    """The flat config and the results table of a finished run directory."""
+    """The flat config and the results table of a finished run directory (DamagedFileError
+    names a file that cannot be read)."""
+    return read_config(run_dir), read_table(run_dir)
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """The flat config of a run directory, as it was stored."""
+    return files.read_json(Path(run_dir) / CONFIG_FILE, rerun_remedy(Path(run_dir)), keys=("algorithm",))
+
+
+def read_table(run_dir: Path) -> pd.DataFrame:
+    """The results table of a run directory, checked whole: no row cut short, costs that are
+    numbers and add up to their cumulative columns and the summary's totals (a table cut at a
+    line's end)."""
+    path, remedy = Path(run_dir) / TABLE_FILE, rerun_remedy(Path(run_dir))
+    frame = files.read_table(path, remedy, COMPLETE_COLUMNS, CUMULATIVE)
+    summary = read_summary(run_dir) if (Path(run_dir) / SUMMARY_FILE).exists() else {}
+    costs = [*COST_COLUMNS, *(c for c in CUMULATIVE if c in frame.columns)]
+    values = frame[costs].apply(pd.to_numeric, errors="coerce")
+    if values.isna().any(axis=None):
+        row = int(values.index[values.isna().any(axis=1)][0]) + 2
+        raise DamagedFileError(path, f"row {row} holds a cost that is not a number", remedy)
+    values = values.astype("int64")  # costs are whole counts (also an empty table's)
+    for column in COST_COLUMNS:
+        running = values.groupby(frame["client"])[column].cumsum()
+        if f"cum_{column}" in values and not (running == values[f"cum_{column}"]).all():
+            raise DamagedFileError(path, f"cum_{column} does not add up: cut short?", remedy)
+        if summary.get(f"total_{column}", values[column].sum()) != values[column].sum():
+            problem = f"{column} does not add up to {SUMMARY_FILE}'s total: cut short?"
+            raise DamagedFileError(path, problem, remedy)
+    return frame
+
+
+def check_checkpoint(run_dir: Path) -> None:
+    """DamagedFileError when run_dir's checkpoint is not a whole archive (checked without torch)."""
+    path = Path(run_dir) / CHECKPOINT_FILE
+    if path.exists():
+        files.check_archive(path, restart_remedy(path))
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """DamagedFileError naming the first file of run_dir that cannot be read, and what to do;
+    the checkpoint is checked as an archive, without torch."""
     run_dir = Path(run_dir)
-    config = json.loads((run_dir / CONFIG_FILE).read_text())
-    return config, pd.read_csv(run_dir / TABLE_FILE)
+    checks = (
+        (CONFIG_FILE, read_config),
+        (SUMMARY_FILE, read_summary),
+        (TABLE_FILE, read_table),
+        (EVENTS_FILE, read_events),
+        (CHECKPOINT_FILE, check_checkpoint),
+    )
+    for name, check in checks:
+        if (run_dir / name).exists():
+            check(run_dir)
 
 
 def config_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
@@ -209,12 +294,15 @@ def config_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[s
 def read_events(run_dir: Path) -> pd.DataFrame:
     """The events of a run directory (none for runs written before events were recorded)."""
     path = Path(run_dir) / EVENTS_FILE
-    return pd.read_csv(path, keep_default_na=False) if path.exists() else events_frame([])
+    if not path.exists():
+        return events_frame([])
+    return files.read_table(path, rerun_remedy(Path(run_dir)), EVENT_COMPLETE, keep_default_na=False)
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
     """The summary.json of a run directory."""
-    return json.loads((Path(run_dir) / SUMMARY_FILE).read_text())
+    run_dir = Path(run_dir)
+    return files.read_json(run_dir / SUMMARY_FILE, rerun_remedy(run_dir), keys=("final_accuracy",))
 
 
 def format_summary(summary: dict[str, Any], warnings: bool = True) -> str:
@@ -239,7 +327,9 @@ def format_summary(summary: dict[str, Any], warnings: bool = True) -> str:
     return "\n".join(lines)
 
 
-def cost_to_target(runs: dict[str, pd.DataFrame], target: float, reference: str = "fedlora") -> pd.DataFrame:
+def cost_to_target(
+    runs: dict[str, pd.DataFrame], target: float, reference: str = REFERENCE_METHOD
+) -> pd.DataFrame:
     """Rounds, cumulative FLOPs and bytes each run needed to first reach a target mean accuracy.
 
     `runs` maps a label (usually the algorithm) to its results table. Costs are summed over all

@@ -88,6 +88,13 @@ def make_clients(config: ExperimentConfig, device: torch.device) -> tuple[list[C
     return clients, env
 
 
+def prepare(config: ExperimentConfig) -> tuple[list[Client], Environment]:
+    """Everything checked before the first round, and the clients it gives: the device, the
+    dataset's availability, a partition that leaves no client empty (the parameters and the
+    adapter's homogeneity were checked by `build_config`). Flower's launcher calls it too."""
+    return make_clients(config, resolve_device(config.run.device))
+
+
 def evaluates(config: ExperimentConfig, round_: int) -> bool:
     """Whether every client is evaluated after this round (every eval_every-th and the last)."""
     fed = config.federation

@@ -96,6 +96,7 @@ def fedkd_losses(
 
 class FedKD(Algorithm):
     name = "fedkd"
+    title = "FedKD"
     Params = FedKDParams
     evaluation_is_local = True
 

@@ -18,7 +18,16 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from workbench.algorithms.base import Algorithm, Client, Environment, Payload, Seed, derived_seed
+from workbench.algorithms.base import (
+    Algorithm,
+    Client,
+    Environment,
+    Knob,
+    KnobGrid,
+    Payload,
+    Seed,
+    derived_seed,
+)
 from workbench.algorithms.fedlora.placements import PLACEMENTS, check_placement
 from workbench.core.facts import MAX_EPOCHS, TOO_LONG
 from workbench.core.lazy import lazy
@@ -97,8 +106,17 @@ def mu_at(params: FedLoRAParams, round_: int | None) -> float:
 
 class FedLoRA(Algorithm):
     name = "fedlora"
+    title = "FedLoRA"
     Params = FedLoRAParams
     evaluation_is_local = True
+    kernel_imports = ("peft",)  # PEFT's LoRA layers import transformers: seconds per kernel
+    heatmap = KnobGrid(
+        Knob("rank", axis="LoRA rank r"),
+        Knob("mu", "μ"),
+        heading="adapter rank × μ",
+        about="μ weighs the adapter branch in the private model's loss; the rank sets the "
+        "adapter's size (and so its bytes).",
+    )
 
     @classmethod
     def check(cls, config: ExperimentConfig) -> None:

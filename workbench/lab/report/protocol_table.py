@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from workbench.core.facts import REFERENCE_METHOD
 from workbench.core.results import cost_to_target
 from workbench.lab.report.sweep_tables import label, point_summary
 
@@ -123,7 +124,7 @@ def paired_gaps(table: pd.DataFrame, swept: Sequence[str], reference: str) -> pd
 
 
 def best_baseline(
-    protocol: pd.DataFrame, partition: str, exclude: Sequence[str] = ("fedlora",)
+    protocol: pd.DataFrame, partition: str, exclude: Sequence[str] = (REFERENCE_METHOD,)
 ) -> str | None:
     """The configuration of another method (none of `exclude`) with the highest mean final
     accuracy in a partition (None before any has finished)."""
