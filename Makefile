@@ -1,11 +1,15 @@
-# `make demo` and `make test` create the virtual environment when it is missing.
+# `make demo`, `make check` and `make test` create the virtual environment when it is missing.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 JUPYTER_CONF := $(VENV)/etc/jupyter/jupyter_server_config.d/workbench-templates.json
 
-.PHONY: setup notebook-hygiene demo test clean
+# The fast subset: tests that need no browser, server or kernel and take under ~2 s each
+# (markers registered in pyproject.toml; docs/architecture.md §10).
+FAST := not (browser or jupyterlab or ray or flower or kernels or slow)
+
+.PHONY: setup notebook-hygiene demo lint check test clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -30,9 +34,16 @@ setup: $(STAMP) notebook-hygiene
 demo: setup
 	$(PY) -m workbench sweep notebooks/sweeps/demo.yaml --out reports/demo --workers 2
 
-test: setup
+lint: setup
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
+
+# While working: ruff and the fast subset, under 2 minutes on two cores.
+check: lint
+	$(PY) -m pytest -q -m "$(FAST)"
+
+# Before pushing, and what .ci/run calls: ruff and every test.
+test: lint
 	$(PY) -m pytest -q
 
 clean:

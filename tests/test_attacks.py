@@ -77,6 +77,7 @@ def trained_adapters():
     return theta, uploads
 
 
+@pytest.mark.slow
 def test_robust_rules_keep_the_adapter_near_the_honest_mean_under_a_1e6_scaling_attack():
     """Bound: with f = 1 attacker of K = 5, the coordinate-wise median and the trimmed mean that
     drops ⌊0.2·5⌋ = 1 value at each end are, in every coordinate, within the honest clients'

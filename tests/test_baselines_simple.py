@@ -56,6 +56,7 @@ def run_tiny(monkeypatch, name, **flat):
         ("lg_fedavg", HEAD_BYTES, HEAD_BYTES),
     ],
 )
+@pytest.mark.slow
 def test_one_round_through_the_loop_sends_exactly_the_payload(monkeypatch, name, up, down):
     table = run_tiny(monkeypatch, name)
     assert len(table) == 2 and table["participated"].all()
@@ -64,6 +65,7 @@ def test_one_round_through_the_loop_sends_exactly_the_payload(monkeypatch, name,
     assert (table["train_flops"] > 0).all() and table["accuracy"].between(0, 1).all()
 
 
+@pytest.mark.slow
 def test_fd_through_the_loop_downloads_nothing_then_teacher_logits_and_mask(monkeypatch):
     # 6 of 10 classes each: the two clients share two classes, so each has a teacher in round 2
     table = run_tiny(monkeypatch, "fd", rounds=2, classes_per_client=6)

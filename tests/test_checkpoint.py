@@ -6,6 +6,8 @@ from workbench.core.errors import UserError
 from workbench.loop.checkpoint import CHECKPOINT_FILE
 from workbench.loop.runner import run_experiment
 
+pytestmark = pytest.mark.slow  # each test runs the loop end to end, some twice
+
 
 class Killed(Exception):
     pass

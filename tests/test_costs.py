@@ -12,6 +12,7 @@ from workbench.tools.costs import cost_ratios, per_round_costs
 FLAT = {"dataset": "digits", "batch_size": 16, "augment": False}
 
 
+@pytest.mark.slow
 def test_per_round_costs_are_the_simulations_own_counts():
     table = per_round_costs(FLAT, ["fedlora", "standalone", "lg_fedavg", "fd"], samples_per_client=16)
     fedlora = table[table["algorithm"] == "fedlora"].set_index("model")
@@ -67,6 +68,7 @@ def test_cost_to_target_by_hand():
         cost_to_target({}, target=1.5)
 
 
+@pytest.mark.slow
 def test_costs_and_target_commands(tiny, tmp_path, capsys):
     csv = tmp_path / "costs.csv"
     assert (
@@ -94,3 +96,13 @@ def test_costs_and_target_commands(tiny, tmp_path, capsys):
     assert main(["target", str(tmp_path / "a"), str(tmp_path / "b"), "--target", "0.05"]) == 0
     out = capsys.readouterr().out
     assert "fedlora" in out and "standalone" in out and "rounds_vs_fedlora" in out
+    target = ["target", str(tmp_path / "a"), str(tmp_path / "b"), "--target", "0.05"]
+    assert main([*target, "--reference", "standalone"]) == 0
+    assert "rounds_vs_standalone" in capsys.readouterr().out
+    assert main([*target, "--reference", "fedavg"]) == 2
+    assert (
+        "--reference 'fedavg' is not among the runs' labels: ['fedlora', 'standalone']"
+        in capsys.readouterr().err
+    )
+    assert main(["costs", "--algorithms", "fedlora,fd", "--reference", "fml"]) == 2  # before any round
+    assert "--reference 'fml' is not among --algorithms: ['fedlora', 'fd']" in capsys.readouterr().err

@@ -165,6 +165,7 @@ def assert_student_is(client, server, atol):
         torch.testing.assert_close(t, server[name], atol=atol, rtol=0)
 
 
+@pytest.mark.slow
 def test_after_a_round_every_client_holds_the_global_student():
     algorithm, clients = make_algorithm(cls=FedKD, algorithm="fedkd", num_clients=2, rounds=2, models="cnn5")
     start = algorithm.initial_server_state()
@@ -180,6 +181,7 @@ def test_after_a_round_every_client_holds_the_global_student():
         assert_student_is(c, server, atol=0)  # the very same step on the very same start
 
 
+@pytest.mark.slow
 def test_a_client_that_missed_rounds_lands_exactly_on_the_global_student():
     algorithm, (first, late) = make_algorithm(
         cls=FedKD, algorithm="fedkd", num_clients=2, rounds=3, models="cnn5"
@@ -200,6 +202,7 @@ def test_a_client_that_missed_rounds_lands_exactly_on_the_global_student():
     assert same_payload(algorithm.broadcast(server, first), algorithm.history[1])
 
 
+@pytest.mark.slow
 def test_steps_no_client_needs_are_folded_so_history_stays_bounded():
     algorithm, (first, late) = make_algorithm(
         cls=FedKD, algorithm="fedkd", num_clients=2, rounds=5, models="cnn5"
@@ -217,6 +220,7 @@ def test_steps_no_client_needs_are_folded_so_history_stays_bounded():
     assert_student_is(late, server, atol=1e-5)  # still lands exactly on the global student
 
 
+@pytest.mark.slow
 def test_bad_updates_are_refused_naming_the_client():
     algorithm, clients = make_algorithm(cls=FedKD, algorithm="fedkd", num_clients=2)
     server = algorithm.initial_server_state()
@@ -248,6 +252,7 @@ def expected_upload_bytes(update, energy):
     return 4 * total
 
 
+@pytest.mark.slow
 def test_two_clients_one_round_through_the_real_loop(monkeypatch):
     monkeypatch.setitem(workbench.loop.runner.REGISTRY, "fedkd", FedKD)
     expected, upload = {}, FedKD.upload

@@ -128,6 +128,7 @@ def test_placement_refusals_name_parameter_value_and_allowed():
     build_config({"adapter_placement": "fc2", "rank": 64})  # B is 500×r on every model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("placement", PLACEMENTS)
 def test_the_cli_runs_each_placement(placement, tiny, tmp_path):
     args = [f"--{k}={v}" for k, v in {**tiny, "rounds": 1, "num_clients": len(ZOO)}.items()]

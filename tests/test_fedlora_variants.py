@@ -139,6 +139,19 @@ def test_private_inference_is_the_private_model_alone():
         assert torch.equal(algorithm.predict(client, x), private) is (path == "private")
 
 
+def test_private_inference_is_evaluated_alone_while_the_adapter_s_contribution_is_measured():
+    from workbench.loop.rounds import evaluate_client
+
+    combined_algorithm, (client,) = make_algorithm(num_clients=1)
+    randomized(client.state["model"])
+    combined = evaluate_client(combined_algorithm, client)
+    with adapter_disabled(client.state["model"]):
+        alone = evaluate_client(combined_algorithm, client)[:2]  # the private model's accuracy, loss
+    private = evaluate_client(make_algorithm(num_clients=1, adapter_inference="private")[0], client)
+    assert private[:2] == alone != combined[:2]
+    assert private[2]["adapter_contribution"] == combined[2]["adapter_contribution"] > 0
+
+
 def test_the_cap_keeps_at_most_n_training_samples_in_each_client_s_label_mix():
     rng = np.random.default_rng(0)
     train = rng.permutation(np.repeat(np.arange(10), 100))

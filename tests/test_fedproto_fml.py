@@ -172,6 +172,7 @@ def test_local_update_trains_both_models_and_counts_both():
         ("fml", FML, 4 * CNN5_PARAMS, 4 * CNN5_PARAMS),
     ],
 )
+@pytest.mark.slow
 def test_end_to_end_bytes(monkeypatch, name, cls, up, down):
     monkeypatch.setitem(workbench.loop.runner.REGISTRY, name, cls)
     result = run_experiment(

@@ -59,6 +59,41 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+PROBE = (  # the Flower command line as a user runs it, then whether it ever imported Ray
+    "import sys\nfrom workbench.flower.cli import main\nstatus = main(sys.argv[1:])\n"
+    "print('ray imported' if 'ray' in sys.modules else 'ray never imported')\nsys.exit(status)"
+)
+
+
+@pytest.mark.flower
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (
+            ["--partition", "dirichlet", "--dirichlet_alpha", "0.5", "--num_clients", "100"],
+            "cannot partition",
+        ),
+        (["--lora_targets", "fc2"], "layer 'fc2' is not homogeneous across the clients' models"),
+    ],
+)
+def test_what_in_process_refuses_before_training_flower_refuses_before_ray(flags, fragment, tmp_path, capsys):
+    from workbench.cli import main as workbench_main
+
+    assert workbench_main(["run", *flags, "--out", str(tmp_path / "in-process")]) == 2
+    in_process = capsys.readouterr().err
+    assert in_process.startswith("error: ") and fragment in in_process
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, "simulate", *flags, "--out", str(tmp_path / "flower")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(APP.parents[2])},
+        timeout=600,
+    )
+    assert done.returncode == 2 and done.stderr == in_process and "Traceback" not in done.stderr
+    assert done.stdout.strip() == "ray never imported" and not (tmp_path / "flower").exists()
+
+
 # ---- records and config ------------------------------------------------------------------
 def test_records_round_trip_exactly_and_count_tensor_bytes():
     payload = {"w": torch.randn(4, 500), "counts": torch.arange(10), "mask": torch.rand(10) > 0.5}
@@ -229,6 +264,7 @@ def assert_flower_equals_in_process(config, tmp_path) -> pd.DataFrame:
     return table
 
 
+@pytest.mark.flower
 @pytest.mark.parametrize(
     "variant",
     [
@@ -243,6 +279,7 @@ def test_fedlora_variants_run_through_the_apps_as_in_process(variant, tmp_path, 
     assert_flower_equals_in_process(config, tmp_path)
 
 
+@pytest.mark.flower
 @pytest.mark.parametrize("algorithm", sorted(REGISTRY))
 def test_every_algorithm_runs_through_the_apps_as_in_process(algorithm, tmp_path, task_identity, one_thread):
     """Sampling half the clients, evaluating every 2nd round: identical tables."""
@@ -258,6 +295,7 @@ def test_every_algorithm_runs_through_the_apps_as_in_process(algorithm, tmp_path
         assert ups and any(key.endswith(".S") for m in ups for key in m["keys"])
 
 
+@pytest.mark.flower
 def test_the_server_asks_only_for_evaluations_that_went_stale(tmp_path, task_identity, one_thread):
     """An idle client's evaluation is reused until it trains again (as in-process): evaluate
     messages go only to clients never evaluated, and the table still equals in-process."""
@@ -278,6 +316,7 @@ def test_the_server_asks_only_for_evaluations_that_went_stale(tmp_path, task_ide
     )
 
 
+@pytest.mark.flower
 def test_a_flower_run_whose_every_upload_is_refused_stops_keeping_its_run_directory(
     tmp_path, task_identity, one_thread
 ):
@@ -361,6 +400,7 @@ def test_ray_environment_keeps_ray_on_loopback_and_restores_the_callers(monkeypa
     assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
 
 
+@pytest.mark.flower
 def test_fedlora_sends_only_its_adapter_and_keeps_the_private_model_on_its_node(tmp_path, task_identity):
     """4 clients × 2 rounds through the apps: what travels is the adapter, counted as sent; the
     private model lives in each node's storage."""
@@ -382,6 +422,8 @@ def test_fedlora_sends_only_its_adapter_and_keeps_the_private_model_on_its_node(
 
 
 # ---- Flower's simulation engine ------------------------------------------------------------
+@pytest.mark.flower
+@pytest.mark.ray
 def test_fedkd_on_flower_simulation_equals_the_in_process_run(tmp_path, no_telemetry, one_thread):
     """FedKD on the simulation engine (Ray), 4 clients × 2 rounds: its clients learn the round
     from `begin_round` (the SVD energy of their compressed uploads), the server validates the

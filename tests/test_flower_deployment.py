@@ -28,6 +28,8 @@ from workbench.core.results import read_run  # noqa: E402
 from workbench.flower.certs import make_certificates, make_node_keys  # noqa: E402
 from workbench.loop.runner import run_experiment  # noqa: E402
 
+pytestmark = pytest.mark.flower
+
 APP = Path(__file__).resolve().parents[1] / "workbench" / "flower" / "app"
 BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"

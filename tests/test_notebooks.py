@@ -28,6 +28,7 @@ def test_fedlora_parameters_cell_matches_the_config_table():
     assert parameters_cell(NOTEBOOKS / "fedlora.ipynb")[0].source == parameters_source()
 
 
+@pytest.mark.kernels
 def test_fedlora_notebook_runs_headless_and_writes_results(tmp_path):
     out = tmp_path / "run"
     papermill.execute_notebook(
@@ -46,6 +47,7 @@ def test_fedlora_notebook_runs_headless_and_writes_results(tmp_path):
     assert "application/vnd.jupyter.widget-view+json" not in executed  # no widget in batch runs
 
 
+@pytest.mark.kernels
 def test_unknown_injected_parameter_is_refused(tmp_path):
     with pytest.raises(papermill.PapermillExecutionError, match="did you mean 'rank'"):
         papermill.execute_notebook(
@@ -58,6 +60,7 @@ def test_unknown_injected_parameter_is_refused(tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_compare_without_out_dir_writes_nothing(tiny, tmp_path, monkeypatch):
     from workbench.config import build_config
     from workbench.lab import notebook
@@ -70,6 +73,7 @@ def test_compare_without_out_dir_writes_nothing(tiny, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # no stray "-standalone" run directory
 
 
+@pytest.mark.kernels
 def test_the_notebook_can_be_edited_and_rerun_cell_by_cell(tmp_path):
     """A full run, then an edited parameters cell and the run cell again, in one kernel."""
     from nbclient import NotebookClient

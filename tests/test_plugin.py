@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch.nn.functional as F
 
-from workbench.algorithms import REGISTRY, Client, method_parameters, register, unregister
+from workbench.algorithms import REGISTRY, Client, Knob, KnobGrid, method_parameters, register, unregister
 from workbench.algorithms.standalone import Standalone
 from workbench.cli import main
 from workbench.config import ConfigError, build_config, defaults, parameter_table
 from workbench.core.params import Section, param
-from workbench.core.results import read_run
+from workbench.core.results import ROW_COLUMNS, read_run
 from workbench.lab import notebook
 from workbench.loop.runner import run_experiment
 
@@ -28,7 +30,10 @@ class SmoothStandalone(Standalone):
     """Standalone with label-smoothed cross-entropy."""
 
     name = "smooth"
+    title = "Smoothed Standalone"
     Params = SmoothParams
+    kernel_imports = ("scipy.stats",)  # any module its experiments would import late
+    heatmap = KnobGrid(Knob("smooth_eps", "ε", "label smoothing ε"), Knob("lr", "η"))
 
     def local_update(self, client: Client, generator):
         model, eps = client.state["model"], self.params.eps
@@ -45,6 +50,7 @@ def smooth():
     unregister("smooth")
 
 
+@pytest.mark.slow
 def test_a_registered_method_runs_through_run_experiment(smooth, tiny):
     config = build_config({**tiny, "algorithm": "smooth", "smooth_eps": 0.2})
     assert config.smooth.eps == 0.2 and method_parameters("smooth") == ["smooth_eps"]
@@ -64,6 +70,7 @@ def test_its_knob_is_validated_and_listed(smooth):
     assert "smooth_eps: float = 0.1  # label smoothing of the local CE" in notebook.parameters_source()
 
 
+@pytest.mark.slow
 def test_the_cli_parses_and_refuses_its_knob(smooth, tiny, tmp_path, capsys):
     args = [f"--{k}={v}" for k, v in tiny.items()]
     assert (
@@ -144,3 +151,65 @@ def test_derived_lists_follow_the_registry():
 def test_a_help_text_papermill_cannot_read_is_refused_where_it_is_written():
     with pytest.raises(ValueError, match="may not contain '='"):
         param(1, "x=1 sets it")
+
+
+def synthetic_sweep_table() -> pd.DataFrame:
+    """Tidy results of a sweep over smooth_eps × lr (2 seeds) beside Standalone, no training:
+    final mean accuracy 0.6 + eps + lr (+0.01 per seed); Standalone 0.6 (+0.01 per seed)."""
+    rows = []
+    points = [("smooth", e, lr) for e in (0.0, 0.2) for lr in (0.05, 0.1)] + [("standalone", None, None)]
+    for (algorithm, eps, lr), seed, round_ in itertools.product(points, (0, 1), (1, 2)):
+        final = 0.6 + (eps or 0.0) + (lr or 0.0) + 0.01 * seed
+        point = f"{algorithm}-{eps}-{lr}-{seed}"
+        for client in (0, 1):
+            rows.append(
+                {
+                    **dict.fromkeys(ROW_COLUMNS, 0),
+                    "round": round_,
+                    "client": client,
+                    "model": "cnn1",
+                    "algorithm": algorithm,
+                    "participated": True,
+                    "accuracy": final - 0.1 * (2 - round_),
+                    "train_flops": 100,
+                    **{"point": point, "seed": seed, "smooth_eps": eps, "lr": lr},
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_its_declared_traits_get_the_built_in_treatment(smooth):
+    from workbench.lab.report import figures, sweep_tables, verdict
+    from workbench.lab.report.tables import accuracy_rows
+    from workbench.lab.sweep.kernels import BASE_IMPORTS, warm_imports
+
+    assert warm_imports([{"algorithm": "smooth", "dataset": "cifar10"}]) == (*BASE_IMPORTS, "scipy.stats")
+    both = warm_imports([{"algorithm": "standalone", "compare": "smooth,fedlora", "dataset": "cifar10"}])
+    assert both == (*BASE_IMPORTS, "peft", "scipy.stats")  # registry order, each module once
+    table = synthetic_sweep_table()
+    summary = sweep_tables.point_summary(table, ["algorithm", "smooth_eps", "lr", "seed"])
+    configs = sweep_tables.configurations(summary, "smooth")
+    assert configs["algorithm"].iloc[0] == "smooth"  # the reference method's configurations first
+    assert figures.knob_grids(summary) == {"smooth": SmoothStandalone.heatmap}
+    assert figures.knob_heading("smooth", SmoothStandalone.heatmap).startswith(
+        "## Smoothed Standalone: ε × η"
+    )
+    fig = figures.knob_heatmap(summary, "smooth")
+    assert fig.layout.title.text.startswith(
+        "Smoothed Standalone final mean accuracy over ε × η (mean of 2 seeds"
+    )
+    assert (fig.layout.xaxis.title.text, fig.layout.yaxis.title.text) == ("η", "label smoothing ε")
+    assert list(fig.data[0].y) == ["0", "0.2"] and list(fig.data[0].x) == ["0.05", "0.1"]
+    assert fig.data[0].z[1][1] == pytest.approx(0.6 + 0.2 + 0.1 + 0.005)
+    curves = sweep_tables.seed_curves(table)
+    found = verdict.decide(summary, configs, curves, "digits", reference="smooth")
+    best = "smooth · smooth_eps=0.2 · lr=0.1"
+    assert [c.other for c in found.comparisons] == ["standalone"]  # no rival (fedproto) in this sweep
+    assert found.sentence.startswith(
+        f"At this setting (digits), Smoothed Standalone wins on final accuracy: Smoothed Standalone's "
+        f"best configuration ({best}) beats the best baseline (standalone), difference +30.0 points"
+    )
+    assert accuracy_rows(found, configs).loc[0, "Smoothed Standalone configuration"] == best
+    unregister("smooth")  # a report kernel that never registered it: no grid, with a note
+    assert figures.knob_grids(summary) == {}
+    assert figures.grid_note(summary).startswith("Not registered in this report's kernel: smooth;")

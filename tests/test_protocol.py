@@ -142,7 +142,10 @@ def test_the_protocol_spec_covers_every_method_placement_seed_and_two_partitions
     spec = Path(__file__).resolve().parents[1] / "notebooks" / "sweeps" / "fedlora-protocol.yaml"
     points = expand(load_spec(spec))  # every point passes the strict config call
     assert len({p.id for p in points}) == len(points)
-    assert {p.flat["algorithm"] for p in points} == set(REGISTRY)
+    listed = {p.flat["algorithm"] for p in points}
+    assert listed == set(REGISTRY), (
+        f"{spec.name} must list every built-in method; differs in {sorted(set(REGISTRY) ^ listed)}"
+    )
     assert {p.flat["partition"] for p in points} == {"pathological", "dirichlet"}
     for algorithm in REGISTRY:
         seeds = {p.flat["seed"] for p in points if p.flat["algorithm"] == algorithm}

@@ -148,3 +148,26 @@ def test_a_scaling_attacker_moves_the_mean_but_not_the_robust_rules(aggregator):
         assert moved > 1e3  # the attacker's 1e6 × 0.01·(cid+1) step, divided by 5
     else:
         assert moved <= 0.05 + 1e-6  # inside the honest steps 0.01 … 0.05
+
+
+def test_a_run_stopped_under_attack_names_the_attack_and_the_aggregators_that_absorb_it(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setitem(REGISTRY, "fedlora", diverging({0, 1, 2}, start=2))
+    flat = {"device": "cpu", "num_clients": 3, "rounds": 3, "batch_size": 16, "attack": "scale"}
+    env = Environment.without_data(10, torch.device("cpu"))
+    for aggregator, absorbed in (
+        ("mean", "an aggregator that could have absorbed them: norm_bounded, median, trimmed_mean"),
+        ("median", "aggregator=median did not absorb them; others that could: norm_bounded, trimmed_mean"),
+    ):
+        config = build_config({**flat, "malicious_clients": 1, "aggregator": aggregator})
+        clients = [synthetic_client(k, m) for k, m in enumerate(config.client_models())]
+        with pytest.raises(RunStoppedError) as stop:
+            run_loop(config, clients, env)
+        assert "The run has 1 malicious client(s) (attack=scale, updates × -10)" in str(stop.value)
+        assert absorbed in str(stop.value) and "lower lr" not in str(stop.value)
+    config = build_config({**flat, "malicious_clients": 0})  # no attacker: a step too large
+    clients = [synthetic_client(k, m) for k, m in enumerate(config.client_models())]
+    with pytest.raises(RunStoppedError, match="usually means a step too large: lower lr") as stop:
+        run_loop(config, clients, env)
+    assert "malicious" not in str(stop.value)

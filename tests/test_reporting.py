@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import itertools
 import json
 import math
@@ -16,7 +17,7 @@ import pandas as pd
 import pytest
 
 from workbench.config import build_config
-from workbench.lab.report import export, figures, provenance, stats, sweep_tables, verdict
+from workbench.lab.report import diagnostics, export, figures, provenance, stats, sweep_tables, verdict
 from workbench.lab.report.tables import configuration_rows, cost_rows, ratio_rows
 
 ROUNDS, CLIENTS, MODELS = 3, 3, ("cnn1", "cnn2", "cnn3")
@@ -44,6 +45,18 @@ def mean_acc(p: dict, round_: int) -> float:
     return final_accuracy(p) - 0.15 * (ROUNDS - round_)
 
 
+def diagnostic_columns(p: dict) -> dict:
+    """Designed diagnostics: FedLoRA's rank-1 adapter is inert (0.2% of the output), LG-FedAvg's
+    clients take 3 steps per round (undertrained), everything else is healthy."""
+    steps = 3 if p["algorithm"] == "lg_fedavg" else 12
+    phases = {"steps_model": steps, **({"steps_adapter": 12} if p["algorithm"] == "fedlora" else {})}
+    columns = {"local_rounds": 1, "local_steps": sum(phases.values()), "update_norm": 0.5, **phases}
+    if p["algorithm"] == "fedlora":
+        columns["adapter_contribution"] = 0.002 if p["rank"] == 1 else 0.05
+        columns["adapter_weight_norm"] = 0.01 * p["rank"]
+    return columns
+
+
 def point_rows(pid: str, p: dict) -> list[dict]:
     """One point's tidy rows (client offsets -0.1, 0, +0.1 keep the mean exact)."""
     rows, fed = [], p["algorithm"] == "fedlora"
@@ -65,6 +78,7 @@ def point_rows(pid: str, p: dict) -> list[dict]:
                 "bytes_down": sent,
                 "num_train": 100,
                 "num_test": 50,
+                **diagnostic_columns(p),
             }
         )
     frame = pd.DataFrame(rows)
@@ -212,7 +226,7 @@ def test_verdict_numbers_by_hand(summary, configs, sweep) -> None:
     curves = sweep_tables.seed_curves(sweep.table)
     found = verdict.decide(summary, configs, curves, "digits", target_fraction=0.9)
     vs_best, vs_proto = found.comparisons
-    assert (vs_best.role, vs_best.fedlora, vs_best.other) == ("best baseline", BEST, "lg_fedavg")
+    assert (vs_best.role, vs_best.ours, vs_best.other) == ("best baseline", BEST, "lg_fedavg")
     t = 0.08 / (0.01 / math.sqrt(3))  # differences 0.08, 0.07, 0.09
     assert vs_best.final.difference.mean == pytest.approx(0.08)
     assert vs_best.final.statistic == pytest.approx(t)
@@ -352,7 +366,7 @@ def test_axis_type_and_percent_ticks() -> None:
 
 @pytest.mark.parametrize("stat", ["final", "best"])
 def test_rank_mu_heatmap_by_hand(summary: pd.DataFrame, stat: str) -> None:
-    (heat,) = figures.rank_mu_heatmap(summary, stat=stat).data
+    (heat,) = figures.knob_heatmap(summary, "fedlora", stat=stat).data
     assert list(heat.y) == ["1", "4"] and list(heat.x) == ["0.2", "0.8"]
     assert heat.z[1][1] == pytest.approx(0.72)
     assert heat.text[1][1] == f"72.0%<br>± {T975[2] * 0.02 / math.sqrt(3):.1%}"
@@ -367,8 +381,55 @@ def test_rank_mu_heatmap_by_hand(summary: pd.DataFrame, stat: str) -> None:
 
 def test_rank_mu_heatmap_without_grid(summary: pd.DataFrame) -> None:
     for frame in (summary.drop(columns=["mu"]), summary[summary["algorithm"] != "fedlora"]):
-        fig = figures.rank_mu_heatmap(frame)
+        fig = figures.knob_heatmap(frame, "fedlora")
         assert len(fig.data) == 0 and "No rank × μ grid" in fig.layout.annotations[0].text
+
+
+def test_heatmaps_follow_each_methods_declared_knob_grid(summary: pd.DataFrame) -> None:
+    from workbench.algorithms import REGISTRY
+
+    grid = REGISTRY["fedlora"].heatmap
+    assert figures.knob_grids(summary) == {"fedlora": grid} and figures.grid_note(summary) == ""
+    assert figures.knob_heading("fedlora", grid).startswith(
+        "## FedLoRA: adapter rank × μ\n\nμ weighs the adapter branch in the private model's loss"
+    )
+    fig = figures.knob_heatmap(summary, "fedlora", stat="best")
+    assert fig.layout.title.text.startswith("FedLoRA best mean accuracy over rank × μ (mean of 3 seeds")
+    assert (fig.layout.xaxis.title.text, fig.layout.yaxis.title.text) == ("μ", "LoRA rank r")
+    assert fig.data[0].hovertemplate.startswith("rank %{y}, μ %{x}<br>")
+    unswept = summary.drop(columns=["mu"])
+    assert figures.knob_grids(unswept) == {}
+    assert figures.grid_note(unswept) == "No FedLoRA heatmap: it needs fedlora points with swept rank and mu."
+    ghost = summary.assign(algorithm=summary["algorithm"].replace("fedproto", "ghost"))
+    assert figures.grid_note(ghost).startswith("Not registered in this report's kernel: ghost;")
+    with pytest.raises(ValueError, match=r"'fedproto' declares no knob grid .* those that do: \['fedlora'\]"):
+        figures.knob_heatmap(summary, "fedproto")
+
+
+def test_the_report_parameters_default_to_the_facts() -> None:
+    from workbench.core.facts import REFERENCE_METHOD, RIVAL_METHOD
+
+    cell = nbformat.read(export.REPORT_NOTEBOOK, as_version=4).cells[0]
+    assert "parameters" in cell.metadata["tags"]
+    lines = ast.parse(cell.source).body  # literal assignments, as papermill requires
+    defaults = {line.target.id: ast.literal_eval(line.value) for line in lines}
+    assert (defaults["reference"], defaults["rival"]) == (REFERENCE_METHOD, RIVAL_METHOD)
+    assert set(export.REPORT_PARAMETERS) == set(defaults) - {"sweep_dir"}
+
+
+def test_a_verdict_about_another_method_names_it_by_its_title(summary, configs, sweep) -> None:
+    curves = sweep_tables.seed_curves(sweep.table)
+    found = verdict.decide(summary, configs, curves, "digits", reference="lg_fedavg", rival="fedlora")
+    vs_best, vs_rival = found.comparisons
+    assert (vs_best.ours, vs_best.other, vs_rival.role) == ("lg_fedavg", BEST, "FedLoRA")
+    assert found.sentence.startswith(
+        f"At this setting (digits), {BEST} wins on final accuracy: LG-FedAvg's best configuration "
+        f"(lg_fedavg) trails the best baseline ({BEST}), difference -8.0 points"
+    )
+    assert verdict.introduction("lg_fedavg", "fedlora").startswith("LG-FedAvg's best configuration")
+    assert all("LG-FedAvg ÷ " in claim for claim in verdict.claims(found)[1:])
+    missing = verdict.decide(summary, configs, curves, "digits", reference="fedavg")
+    assert missing.sentence == "No verdict at this setting (digits): no FedAvg configuration finished."
 
 
 def test_configuration_table(configs: pd.DataFrame) -> None:
@@ -377,6 +438,48 @@ def test_configuration_table(configs: pd.DataFrame) -> None:
     assert shown.loc["lg_fedavg", "bytes ÷ best fedlora"] == "12.5×"
     assert shown.loc["lg_fedavg", "total GFLOP"] == "36" and shown.loc[BEST, "total MB"] == "0.072"
     assert shown.loc["fedlora · rank=1 · mu=0.2", "final accuracy"].startswith("47.0% [")
+
+
+def test_diagnostics_per_configuration_by_hand(sweep) -> None:
+    found = diagnostics.configuration_diagnostics(sweep.table).set_index("configuration")
+    assert "rank" not in found.columns and "steps_model" not in sweep.swept  # results, not knobs
+    inert = found.loc["fedlora · rank=1 · mu=0.8"]
+    assert inert["seeds"] == 3 and inert["contribution_final"] == pytest.approx(0.002)
+    assert (
+        inert["contribution_peak"] == pytest.approx(0.002)
+        and inert["warnings"] == "adapter inert (3 of 3 seeds)"
+    )
+    assert (
+        found.loc["fedlora · rank=1 · mu=0.2", "warnings"] == "adapter inert (2 of 2 seeds)"
+    )  # seed 1 failed
+    assert found.loc["fedlora · rank=4 · mu=0.8", "warnings"] == ""
+    assert found.loc["lg_fedavg", "warnings"] == "undertrained (3 of 3 seeds)"
+    assert found.loc["lg_fedavg", "steps_per_round_model"] == 3
+    assert pd.isna(found.loc["fedproto", "contribution_final"]) and pd.isna(
+        found.loc["fedproto", "steps_per_round_adapter"]
+    )
+    text = diagnostics.diagnostics_rows(found.reset_index()).set_index("configuration")
+    assert text.loc["fedlora · rank=4 · mu=0.8", "adapter contribution, final (peak)"] == "5.00% (5.00%)"
+    assert text.loc["fedlora · rank=4 · mu=0.8", "steps per round (median client)"] == "model 12 · adapter 12"
+    assert text.loc["fedproto", "adapter contribution, final (peak)"] == "—"
+    box = diagnostics.warnings_html(found.reset_index())
+    assert "3 of 6 configurations" in box and "fedproto" not in box
+
+
+def test_diagnostics_figure_draws_thresholds_and_names_warnings(sweep, configs) -> None:
+    names = ["fedlora · rank=1 · mu=0.8", "lg_fedavg", "fedproto"]
+    fig = diagnostics.diagnostics_figure(sweep.table, configurations=names)
+    assert fig.layout.title.text.startswith(
+        "Diagnostics per round — ⚠ fedlora · rank=1 · mu=0.8: adapter inert"
+    )
+    assert "lg_fedavg: undertrained" in fig.layout.title.text and "fedproto:" not in fig.layout.title.text
+    contribution = [t for t in fig.data if t.xaxis == "x"]
+    assert [t.name for t in contribution] == ["fedlora · rank=1 · mu=0.8"]  # the others have no adapter
+    assert list(contribution[0].y) == pytest.approx([0.002] * ROUNDS)
+    steps = {t.name: list(t.y) for t in fig.data if t.xaxis == "x2"}
+    assert steps["lg_fedavg · model"] == [3] * ROUNDS and "fedproto · adapter" not in steps
+    lines = {(s.yref, s.y0) for s in fig.layout.shapes}
+    assert lines >= {("y", diagnostics.MIN_CONTRIBUTION), ("y2", diagnostics.MIN_STEPS)}
 
 
 def test_provenance_tables(sweep) -> None:
@@ -429,6 +532,7 @@ def test_reporting_never_imports_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.kernels
 def test_papermill_kernel_is_this_environment(tmp_path: Path) -> None:
     nb = nbformat.v4.new_notebook(
         cells=[
@@ -452,13 +556,14 @@ def two_seeds(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return sweep_dir
 
 
+@pytest.mark.kernels
 def test_two_seed_report_states_verdict_bands_and_provenance(two_seeds: Path) -> None:
     html = (two_seeds / "report.html").read_text(encoding="utf-8")
     assert html.count("* plotly.js v") == 1  # the library, embedded once
     assert not re.search(r"<script[^>]*\bsrc=[\"']https?:", html)
     assert "figures.best_per_method" not in html and "pio.renderers.default" not in html
     shown = figures_shown(nbformat.read(two_seeds / "report.ipynb", as_version=4))
-    assert shown == 9 and html.count('class="plotly-graph-div"') == shown
+    assert shown == 10 and html.count('class="plotly-graph-div"') == shown
     assert [f"plot-{i}" for i in range(1, shown + 1)] == re.findall(r'id="(plot-\d+)" style', html)
     assert html.index(">Verdict<") < html.index(">Accuracy per round<")
     assert "Under attack" not in html  # a section only for sweeps that vary the aggregator or attack
@@ -478,8 +583,21 @@ def test_two_seed_report_states_verdict_bands_and_provenance(two_seeds: Path) ->
     assert "table" not in traces and "heatmap" in traces  # tables are HTML, not Plotly tables
     assert "p001-" not in html.split(">Provenance<")[0]  # configurations named, not point ids
     assert "synthetic failure" in html and "cell-id=injected-parameters" in html
+    # the warnings stand beside the verdict, the diagnostics table and figure in their section
+    box = html[html.index("workbench-warnings") : html.index(">Accuracy per round<")]
+    assert (
+        "3 of 6 configurations" in box
+        and "fedlora · rank=1 · mu=0.8</b>: adapter inert (2 of 2 seeds)" in box
+    )
+    assert "lg_fedavg</b>: undertrained (2 of 2 seeds)" in box and "fedproto" not in box
+    assert html.index(">Verdict<") < html.index("workbench-warnings") < html.index(">Diagnostics: is")
+    assert (
+        'id="T_diagnostics"' in html
+        and "Diagnostics per round \\u2014 \\u26a0 lg_fedavg: undertrained" in html
+    )
 
 
+@pytest.mark.kernels
 def test_one_seed_report_says_one_seed(tmp_path: Path) -> None:
     html = export.build_report(make_sweep(tmp_path, seeds=(0,)), timeout=180, target_fraction=0.8).read_text(
         encoding="utf-8"
@@ -488,11 +606,24 @@ def test_one_seed_report_says_one_seed(tmp_path: Path) -> None:
     assert "80% of the best configuration" in html
 
 
+@pytest.mark.kernels
 def test_build_report_refuses_unknown_parameters(two_seeds: Path) -> None:
     with pytest.raises(ValueError, match=r"unknown report parameter\(s\) \['target'\]"):
         export.build_report(two_seeds, target=0.5)
 
 
+@pytest.mark.kernels
+@pytest.mark.kernels  # its fixture builds a report; the refusal itself comes before any kernel
+def test_build_report_refuses_a_reference_that_is_no_method_of_the_sweep(two_seeds: Path) -> None:
+    with pytest.raises(
+        ValueError, match=r"reference='fedavg' is no method of this sweep; its methods: \['fedlora'"
+    ):
+        export.build_report(two_seeds, reference="fedavg")
+    with pytest.raises(ValueError, match=r"rival='fedkd' is no method"):
+        export.build_report(two_seeds, rival="fedkd")
+
+
+@pytest.mark.kernels
 def test_point_pages_share_one_plotly_library(two_seeds: Path, tmp_path: Path) -> None:
     library = tmp_path / "points" / "plotly.min.js"
     pages = [
@@ -508,6 +639,7 @@ def test_point_pages_share_one_plotly_library(two_seeds: Path, tmp_path: Path) -
         assert len(html) < 1_000_000
 
 
+@pytest.mark.kernels
 def test_sweep_records_resolved_parameters_and_provenance(tmp_path: Path) -> None:
     from workbench.lab.sweep.run import run_sweep
 

@@ -20,6 +20,7 @@ COLUMNS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rank", [1, 4])
 def test_each_participant_uploads_exactly_4_r_510_bytes(tiny, rank):
     result = run_experiment(build_config({**tiny, "rank": rank, "fraction": 0.5}))
@@ -37,6 +38,7 @@ def test_each_participant_uploads_exactly_4_r_510_bytes(tiny, rank):
     }
 
 
+@pytest.mark.slow
 def test_same_config_and_seed_give_identical_tables(tiny):
     config = build_config(tiny)
     first, second = run_experiment(config).table, run_experiment(config).table
@@ -45,6 +47,7 @@ def test_same_config_and_seed_give_identical_tables(tiny):
     assert not first["accuracy"].equals(other["accuracy"])
 
 
+@pytest.mark.slow
 def test_run_directory_holds_config_and_table(tiny, tmp_path):
     config = build_config(tiny)
     result = run_experiment(config, out_dir=tmp_path / "run")
@@ -56,6 +59,7 @@ def test_run_directory_holds_config_and_table(tiny, tmp_path):
     pd.testing.assert_frame_equal(table, result.table, check_dtype=False)
 
 
+@pytest.mark.slow
 def test_eval_every_keeps_total_costs(tiny):
     every = run_experiment(build_config({**tiny, "rounds": 3}))
     sparse = run_experiment(build_config({**tiny, "rounds": 3, "eval_every": 2}))
@@ -65,6 +69,7 @@ def test_eval_every_keeps_total_costs(tiny):
     assert sparse.summary["final_accuracy"] == every.summary["final_accuracy"]
 
 
+@pytest.mark.slow
 def test_cli_runs_and_prints_a_summary(tiny, tmp_path, capsys):
     args = [f"--{k}={v}" for k, v in tiny.items()] + ["--out", str(tmp_path / "cli"), "--quiet"]
     assert main(["run", *args]) == 0
@@ -98,6 +103,7 @@ def test_cli_refuses_bad_values_before_any_work(flag, tmp_path, capsys, monkeypa
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_cached_evaluations_equal_fresh_ones_and_skip_idle_clients(tiny, monkeypatch):
     from workbench.algorithms.fedlora import FedLoRA
 

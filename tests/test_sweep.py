@@ -75,6 +75,7 @@ def wait_for(predicate, seconds):
     return False
 
 
+@pytest.mark.kernels
 def test_interrupted_sweep_resumes_without_rerunning_finished_points(tmp_path):
     grid = {"rank": [1, 2], "mu": [0.0, 1.0]}
     path = tmp_path / "spec.yaml"
@@ -109,6 +110,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_points(tmp_path):
     assert len(table) == 4 * 2 * 2  # points × rounds × clients
 
 
+@pytest.mark.kernels
 def test_failed_point_is_recorded_and_the_rest_go_on(tmp_path, monkeypatch):
     import workbench.lab.sweep.run as sweep
 

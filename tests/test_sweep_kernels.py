@@ -12,6 +12,8 @@ from workbench.lab.report.provenance import efficiency_line
 from workbench.lab.sweep.execution import Execution
 from workbench.lab.sweep.run import run_sweep
 
+pytestmark = pytest.mark.kernels
+
 
 def test_a_dead_kernel_fails_only_its_point_and_warm_points_equal_fresh_ones(tmp_path, monkeypatch, capsys):
     import workbench.lab.sweep.run as sweep

@@ -17,6 +17,8 @@ from workbench.flower.local import RAY_ENV  # noqa: E402
 from workbench.lab.sweep.execution import Execution  # noqa: E402
 from workbench.lab.sweep.run import run_sweep  # noqa: E402
 
+pytestmark = [pytest.mark.ray, pytest.mark.kernels]
+
 SPEC = tiny_spec({"algorithm": ["fedlora", "lg_fedavg"]})
 START_BUDGET_S = 240  # node start-up on a loaded 2-core machine takes far longer than on a laptop
 ATTEMPTS = 3  # Ray waits a fixed 30 s for a raylet to register; a busy machine can miss that

@@ -61,6 +61,7 @@ def test_gitattributes_route_notebooks_through_nbstripout():
     assert "filter.nbstripout.clean" in makefile and "jupyter_server_config" in makefile
 
 
+@pytest.mark.kernels
 def test_a_sweep_point_runs_a_clean_copy_on_a_quiet_kernel(tmp_path, capfd):
     from workbench.lab.sweep.kernels import WarmKernel, run_point
 

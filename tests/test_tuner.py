@@ -149,6 +149,7 @@ def test_a_failing_setting_is_reported_and_the_worker_goes_on(base):
     runner.close(WAIT)
 
 
+@pytest.mark.slow
 def test_the_real_loop_streams_costs_that_match_its_table(tiny):
     from workbench.lab.tuner.runs import run_preview
     from workbench.loop.runner import run_experiment

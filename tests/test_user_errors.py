@@ -104,6 +104,7 @@ def workbench_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_the_cli_prints_one_message_and_exits_2_without_a_traceback(tmp_path):
     bad_seed = workbench_cli("run", "--seed", "4294967296", "--out", str(tmp_path / "a"))
     assert bad_seed.returncode == 2 and bad_seed.stdout == ""

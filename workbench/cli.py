@@ -17,6 +17,7 @@ from pathlib import Path
 
 from workbench.config import ConfigError, build_config, parameter_table
 from workbench.core.errors import UserError
+from workbench.core.facts import REFERENCE_METHOD
 from workbench.flags import add_parameters, flat_parameters
 
 
@@ -36,8 +37,13 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no per-round progress lines")
     add_parameters(run)
     add("params", help="list every parameter with its default and help")
-    costs = add("costs", help="per-round FLOPs and bytes of every method, with ratios to FedLoRA")
+    costs = add("costs", help="per-round FLOPs and bytes of every method, with ratios to a reference method")
     costs.add_argument("--algorithms", default=None, help="comma-separated (default: all)")
+    costs.add_argument(
+        "--reference",
+        default=None,
+        help=f"method to divide by, one of --algorithms (default: {REFERENCE_METHOD})",
+    )
     costs.add_argument("--samples_per_client", type=int, default=500, help="training samples of each client")
     costs.add_argument("--csv", type=Path, default=None, help="also write the table here")
     add_parameters(costs)
@@ -46,7 +52,9 @@ def parser() -> argparse.ArgumentParser:
     )
     target.add_argument("runs", nargs="+", type=Path, help="run directories")
     target.add_argument("--target", type=float, required=True, help="mean accuracy, e.g. 0.9")
-    target.add_argument("--reference", default="fedlora", help="run label to divide by")
+    target.add_argument(
+        "--reference", default=None, help=f"run label to divide by (default: {REFERENCE_METHOD})"
+    )
     sweep = add("sweep", help="run a grid of notebook executions and build its HTML report (rerun to resume)")
     sweep.add_argument("spec", type=Path, help="YAML with `parameters:` and `grid:` mappings")
     sweep.add_argument("--out", type=Path, required=True, help="sweep folder")
@@ -59,6 +67,14 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--timeout", type=int, default=3600, help="seconds per notebook cell")
     sweep.add_argument(
         "--html-points", action="store_true", help="also export each point's executed notebook to HTML"
+    )
+    sweep.add_argument(
+        "--restart-point",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="run this point again from scratch (its id, or its index part like p003; repeatable); "
+        "its old folder is kept as points/ID.old",
     )
     _add_executor(sweep)
     return root
@@ -101,19 +117,25 @@ def _add_executor(sweep: argparse.ArgumentParser) -> None:
 def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     """Validate, run, write the run directory and print the summary."""
     config = build_config(flat_parameters(args, extra))  # refused before torch is imported
-    from workbench.core.results import format_summary
-    from workbench.loop.runner import run_experiment
+    from workbench.core.diagnostics import brief, format_warnings
+    from workbench.core.results import check_checkpoint, format_summary, to_frame
 
     out = args.out or Path("runs") / (
         f"{config.run.algorithm}-{config.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
+    check_checkpoint(out)  # a damaged checkpoint of an earlier run there, before torch is imported
+    from workbench.loop.runner import run_experiment
 
     def progress(round_: int, rounds: int, metrics: dict) -> None:
-        print(f"round {round_}/{rounds}: mean accuracy {metrics['accuracy']:.4f}", flush=True)
+        diagnostics = brief(to_frame(metrics["rows"]))  # this round's, in one line
+        line = f"round {round_}/{rounds}: mean accuracy {metrics['accuracy']:.4f}"
+        print(line + (f" · {diagnostics}" if diagnostics else ""), flush=True)
 
     result = run_experiment(config, out_dir=out, progress=None if args.quiet else progress)
-    print(format_summary(result.summary))
+    print(format_summary(result.summary, warnings=False))
     print(f"run directory: {out}")
+    for line in format_warnings(result.summary["warnings"]):  # last: where a user reads
+        print(line)
     return 0
 
 
@@ -128,14 +150,16 @@ def cmd_params(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_costs(args: argparse.Namespace, extra: list[str]) -> int:
-    """Print the per-round cost table of the chosen methods and their ratios to FedLoRA."""
+    """Print the per-round cost table of the chosen methods and their ratios to the reference."""
     import pandas as pd
 
+    from workbench.algorithms import REGISTRY
     from workbench.tools.costs import cost_ratios, per_round_costs
 
     flat = flat_parameters(args, extra)
     build_config(flat)
     names = args.algorithms.split(",") if args.algorithms else None
+    chosen(args.reference, names or list(REGISTRY), "--algorithms")
     table = per_round_costs(flat, names, args.samples_per_client)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(
@@ -144,10 +168,17 @@ def cmd_costs(args: argparse.Namespace, extra: list[str]) -> int:
         )
         print(table.to_string(index=False))
         print()
-        print(cost_ratios(table).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        ratios = cost_ratios(table, args.reference or REFERENCE_METHOD)
+        print(ratios.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if args.csv:
         table.to_csv(args.csv, index=False)
     return 0
+
+
+def chosen(reference: str | None, names: list[str], where: str) -> None:
+    """Refuse a --reference given explicitly that names none of `names` (the default may be absent)."""
+    if reference is not None and reference not in names:
+        raise UserError(f"--reference {reference!r} is not among {where}: {names}")
 
 
 def cmd_target(args: argparse.Namespace, extra: list[str]) -> int:
@@ -165,7 +196,8 @@ def cmd_target(args: argparse.Namespace, extra: list[str]) -> int:
         flat, table = read_run(run_dir)
         label = flat["algorithm"] if flat["algorithm"] not in runs else str(run_dir)
         runs[label] = table
-    table = cost_to_target(runs, args.target, args.reference)
+    chosen(args.reference, list(runs), "the runs' labels")
+    table = cost_to_target(runs, args.target, args.reference or REFERENCE_METHOD)
     print(
         f"Cost to first reach mean accuracy >= {args.target} (sums over all clients up to that "
         f"round; NaN: not reached)"
@@ -188,10 +220,15 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
         fresh_kernels=args.fresh_kernels,
         threads=args.threads_per_point,
     )
-    report = run_sweep(args.spec, args.out, timeout=args.timeout, execution=execution)
+    report = run_sweep(
+        args.spec, args.out, timeout=args.timeout, execution=execution, restart_points=args.restart_point
+    )
     if args.html_points:
-        for html in export_points(args.out):
-            print(f"point notebook: {html}")
+        from workbench.core.folder_lock import owned
+
+        with owned(args.out, "sweep"):  # the exports are written into the point folders
+            for html in export_points(args.out):
+                print(f"point notebook: {html}")
     print(report)
     return 0
 

@@ -41,6 +41,7 @@ __all__ = [
     "defaults",
     "malicious_count",
     "parameter_table",
+    "stored_config",
 ]
 
 
@@ -247,6 +248,17 @@ def build_config(flat: Mapping[str, Any]) -> ExperimentConfig:
     config = ExperimentConfig(**{s: built.pop(s) for s in RUN_SECTIONS}, methods=tuple(built.items()))
     check_consistency(config)
     return config
+
+
+def stored_config(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """A flat config stored by an earlier version (a run folder, a checkpoint) as today's
+    parameters read it: one added since is at its default, so comparing it with a config of
+    today finds only values that really differ. One that no longer builds (a parameter removed
+    or a value refused since) is returned as stored, so the comparison shows what changed."""
+    try:
+        return build_config(flat).to_flat()
+    except ConfigError:
+        return dict(flat)
 
 
 def check_consistency(config: ExperimentConfig) -> None:

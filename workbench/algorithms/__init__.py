@@ -3,7 +3,8 @@
 config are derived from.
 
 A method is one module, or one package when it has mechanisms of its own (`fedlora/`,
-`fedkd/`): an `Algorithm` subclass with its `name`, its `Params` section and its hooks.
+`fedkd/`): an `Algorithm` subclass with its `name`, its `Params` section, its traits (`title`,
+`kernel_imports`, `heatmap`) and its hooks.
 Built-in methods are registered below; a researcher's own method is registered from anywhere
 with `register(MyMethod)` and is then accepted by `build_config`, the CLI, sweeps and the
 notebook like the built-ins. Importing this package does not import torch.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import fields
 
-from workbench.algorithms.base import Algorithm, Client, Environment
+from workbench.algorithms.base import Algorithm, Client, Environment, Knob, KnobGrid
 from workbench.algorithms.fd import FederatedDistillation
 from workbench.algorithms.fedavg import FedAvg
 from workbench.algorithms.fedkd import FedKD
@@ -53,7 +54,24 @@ def method_parameters(name: str) -> list[str]:
     return [params.prefix + f.name for f in fields(params)] if params is not None else []
 
 
+def title(name: str) -> str:
+    """A method's display name: its declared `title`, else the name (a method not registered here)."""
+    method = REGISTRY.get(name)
+    return method.title if method is not None else name
+
+
 for _builtin in (FedLoRA, Standalone, FedAvg, LGFedAvg, FederatedDistillation, FedProto, FML, FedKD):
     register(_builtin)
 
-__all__ = ["REGISTRY", "Algorithm", "Client", "Environment", "method_parameters", "register", "unregister"]
+__all__ = [
+    "REGISTRY",
+    "Algorithm",
+    "Client",
+    "Environment",
+    "Knob",
+    "KnobGrid",
+    "method_parameters",
+    "register",
+    "title",
+    "unregister",
+]

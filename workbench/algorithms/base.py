@@ -1,14 +1,17 @@
 """The hooks an algorithm overrides; the round loop in `workbench.loop` calls them.
 
 An algorithm is one module: a subclass of `Algorithm` with its `name`, its parameter section
-(`Params`), its config checks, its client-model choice, how an upload is validated, and the
-round hooks where it differs from the defaults (a private model per client, CE training,
-nothing sent). Register it with `workbench.algorithms.register`. Method modules are imported to
+(`Params`), the traits the workbench asks it instead of branching on its name (`title`,
+`kernel_imports`, `heatmap`), its config checks, its client-model choice, how an upload is
+validated, and the round hooks where it differs from the defaults (a private model per client,
+CE training, nothing sent). Register it with `workbench.algorithms.register`. Method modules are imported to
 read their parameters before any work starts, so heavy modules are bound with `lazy(...)`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -23,7 +26,7 @@ if TYPE_CHECKING:
 
     from workbench.config import ExperimentConfig
     from workbench.core.data import ClientData, Normalizer
-    from workbench.core.training import Batches, LossFn, LrOf, PhaseStats, SGDSpec
+    from workbench.core.training import Batches, LossFn, LrOf, PhaseStats, Probe, SGDSpec
 
 np = lazy("numpy")
 torch = lazy("torch")
@@ -34,7 +37,18 @@ data = lazy("workbench.core.data")
 models = lazy("workbench.core.models")
 training = lazy("workbench.core.training")
 
-__all__ = ["Algorithm", "Client", "Environment", "Payload", "derived_seed", "state_copy", "Seed"]
+__all__ = [
+    "Algorithm",
+    "Client",
+    "Environment",
+    "Knob",
+    "KnobGrid",
+    "Payload",
+    "derived_seed",
+    "mirrors",
+    "state_copy",
+    "Seed",
+]
 
 
 @dataclass
@@ -45,7 +59,8 @@ class Client:
     model_name: str
     data: ClientData
     state: dict[str, Any] = field(default_factory=dict)
-    evaluation: tuple[float, float] | None = None  # (accuracy, loss) of the current state
+    # (accuracy, loss, diagnostics) of the current state; None once it trains again
+    evaluation: tuple[float, float, dict[str, float]] | None = None
 
 
 @dataclass(frozen=True)
@@ -73,9 +88,40 @@ def state_copy(model: nn.Module) -> dict[str, Tensor]:
     return {name: t.detach().clone() for name, t in model.state_dict().items()}
 
 
+def mirrors(upload: Payload, down: Payload) -> bool:
+    """Whether an upload mirrors what the client received: the same names and shapes."""
+    return set(upload) == set(down) and all(down[n].shape == t.shape for n, t in upload.items())
+
+
 def derived_seed(*parts: int) -> int:
     """A 63-bit seed derived from integers (run seed, round or client, …, a `Seed` purpose)."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A method's parameter as reports write it: its flat name, a symbol, an axis title."""
+
+    name: str  # the flat name, as swept (e.g. "mu", "smooth_eps")
+    symbol: str = ""  # in titles and hovers; empty: the name
+    axis: str = ""  # the axis title; empty: the symbol
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "symbol", self.symbol or self.name)
+        object.__setattr__(self, "axis", self.axis or self.symbol)
+
+
+@dataclass(frozen=True)
+class KnobGrid:
+    """Two knobs the report draws as an accuracy heatmap (rows × columns) when both are swept."""
+
+    rows: Knob
+    columns: Knob
+    heading: str = ""  # the report section's heading after the title; empty: "rows × columns"
+    about: str = ""  # what the two knobs do, one sentence under the heading
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "heading", self.heading or f"{self.rows.symbol} × {self.columns.symbol}")
 
 
 class Algorithm:
@@ -86,6 +132,15 @@ class Algorithm:
     # True when predict reads only the client's own state, so an evaluation stays valid until
     # the client trains again (the loop then skips re-evaluating idle clients); opt in per method
     evaluation_is_local: ClassVar[bool] = False
+    # traits the workbench asks instead of branching on a name (declarations only, no torch):
+    title: ClassVar[str] = "base"  # display name in reports; a subclass declaring none shows its name
+    kernel_imports: ClassVar[tuple[str, ...]] = ()  # modules a sweep's warm kernels import ahead
+    heatmap: ClassVar[KnobGrid | None] = None  # the report's accuracy heatmap over two knobs
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "title" not in vars(cls):  # a parent's title would name the parent in reports
+            cls.title = cls.name
 
     def __init__(self, config: ExperimentConfig, env: Environment) -> None:
         self.config, self.env = config, env
@@ -181,13 +236,25 @@ class Algorithm:
     ) -> Payload:
         """A malicious client's upload: the attack acts on the update from what the client
         received where the upload mirrors it (same names and shapes), else on the upload."""
-        mirrors = set(upload) == set(down) and all(down[n].shape == t.shape for n, t in upload.items())
-        return attack(upload, down if mirrors else None)
+        return attack(upload, down if mirrors(upload, down) else None)
+
+    def update_norm(self, client: Client, upload: Payload, down: Payload) -> float:
+        """L2 norm of the update an upload carries over its floating tensors: upload − download
+        where the upload mirrors the download (as `poisoned` decides), else the upload itself;
+        NaN when nothing is sent."""
+        if not upload:
+            return math.nan
+        return accounting.update_l2(upload, down if mirrors(upload, down) else {})
 
     # ---- evaluation ---------------------------------------------------------------------
     def predict(self, client: Client, x: Tensor) -> Tensor:
         """Logits (or scores) the client's deployed model gives a batch."""
         return client.state["model"](x)
+
+    def evaluation_probe(self, client: Client) -> Probe:
+        """The client's evaluation pass: its deployed model's logits per test batch and the
+        diagnostics this method measures on them (none by default; see `core.diagnostics`)."""
+        return training.Probe(lambda x: self.predict(client, x))
 
     def eval_modules(self, client: Client) -> list[nn.Module]:
         """Modules to switch to eval mode before predicting."""
@@ -259,9 +326,10 @@ class Algorithm:
         phase: str,
         lr_of: LrOf | None = None,
     ) -> PhaseStats:
-        """Run one training phase, counting FLOPs per (architecture, phase, batch shape);
-        `lr_of` gives chosen parameters their own learning rate."""
-        return training.run_phase(
+        """Run one training phase, counting FLOPs per (architecture, phase, batch shape) and its
+        optimizer steps under the phase's name; `lr_of` gives chosen parameters their own
+        learning rate."""
+        stats = training.run_phase(
             modules,
             loss_fn,
             self.batches(client, generator),
@@ -271,3 +339,4 @@ class Algorithm:
             (client.model_name, phase),
             lr_of,
         )
+        return dataclasses.replace(stats, phase_steps={phase: stats.steps})

@@ -50,6 +50,7 @@ def distillation_loss(logits: Tensor, y: Tensor, teacher: Tensor, mask: Tensor, 
 
 class FederatedDistillation(Algorithm):
     name = "fd"
+    title = "FD"
     Params = FDParams
     evaluation_is_local = True
 

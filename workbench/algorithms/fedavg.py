@@ -32,6 +32,7 @@ class FedAvgParams(Section):
 
 class FedAvg(Algorithm):
     name = "fedavg"
+    title = "FedAvg"
     Params = FedAvgParams
     evaluation_is_local = True
 

@@ -59,6 +59,7 @@ def prototype_scores(z: Tensor, prototypes: Tensor, mask: Tensor) -> Tensor:
 
 class FedProto(Algorithm):
     name = "fedproto"
+    title = "FedProto"
     Params = FedProtoParams
     evaluation_is_local = True
 

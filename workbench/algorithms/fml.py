@@ -51,6 +51,7 @@ def mutual_losses(p: Tensor, m: Tensor, y: Tensor, alpha: float, beta: float) ->
 
 class FML(Algorithm):
     name = "fml"
+    title = "FML"
     Params = FMLParams
     evaluation_is_local = True
 

@@ -36,6 +36,7 @@ def load_head(model: nn.Module, payload: Payload) -> None:
 
 class LGFedAvg(Algorithm):
     name = "lg_fedavg"
+    title = "LG-FedAvg"
     evaluation_is_local = True
 
     def setup_client(self, client: Client) -> None:

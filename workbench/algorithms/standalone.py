@@ -15,6 +15,7 @@ from workbench.algorithms.base import Algorithm, Client, Payload
 
 class Standalone(Algorithm):
     name = "standalone"
+    title = "Standalone"
     evaluation_is_local = True
 
     # setup_client, local_update (CE on the private model) and predict come from Algorithm.

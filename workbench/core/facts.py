@@ -1,5 +1,5 @@
-"""Facts used across the package, each defined once: datasets, partitions, devices, file names
-and the purposes that seeds are derived for."""
+"""Facts used across the package, each defined once: datasets, partitions, devices, the default
+reference methods of reports, file names and the purposes that seeds are derived for."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ DEVICES = ("auto", "cpu", "cuda")
 AGGREGATORS = ("mean", "norm_bounded", "median", "trimmed_mean")  # workbench.core.aggregation
 ATTACKS = ("none", "scale", "sign_flip", "noise")  # workbench.loop.attacks
 
+# the method the report's verdict, the cost tables and the protocol note are about (the
+# workbench's subject), and the rival the verdict also compares it with; both are parameters
+REFERENCE_METHOD = "fedlora"
+RIVAL_METHOD = "fedproto"
+
 # upper limits of counts, with the reason a refusal gives
 MAX_SEED = 2**32 - 1
 SEED_WHY = "numpy and scikit-learn take seeds below 2**32"
@@ -31,6 +36,7 @@ CONFIG_FILE, TABLE_FILE, SUMMARY_FILE = "config.json", "results.csv", "summary.j
 EVENTS_FILE = "events.csv"  # refused uploads of a run, one row each
 CHECKPOINT_FILE = "checkpoint.pt"
 SWEEP_FILE, STATUS_FILE, REPORT_FILE = "sweep.json", "status.json", "report.html"
+LOCK_FILE = "owner.lock"  # the process that owns a sweep folder (workbench.core.folder_lock)
 TIMING_FILE = "timing.json"  # {"experiment_s": seconds the last run_experiment call computed}
 
 

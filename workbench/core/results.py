@@ -5,20 +5,49 @@ A run directory holds `config.json` (the resolved flat config), `results.csv` (t
 `summary.json`. Costs in a row cover every round since the client's previous evaluated row, so
 their column sums are the run's totals whatever `eval_every` is; so does its `refused` count.
 A run that stopped early (every update of a round refused) keeps its completed rounds and says
-why in the summary's `stopped`. This module never imports torch.
+why in the summary's `stopped`. Beside accuracy and costs a row records how the client trained
+and what its method measured (`workbench.core.diagnostics`: optimizer steps per phase, the
+update's norm, FedLoRA's adapter contribution), and the summary lists the warnings those
+diagnostics raise. Files are replaced whole (write then rename) and a damaged one is named
+when read (`workbench.core.files`). This module never imports torch.
+
+Columns of results.csv, one row per client per evaluated round:
+- round, client, model, algorithm; participated (sampled in a round this row covers);
+- accuracy, loss: the client's deployed model on its local test split;
+- train_loss: mean training loss of its last local phase;
+- train_flops, bytes_up, bytes_down (and cum_*): costs since its previous row;
+- num_train, num_test; refused: its uploads refused since its previous row;
+- local_rounds: rounds it was sampled in since its previous row; local_steps: optimizer steps
+  of all its phases since then, and steps_<phase> the same per training phase (FedLoRA:
+  steps_model, steps_adapter; 0 where it did not train);
+- update_norm: L2 norm of the update its latest upload carried (upload − download where the
+  upload mirrors the download, else the upload), empty when it sent nothing;
+- a method's own diagnostics, measured on the evaluation pass (FedLoRA: adapter_contribution,
+  adapter_weight_norm); a column a method does not report is absent from its table and empty
+  where tables of several methods are combined.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from workbench.core.errors import UserError
-from workbench.core.facts import CONFIG_FILE, EVENTS_FILE, SUMMARY_FILE, TABLE_FILE
+from workbench.core import files
+from workbench.core.diagnostics import DIAGNOSTICS, STEPS_PREFIX, format_warnings, run_warnings
+from workbench.core.errors import DamagedFileError, UserError
+from workbench.core.facts import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    EVENTS_FILE,
+    REFERENCE_METHOD,
+    SUMMARY_FILE,
+    TABLE_FILE,
+)
 
 COST_COLUMNS = ("train_flops", "bytes_up", "bytes_down")
 
@@ -41,6 +70,15 @@ class Row:
     num_train: int
     num_test: int
     refused: int = 0  # this client's uploads the server refused since its previous row
+    local_rounds: int = 0  # rounds the client was sampled in since its previous row
+    local_steps: int = 0  # optimizer steps of all its phases since its previous row
+    update_norm: float = math.nan  # L2 norm of the update its latest upload carried
+    phase_steps: Mapping[str, int] = field(default_factory=dict)  # → steps_<phase> columns
+    diagnostics: Mapping[str, float] = field(default_factory=dict)  # → one column each
+
+
+NESTED = ("phase_steps", "diagnostics")  # Row fields that become columns of their own
+ROW_COLUMNS = tuple(f.name for f in fields(Row) if f.name not in NESTED)
 
 
 @dataclass(frozen=True)
@@ -60,11 +98,31 @@ def events_frame(events: list[Event]) -> pd.DataFrame:
     return pd.DataFrame([asdict(e) for e in events], columns=list(Event.__dataclass_fields__))
 
 
+def _record(row: Row) -> dict[str, Any]:
+    """A row as flat columns: steps_<phase> per phase and one column per diagnostic."""
+    undeclared = sorted(set(row.diagnostics) - set(DIAGNOSTICS))
+    if undeclared:
+        raise ValueError(
+            f"diagnostics {undeclared} are not declared in workbench.core.diagnostics.DIAGNOSTICS "
+            f"(declared: {sorted(DIAGNOSTICS)})"
+        )
+    record = {name: getattr(row, name) for name in ROW_COLUMNS}
+    record.update({f"{STEPS_PREFIX}{phase}": count for phase, count in row.phase_steps.items()})
+    record.update(row.diagnostics)
+    return record
+
+
 def to_frame(rows: list[Row]) -> pd.DataFrame:
-    """Rows → DataFrame with per-client cumulative cost columns (cum_train_flops, …)."""
-    frame = pd.DataFrame([asdict(r) for r in rows], columns=list(Row.__dataclass_fields__))
+    """Rows → DataFrame with per-client cumulative cost columns (cum_train_flops, …); a phase's
+    steps are 0 in rows where the client did not train, a diagnostic is NaN where unmeasured."""
+    records = [_record(r) for r in rows]
+    extra = list(dict.fromkeys(k for r in records for k in r if k not in ROW_COLUMNS))
+    steps = sorted((c for c in extra if c.startswith(STEPS_PREFIX)), key=extra.index)
+    frame = pd.DataFrame(records, columns=[*ROW_COLUMNS, *steps, *(c for c in extra if c not in steps)])
+    frame[steps] = frame[steps].fillna(0).astype("int64")
     if not rows:  # a run stopped before its first evaluation: typed, empty columns
-        frame = frame.astype({c: "int64" for c in (*COST_COLUMNS, "round", "client", "refused")})
+        counts = (*COST_COLUMNS, "round", "client", "refused", "local_rounds", "local_steps")
+        frame = frame.astype({c: "int64" for c in counts})
     frame = frame.sort_values(["round", "client"], kind="stable").reset_index(drop=True)
     for column in COST_COLUMNS:
         frame[f"cum_{column}"] = frame.groupby("client")[column].cumsum()
@@ -93,7 +151,8 @@ def summarize(
     frame: pd.DataFrame, events: pd.DataFrame | None = None, stopped: str | None = None
 ) -> dict[str, Any]:
     """Headline numbers: final and best (over evaluated rounds) mean accuracy, total costs,
-    refused uploads, and why the run stopped early (None: it ran every round)."""
+    refused uploads, why the run stopped early (None: it ran every round), and the warnings
+    its diagnostics raise (`workbench.core.diagnostics`)."""
     per_round = mean_accuracy(frame)
     accuracy = None
     if not per_round.empty:  # a run stopped in its first rounds has no evaluated round
@@ -112,6 +171,7 @@ def summarize(
         "total_bytes": int(frame["bytes_up"].sum() + frame["bytes_down"].sum()),
         "refused": int(len(events)) if events is not None else _settled_refusals(frame),
         "stopped": stopped,
+        "warnings": run_warnings(frame),
     }
 
 
@@ -131,18 +191,95 @@ def write_run(
     run_dir.mkdir(parents=True, exist_ok=True)
     table = events_frame(events or [])
     summary = summarize(frame, table, stopped)
-    (run_dir / CONFIG_FILE).write_text(json.dumps(config_flat, indent=2, sort_keys=True))
-    frame.to_csv(run_dir / TABLE_FILE, index=False)
-    table.to_csv(run_dir / EVENTS_FILE, index=False)
-    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    files.write_json(run_dir / CONFIG_FILE, config_flat, indent=2, sort_keys=True)
+    files.write_table(run_dir / EVENTS_FILE, table)
+    files.write_json(run_dir / SUMMARY_FILE, summary, indent=2)
+    files.write_table(run_dir / TABLE_FILE, frame)  # last: a run directory with a table is complete
     return summary
 
 
+# columns of every row in every version of the table: a row cut short lacks some of them
+COMPLETE_COLUMNS = (
+    "round",
+    "client",
+    "model",
+    "algorithm",
+    "participated",
+    "num_train",
+    "num_test",
+    *COST_COLUMNS,
+)
+CUMULATIVE = tuple(
+    f"cum_{c}" for c in COST_COLUMNS
+)  # written by to_frame; tables made elsewhere may lack them
+EVENT_COMPLETE = ("round", "client", "event", "action")  # `tensor` may be empty
+
+
+def rerun_remedy(run_dir: Path) -> str:
+    """What to do about a damaged file of a run directory."""
+    return f"remove the run folder {run_dir} (or give another --out) and run it again"
+
+
+def restart_remedy(path: Path) -> str:
+    """What to do about a damaged checkpoint."""
+    return f"delete it to restart this run from round 0 (rm {path}), or give another --out"
+
+
 def read_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
-    """The flat config and the results table of a finished run directory."""
+    """The flat config and the results table of a finished run directory (DamagedFileError
+    names a file that cannot be read)."""
+    return read_config(run_dir), read_table(run_dir)
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """The flat config of a run directory, as it was stored."""
+    return files.read_json(Path(run_dir) / CONFIG_FILE, rerun_remedy(Path(run_dir)), keys=("algorithm",))
+
+
+def read_table(run_dir: Path) -> pd.DataFrame:
+    """The results table of a run directory, checked whole: no row cut short, costs that are
+    numbers and add up to their cumulative columns and the summary's totals (a table cut at a
+    line's end)."""
+    path, remedy = Path(run_dir) / TABLE_FILE, rerun_remedy(Path(run_dir))
+    frame = files.read_table(path, remedy, COMPLETE_COLUMNS, CUMULATIVE)
+    summary = read_summary(run_dir) if (Path(run_dir) / SUMMARY_FILE).exists() else {}
+    costs = [*COST_COLUMNS, *(c for c in CUMULATIVE if c in frame.columns)]
+    values = frame[costs].apply(pd.to_numeric, errors="coerce")
+    if values.isna().any(axis=None):
+        row = int(values.index[values.isna().any(axis=1)][0]) + 2
+        raise DamagedFileError(path, f"row {row} holds a cost that is not a number", remedy)
+    values = values.astype("int64")  # costs are whole counts (also an empty table's)
+    for column in COST_COLUMNS:
+        running = values.groupby(frame["client"])[column].cumsum()
+        if f"cum_{column}" in values and not (running == values[f"cum_{column}"]).all():
+            raise DamagedFileError(path, f"cum_{column} does not add up: cut short?", remedy)
+        if summary.get(f"total_{column}", values[column].sum()) != values[column].sum():
+            problem = f"{column} does not add up to {SUMMARY_FILE}'s total: cut short?"
+            raise DamagedFileError(path, problem, remedy)
+    return frame
+
+
+def check_checkpoint(run_dir: Path) -> None:
+    """DamagedFileError when run_dir's checkpoint is not a whole archive (checked without torch)."""
+    path = Path(run_dir) / CHECKPOINT_FILE
+    if path.exists():
+        files.check_archive(path, restart_remedy(path))
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """DamagedFileError naming the first file of run_dir that cannot be read, and what to do;
+    the checkpoint is checked as an archive, without torch."""
     run_dir = Path(run_dir)
-    config = json.loads((run_dir / CONFIG_FILE).read_text())
-    return config, pd.read_csv(run_dir / TABLE_FILE)
+    checks = (
+        (CONFIG_FILE, read_config),
+        (SUMMARY_FILE, read_summary),
+        (TABLE_FILE, read_table),
+        (EVENTS_FILE, read_events),
+        (CHECKPOINT_FILE, check_checkpoint),
+    )
+    for name, check in checks:
+        if (run_dir / name).exists():
+            check(run_dir)
 
 
 def config_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
@@ -157,16 +294,19 @@ def config_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[s
 def read_events(run_dir: Path) -> pd.DataFrame:
     """The events of a run directory (none for runs written before events were recorded)."""
     path = Path(run_dir) / EVENTS_FILE
-    return pd.read_csv(path, keep_default_na=False) if path.exists() else events_frame([])
+    if not path.exists():
+        return events_frame([])
+    return files.read_table(path, rerun_remedy(Path(run_dir)), EVENT_COMPLETE, keep_default_na=False)
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
     """The summary.json of a run directory."""
-    return json.loads((Path(run_dir) / SUMMARY_FILE).read_text())
+    run_dir = Path(run_dir)
+    return files.read_json(run_dir / SUMMARY_FILE, rerun_remedy(run_dir), keys=("final_accuracy",))
 
 
-def format_summary(summary: dict[str, Any]) -> str:
-    """A short human-readable summary of one run."""
+def format_summary(summary: dict[str, Any], warnings: bool = True) -> str:
+    """A short human-readable summary of one run, its warnings last (unless `warnings` is False)."""
     lines = []
     if summary.get("stopped"):
         lines.append(f"stopped early: {summary['stopped']}")
@@ -182,10 +322,14 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     if summary.get("refused"):
         lines.append(f"refused uploads: {summary['refused']} (see events.csv)")
+    if warnings:
+        lines += format_warnings(summary.get("warnings") or [])
     return "\n".join(lines)
 
 
-def cost_to_target(runs: dict[str, pd.DataFrame], target: float, reference: str = "fedlora") -> pd.DataFrame:
+def cost_to_target(
+    runs: dict[str, pd.DataFrame], target: float, reference: str = REFERENCE_METHOD
+) -> pd.DataFrame:
     """Rounds, cumulative FLOPs and bytes each run needed to first reach a target mean accuracy.
 
     `runs` maps a label (usually the algorithm) to its results table. Costs are summed over all

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from workbench.config import ConfigError, build_config
+from workbench.core.errors import UserError
 from workbench.flags import add_parameters, flat_parameters
 
 
@@ -45,6 +46,7 @@ def parser() -> argparse.ArgumentParser:
 
 def cmd_simulate(args: argparse.Namespace, extra: list[str]) -> int:
     """Run, write the run directory, print its summary."""
+    from workbench.core.diagnostics import format_warnings
     from workbench.core.results import format_summary
     from workbench.flower.local import simulate
 
@@ -52,8 +54,10 @@ def cmd_simulate(args: argparse.Namespace, extra: list[str]) -> int:
     result = simulate(
         config, args.out, cpus_per_client=args.cpus_per_client, timeout=args.timeout, verbose=args.verbose
     )
-    print(format_summary(result.summary))
+    print(format_summary(result.summary, warnings=False))
     print(f"run directory: {result.run_dir}")
+    for line in format_warnings(result.summary["warnings"]):  # last: where a user reads
+        print(line)
     return 0
 
 
@@ -80,12 +84,13 @@ COMMANDS = {"simulate": cmd_simulate, "certs": cmd_certs, "node-keys": cmd_node_
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; configuration errors exit with status 2 and a one-line message."""
+    """Entry point; user errors (a parameter, the data, a partition, a stopped run) exit with
+    status 2 and a one-line message, as `python -m workbench run` does."""
     args, extra = parser().parse_known_args(argv)
     try:
         if extra and args.command != "simulate":
             raise ConfigError(f"unexpected arguments {extra} for `{args.command}`")
         return COMMANDS[args.command](args, extra)
-    except ConfigError as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ from workbench.flower.messages import (
     ACCURACY,
     ARRAYS,
     CONFIG,
+    DIAGNOSTIC,
     EVALUATE,
     EVALUATION,
     INFO,
@@ -35,9 +36,11 @@ from workbench.flower.messages import (
     PARTITION_ID,
     ROLLED_BACK,
     ROUND,
+    STEPS,
     TORCH_THREADS,
     TRAIN_FLOPS,
     TRAIN_LOSS,
+    UPDATE_NORM,
 )
 from workbench.flower.node import NodeClient, client_data, open_client, save_client, state_root
 from workbench.flower.records import from_record, to_record
@@ -68,6 +71,7 @@ def _train(message: Message, config: ExperimentConfig, node: NodeClient, tamper:
     stats, upload, rolled_back = client_round(algorithm, client, down, round_)
     if is_malicious(config, client.cid):
         upload = poison_upload(algorithm, client, upload, down, round_)
+    norm = algorithm.update_norm(client, upload, down)  # of what it sends, as in-process
     save_client(node)  # after upload: some algorithms move the payload out of the client state
     if tamper is not None:
         upload = tamper(client.cid, upload)
@@ -77,6 +81,8 @@ def _train(message: Message, config: ExperimentConfig, node: NodeClient, tamper:
             TRAIN_LOSS: float(stats.mean_loss),
             NUM_EXAMPLES: client.data.num_train,
             ROLLED_BACK: int(rolled_back),
+            UPDATE_NORM: float(norm),
+            **{f"{STEPS}{phase}": int(count) for phase, count in stats.phase_steps.items()},
         }
     )
     content = RecordDict({ARRAYS: to_record(upload), METRICS: metrics})
@@ -86,15 +92,17 @@ def _train(message: Message, config: ExperimentConfig, node: NodeClient, tamper:
 
 
 def _evaluate(node: NodeClient) -> MetricRecord:
-    """Accuracy and loss of the client's deployed model on its local test split."""
+    """Accuracy and loss of the client's deployed model on its local test split, and the
+    diagnostics its method measured in the same pass."""
     client = node.client
-    accuracy, loss = evaluate_client(node.algorithm, client)
+    accuracy, loss, diagnostics = evaluate_client(node.algorithm, client)
     return MetricRecord(
         {
             ACCURACY: float(accuracy),
             LOSS: float(loss),
             NUM_TRAIN: client.data.num_train,
             NUM_TEST: client.data.num_test,
+            **{f"{DIAGNOSTIC}{name}": float(value) for name, value in diagnostics.items()},
         }
     )
 

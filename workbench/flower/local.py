@@ -4,6 +4,10 @@
 virtual SuperNode per client, and returns the run like `workbench.loop.runner.run_experiment`.
 (`flwr run workbench/flower/app` is the CLI route to the same apps; see docs/flower.md.)
 
+Before Ray starts, `simulate` checks what the in-process runner checks before its first round
+(`workbench.loop.rounds.prepare`: the device, the dataset, a partition that leaves no client
+empty; the parameters and the adapter's homogeneity are checked by `build_config`), so such a
+mistake is the in-process message at once, not a ClientApp failure once Ray runs.
 Ray is started here, not by Flower (Flower reuses a running Ray): on loopback only, with
 start-up budgets for a busy machine, and retried when a start times out, so a slow start is a
 wait and a failed one is one clear error, never a hang or a half-started cluster.
@@ -18,15 +22,18 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workbench.config import ExperimentConfig
 from workbench.core.facts import TABLE_FILE
 from workbench.core.results import read_run, read_summary
-from workbench.flower.client_app import Tamper, make_client_app
-from workbench.flower.server_app import make_server_app
 from workbench.flower.settings import FlowerSettings, to_run_config
+from workbench.loop.attacks import refusal_advice
+from workbench.loop.rounds import prepare
 from workbench.loop.runner import RunResult, RunStoppedError
+
+if TYPE_CHECKING:
+    from workbench.flower.client_app import Tamper
 
 RAY_START_BUDGET_S = 300.0  # all start attempts together; one attempt is ≈ 30 s at most in Ray
 RAY_ENV = {
@@ -136,13 +143,17 @@ def simulate(
     The virtual SuperNodes keep their clients' state under state_dir (default: a temporary
     folder removed afterwards); tamper(cid, upload) replaces what a client sends (tests).
     """
-    import ray
-    from flwr.simulation import run_simulation
-
     run_dir = Path(out_dir).expanduser().resolve()
     settings = FlowerSettings(out_dir=str(run_dir), timeout=timeout, wait_nodes=timeout)
     run_config = to_run_config(config, settings)
     backend = backend_config(cpus_per_client)
+    prepare(config)  # refused here, as in-process, before Flower is imported and Ray starts
+    import ray
+    from flwr.simulation import run_simulation
+
+    from workbench.flower.client_app import make_client_app
+    from workbench.flower.server_app import make_server_app
+
     with tempfile.TemporaryDirectory(prefix="workbench-flower-nodes-") as scratch, ray_environment():
         nodes_dir = str(state_dir) if state_dir is not None else scratch
         start_ray(backend["init_args"], ray_budget_s)
@@ -157,6 +168,11 @@ def simulate(
             )
         finally:
             ray.shutdown()  # Flower shuts Ray down when it ends normally; this covers the rest
+    return _result(config, run_dir)
+
+
+def _result(config: ExperimentConfig, run_dir: Path) -> RunResult:
+    """The run directory the ServerApp wrote, as a RunResult (RunStoppedError if it stopped)."""
     if not (run_dir / TABLE_FILE).exists():
         raise RuntimeError(f"the Flower simulation ended without writing {run_dir}; see its log")
     _, table = read_run(run_dir)
@@ -164,7 +180,7 @@ def simulate(
     if result.summary.get("stopped"):
         raise RunStoppedError(
             f"run stopped at {result.summary['stopped']}; the evaluated rounds "
-            f"before it are in {run_dir}, every refusal in events.csv",
+            f"before it are in {run_dir}, every refusal in events.csv. {refusal_advice(config)}",
             result,
         )
     return result

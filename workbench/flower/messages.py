@@ -22,3 +22,6 @@ TRAIN_FLOPS, TRAIN_LOSS, NUM_EXAMPLES = "train-flops", "train-loss", "num-exampl
 ACCURACY, LOSS, NUM_TRAIN, NUM_TEST = "accuracy", "loss", "num-train", "num-test"
 PARTITION_ID, MODEL, TORCH_THREADS = "partition-id", "model", "torch-threads"
 ROLLED_BACK = "rolled-back"  # 1 when the client's update was not finite and it rolled back
+UPDATE_NORM = "update-norm"  # METRICS: L2 norm of the update the upload carries
+STEPS = "steps."  # METRICS: "steps.<phase>", optimizer steps of one training phase
+DIAGNOSTIC = "diagnostic."  # EVALUATION: "diagnostic.<name>", what the method's probe measured

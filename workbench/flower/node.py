@@ -20,6 +20,7 @@ import torch
 
 from workbench.algorithms import REGISTRY, Algorithm, Client, Environment
 from workbench.config import ExperimentConfig, build_config
+from workbench.core import files
 from workbench.core.data import ClientData
 from workbench.loop.checkpoint import client_state, load_client_state
 from workbench.loop.rounds import make_clients, resolve_device
@@ -75,7 +76,5 @@ def open_client(config: ExperimentConfig, cid: int, root: Path) -> NodeClient:
 
 def save_client(node: NodeClient) -> None:
     """Persist the client's state on this node, atomically (a crash keeps the previous one)."""
-    node.state_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = node.state_file.with_suffix(".tmp")
-    torch.save(client_state(node.client), tmp)
-    os.replace(tmp, node.state_file)
+    with files.replacing(node.state_file) as tmp, open(tmp, "wb") as handle:
+        torch.save(client_state(node.client), handle)

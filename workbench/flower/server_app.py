@@ -7,7 +7,6 @@ lists what crossed the wire per message and every refused upload.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from workbench.config import ConfigError, ExperimentConfig
+from workbench.core import files
 from workbench.core.results import to_frame, write_run
 from workbench.flower.messages import CONFIG, INFO, PARTITION_ID
 from workbench.flower.settings import FlowerSettings, split_run_config
@@ -86,7 +86,7 @@ def finish(
         "messages": strategy.traffic,
         "round_seconds": strategy.round_seconds,
     }
-    (run_dir / FLOWER_FILE).write_text(json.dumps(details, indent=1))
+    files.write_json(run_dir / FLOWER_FILE, details, indent=1)
     log.info("workbench run directory written: %s", run_dir)
     return summary
 

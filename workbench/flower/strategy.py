@@ -31,6 +31,7 @@ from workbench.flower.messages import (
     ACCURACY,
     ARRAYS,
     CONFIG,
+    DIAGNOSTIC,
     EVALUATE,
     EVALUATION,
     LOSS,
@@ -39,8 +40,10 @@ from workbench.flower.messages import (
     NUM_TRAIN,
     ROLLED_BACK,
     ROUND,
+    STEPS,
     TRAIN_FLOPS,
     TRAIN_LOSS,
+    UPDATE_NORM,
 )
 from workbench.flower.records import decode_update, from_record, record_bytes, to_record
 from workbench.loop.rounds import RoundRefusedError, aggregate_accepting, evaluates, refusal, sample_clients
@@ -176,6 +179,8 @@ class WorkbenchStrategy(Strategy):
             up,
             self.down[cid],
             float(metrics.get(TRAIN_LOSS, math.nan)),
+            {k.removeprefix(STEPS): int(v) for k, v in metrics.items() if k.startswith(STEPS)},
+            float(metrics.get(UPDATE_NORM, math.nan)),
         )
         if metrics.get(ROLLED_BACK, 0):
             self.rolled_back.add(cid)
@@ -254,6 +259,9 @@ class WorkbenchStrategy(Strategy):
         """A client's table row from its evaluation metrics and its settled costs."""
         accuracy, loss = float(metrics[ACCURACY]), float(metrics[LOSS])
         num_train, num_test = int(metrics[NUM_TRAIN]), int(metrics[NUM_TEST])
+        diagnostics = {
+            k.removeprefix(DIAGNOSTIC): float(v) for k, v in metrics.items() if k.startswith(DIAGNOSTIC)
+        }
         # settled only once the metrics were readable: unsettled costs go into the next row
         return self.ledger.row(
             round_,
@@ -264,6 +272,7 @@ class WorkbenchStrategy(Strategy):
             loss,
             num_train,
             num_test,
+            diagnostics,
         )
 
     # ---- helpers -------------------------------------------------------------------------

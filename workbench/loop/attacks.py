@@ -9,6 +9,8 @@ change: class counts stay honest. Noise comes from a generator seeded by (seed, 
 so an attacked run is reproducible; which clients are malicious is fixed for the whole run.
 `poison_upload` is what the round does with a malicious client's upload, in-process and on a
 Flower node alike; the algorithm decides what the attack acts on (`Algorithm.poisoned`).
+`refusal_advice` says what a run stopped by refused uploads points to: the attack when one is
+configured, with the aggregators that bound a single client's pull, else a step too large.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from torch import Tensor
 from workbench.algorithms import Algorithm, Client
 from workbench.algorithms.base import Seed, derived_seed
 from workbench.config import ExperimentConfig, malicious_count
-from workbench.core.facts import Payload
+from workbench.core.facts import AGGREGATORS, Payload
+
+ROBUST = tuple(a for a in AGGREGATORS if a != "mean")  # rules that bound what one client moves
 
 
 def scale(upload: Payload, received: Payload | None, factor: float) -> dict[str, Tensor]:
@@ -114,4 +118,33 @@ def poison_upload(
         upload,
         down,
         lambda up, received: apply_attack(attack, up, received, cfg.run.seed, round_, client.cid),
+    )
+
+
+def refusal_advice(config: ExperimentConfig) -> str:
+    """What to try after a round whose every upload was refused: name the configured attack and
+    the aggregators that could have absorbed it; without one, a step too large."""
+    attack, fed = config.attack, config.federation
+    count = malicious_count(fed.num_clients, attack.malicious_clients) if attack.attack != "none" else 0
+    if not count:
+        return (
+            "A local update that is not finite usually means a step too large: lower lr, "
+            "adapter_lr, lora_alpha or weight_decay."
+        )
+    what = {
+        "scale": f"scale, updates × {attack.attack_scale:g}",
+        "sign_flip": "sign_flip, updates reversed",
+        "noise": f"noise, std {attack.attack_std:g}",
+    }[attack.attack]
+    aggregator, others = config.server.aggregator, [a for a in ROBUST if a != config.server.aggregator]
+    absorbed = (
+        "an aggregator that could have absorbed them"
+        if aggregator == "mean"
+        else f"aggregator={aggregator} did not absorb them; others that could"
+    )
+    return (
+        f"The run has {count} malicious client(s) (attack={what}): a poisoned upload that reaches "
+        f"the aggregate can make the global state non-finite, and then every client's update; "
+        f"{absorbed}: {', '.join(others)} (--aggregator; norm_bounded clips each update to "
+        f"--max_update_norm)."
     )

@@ -2,13 +2,14 @@
 
 All randomness of a run is derived from (seed, round, client), so no RNG state is needed: a
 run resumed after round t computes exactly what the uninterrupted run computes. Checkpoints
-hold only tensors and plain containers and are loaded with `weights_only=True`.
+hold only tensors and plain containers and are loaded with `weights_only=True`. A checkpoint
+that cannot be read (cut short, bytes changed) is a DamagedFileError saying to delete it; one
+written before a parameter was added is read with that parameter at its default.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,13 @@ import torch
 from torch import nn
 
 from workbench.algorithms import Algorithm, Client
-from workbench.core.errors import UserError
+from workbench.config import stored_config
+from workbench.core import files
+from workbench.core.errors import DamagedFileError, UserError
 from workbench.core.facts import CHECKPOINT_FILE
-from workbench.core.results import Event, Row, config_differences
+from workbench.core.results import Event, Row, config_differences, restart_remedy
+
+KEYS = ("round", "config", "server", "algorithm", "clients", "ledger", "rows")
 
 __all__ = ["CHECKPOINT_FILE", "client_state", "load", "load_client_state", "save"]
 
@@ -64,9 +69,22 @@ def save(
         "rows": [dataclasses.asdict(r) for r in rows],
         "events": [dataclasses.asdict(e) for e in events or []],
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with files.replacing(path) as tmp, open(tmp, "wb") as handle:  # a handle: torch names no member after tmp
+        torch.save(payload, handle)
+
+
+def read(path: Path, device: torch.device) -> dict[str, Any]:
+    """A checkpoint's payload; DamagedFileError when it cannot be read whole."""
+    files.check_archive(path, restart_remedy(path))
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # torch raises RuntimeError, EOFError, KeyError, pickle errors…
+        problem = f"torch.load failed: {type(error).__name__}: {str(error).splitlines()[0][:100]}"
+        raise DamagedFileError(path, problem, restart_remedy(path)) from None
+    missing = [k for k in KEYS if not isinstance(payload, dict) or k not in payload]
+    if missing:
+        raise DamagedFileError(path, f"not a workbench checkpoint: it lacks {missing}", restart_remedy(path))
+    return payload
 
 
 def load(
@@ -79,9 +97,10 @@ def load(
 ) -> tuple[int, dict, dict, list[Row], list[Event]]:
     """Restore clients and algorithm; return (round done, server state, ledger fields, rows,
     events). Clients saved with state are set up (`materialize`) before their weights are loaded."""
-    payload = torch.load(path, map_location=device, weights_only=True)
-    if payload["config"] != config_flat:
-        changed = "; ".join(config_differences(payload["config"], config_flat))
+    payload = read(path, device)
+    stored = stored_config(payload["config"])  # parameters added since: at their defaults
+    if stored != config_flat:
+        changed = "; ".join(config_differences(stored, config_flat))
         raise UserError(
             f"checkpoint {path} was written by a run with other parameters "
             f"({changed}); use another output folder or remove the checkpoint"

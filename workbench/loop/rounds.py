@@ -90,6 +90,13 @@ def make_clients(config: ExperimentConfig, device: torch.device) -> tuple[list[C
     return clients, env
 
 
+def prepare(config: ExperimentConfig) -> tuple[list[Client], Environment]:
+    """Everything checked before the first round, and the clients it gives: the device, the
+    dataset's availability, a partition that leaves no client empty (the parameters and the
+    adapter's homogeneity were checked by `build_config`). Flower's launcher calls it too."""
+    return make_clients(config, resolve_device(config.run.device))
+
+
 def evaluates(config: ExperimentConfig, round_: int) -> bool:
     """Whether every client is evaluated after this round (every eval_every-th and the last)."""
     fed = config.federation
@@ -101,11 +108,12 @@ def round_generator(seed: int, round_: int, cid: int) -> torch.Generator:
     return torch.Generator().manual_seed(derived_seed(seed, round_, cid, Seed.BATCHES))
 
 
-def evaluate_client(algorithm: Algorithm, client: Client) -> tuple[float, float]:
-    """Accuracy and loss of the client's deployed model on its local test split."""
-    return evaluate(
-        lambda x: algorithm.predict(client, x), algorithm.test_batches(client), algorithm.eval_modules(client)
-    )
+def evaluate_client(algorithm: Algorithm, client: Client) -> tuple[float, float, dict[str, float]]:
+    """Accuracy and loss of the client's deployed model on its local test split, and the
+    diagnostics its method measures in the same pass (`Algorithm.evaluation_probe`)."""
+    probe = algorithm.evaluation_probe(client)
+    accuracy, loss = evaluate(probe, algorithm.test_batches(client), algorithm.eval_modules(client))
+    return accuracy, loss, probe.values()
 
 
 def materialize(algorithm: Algorithm, client: Client) -> None:
@@ -125,9 +133,18 @@ def evaluate_all(algorithm: Algorithm, clients: list[Client], ledger: Ledger, ro
             c.evaluation = evaluate_client(algorithm, c)
             if transient:
                 c.state.clear()
+        accuracy, loss, diagnostics = c.evaluation
         rows.append(
             ledger.row(
-                round_, c.cid, c.model_name, algorithm.name, *c.evaluation, c.data.num_train, c.data.num_test
+                round_,
+                c.cid,
+                c.model_name,
+                algorithm.name,
+                accuracy,
+                loss,
+                c.data.num_train,
+                c.data.num_test,
+                diagnostics,
             )
         )
     return rows
@@ -194,6 +211,21 @@ def client_round(
     return stats, upload, True
 
 
+def account(
+    ledger: Ledger, algorithm: Algorithm, client: Client, stats: PhaseStats, upload: Payload, down: Payload
+) -> None:
+    """Record a sampled client's round: its costs, optimizer steps per phase and update norm."""
+    ledger.add(
+        client.cid,
+        stats.flops,
+        payload_bytes(upload),
+        payload_bytes(down),
+        stats.mean_loss,
+        stats.phase_steps,
+        algorithm.update_norm(client, upload, down),
+    )
+
+
 def run_round(
     algorithm: Algorithm,
     clients: list[Client],
@@ -218,7 +250,7 @@ def run_round(
         stats, upload, restored = client_round(algorithm, client, down, round_)
         if is_malicious(cfg, cid):
             upload = poison_upload(algorithm, client, upload, down, round_)
-        ledger.add(cid, stats.flops, payload_bytes(upload), payload_bytes(down), stats.mean_loss)
+        account(ledger, algorithm, client, stats, upload, down)
         try:
             algorithm.validate_upload(cid, upload, server)  # as a Flower server screens it
         except InvalidUpdateError as error:

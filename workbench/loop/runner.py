@@ -9,7 +9,6 @@ RunStoppedError after writing every completed round.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,15 +18,18 @@ import numpy as np
 import pandas as pd
 
 from workbench.algorithms import REGISTRY, Client, Environment
-from workbench.config import ExperimentConfig
+from workbench.config import ExperimentConfig, stored_config
+from workbench.core import files
 from workbench.core.accounting import Ledger
 from workbench.core.errors import UserError
 from workbench.core.facts import SUMMARY_FILE, TABLE_FILE, TIMING_FILE
 from workbench.core.results import (
     COST_COLUMNS,
     Event,
+    check_run_dir,
     config_differences,
     events_frame,
+    read_config,
     read_events,
     read_run,
     read_summary,
@@ -36,16 +38,12 @@ from workbench.core.results import (
     write_run,
 )
 from workbench.loop import checkpoint
-from workbench.loop.rounds import (
-    RoundRefusedError,
-    evaluate_all,
-    evaluates,
-    make_clients,
-    materialize,
-    resolve_device,
-    run_round,
-)
+from workbench.loop.attacks import refusal_advice
+from workbench.loop.rounds import RoundRefusedError, evaluate_all, evaluates, materialize, prepare, run_round
 
+# progress(round, rounds, metrics) after each evaluated round; metrics: "accuracy" (the round's
+# mean), "cum_train_flops", "cum_bytes_up", "cum_bytes_down" (all clients, so far) and "rows"
+# (the round's Row records, from which core.diagnostics.brief draws its line)
 Progress = Callable[[int, int, dict], None]
 
 
@@ -68,16 +66,18 @@ class RunStoppedError(UserError):
 
 
 def _finished(run_dir: Path, config: ExperimentConfig) -> RunResult | None:
-    """The stored result when run_dir already holds a finished run of this exact config."""
+    """The stored result when run_dir already holds a finished run of this exact config (one
+    stored before a parameter was added has it at its default)."""
     if not (run_dir / TABLE_FILE).exists():
         return None
-    flat, table = read_run(run_dir)
+    flat = stored_config(read_config(run_dir))
     if flat != config.to_flat():
         raise UserError(
             f"output folder {run_dir} already holds results of other parameters "
             f"({'; '.join(config_differences(flat, config.to_flat()))}); choose "
             f"another output folder (nothing there was changed)"
         )
+    _, table = read_run(run_dir)
     stopped = read_summary(run_dir).get("stopped") if (run_dir / SUMMARY_FILE).exists() else None
     summary = summarize(table, read_events(run_dir), stopped)
     return RunResult(config=config, table=table, summary=summary, run_dir=run_dir)
@@ -89,15 +89,16 @@ def run_experiment(
     """Run one experiment end to end; with out_dir, write its run directory and checkpoints
     (resuming from the last checkpoint, or returning the stored result if it already finished)."""
     run_dir = Path(out_dir) if out_dir is not None else None
-    if run_dir is not None and (done := _finished(run_dir, config)) is not None:
-        return done
+    if run_dir is not None:
+        if (done := _finished(run_dir, config)) is not None:  # other parameters are named first
+            return done
+        check_run_dir(run_dir)  # a damaged file is named before any data loads
     started = time.perf_counter()
-    device = resolve_device(config.run.device)
-    clients, env = make_clients(config, device)
+    clients, env = prepare(config)
     result = run_loop(config, clients, env, run_dir, progress)
     if run_dir is not None:  # sweeps divide this by their wall time (their efficiency)
         seconds = round(time.perf_counter() - started, 3)
-        (run_dir / TIMING_FILE).write_text(json.dumps({"experiment_s": seconds}))
+        files.write_json(run_dir / TIMING_FILE, {"experiment_s": seconds})
     return result
 
 
@@ -134,6 +135,7 @@ def run_loop(
                     {
                         "accuracy": float(np.mean([r.accuracy for r in new_rows])),
                         **{f"cum_{c}": sum(getattr(r, c) for r in rows) for c in COST_COLUMNS},
+                        "rows": new_rows,  # this round's records, for diagnostics (core.diagnostics.brief)
                     },
                 )  # all clients, so far
         if every_ckpt and round_ % every_ckpt == 0 and round_ < rounds:
@@ -169,8 +171,4 @@ def _stop(
         if run_dir is not None
         else f"its results so far ({evaluated} evaluated round(s)) are in this error's result"
     )
-    raise RunStoppedError(
-        f"run stopped at {error}; {kept}. A local update that is not finite usually means a "
-        f"step too large: lower lr, adapter_lr, lora_alpha or weight_decay.",
-        result,
-    ) from None
+    raise RunStoppedError(f"run stopped at {error}; {kept}. {refusal_advice(config)}", result) from None

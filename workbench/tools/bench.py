@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from workbench.algorithms import Client, Environment
+from workbench.algorithms.fedlora import FedLoRA
 from workbench.algorithms.fedlora.adapters import inject_lora, set_trainable
 from workbench.config import ExperimentConfig, build_config
 from workbench.core.data import ClientData
@@ -47,15 +48,22 @@ class Workload:
     fraction: float
     samples: int  # training samples per client; the test split is a fifth of it
     rounds: int  # timed rounds (one more runs first as warm-up); every round is evaluated
-    algorithm: str = "fedlora"
+    algorithm: str = FedLoRA.name
     epochs: int = 1
     batch_size: int = 64
+    bare: bool = True  # also time the same steps as a bare loop (`bare_steps`: FedLoRA's phases)
+
+    def __post_init__(self) -> None:
+        if self.bare and self.algorithm != FedLoRA.name:  # the bare loop would time another method
+            raise ValueError(f"a {self.algorithm} workload has no bare loop: declare bare=False")
 
 
 WORKLOADS: dict[str, Workload] = {
     "paper-10": Workload(clients=10, fraction=1.0, samples=250, rounds=3),
     "paper-100": Workload(clients=100, fraction=0.1, samples=250, rounds=3),
-    "fedproto-10": Workload(clients=10, fraction=1.0, samples=250, rounds=3, algorithm="fedproto"),
+    "fedproto-10": Workload(
+        clients=10, fraction=1.0, samples=250, rounds=3, algorithm="fedproto", bare=False
+    ),
     # growth with the number of clients at C = 0.1 (CIFAR-10's 50k images over 1,000 clients)
     "scale-10": Workload(clients=10, fraction=0.1, samples=50, rounds=5),
     "scale-100": Workload(clients=100, fraction=0.1, samples=50, rounds=5),
@@ -171,7 +179,7 @@ def measure(name: str, repeat: int, device: str) -> dict[str, Any]:
     config = workload_config(w, device)
     bare, bench = [], []
     for _ in range(repeat):  # alternate, so drifting machine load hits both alike
-        bare.append(time_bare(config, w, w.samples) if w.algorithm == "fedlora" else float("nan"))
+        bare.append(time_bare(config, w, w.samples) if w.bare else float("nan"))
         bench.append(time_workbench(config, w, w.samples))
     bare_s, bench_s = statistics.median(bare), statistics.median(bench)
     participants = max(1, round(w.fraction * w.clients))

@@ -3,6 +3,8 @@
 - first-round-<method>: from starting `python -m workbench run` to its first evaluated round
   being printed (imports, data, set-up and one round: what a user waits for);
 - refusal: `python -m workbench run --rnak 4` until it exits 2 with its did-you-mean;
+- flower-refusal: a partition that leaves a client without test data, until it exits 2, on
+  Flower (`python -m workbench.flower simulate`, refused before Ray starts) and in-process;
 - sweep-small / sweep-demo: sweep efficiency (Σ experiment time ÷ (wall × workers)) of a
   demo-shaped sweep and of the demo sweep itself, on warm kernels and, for comparison, on a
   fresh kernel per point (how points ran before warm kernels);
@@ -80,6 +82,38 @@ def refusal(repeat: int) -> dict[str, Any]:
         "all_s": times,
         "exit_status": 2,
         "command": "python -m workbench run --rnak 4",
+    }
+
+
+EMPTY_CLIENT = ["--partition", "dirichlet", "--dirichlet_alpha", "0.5", "--num_clients", "100"]
+
+
+def flower_refusal(repeat: int) -> dict[str, Any]:
+    """Seconds until a partition leaving a client empty exits 2 on Flower and in-process
+    (medians, alternating); both must print the same message."""
+    commands = {
+        "flower": [sys.executable, "-m", "workbench.flower", "simulate", *EMPTY_CLIENT],
+        "in_process": [*RUN, *EMPTY_CLIENT],
+    }
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(repeat):
+        messages = set()
+        for name, command in commands.items():
+            with tempfile.TemporaryDirectory() as out:
+                started = time.perf_counter()
+                done = subprocess.run([*command, "--out", out], capture_output=True, text=True)
+                times[name].append(time.perf_counter() - started)
+            if done.returncode != 2 or "cannot partition" not in done.stderr:
+                raise RuntimeError(f"{name}: not refused as expected: {done.returncode} {done.stderr!r}")
+            messages.add(done.stderr.strip())
+        if len(messages) != 1:
+            raise RuntimeError(f"Flower and in-process refuse with different messages: {messages}")
+    return {
+        "flower_refusal_s": statistics.median(times["flower"]),
+        "in_process_refusal_s": statistics.median(times["in_process"]),
+        "all_s": times,
+        "exit_status": 2,
+        "command": "python -m workbench.flower simulate " + " ".join(EMPTY_CLIENT),
     }
 
 
@@ -170,6 +204,7 @@ WAITS: dict[str, Callable[[int], dict[str, Any]]] = {
     "first-round-fedlora": partial(first_round, "fedlora"),
     "first-round-fedavg": partial(first_round, "fedavg"),
     "refusal": refusal,
+    "flower-refusal": flower_refusal,
     "sweep-small": partial(sweep_efficiency, small_spec, 2),
     "sweep-demo": partial(sweep_efficiency, lambda: yaml.safe_load(DEMO.read_text()), 2, fresh=False),
     "flower-10": partial(flower_path, 10, 1.0, 20),
@@ -194,6 +229,8 @@ def summary(record: dict[str, Any]) -> str:
     """One line per wait workload for the harness's table."""
     keys = (
         "refusal_s",
+        "flower_refusal_s",
+        "in_process_refusal_s",
         "first_round_s",
         "first_round_cpu_s",
         "efficiency",

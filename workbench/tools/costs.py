@@ -19,6 +19,7 @@ from workbench.config import build_config
 from workbench.core.accounting import Ledger
 from workbench.core.data import ClientData
 from workbench.core.errors import UserError
+from workbench.core.facts import REFERENCE_METHOD
 from workbench.loop.rounds import run_round
 
 COLUMNS = ["algorithm", "model", "train_flops", "bytes_up", "bytes_down"]
@@ -84,7 +85,7 @@ def per_round_costs(
     return pd.concat([method_costs(flat, a, samples_per_client) for a in names], ignore_index=True)
 
 
-def cost_ratios(table: pd.DataFrame, reference: str = "fedlora") -> pd.DataFrame:
+def cost_ratios(table: pd.DataFrame, reference: str = REFERENCE_METHOD) -> pd.DataFrame:
     """Mean per-client cost of each method and its ratio to the reference method."""
     means = table.groupby("algorithm", sort=False)[["train_flops", "bytes_up", "bytes_down"]].mean()
     means["bytes_total"] = means["bytes_up"] + means["bytes_down"]

@@ -5,8 +5,9 @@
 
 Per partition: every configuration's final accuracy per seed and mean ± 95% CI, training FLOPs
 and bytes of the whole run, the cost to reach a target (default: Standalone's mean final
-accuracy in that partition), and each FedLoRA configuration's gap to Standalone and to the best
-other method, paired by seed. Points that did not finish are listed, never silently dropped.
+accuracy in that partition), and each configuration of the judged method (FedLoRA unless
+`write_note(method=...)` names another)'s gap to Standalone and to the best other method, paired
+by seed. Points that did not finish are listed, never silently dropped.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from workbench.core.facts import STATUS_FILE
+from workbench.algorithms import title
+from workbench.core.facts import REFERENCE_METHOD, STATUS_FILE
 from workbench.core.results import read_run
 from workbench.lab.report.protocol_table import (
     GAP_COLUMNS,
@@ -30,7 +32,7 @@ from workbench.lab.report.protocol_table import (
     paired_gaps,
     protocol_table,
 )
-from workbench.lab.report.sweep_tables import Sweep, label, load_sweep
+from workbench.lab.report.sweep_tables import SEPARATOR, Sweep, label, load_sweep
 from workbench.lab.sweep.spec import expand, load_spec, swept_values
 
 REFERENCE = "standalone"
@@ -69,22 +71,22 @@ def default_targets(table: pd.DataFrame, swept: Sequence[str]) -> dict[str, floa
     return targets
 
 
-def verdict(gaps: pd.DataFrame, partition: str, reference: str) -> str:
-    """One sentence: the best FedLoRA gap to a reference in a partition and whether it is noise."""
-    rows = gaps[
-        (gaps["partition"] == partition)
-        & (gaps["reference"] == reference)
-        & gaps[KEY].str.startswith("fedlora")
-    ]
+def verdict(gaps: pd.DataFrame, partition: str, reference: str, method: str = REFERENCE_METHOD) -> str:
+    """One sentence: the best gap of `method`'s configurations to a reference in a partition and
+    whether it is noise."""
+    # a configuration's label starts with its method's name (`sweep_tables.label`)
+    mine = gaps[KEY].str.split(SEPARATOR, regex=False).str[0] == method
+    rows = gaps[(gaps["partition"] == partition) & (gaps["reference"] == reference) & mine]
+    name = title(method)
     if rows.empty:
-        return f"no FedLoRA configuration has seeds paired with {reference}"
+        return f"no {name} configuration has seeds paired with {reference}"
     top = rows.sort_values("gap_mean", ascending=False).iloc[0]
     beyond = rows[rows["beyond_noise"] & (rows["gap_mean"] > 0)]
     noise = "beyond" if top["beyond_noise"] else "within"
     return (
-        f"best FedLoRA configuration `{top[KEY]}`: {top['gap_mean']:+.4f} ± {top['gap_ci95']:.4f} "
+        f"best {name} configuration `{top[KEY]}`: {top['gap_mean']:+.4f} ± {top['gap_ci95']:.4f} "
         f"vs `{reference}` ({top['pairs']} paired seeds, {noise} seed noise); "
-        f"{len(beyond)} of {len(rows)} FedLoRA configurations are better beyond seed noise"
+        f"{len(beyond)} of {len(rows)} {name} configurations are better beyond seed noise"
     )
 
 
@@ -152,12 +154,17 @@ def _joined(errors: pd.Series) -> str:
 
 
 def partition_section(
-    table: pd.DataFrame, swept: list[str], protocol: pd.DataFrame, partition: str, target: float
+    table: pd.DataFrame,
+    swept: list[str],
+    protocol: pd.DataFrame,
+    partition: str,
+    target: float,
+    method: str = REFERENCE_METHOD,
 ) -> list[str]:
-    """One partition's verdicts, its table (best first) and its paired gaps."""
+    """One partition's verdicts on `method`, its table (best first) and its paired gaps."""
     # Standalone's configurations are references of their own: the other method to beat is the
     # best of the federated baselines
-    best = best_baseline(protocol, partition, exclude=("fedlora", REFERENCE))
+    best = best_baseline(protocol, partition, exclude=(method, REFERENCE))
     standalones = standalone_references(protocol, partition)
     references = list(dict.fromkeys([*standalones, *([best] if best else [])]))
     gaps = (
@@ -169,9 +176,9 @@ def partition_section(
         else pd.DataFrame(columns=GAP_COLUMNS)
     )
     rows = protocol[protocol["partition"] == partition].sort_values("final_mean", ascending=False)
-    verdicts = [f"- {verdict(gaps, partition, ref)}" for ref in standalones]
+    verdicts = [f"- {verdict(gaps, partition, ref, method)}" for ref in standalones]
     if best:
-        verdicts.append(f"- best federated baseline: `{best}`; {verdict(gaps, partition, best)}")
+        verdicts.append(f"- best federated baseline: `{best}`; {verdict(gaps, partition, best, method)}")
     return [
         f"## Partition `{partition}` (target accuracy {target:.2f})",
         "",
@@ -187,9 +194,13 @@ def partition_section(
 
 
 def write_note(
-    sweep_dir: Path, out: Path, targets: dict[str, float] | None = None, spec: Path | None = None
+    sweep_dir: Path,
+    out: Path,
+    targets: dict[str, float] | None = None,
+    spec: Path | None = None,
+    method: str = REFERENCE_METHOD,
 ) -> str:
-    """Build the note, write it to `out` and return it."""
+    """Build the note on `method`'s configurations, write it to `out` and return it."""
     sweep = load(sweep_dir, spec)
     table, swept = labelled(sweep)
     targets = {**default_targets(table, swept), **(targets or {})}
@@ -209,7 +220,7 @@ def write_note(
             "",
         ]
     for partition in sorted(protocol["partition"].unique()):
-        lines += partition_section(table, swept, protocol, partition, targets[partition])
+        lines += partition_section(table, swept, protocol, partition, targets[partition], method)
     if done < len(sweep.points):
         lines += ["## Points that did not finish", "", unfinished(sweep), ""]
     text = "\n".join(lines)

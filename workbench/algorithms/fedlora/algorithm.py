@@ -20,7 +20,16 @@ import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from workbench.algorithms.base import Algorithm, Client, Environment, Payload, Seed, derived_seed
+from workbench.algorithms.base import (
+    Algorithm,
+    Client,
+    Environment,
+    Knob,
+    KnobGrid,
+    Payload,
+    Seed,
+    derived_seed,
+)
 from workbench.algorithms.fedlora.params import FedLoRAParams, adapter_epochs, mu_at
 from workbench.algorithms.fedlora.placements import check_placement
 from workbench.core.lazy import lazy
@@ -29,11 +38,12 @@ if TYPE_CHECKING:
     from torch import Tensor, nn
 
     from workbench.config import ExperimentConfig
-    from workbench.core.training import LossFn, LrOf, PhaseStats, SGDSpec
+    from workbench.core.training import LossFn, LrOf, PhaseStats, Probe, SGDSpec
 
 torch = lazy("torch")
 F = lazy("torch.nn.functional")
 adapters = lazy("workbench.algorithms.fedlora.adapters")
+probe = lazy("workbench.algorithms.fedlora.probe")
 
 
 def check_adapter(
@@ -46,8 +56,17 @@ def check_adapter(
 
 class FedLoRA(Algorithm):
     name = "fedlora"
+    title = "FedLoRA"
     Params = FedLoRAParams
     evaluation_is_local = True
+    kernel_imports = ("peft",)  # PEFT's LoRA layers import transformers: seconds per kernel
+    heatmap = KnobGrid(
+        Knob("rank", axis="LoRA rank r"),
+        Knob("mu", "μ"),
+        heading="adapter rank × μ",
+        about="μ weighs the adapter branch in the private model's loss; the rank sets the "
+        "adapter's size (and so its bytes).",
+    )
 
     @classmethod
     def check(cls, config: ExperimentConfig) -> None:
@@ -120,6 +139,14 @@ class FedLoRA(Algorithm):
             with adapters.adapter_disabled(model):
                 return model(x)
         return model(x)
+
+    def evaluation_probe(self, client: Client) -> Probe:
+        """The deployed model's logits (`predict`); on the way, the adapter's contribution and
+        weight norm, measured whichever output is deployed."""
+        deployed = (
+            None if self.params.adapter_inference == "combined" else (lambda x: self.predict(client, x))
+        )
+        return probe.AdapterProbe(client.state["model"], deployed)
 
     def local_update(self, client: Client, generator: torch.Generator) -> PhaseStats:
         first = self.train_model(client, generator)

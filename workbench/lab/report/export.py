@@ -20,11 +20,14 @@ import jinja2
 import nbformat
 
 import workbench
+from workbench.core import files
+from workbench.lab.report.sweep_tables import Sweep, load_sweep, sweep_methods
 
 NOTEBOOKS = Path(workbench.__file__).resolve().parents[1] / "notebooks"
 REPORT_NOTEBOOK = NOTEBOOKS / "report.ipynb"
 KERNEL = "python3"
-REPORT_PARAMETERS = ("reference", "target_fraction", "target_accuracy")  # besides sweep_dir
+REPORT_PARAMETERS = ("reference", "rival", "target_fraction", "target_accuracy")  # besides sweep_dir
+METHOD_PARAMETERS = ("reference", "rival")  # name a method of the sweep
 REMOTE_SCRIPT = re.compile(r"<script[^>]*\bsrc=[\"']https?://[^\"']*[\"'][^>]*>\s*</script>")
 PLOTLY_LIBRARY = re.compile(r"<script[^>]*>\s*(/\*\*\s*\* plotly\.js v.*?)</script>", re.DOTALL)
 DIV_ID = re.compile(r'<div id="([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"')
@@ -62,12 +65,15 @@ def execute_notebook(template: Path, output: Path, parameters: dict[str, Any], t
     check_kernel(KERNEL)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="workbench-kernel-") as sockets:
+    with (
+        tempfile.TemporaryDirectory(prefix="workbench-kernel-") as sockets,
+        files.replacing(output, keep_on_error=True) as partial,  # readers never see half of it
+    ):
         km = ipc_kernel_manager(sockets, KERNEL)
         try:
             papermill.execute_notebook(
                 str(template),
-                str(output),
+                str(partial),
                 parameters=parameters,
                 kernel_name=KERNEL,
                 language="python",
@@ -88,8 +94,7 @@ def _share_library(text: str, library: Path, page: Path) -> str:
     if match is None:
         return text
     if not library.is_file() or library.read_text(encoding="utf-8") != match.group(1):
-        library.parent.mkdir(parents=True, exist_ok=True)
-        library.write_text(match.group(1), encoding="utf-8")
+        files.write_text(library, match.group(1))
     src = Path(os.path.relpath(library.resolve(), page.resolve().parent)).as_posix()
     return text[: match.start()] + f'<script src="{src}"></script>' + text[match.end() :]
 
@@ -139,15 +144,27 @@ def notebook_to_html(
     )
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": Path(html).stem}})
     html = Path(html)
-    html.parent.mkdir(parents=True, exist_ok=True)
-    html.write_text(body, encoding="utf-8")
+    files.write_text(html, body)
     return html
+
+
+def check_methods(sweep: Sweep, parameters: dict[str, Any]) -> None:
+    """Refuse a `reference` or `rival` given explicitly that names no method of the sweep (the
+    defaults may be absent: the report then says so)."""
+    given = {k: parameters[k] for k in METHOD_PARAMETERS if k in parameters}
+    methods = sweep_methods(sweep) if given else []
+    for key, value in given.items():
+        if value not in methods:
+            raise ValueError(
+                f"report parameter {key}={value!r} is no method of this sweep; its methods: {methods}"
+            )
 
 
 def build_report(sweep_dir: Path, timeout: int = 600, **parameters: Any) -> Path:
     """Execute notebooks/report.ipynb on a sweep into SWEEP/report.ipynb and SWEEP/report.html.
 
-    `parameters` go to the report's parameters cell, e.g. target_fraction=0.8.
+    `parameters` go to the report's parameters cell, e.g. target_fraction=0.8 or reference="fd"
+    (the method the verdict is about; `rival` the one it is also compared with).
     """
     sweep_dir = Path(sweep_dir).resolve()
     if not (sweep_dir / "sweep.json").is_file():
@@ -155,6 +172,8 @@ def build_report(sweep_dir: Path, timeout: int = 600, **parameters: Any) -> Path
     unknown = sorted(set(parameters) - set(REPORT_PARAMETERS))
     if unknown:
         raise ValueError(f"unknown report parameter(s) {unknown}; allowed: {list(REPORT_PARAMETERS)}")
+    sweep = load_sweep(sweep_dir)  # a damaged sweep.json or results.csv is named here, not in the kernel
+    check_methods(sweep, parameters)
     executed = execute_notebook(
         REPORT_NOTEBOOK,
         sweep_dir / "report.ipynb",

@@ -1,5 +1,8 @@
 """Plotly figures of runs and sweeps: curves with seed bands, small multiples, heatmaps, costs.
 
+A method's heatmap is drawn over the two knobs it declares (`Algorithm.heatmap`), for every
+method of the sweep that declares them and has both swept.
+
 Every figure reads the tidy tables of `workbench.lab.report.sweep_tables` (pandas + plotly; never torch).
 Curves show each configuration's mean over its seeds with a 95% Student-t band; a configuration
 keeps one colour in every figure; costs are written in GFLOP and MB (10⁶ bytes), on a linear
@@ -18,6 +21,8 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from workbench.algorithms import REGISTRY, KnobGrid, title
+from workbench.core.facts import REFERENCE_METHOD
 from workbench.lab.report.stats import interval_columns, seed_phrase
 from workbench.lab.report.sweep_tables import (
     algorithm_order,
@@ -184,10 +189,14 @@ def accuracy_curves(
 
 
 def best_per_method(
-    table: pd.DataFrame, configs: pd.DataFrame, palette: dict[str, str] | None = None
+    table: pd.DataFrame,
+    configs: pd.DataFrame,
+    palette: dict[str, str] | None = None,
+    reference: str = REFERENCE_METHOD,
 ) -> go.Figure:
-    """Accuracy per round of each method's best configuration (by mean final accuracy)."""
-    best = best_per_algorithm(configs)
+    """Accuracy per round of each method's best configuration (by mean final accuracy), the
+    `reference` method's first."""
+    best = best_per_algorithm(configs, reference)
     return accuracy_curves(
         table,
         configurations=best,
@@ -200,9 +209,12 @@ def small_multiples(
     table: pd.DataFrame, palette: dict[str, str] | None = None, reference: str | None = None, columns: int = 4
 ) -> go.Figure:
     """One panel per method with all its configurations (mean over seeds, 95% band), and the
-    `reference` configuration's mean as a dashed line in the other methods' panels."""
+    `reference` configuration's mean as a dashed line in the other methods' panels (its method's
+    panel first)."""
     curves = per_round(table)
-    methods = algorithm_order(with_points(table)["algorithm"]) if len(curves) else []
+    ours = curves.loc[curves["configuration"] == reference, "algorithm"]
+    first = str(ours.iloc[0]) if len(ours) else REFERENCE_METHOD
+    methods = algorithm_order(with_points(table)["algorithm"], first) if len(curves) else []
     palette = palette or colours(list(dict.fromkeys(curves["configuration"])))
     columns = max(1, min(columns, len(methods)))
     rows = max(1, math.ceil(len(methods) / columns))
@@ -382,45 +394,109 @@ def pareto(
     )
 
 
-def rank_mu_heatmap(summary: pd.DataFrame, stat: Stat = "final") -> go.Figure:
-    """FedLoRA accuracy over rank × μ: mean over seeds (and any other swept value), ± 95% CI."""
-    title = f"FedLoRA {stat} mean accuracy over rank × μ"
-    fed = summary[summary["algorithm"] == "fedlora"] if "algorithm" in summary else summary.iloc[:0]
-    if not {"rank", "mu"} <= set(summary.columns) or fed.empty:
-        fig = note(
-            go.Figure(), "No rank × μ grid in this sweep (needs fedlora points with swept rank and mu)"
+def knob_grids(summary: pd.DataFrame) -> dict[str, KnobGrid]:
+    """The sweep's methods whose declared `heatmap` has both knobs swept (FedLoRA first)."""
+    names = algorithm_order(summary["algorithm"]) if "algorithm" in summary else []
+    grids = {n: REGISTRY[n].heatmap for n in names if n in REGISTRY and REGISTRY[n].heatmap}
+    return {n: g for n, g in grids.items() if not _grid_cells(summary, n, g).empty}
+
+
+def _grid_cells(summary: pd.DataFrame, name: str, grid: KnobGrid) -> pd.DataFrame:
+    """A method's points that set both knobs of its grid (none when a knob was not swept)."""
+    knobs = [grid.rows.name, grid.columns.name]
+    if not {"algorithm", *knobs} <= set(summary.columns):
+        return summary.iloc[:0]
+    return summary[summary["algorithm"] == name].dropna(subset=knobs)
+
+
+def knob_heading(name: str, grid: KnobGrid) -> str:
+    """The report section of a method's heatmaps: heading and what its knobs do (markdown)."""
+    about = f"{grid.about} " if grid.about else ""
+    return (
+        f"## {title(name)}: {grid.heading}\n\n{about}Cells show the mean over seeds ± the "
+        "half-width of its 95% interval."
+    )
+
+
+def grid_note(summary: pd.DataFrame) -> str:
+    """Why a method of the sweep has no heatmap: its grid is not swept, or it is not registered
+    in this process (so what it declares is unknown here); '' when nothing is missing."""
+    names = algorithm_order(summary["algorithm"]) if "algorithm" in summary else []
+    drawn = knob_grids(summary)
+    notes = [
+        f"No {title(n)} heatmap: it needs {n} points with swept {g.rows.name} and {g.columns.name}."
+        for n in names
+        if n in REGISTRY and (g := REGISTRY[n].heatmap) and n not in drawn
+    ]
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        notes.append(
+            f"Not registered in this report's kernel: {', '.join(unknown)}; a parameter grid such a "
+            "method declares is unknown here (register it in the report notebook to draw one)."
         )
-        fig.update_xaxes(visible=False).update_yaxes(visible=False)
-        return fig.update_layout(template=TEMPLATE, title=title)
-    value = f"{stat}_accuracy"
-    cells = interval_columns(fed, ["rank", "mu"], value)
+    return " ".join(notes)
+
+
+def _declared_grid(name: str) -> KnobGrid:
+    """The knob grid a registered method declares (ValueError naming those that declare one)."""
+    grid = REGISTRY[name].heatmap if name in REGISTRY else None
+    if grid is None:
+        having = [n for n, m in REGISTRY.items() if m.heatmap]
+        raise ValueError(
+            f"method {name!r} declares no knob grid (Algorithm.heatmap); those that do: {having}"
+        )
+    return grid
+
+
+def _grid_table(mine: pd.DataFrame, grid: KnobGrid, value: str) -> dict[str, pd.DataFrame]:
+    """Rows × columns tables of the mean `value`, its text (mean ± half-width) and seed counts."""
+    cells = interval_columns(mine, [grid.rows.name, grid.columns.name], value)
     bounds = zip(cells[value], cells[f"{value}_low"], cells[f"{value}_high"])
     cells["text"] = [
         f"{m:.1%}" + ("" if pd.isna(lo) else f"<br>± {(hi - lo) / 2:.1%}") for m, lo, hi in bounds
     ]
-    grid = {k: cells.pivot(index="rank", columns="mu", values=k) for k in (value, "text", "seeds")}
-    # colours span every configuration of the sweep, so small FedLoRA differences look small
-    span = [cells[value]]
+    return {
+        k: cells.pivot(index=grid.rows.name, columns=grid.columns.name, values=k)
+        for k in (value, "text", "seeds")
+    }
+
+
+def knob_heatmap(summary: pd.DataFrame, name: str, stat: Stat = "final") -> go.Figure:
+    """A method's accuracy over its two declared knobs (`Algorithm.heatmap`): mean over seeds
+    (and any other swept value), ± 95% CI."""
+    grid = _declared_grid(name)
+    rows, columns = grid.rows, grid.columns
+    heading = f"{title(name)} {stat} mean accuracy over {rows.symbol} × {columns.symbol}"
+    mine, value = _grid_cells(summary, name, grid), f"{stat}_accuracy"
+    if mine.empty:
+        why = f"needs {name} points with swept {rows.name} and {columns.name}"
+        fig = note(go.Figure(), f"No {rows.symbol} × {columns.symbol} grid in this sweep ({why})")
+        fig.update_xaxes(visible=False).update_yaxes(visible=False)
+        return fig.update_layout(template=TEMPLATE, title=heading)
+    table = _grid_table(mine, grid, value)
+    # colours span every configuration of the sweep, so the method's small differences look small
+    span = [pd.Series(table[value].to_numpy().ravel())]  # missing cells are NaN: skipped
     if "configuration" in summary:
         span.append(summary.groupby("configuration")[value].mean())
     low, high = float(pd.concat(span).min()), float(pd.concat(span).max())
     ticks, labels = percent_ticks(low, high)
     fig = go.Figure(
         go.Heatmap(
-            z=grid[value].to_numpy(),
-            x=[tick(m) for m in grid[value].columns],
-            y=[tick(r) for r in grid[value].index],
-            text=grid["text"].to_numpy(),
-            customdata=grid["seeds"].to_numpy(),
+            z=table[value].to_numpy(),
+            x=[tick(m) for m in table[value].columns],
+            y=[tick(r) for r in table[value].index],
+            text=table["text"].to_numpy(),
+            customdata=table["seeds"].to_numpy(),
             colorscale="Viridis",
             texttemplate="%{text}",
             zmin=low,
             zmax=high,
             colorbar={"title": {"text": "accuracy"}, "tickvals": ticks, "ticktext": labels},
-            hovertemplate="rank %{y}, μ %{x}<br>accuracy %{z:.2%}<br>%{customdata} seed(s)",
+            hovertemplate=f"{rows.symbol} %{{y}}, {columns.symbol} %{{x}}<br>accuracy %{{z:.2%}}<br>"
+            "%{customdata} seed(s)",
         )
     )
-    seeds = int(cells["seeds"].max())
-    title = f"{title} ({seed_phrase(seeds)}; colour scale: all configurations of the sweep)"
-    fig.update_layout(template=TEMPLATE, title=title, xaxis_title="μ", yaxis_title="LoRA rank r")
+    seeds = int(np.nanmax(table["seeds"].to_numpy(dtype=float)))
+    heading = f"{heading} ({seed_phrase(seeds)}; colour scale: all configurations of the sweep)"
+    fig.update_layout(template=TEMPLATE, title=heading, xaxis_title=columns.axis, yaxis_title=rows.axis)
     return fig.update_xaxes(type="category").update_yaxes(type="category")

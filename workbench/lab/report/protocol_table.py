@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from workbench.core.facts import REFERENCE_METHOD
 from workbench.core.results import cost_to_target
 from workbench.lab.report.sweep_tables import label, point_summary
 
@@ -128,7 +129,10 @@ def paired_gaps(
 
 
 def best_baseline(
-    protocol: pd.DataFrame, partition: object, exclude: Sequence[str] = ("fedlora",), split: str = SPLIT
+    protocol: pd.DataFrame,
+    partition: object,
+    exclude: Sequence[str] = (REFERENCE_METHOD,),
+    split: str = SPLIT,
 ) -> str | None:
     """The configuration of another method (none of `exclude`) with the highest mean final
     accuracy in a split value (None before any has finished)."""

@@ -16,12 +16,14 @@ from typing import Any
 
 import pandas as pd
 
-from workbench.core.facts import CONFIG_FILE, SWEEP_FILE, TABLE_FILE
-from workbench.core.results import Row, mean_accuracy, summarize
+from workbench.core import files
+from workbench.core.diagnostics import DIAGNOSTICS, STEPS_PREFIX
+from workbench.core.facts import CONFIG_FILE, REFERENCE_METHOD, SWEEP_FILE, TABLE_FILE
+from workbench.core.results import ROW_COLUMNS, mean_accuracy, summarize
 from workbench.lab.report.stats import interval_columns
 
 SPEC_FILE = SWEEP_FILE
-RESULT_COLUMNS = (*Row.__dataclass_fields__, "cum_train_flops", "cum_bytes_up", "cum_bytes_down")
+RESULT_COLUMNS = (*ROW_COLUMNS, "cum_train_flops", "cum_bytes_up", "cum_bytes_down", *DIAGNOSTICS)
 SUMMARY_VALUES = (
     "final_accuracy",
     "best_accuracy",
@@ -36,7 +38,13 @@ SUMMARY_VALUES = (
     "bytes_per_round",
 )
 CURVE_VALUES = ("accuracy", "cum_train_flops", "cum_bytes_up", "cum_bytes_down", "cum_bytes")
-REFERENCE = "fedlora"
+SEPARATOR = " · "  # between a configuration label's parts: the method, then its values
+# what to do about a damaged sweep.json or results.csv (finished points never run again)
+REBUILD_RECORD = (
+    "delete it and run the sweep command again: it is rebuilt from the point folders (finished "
+    "points do not run again; only the provenance of earlier sweep runs is lost)"
+)
+REBUILD_TABLE = "run the sweep command again: it rebuilds the table (finished points do not run again)"
 
 
 @dataclass(frozen=True)
@@ -83,9 +91,10 @@ def _resolved(sweep_dir: Path, point: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_sweep(sweep_dir: str | Path) -> Sweep:
-    """Read sweep.json and results.csv of a sweep folder."""
+    """Read sweep.json and results.csv of a sweep folder (DamagedFileError names one that
+    cannot be read, and how the sweep command rebuilds it)."""
     sweep_dir = Path(sweep_dir)
-    spec = json.loads((sweep_dir / SPEC_FILE).read_text())
+    spec = files.read_json(sweep_dir / SPEC_FILE, REBUILD_RECORD, keys=("points",))
     grid = list(spec.get("grid", {}))
     records = [
         {
@@ -99,16 +108,20 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
     ]
     points = pd.DataFrame(records, columns=["id", "state", "error", "seconds", *grid])
     resolved = pd.DataFrame([{"id": p["id"], **_resolved(sweep_dir, p)} for p in spec.get("points", [])])
-    try:
-        table = pd.read_csv(sweep_dir / TABLE_FILE)
-    except (FileNotFoundError, pd.errors.EmptyDataError):  # no point finished
+    if any(p.get("state") == "done" for p in spec["points"]):
+        table = files.read_table(sweep_dir / TABLE_FILE, REBUILD_TABLE)
+    else:  # no point finished: the sweep wrote an empty table
         table = pd.DataFrame(columns=[*RESULT_COLUMNS, "point", *grid])
     return Sweep(spec=spec, points=points, table=table, resolved=resolved)
 
 
 def swept_columns(table: pd.DataFrame) -> list[str]:
-    """Columns a sweep added to the results table (besides `point`)."""
-    return [c for c in table.columns if c not in RESULT_COLUMNS and c != "point"]
+    """Columns a sweep added to the results table (besides `point`; steps_<phase> are results)."""
+    return [
+        c
+        for c in table.columns
+        if c not in RESULT_COLUMNS and c != "point" and not c.startswith(STEPS_PREFIX)
+    ]
 
 
 def config_keys(table: pd.DataFrame, by: Sequence[str] | None = None) -> list[str]:
@@ -134,13 +147,13 @@ def tick(value: Any) -> str:
 def label(values: dict[str, Any]) -> str:
     """A configuration's name from its parameters, e.g. 'fedlora · rank=4 · mu=0.2'."""
     parts = [str(v) if k == "algorithm" else f"{k}={tick(v)}" for k, v in values.items() if not pd.isna(v)]
-    return " · ".join(parts) or "all"
+    return SEPARATOR.join(parts) or "all"
 
 
-def algorithm_order(algorithms: Sequence[str]) -> list[str]:
-    """FedLoRA first, then the others in the order they first appear."""
+def algorithm_order(algorithms: Sequence[str], first: str = REFERENCE_METHOD) -> list[str]:
+    """The reference method first, then the others in the order they first appear."""
     seen = list(dict.fromkeys(str(a) for a in algorithms))
-    return sorted(seen, key=lambda a: (a != REFERENCE, seen.index(a)))
+    return sorted(seen, key=lambda a: (a != first, seen.index(a)))
 
 
 def point_summary(
@@ -199,8 +212,9 @@ def per_round(table: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataFr
     return accuracy.merge(costs, on=keys, how="left")
 
 
-def configurations(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration: seeds, final/best accuracy with intervals, mean costs; FedLoRA first."""
+def configurations(summary: pd.DataFrame, reference: str = REFERENCE_METHOD) -> pd.DataFrame:
+    """Per configuration: seeds, final/best accuracy with intervals, mean costs; the reference
+    method's first."""
     keys = ["configuration", "algorithm"]
     out = interval_columns(summary, keys, "final_accuracy").merge(
         interval_columns(summary, keys, "best_accuracy").drop(columns="seeds"), on=keys
@@ -215,7 +229,7 @@ def configurations(summary: pd.DataFrame) -> pd.DataFrame:
         "rounds",
     ]
     out = out.merge(summary.groupby(keys, sort=True)[costs].mean().reset_index(), on=keys)
-    order = {a: i for i, a in enumerate(algorithm_order(summary["algorithm"]))}
+    order = {a: i for i, a in enumerate(algorithm_order(summary["algorithm"], reference))}
     out["_order"] = out["algorithm"].map(order)
     out = out.sort_values(["_order", "final_accuracy"], ascending=[True, False], kind="stable")
     return out.drop(columns="_order").reset_index(drop=True)
@@ -233,12 +247,13 @@ def best_configuration(
     return pick.loc[pick["final_accuracy"].idxmax()]
 
 
-def best_per_algorithm(configs: pd.DataFrame) -> list[str]:
-    """The best configuration (mean final accuracy) of each algorithm, FedLoRA first."""
-    return [best_configuration(configs, [a])["configuration"] for a in algorithm_order(configs["algorithm"])]
+def best_per_algorithm(configs: pd.DataFrame, reference: str = REFERENCE_METHOD) -> list[str]:
+    """The best configuration (mean final accuracy) of each algorithm, the reference's first."""
+    order = algorithm_order(configs["algorithm"], reference)
+    return [best_configuration(configs, [a])["configuration"] for a in order]
 
 
-def cost_table(configs: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
+def cost_table(configs: pd.DataFrame, reference: str = REFERENCE_METHOD) -> pd.DataFrame:
     """Configurations with cost ratios to the best `reference` configuration (x_vs_reference)."""
     table = configs.copy()
     ref = best_configuration(configs, [reference])
@@ -258,14 +273,29 @@ def pareto_front(summary: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     return pd.DataFrame(front)
 
 
-def point_labels(sweep: Sweep) -> dict[str, str]:
-    """Each point's configuration name from its swept values (finished or not)."""
-    keys = [k for k in sweep.swept if k not in ("algorithm", "seed")]
+def point_algorithms(sweep: Sweep) -> dict[str, Any]:
+    """Each point's method (finished or not): swept, else resolved (NaN when neither says)."""
     resolved = sweep.resolved.set_index("id") if "id" in sweep.resolved else pd.DataFrame()
-    names = {}
+    methods = {}
     for _, row in sweep.points.iterrows():
         algorithm = row.get("algorithm")
         if pd.isna(algorithm) and "algorithm" in resolved:
             algorithm = resolved.loc[row["id"], "algorithm"]
-        names[row["id"]] = label({"algorithm": algorithm, **{k: row[k] for k in keys}})
-    return names
+        methods[row["id"]] = algorithm
+    return methods
+
+
+def sweep_methods(sweep: Sweep) -> list[str]:
+    """The methods of a sweep: its points' and its results', in order of first appearance."""
+    named = [*point_algorithms(sweep).values(), *sweep.table.get("algorithm", [])]
+    return list(dict.fromkeys(str(a) for a in named if not pd.isna(a)))
+
+
+def point_labels(sweep: Sweep) -> dict[str, str]:
+    """Each point's configuration name from its swept values (finished or not)."""
+    keys = [k for k in sweep.swept if k not in ("algorithm", "seed")]
+    methods = point_algorithms(sweep)
+    return {
+        row["id"]: label({"algorithm": methods[row["id"]], **{k: row[k] for k in keys}})
+        for _, row in sweep.points.iterrows()
+    }

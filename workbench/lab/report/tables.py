@@ -12,6 +12,8 @@ from typing import Any
 import pandas as pd
 from pandas.io.formats.style import Styler
 
+from workbench.algorithms import title
+from workbench.core.facts import REFERENCE_METHOD
 from workbench.lab.report.verdict import TO_TARGET, Verdict, interval_text, p_text, ratios
 
 STYLES = [
@@ -57,17 +59,18 @@ def percent(mean: float, low: float = math.nan, high: float = math.nan) -> str:
 
 
 def accuracy_rows(verdict: Verdict, configs: pd.DataFrame) -> pd.DataFrame:
-    """One row per comparison: both accuracies, paired differences and their t-tests."""
+    """One row per comparison: both accuracies, paired differences and their t-tests (columns
+    named by the reference method's title)."""
     acc = configs.set_index("configuration")
-    rows = []
+    name, rows = title(verdict.reference), []
     for c in verdict.comparisons:
         rows.append(
             {
-                "FedLoRA's best vs": f"{c.role}: {c.other}",
-                "FedLoRA configuration": c.fedlora,
+                f"{name}'s best vs": f"{c.role}: {c.other}",
+                f"{name} configuration": c.ours,
                 "paired seeds": len(c.final.seeds),
-                "final, FedLoRA": percent(
-                    *acc.loc[c.fedlora, ["final_accuracy", "final_accuracy_low", "final_accuracy_high"]]
+                f"final, {name}": percent(
+                    *acc.loc[c.ours, ["final_accuracy", "final_accuracy_low", "final_accuracy_high"]]
                 ),
                 "final, other": percent(
                     *acc.loc[c.other, ["final_accuracy", "final_accuracy_low", "final_accuracy_high"]]
@@ -103,7 +106,7 @@ def cost_rows(verdict: Verdict) -> pd.DataFrame:
 
 
 def ratio_rows(verdict: Verdict) -> pd.DataFrame:
-    """Per comparison: FedLoRA ÷ other for the costs to target and per round."""
+    """Per comparison: the reference method ÷ other for the costs to target and per round."""
     names = {
         "rounds": "rounds to target",
         "flops": "FLOPs to target",
@@ -116,14 +119,14 @@ def ratio_rows(verdict: Verdict) -> pd.DataFrame:
         values = ratios(verdict.costs, c)
         rows.append(
             {
-                "FedLoRA ÷": f"{c.role}: {c.other}",
+                f"{title(verdict.reference)} ÷": f"{c.role}: {c.other}",
                 **{names[k]: ratio(values[k]) for k in (*TO_TARGET, *list(names)[3:])},
             }
         )
     return pd.DataFrame(rows)
 
 
-def configuration_rows(costs: pd.DataFrame, reference: str = "fedlora") -> pd.DataFrame:
+def configuration_rows(costs: pd.DataFrame, reference: str = REFERENCE_METHOD) -> pd.DataFrame:
     """The per-configuration cost table (from `sweep_results.cost_table`) as display text."""
     out = pd.DataFrame(
         {
@@ -143,10 +146,10 @@ def configuration_rows(costs: pd.DataFrame, reference: str = "fedlora") -> pd.Da
             "MB per round": (costs["bytes_per_round"] / 1e6).map(number),
         }
     )
-    for name, title in (("flops", "FLOPs"), ("bytes", "bytes")):
+    for name, shown in (("flops", "FLOPs"), ("bytes", "bytes")):
         column = f"{name}_vs_{reference}"
         if column in costs:
-            out[f"{title} ÷ best {reference}"] = costs[column].map(ratio)
+            out[f"{shown} ÷ best {reference}"] = costs[column].map(ratio)
     return out
 
 

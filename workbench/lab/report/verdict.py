@@ -1,8 +1,10 @@
-"""The report's verdict: FedLoRA's best configuration against the best baseline and FedProto.
+"""The report's verdict: the reference method's best configuration against the best baseline
+and the rival's best (report parameters `reference` and `rival`: FedLoRA and FedProto by default).
 
 The paper's three claims, recomputed on a sweep: higher accuracy (final and best, paired across
 seeds), less computation and less communication, both to reach a target accuracy and per round.
-Works on the tidy tables of `workbench.lab.report.sweep_tables`; never imports torch.
+Sentences name methods by their declared `title`. Works on the tidy tables of
+`workbench.lab.report.sweep_tables`; never imports torch.
 """
 
 from __future__ import annotations
@@ -13,20 +15,22 @@ from typing import Any
 
 import pandas as pd
 
+from workbench.algorithms import title
+from workbench.core.facts import REFERENCE_METHOD, RIVAL_METHOD
 from workbench.lab.report.stats import Estimate, PairedTest, paired_test
-from workbench.lab.report.sweep_tables import REFERENCE, best_configuration
+from workbench.lab.report.sweep_tables import best_configuration
 
 TARGET_FRACTION = 0.9
-RIVAL = "fedproto"
 TO_TARGET = {"rounds": "round", "flops": "cum_train_flops", "bytes": "cum_bytes"}
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """FedLoRA's best configuration against another one, paired over their common seeds."""
+    """The reference method's best configuration against another one, paired over their common
+    seeds."""
 
     role: str
-    fedlora: str
+    ours: str  # the reference method's best configuration
     other: str
     final: PairedTest
     best: PairedTest
@@ -46,29 +50,45 @@ def per_seed(summary: pd.DataFrame, configuration: str, value: str) -> dict[int,
     return dict(zip(rows["seed"].astype(int), rows[value].astype(float)))
 
 
-def compare(summary: pd.DataFrame, fedlora: str, other: str, role: str) -> Comparison:
-    """Paired final and best accuracy differences (FedLoRA − other) across seeds."""
+def compare(summary: pd.DataFrame, ours: str, other: str, role: str) -> Comparison:
+    """Paired final and best accuracy differences (ours − other) across seeds."""
     tests = {
-        v: paired_test(per_seed(summary, fedlora, f"{v}_accuracy"), per_seed(summary, other, f"{v}_accuracy"))
+        v: paired_test(per_seed(summary, ours, f"{v}_accuracy"), per_seed(summary, other, f"{v}_accuracy"))
         for v in ("final", "best")
     }
-    return Comparison(role, fedlora, other, tests["final"], tests["best"])
+    return Comparison(role, ours, other, tests["final"], tests["best"])
 
 
-def comparisons(summary: pd.DataFrame, configs: pd.DataFrame, reference: str = REFERENCE) -> list[Comparison]:
-    """FedLoRA's best configuration against the best baseline and against FedProto's best."""
+def comparisons(
+    summary: pd.DataFrame,
+    configs: pd.DataFrame,
+    reference: str = REFERENCE_METHOD,
+    rival: str = RIVAL_METHOD,
+) -> list[Comparison]:
+    """The reference method's best configuration against the best baseline and against the
+    rival's best (none when the rival is the reference)."""
     ours = best_configuration(configs, [reference])
     if ours is None:
         return []
     found = [
         ("best baseline", best_configuration(configs, exclude=[reference])),
-        ("FedProto", best_configuration(configs, [RIVAL]) if reference != RIVAL else None),
+        (title(rival), best_configuration(configs, [rival]) if reference != rival else None),
     ]
     return [
         compare(summary, ours["configuration"], row["configuration"], role)
         for role, row in found
         if row is not None
     ]
+
+
+def introduction(reference: str = REFERENCE_METHOD, rival: str = RIVAL_METHOD) -> str:
+    """What the verdict compares, in the paper's terms (markdown, methods by their titles)."""
+    return (
+        f"{title(reference)}'s best configuration (highest mean final accuracy over its seeds) "
+        f"against the best baseline configuration and against {title(rival)}'s best, in the "
+        "paper's terms: accuracy (final and best), and the computation and communication needed "
+        "to reach a target accuracy and per round."
+    )
 
 
 def choose_target(configs: pd.DataFrame, fraction: float = TARGET_FRACTION, accuracy: float = 0.0) -> Target:
@@ -128,9 +148,9 @@ def to_target(curves: pd.DataFrame, configs: pd.DataFrame, names: list[str], tar
 
 
 def ratios(costs: pd.DataFrame, comparison: Comparison) -> dict[str, float]:
-    """FedLoRA ÷ other: rounds, FLOPs and bytes for the seed-mean curves to reach the target
+    """Ours ÷ other: rounds, FLOPs and bytes for the seed-mean curves to reach the target
     (NaN when either never does), and FLOPs and bytes per round."""
-    ours, other = (costs[costs["configuration"] == c].iloc[0] for c in (comparison.fedlora, comparison.other))
+    ours, other = (costs[costs["configuration"] == c].iloc[0] for c in (comparison.ours, comparison.other))
     keys = [*TO_TARGET, "flops_per_round", "bytes_per_round"]
     return {k: ours[k] / other[k] if other[k] else math.nan for k in keys}
 
@@ -152,17 +172,20 @@ def p_text(test: PairedTest) -> str:
     return "p < 0.001" if test.p_value < 0.001 else f"p = {test.p_value:.3f}"
 
 
-def sentence(comparison: Comparison | None, setting: str, fedlora_present: bool) -> str:
+def sentence(
+    comparison: Comparison | None, setting: str, reference_present: bool, reference: str = REFERENCE_METHOD
+) -> str:
     """One sentence: who wins at this setting and whether it exceeds the seed noise."""
+    name = title(reference)
     if comparison is None:
-        missing = "no baseline finished" if fedlora_present else "no FedLoRA configuration finished"
+        missing = "no baseline finished" if reference_present else f"no {name} configuration finished"
         return f"No verdict at this setting ({setting}): {missing}."
     diff = comparison.final.difference
-    ahead = "FedLoRA" if diff.mean > 0 else comparison.other if diff.mean < 0 else "nobody"
+    ahead = name if diff.mean > 0 else comparison.other if diff.mean < 0 else "nobody"
     verb = "beats" if diff.mean > 0 else ("trails" if diff.mean < 0 else "ties with")
     n = len(comparison.final.seeds)
     versus = (
-        f"FedLoRA's best configuration ({comparison.fedlora}) {verb} the best baseline "
+        f"{name}'s best configuration ({comparison.ours}) {verb} the best baseline "
         f"({comparison.other}), difference {interval_text(diff)}"
     )
     if n < 2:
@@ -207,6 +230,7 @@ class Verdict:
     target: Target
     costs: pd.DataFrame
     sentence: str
+    reference: str = REFERENCE_METHOD  # the method the verdict is about
 
 
 def decide(
@@ -214,17 +238,19 @@ def decide(
     configs: pd.DataFrame,
     curves: pd.DataFrame,
     setting: str,
-    reference: str = REFERENCE,
+    reference: str = REFERENCE_METHOD,
     target_fraction: float = TARGET_FRACTION,
     target_accuracy: float = 0.0,
+    rival: str = RIVAL_METHOD,
 ) -> Verdict:
     """Compare, cost to target and state the verdict of a sweep's tidy tables."""
     target = choose_target(configs, target_fraction, target_accuracy)
-    found = comparisons(summary, configs, reference)
-    names = [n for c in found for n in (c.fedlora, c.other)]
+    found = comparisons(summary, configs, reference, rival)
+    names = [n for c in found for n in (c.ours, c.other)]
     costs = to_target(curves, configs, names, target.accuracy) if names else pd.DataFrame()
     present = bool((configs["algorithm"] == reference).any())
-    return Verdict(found, target, costs, sentence(found[0] if found else None, setting, present))
+    said = sentence(found[0] if found else None, setting, present, reference)
+    return Verdict(found, target, costs, said, reference)
 
 
 def claims(verdict: Verdict) -> list[str]:
@@ -250,7 +276,7 @@ def claims(verdict: Verdict) -> list[str]:
             if not math.isnan(r[key])
             else f"no ratio to reach {target} (a seed-mean curve never gets there)"
         )
-        return f"FedLoRA ÷ {c.other}: {to}, {r[f'{key}_per_round']:.3g}× per round"
+        return f"{title(verdict.reference)} ÷ {c.other}: {to}, {r[f'{key}_per_round']:.3g}× per round"
 
     return [
         f"**Higher accuracy**: final accuracy {interval_text(diff)} against {c.other} "

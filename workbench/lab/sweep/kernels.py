@@ -1,12 +1,12 @@
 """Sweep points in warm Jupyter kernels: a kernel's imports are paid once, not once per point.
 
-A `WarmKernel` is one ipykernel process that imported the workbench (torch, and PEFT when a
-point needs it) before its first point. Each point is still a papermill execution of the
-parameterized notebook with its own executed copy; before it, the kernel's namespace is reset
-and its working directory set to the point's folder, so a point sees only its own parameters.
-A point that fails, times out or kills its kernel gets a fresh kernel for the next point, so
-nothing of it reaches the others. The kernel talks over IPC sockets in a private folder: no
-port, no network.
+A `WarmKernel` is one ipykernel process that imported the workbench (torch, and what the
+points' methods declare in `kernel_imports`, e.g. PEFT for FedLoRA) before its first point.
+Each point is still a papermill execution of the parameterized notebook with its own executed
+copy; before it, the kernel's namespace is reset and its working directory set to the point's
+folder, so a point sees only its own parameters. A point that fails, times out or kills its
+kernel gets a fresh kernel for the next point, so nothing of it reaches the others. The kernel
+talks over IPC sockets in a private folder: no port, no network.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from workbench.algorithms import REGISTRY
+from workbench.core import files
 from workbench.core.facts import STATUS_FILE, TIMING_FILE
 from workbench.lab.kernels import ipc_kernel_manager
 from workbench.lab.sweep.execution import KernelSetupError
@@ -43,12 +45,18 @@ NOT_IMPORTED = ("rfc3987_syntax",)
 
 
 def warm_imports(flats: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
-    """The modules the points' experiments import lazily, so no experiment time includes them."""
+    """The modules the points' experiments import lazily, so no experiment time includes them:
+    each method's declared `kernel_imports`, and the digits loader's when a point reads digits."""
     flats = list(flats)
     algorithms = {
         a.strip() for f in flats for a in (f.get("algorithm", ""), *str(f.get("compare", "")).split(","))
     }
-    extra = ("peft",) if "fedlora" in algorithms else ()  # PEFT's LoRA layers import transformers
+    # what each method declares, in registry order so that equal sweeps warm alike
+    extra = tuple(
+        dict.fromkeys(
+            m for name, method in REGISTRY.items() if name in algorithms for m in method.kernel_imports
+        )
+    )
     if any(f.get("dataset") == "digits" for f in flats):
         extra += ("sklearn.datasets", "sklearn.model_selection")
     return BASE_IMPORTS + extra
@@ -166,21 +174,23 @@ def _execute(
     register()
     kernel.wait_warm()
     # saving a 5 MB notebook (plotly.js) after each cell costs seconds; it is written at the end
-    # (on failure too), and a killed point resumes from its run's checkpoint, not its notebook
-    papermill.execute_notebook(
-        clean_template(notebook),
-        str(folder / "fedlora.ipynb"),
-        parameters=parameters,
-        engine_name=ENGINE,
-        kernel_name="python3",
-        progress_bar=False,
-        execution_timeout=timeout,
-        start_timeout=START_TIMEOUT,
-        km=kernel.km,
-        kc=kernel.kc,
-        prologue=kernel.prologue(folder),
-        request_save_on_cell_execute=False,
-    )
+    # (on failure too, then renamed into place), and a killed point resumes from its run's
+    # checkpoint, not its notebook
+    with files.replacing(folder / "fedlora.ipynb", keep_on_error=True) as output:
+        papermill.execute_notebook(
+            clean_template(notebook),
+            str(output),
+            parameters=parameters,
+            engine_name=ENGINE,
+            kernel_name="python3",
+            progress_bar=False,
+            execution_timeout=timeout,
+            start_timeout=START_TIMEOUT,
+            km=kernel.km,
+            kc=kernel.kc,
+            prologue=kernel.prologue(folder),
+            request_save_on_cell_execute=False,
+        )
 
 
 def experiment_seconds(folder: Path, since: float) -> float:
@@ -216,5 +226,5 @@ def run_point(
     status["seconds"] = round(time.perf_counter() - started, 2)
     status["experiment_s"] = experiment_seconds(folder, wall)
     status["node"] = where or socket.gethostname()
-    (folder / STATUS_FILE).write_text(json.dumps(status, indent=2))
+    files.write_json(folder / STATUS_FILE, status, indent=2)
     return status

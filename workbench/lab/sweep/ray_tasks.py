@@ -21,6 +21,7 @@ from typing import Any
 import workbench
 from workbench.config import ConfigError
 from workbench.core.facts import STATUS_FILE
+from workbench.core.files import write_bytes as replace_bytes
 from workbench.lab.sweep.execution import Done, Execution
 from workbench.lab.sweep.schedule import Job, PointQueue
 
@@ -37,11 +38,10 @@ def read_files(folder: Path) -> Files:
 
 
 def write_files(folder: Path, files: Files) -> None:
-    """Write the files under folder (its status last, so a point is never done half-written)."""
+    """Write the files under folder, each replaced whole (its status last, so a point is never
+    done half-written)."""
     for name in sorted(files, key=lambda n: n == STATUS_FILE):
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(files[name])
+        replace_bytes(folder / name, files[name])
 
 
 def _kernel(threads: int, imports: tuple[str, ...]) -> Any:
