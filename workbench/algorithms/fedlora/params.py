@@ -68,8 +68,9 @@ class FedLoRAParams(Section):
     lora_plus_ratio: float = param(
         16.0,
         "LoRA+: B's learning rate is adapter_lr times this (1: one rate for A and B; 16 as LoRA+ "
-        "suggests; use 1 with the parallel placements, whose branch reads 3072 pixels and then "
-        "trains unstably)",
+        "suggests; use 1 with the parallel placements, whose branch reads 3072 pixels, and lower "
+        "it at rank 1-2 with many adapter steps per round: B's step grows as alpha/r and such "
+        "runs are unstable at 16)",
         ge=1,
         le=1000,
         why="beyond LoRA+'s studied range, B's steps diverge",
