@@ -24,8 +24,11 @@ from workbench.lab.tuner.runs import Curve
 from workbench.lab.tuner.tuner import describe, diagnostics_html
 from workbench.loop.rounds import evaluate_client, run_round
 
-# many clients with a few dozen samples each, the adapter at its (inert) defaults
+# many clients with a few dozen samples each, the adapter as LoRA starts it (B = 0, one rate:
+# the defaults before the issue-21 study), which stays inert
 STARVED = {
+    "adapter_init": "lora",
+    "lora_plus_ratio": 1.0,
     "dataset": "digits",
     "num_clients": 40,
     "fraction": 0.25,
@@ -78,6 +81,7 @@ def test_the_cli_ends_with_both_warnings_naming_what_to_change(starved):
     assert lines[-3].startswith("run directory: ")
     inert, starving = lines[-2:]
     assert inert.startswith("WARNING: adapter inert") and "adapter_lr" in inert and "adapter_epochs" in inert
+    assert "adapter_init=small_b" in inert and "lora_plus_ratio" in inert
     assert f"below {diagnostics.MIN_CONTRIBUTION:.0%}" in inert
     assert starving.startswith("WARNING: undertrained") and "model_epochs" in starving
     assert "model: 4, adapter: 2" in starving and "batch_size" in starving
@@ -128,7 +132,12 @@ def test_the_probe_returns_the_models_own_logits_and_measures_at_the_placements_
     placement, targets, models
 ):
     algorithm, clients = make_algorithm(
-        algorithm="fedlora", adapter_placement=placement, lora_targets=targets, models=models, num_clients=2
+        algorithm="fedlora",
+        adapter_placement=placement,
+        lora_targets=targets,
+        models=models,
+        num_clients=2,
+        adapter_init="lora",  # B = 0 at the start
     )
     x = torch.randn(6, 3, 32, 32)
     for client in clients:

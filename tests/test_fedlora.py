@@ -83,7 +83,7 @@ def test_upload_is_the_adapter_and_receive_loads_it_exactly():
 def test_every_client_and_the_server_start_from_the_same_adapter():
     algorithm, clients = make_algorithm(num_clients=3)
     server = algorithm.initial_server_state()
-    assert torch.count_nonzero(server["head.lora_B"]) == 0
+    assert server["head.lora_B"].std().item() > 0  # the default small random B (adapter_init=small_b)
     for c in clients:
         assert all(torch.equal(adapter_state(c.state["model"])[k], v) for k, v in server.items())
 

@@ -253,6 +253,32 @@ class LoopbackGrid(Grid):
         return replies
 
 
+def assert_flower_equals_in_process(config, tmp_path) -> pd.DataFrame:
+    """Run config through the apps and in-process; the two tables must be identical."""
+    run_config = to_run_config(config, FlowerSettings(out_dir=str(tmp_path / "run")))
+    app = make_client_app(run_config, str(tmp_path / "nodes"))
+    run_server(LoopbackGrid(app, config.federation.num_clients), run_config)
+    _, table = read_run(tmp_path / "run")
+    expected = run_experiment(config, out_dir=tmp_path / "in-process")
+    pd.testing.assert_frame_equal(table, read_run(expected.run_dir)[1], check_exact=True)
+    return table
+
+
+@pytest.mark.flower
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"use_rslora": True, "adapter_init": "gaussian", "adapter_schedule": "model_plus"},
+        {"adapter_weights": "uniform", "adapter_inference": "private", "max_train_samples": 20},
+        {"adapter_init": "small_b", "lora_plus_ratio": 8, "adapter_placement": "fc2"},
+    ],
+)
+def test_fedlora_variants_run_through_the_apps_as_in_process(variant, tmp_path, task_identity, one_thread):
+    """Every FedLoRA variant (issue 21) travels in the run config and trains as in-process."""
+    config = build_config({**FLOWER_TINY, "algorithm": "fedlora", "fraction": 0.5, "seed": 1, **variant})
+    assert_flower_equals_in_process(config, tmp_path)
+
+
 @pytest.mark.flower
 @pytest.mark.parametrize("algorithm", sorted(REGISTRY))
 def test_every_algorithm_runs_through_the_apps_as_in_process(algorithm, tmp_path, task_identity, one_thread):
@@ -260,12 +286,7 @@ def test_every_algorithm_runs_through_the_apps_as_in_process(algorithm, tmp_path
     config = build_config(
         {**FLOWER_TINY, "algorithm": algorithm, "rounds": 3, "eval_every": 2, "fraction": 0.5, "seed": 3}
     )
-    run_config = to_run_config(config, FlowerSettings(out_dir=str(tmp_path / "run")))
-    app = make_client_app(run_config, str(tmp_path / "nodes"))
-    run_server(LoopbackGrid(app, config.federation.num_clients), run_config)
-    _, table = read_run(tmp_path / "run")
-    expected = run_experiment(config, out_dir=tmp_path / "in-process")
-    pd.testing.assert_frame_equal(table, read_run(expected.run_dir)[1], check_exact=True)
+    table = assert_flower_equals_in_process(config, tmp_path)
     assert sorted(table["round"].unique()) == [2, 3]
     details = json.loads((tmp_path / "run" / "flower.json").read_text())
     assert len(details["round_seconds"]) == 3  # every round timed, evaluated or not

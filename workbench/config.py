@@ -68,6 +68,12 @@ class DataConfig(Section):
     classes_per_client: int = param(2, "pathological: classes each client holds", ge=1)
     dirichlet_alpha: float = param(0.5, "dirichlet: concentration; smaller means more label skew", gt=0)
     test_fraction: float = param(0.25, "digits only: share held out for local tests", gt=0, lt=1)
+    max_train_samples: int = param(
+        0,
+        "cap each client's training samples at this many, drawn per class in proportion to its "
+        "label mix (0: no cap; test splits are kept whole)",
+        ge=0,
+    )
     augment: bool = param(True, "random crop (and flip where valid) on training batches")
 
 
@@ -262,6 +268,13 @@ def check_consistency(config: ExperimentConfig) -> None:
         raise ConfigError(
             f"parameter classes_per_client={config.data.classes_per_client} is out of range: "
             f"{config.data.dataset} has {classes} classes"
+        )
+    cap = config.data.max_train_samples
+    if config.data.partition == "pathological" and 0 < cap < config.data.classes_per_client:
+        raise ConfigError(
+            f"parameter max_train_samples={cap} is out of range: each client holds "
+            f"classes_per_client={config.data.classes_per_client} classes, so give 0 (no cap) or "
+            f"at least {config.data.classes_per_client}"
         )
     if config.federation.eval_every > config.federation.rounds:
         raise ConfigError(

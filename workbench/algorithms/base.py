@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from workbench.config import ExperimentConfig
     from workbench.core.data import ClientData, Normalizer
-    from workbench.core.training import Batches, LossFn, PhaseStats, Probe, SGDSpec
+    from workbench.core.training import Batches, LossFn, LrOf, PhaseStats, Probe, SGDSpec
 
 np = lazy("numpy")
 torch = lazy("torch")
@@ -324,9 +324,11 @@ class Algorithm:
         epochs: int,
         sgd: SGDSpec,
         phase: str,
+        lr_of: LrOf | None = None,
     ) -> PhaseStats:
         """Run one training phase, counting FLOPs per (architecture, phase, batch shape) and its
-        optimizer steps under the phase's name."""
+        optimizer steps under the phase's name; `lr_of` gives chosen parameters their own
+        learning rate."""
         stats = training.run_phase(
             modules,
             loss_fn,
@@ -335,5 +337,6 @@ class Algorithm:
             sgd,
             self.meter,
             (client.model_name, phase),
+            lr_of,
         )
         return dataclasses.replace(stats, phase_steps={phase: stats.steps})

@@ -87,8 +87,9 @@ def run_warnings(frame: pd.DataFrame) -> list[str]:
         found.append(
             f"adapter inert: its contribution to the output (mean over clients) stayed below "
             f"{MIN_CONTRIBUTION:.0%} in every evaluated round (at most {contribution.max():.2%}), "
-            f"so rank, mu and the other adapter knobs cannot change the results; raise "
-            f"adapter_lr or adapter_epochs (or lora_alpha) to let the adapter learn"
+            f"so rank, mu and the other adapter knobs cannot change the results; start B small "
+            f"and random with LoRA+ (adapter_init=small_b, lora_plus_ratio 16: the defaults), or "
+            f"raise adapter_lr or adapter_epochs (or lora_alpha) to let the adapter learn"
         )
     steps = {p: s for p, s in steps_per_round(frame).items() if s < MIN_STEPS}
     if steps:

@@ -104,3 +104,25 @@ def partition(
                 f"samples among {num_clients} clients; {hint}"
             )
     return list(zip(train_parts, test_parts))
+
+
+def cap_train(
+    splits: list[tuple[np.ndarray, np.ndarray]], train_labels: np.ndarray, cap: int, rng: np.random.Generator
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Keep at most `cap` training samples per client, drawn class by class in proportion to the
+    client's own label mix (largest remainders); test splits are unchanged. 0 keeps all."""
+    if cap < 0:
+        raise ValueError(f"max_train_samples={cap} is invalid; it must be >= 0 (0: no cap)")
+    if cap == 0:
+        return splits
+    labels = np.asarray(train_labels)
+    capped = []
+    for train, test in splits:
+        if len(train) <= cap:
+            capped.append((train, test))
+            continue
+        classes, counts = np.unique(labels[train], return_counts=True)  # (k,), (k,)
+        keep = _largest_remainder(counts / counts.sum(), cap)  # (k,)
+        chosen = [rng.choice(train[labels[train] == c], size=n, replace=False) for c, n in zip(classes, keep)]
+        capped.append((np.sort(np.concatenate(chosen)), test))
+    return capped

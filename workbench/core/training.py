@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -12,6 +13,7 @@ from workbench.core.accounting import FlopMeter
 
 Batches = Callable[[], Iterator[tuple[Tensor, Tensor]]]
 LossFn = Callable[[Tensor, Tensor], Tensor]
+LrOf = Callable[[nn.Parameter], float]  # a parameter's own learning rate (e.g. LoRA+'s for B)
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,17 @@ class Probe:
         return {}
 
 
+def param_groups(params: list[nn.Parameter], lr_of: LrOf | None) -> list[Any]:
+    """The optimizer's parameters: one group (the phase's lr), or one group per distinct rate
+    that `lr_of` gives, in first-seen order."""
+    if lr_of is None:
+        return params
+    groups: dict[float, list[nn.Parameter]] = {}
+    for p in params:
+        groups.setdefault(float(lr_of(p)), []).append(p)
+    return [{"params": ps, "lr": lr} for lr, ps in groups.items()]
+
+
 def run_phase(
     modules: list[nn.Module],
     loss_fn: LossFn,
@@ -75,12 +88,16 @@ def run_phase(
     sgd: SGDSpec,
     meter: FlopMeter,
     key: Hashable,
+    lr_of: LrOf | None = None,
 ) -> PhaseStats:
-    """Train the parameters that are trainable now with a fresh SGD optimizer (no shared momentum)."""
+    """Train the parameters that are trainable now with a fresh SGD optimizer (no shared
+    momentum); `lr_of` gives chosen parameters a learning rate of their own."""
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"phase {key!r} has no trainable parameters")
-    optimizer = torch.optim.SGD(params, lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay)
+    optimizer = torch.optim.SGD(
+        param_groups(params, lr_of), lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay
+    )
     for m in modules:
         m.train()
 

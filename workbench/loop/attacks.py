@@ -129,7 +129,7 @@ def refusal_advice(config: ExperimentConfig) -> str:
     if not count:
         return (
             "A local update that is not finite usually means a step too large: lower lr, "
-            "adapter_lr, lora_alpha or weight_decay."
+            "adapter_lr, lora_plus_ratio, lora_alpha or weight_decay."
         )
     what = {
         "scale": f"scale, updates × {attack.attack_scale:g}",

@@ -37,7 +37,7 @@ from workbench.core.aggregation import InvalidUpdateError
 from workbench.core.data import ClientData, Normalizer, client_datasets, load_dataset
 from workbench.core.errors import UserError
 from workbench.core.facts import Payload
-from workbench.core.partition import partition
+from workbench.core.partition import cap_train, partition
 from workbench.core.results import Event, Row
 from workbench.core.training import PhaseStats, evaluate
 from workbench.loop.attacks import is_malicious, poison_upload
@@ -73,6 +73,8 @@ def make_clients(config: ExperimentConfig, device: torch.device) -> tuple[list[C
             d.dirichlet_alpha,
             config.run.seed,
         )
+        rng = np.random.default_rng([config.run.seed, Seed.SUBSAMPLE])
+        splits = cap_train(splits, ds.train_y.numpy(), d.max_train_samples, rng)
     except ValueError as error:  # e.g. a client left without samples: the parameters' fault
         raise UserError(f"cannot partition {d.dataset}: {error}") from None
     datas = [

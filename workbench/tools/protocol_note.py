@@ -92,36 +92,40 @@ def verdict(gaps: pd.DataFrame, partition: str, reference: str, method: str = RE
 
 def load(sweep_dir: Path, spec: Path | None = None) -> Sweep:
     """A finished sweep (its sweep.json), or with `spec` the points finished so far of a sweep
-    that is still running or was stopped (the others count as not finished)."""
+    that is still running or was stopped (the others count as not finished); `resolved` holds
+    every finished point's parameters as its run recorded them."""
     if spec is None:
         return load_sweep(sweep_dir)
     loaded = load_spec(spec)
     names = list(swept_values(loaded))
-    states, frames = [], []
+    states, frames, resolved = [], [], []
     for index, point in enumerate(expand(loaded)):
-        state, table = finished_point(sweep_dir, index, point.swept)
+        state, table, flat = finished_point(sweep_dir, index, point.swept)
         states.append({"id": point.id, "state": state, "error": None, **point.swept})
         if table is not None:
             frames.append(table.assign(point=point.id, **point.swept))
+            resolved.append({"id": point.id, **flat})
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return Sweep(
         spec={"parameters": loaded["parameters"], "grid": swept_values(loaded)},
         points=pd.DataFrame(states).reindex(columns=["id", "state", "error", *names]),
         table=table.reindex(columns=[*table.columns, *[n for n in names if n not in table]]),
+        resolved=pd.DataFrame(resolved),
     )
 
 
-def finished_point(sweep_dir: Path, index: int, swept: dict) -> tuple[str, pd.DataFrame | None]:
-    """A point's state and table, found by its position and checked against its swept values
-    (its id also hashes every default, which code changes since the run may have moved)."""
+def finished_point(sweep_dir: Path, index: int, swept: dict) -> tuple[str, pd.DataFrame | None, dict]:
+    """A point's state, table and recorded parameters, found by its position and checked
+    against its swept values (its id also hashes every default, which code changes since the
+    run may have moved)."""
     for folder in sorted((sweep_dir / "points").glob(f"p{index:03d}-*")):
         status = folder / STATUS_FILE
         if not status.exists() or json.loads(status.read_text())["state"] != "done":
             continue
         flat, table = read_run(folder / "run")
         if all(flat.get(k) == v for k, v in swept.items()):
-            return "done", table
-    return "missing", None
+            return "done", table, flat
+    return "missing", None, {}
 
 
 def labelled(sweep: Sweep) -> tuple[pd.DataFrame, list[str]]:

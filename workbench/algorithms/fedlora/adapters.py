@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -31,22 +32,46 @@ ADAPTER = "default"  # PEFT's adapter name; the workbench uses one adapter per m
 KEPT = "kept_adapter_factors"  # model attribute: adapter factors that never leave the client
 
 
+@dataclass(frozen=True)
+class Variant:
+    """How the adapter is scaled and initialised (FedLoRA's use_rslora, adapter_init,
+    adapter_b_std); the default is LoRA's: α/r, A Kaiming-uniform, B = 0."""
+
+    rslora: bool = False
+    init: str = "lora"
+    b_std: float = 0.01
+
+
+PEFT_INIT = {"lora": True, "gaussian": "gaussian", "small_b": True}  # init → init_lora_weights
+
+
 def attach_adapter(
-    model: nn.Module, placement: str, rank: int, alpha: float, seed: int, targets: tuple[str, ...] = ("head",)
+    model: nn.Module,
+    placement: str,
+    rank: int,
+    alpha: float,
+    seed: int,
+    targets: tuple[str, ...] = ("head",),
+    variant: Variant = Variant(),
 ) -> nn.Module:
-    """The model with its placement's adapter (B = 0: outputs unchanged); factors a placement
-    does not share are recorded on the model as kept."""
+    """The model with its placement's adapter (B = 0 unless `small_b`: outputs unchanged);
+    factors a placement does not share are recorded on the model as kept."""
     if placement in ("parallel", "parallel_logits"):
         # into the representation the head reads, or into the logits it writes
         d_out = model.head.in_features if placement == "parallel" else model.head.out_features
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            branch = LowRankBranch(INPUT_DIM, d_out, rank, alpha).to(model.head.weight.device)
+            branch = LowRankBranch(
+                INPUT_DIM, d_out, rank, alpha, variant.rslora, variant.init == "gaussian"
+            ).to(model.head.weight.device)
+        if variant.init == "small_b":
+            small_b([branch.lora_B.weight], variant.b_std, seed)
         adapted: nn.Module = ParallelAdapted(
             model, branch, "representation" if placement == "parallel" else "logits"
         )
     elif placement in ("head", "fc2"):
-        adapted = inject_lora(model, targets if placement == "head" else ("fc2",), rank, alpha, seed)
+        sites = targets if placement == "head" else ("fc2",)
+        adapted = inject_lora(model, sites, rank, alpha, seed, variant)
     else:
         raise ValueError(f"unknown adapter placement {placement!r}")
     shared = SHARED_FACTORS[placement]
@@ -56,18 +81,47 @@ def attach_adapter(
     return adapted
 
 
-def inject_lora(model: nn.Module, targets: tuple[str, ...], rank: int, alpha: float, seed: int) -> nn.Module:
-    """Wrap each target Linear with a LoRA branch (B = 0, so the model's output is unchanged)."""
+def small_b(weights: list[nn.Parameter], std: float, seed: int) -> None:
+    """Draw B's entries from N(0, std²): the update stays (α/r)·B·A, but A receives a gradient
+    from the first step. B's own generator, so B is the same on every model even where A's
+    shape (and so what A's draws consume) differs."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for weight in weights:
+            weight.copy_(torch.randn(weight.shape, generator=generator) * std)
+
+
+def inject_lora(
+    model: nn.Module,
+    targets: tuple[str, ...],
+    rank: int,
+    alpha: float,
+    seed: int,
+    variant: Variant = Variant(),
+) -> nn.Module:
+    """Wrap each target Linear with a LoRA branch (B = 0 unless `small_b`, so the model's
+    output is unchanged); rsLoRA and the initialisation are PEFT's own options."""
     missing = [t for t in targets if not isinstance(dict(model.named_modules()).get(t), nn.Linear)]
     if missing:
         raise ValueError(f"LoRA targets {missing} are not Linear layers of {type(model).__name__}")
     # imported here: PEFT imports transformers (seconds), so only runs that inject pay for it
     from peft import LoraConfig, inject_adapter_in_model
 
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none", target_modules=list(targets))
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=0.0,
+        bias="none",
+        target_modules=list(targets),
+        use_rslora=variant.rslora,
+        init_lora_weights=PEFT_INIT[variant.init],
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = inject_adapter_in_model(config, model, adapter_name=ADAPTER)
+    if variant.init == "small_b":
+        layers = lora_layers(model)
+        small_b([layers[name].lora_B[ADAPTER].weight for name in sorted(layers)], variant.b_std, seed)
     wrapped = set(lora_layers(model))
     if wrapped != set(targets):
         raise ValueError(f"LoRA injection wrapped {sorted(wrapped)}, expected {sorted(targets)}")

@@ -4,18 +4,20 @@ Yi et al., "FedLoRA: Model-Heterogeneous Personalized Federated Learning with Lo
 arXiv:2310.13283. Reconstructed from the abstract (docs/architecture.md): each client alternates
 (1) adapter frozen, train the private model on (1−μ)·CE(local) + μ·CE(local ⊕ adapter), and
 (2) model frozen, train the adapter on CE(local ⊕ adapter); only the adapter's shared factors
-are uploaded and the server averages them weighted by training-sample counts.
+are uploaded and the server averages them weighted by training-sample counts (or uniformly).
 
 Where the adapter sits is reconstructed too (`adapter_placement`, `workbench.algorithms.fedlora.placements`):
 beside the head, on fc2 sharing its 500-wide factor, or as a low-rank branch from the input into
 the representation or the logits. μ may warm up linearly over the first rounds (`mu_schedule`),
-and both phases may clip gradient norms (`max_grad_norm`) as the authors' sister code does.
+and both phases may clip gradient norms (`max_grad_norm`) as the authors' sister code does. The
+adapter's scaling, initialisation, learning rates, epochs and the deployed inference path are
+variants of `workbench.algorithms.fedlora.params`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from workbench.algorithms.base import (
@@ -28,65 +30,20 @@ from workbench.algorithms.base import (
     Seed,
     derived_seed,
 )
-from workbench.algorithms.fedlora.placements import PLACEMENTS, check_placement
-from workbench.core.facts import MAX_EPOCHS, TOO_LONG
+from workbench.algorithms.fedlora.params import FedLoRAParams, adapter_epochs, mu_at
+from workbench.algorithms.fedlora.placements import check_placement
 from workbench.core.lazy import lazy
-from workbench.core.params import Section, param
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
     from workbench.config import ExperimentConfig
-    from workbench.core.training import LossFn, PhaseStats, Probe, SGDSpec
+    from workbench.core.training import LossFn, LrOf, PhaseStats, Probe, SGDSpec
 
 torch = lazy("torch")
 F = lazy("torch.nn.functional")
 adapters = lazy("workbench.algorithms.fedlora.adapters")
 probe = lazy("workbench.algorithms.fedlora.probe")
-
-LORA_TARGETS = ("head", "fc1", "fc2")
-MU_SCHEDULES = ("constant", "warmup")
-
-
-@dataclass(frozen=True)
-class FedLoRAParams(Section):
-    rank: int = param(4, "LoRA rank r", ge=1)
-    lora_alpha: float = param(8.0, "LoRA scale numerator: the branch is scaled by alpha/r", gt=0)
-    mu: float = param(0.5, "weight of the adapter-on loss while training the model", ge=0, le=1)
-    mu_schedule: str = param(
-        "constant",
-        "constant: mu in every round; warmup: mu·min(1, t/mu_warmup_rounds) in round t",
-        choices=MU_SCHEDULES,
-    )
-    mu_warmup_rounds: int = param(5, "warmup: rounds over which mu rises linearly to its value", ge=1)
-    adapter_epochs: int = param(
-        1, "local epochs training the adapter per round", ge=1, le=MAX_EPOCHS, why=TOO_LONG
-    )
-    adapter_lr: float = param(0.01, "SGD learning rate of the adapter", gt=0)
-    max_grad_norm: float = param(
-        0.0,
-        "clip each step's gradient L2 norm to this in both phases "
-        "(0: off; the authors' sister code clips at 50)",
-        ge=0,
-    )
-    adapter_placement: str = param(
-        "head",
-        "where the homogeneous adapter sits: head (LoRA beside lora_targets), fc2 (LoRA "
-        "on fc2 sharing B 500×r, A kept), parallel (low-rank x→500 branch added to the "
-        "representation), parallel_logits (x→C branch added to the logits)",
-        choices=PLACEMENTS,
-    )
-    lora_targets: tuple[str, ...] = param(
-        ("head",),
-        "Linear layers carrying the adapter when adapter_placement is head",
-        choices=LORA_TARGETS,
-        unique=True,
-    )
-    share_adapter: bool = param(
-        True,
-        "false: ablation, every client keeps its own adapter and "
-        "nothing is sent (same training, no federation)",
-    )
 
 
 def check_adapter(
@@ -95,13 +52,6 @@ def check_adapter(
     """Refuse an adapter that cannot have one shape on every client, or a rank it cannot hold
     (a target named twice is refused with the parameter itself: `unique`)."""
     check_placement(placement, models, num_classes, rank, targets)
-
-
-def mu_at(params: FedLoRAParams, round_: int | None) -> float:
-    """μ of a round under the schedule (outside a round: μ itself)."""
-    if params.mu_schedule == "constant" or round_ is None:
-        return params.mu
-    return params.mu * min(1.0, round_ / params.mu_warmup_rounds)
 
 
 class FedLoRA(Algorithm):
@@ -138,8 +88,15 @@ class FedLoRA(Algorithm):
         """The model with the configured adapter; the same seed everywhere, so every client
         (sampled or not) and the server start from the same shared factors."""
         lora = self.params
+        variant = adapters.Variant(lora.use_rslora, lora.adapter_init, lora.adapter_b_std)
         return adapters.attach_adapter(
-            model, lora.adapter_placement, lora.rank, lora.lora_alpha, self.adapter_seed(), lora.lora_targets
+            model,
+            lora.adapter_placement,
+            lora.rank,
+            lora.lora_alpha,
+            self.adapter_seed(),
+            lora.lora_targets,
+            variant,
         )
 
     def setup_client(self, client: Client) -> None:
@@ -147,8 +104,8 @@ class FedLoRA(Algorithm):
         client.state["model"] = self.attach(client.state["model"])
 
     def initial_server_state(self) -> dict[str, Tensor]:
-        """θ⁰: the shared factors, A from LoRA's initialisation under the run seed, B = 0
-        (nothing in the no-sharing ablation)."""
+        """θ⁰: the shared factors as `adapter_init` draws them under the run seed (nothing in
+        the no-sharing ablation)."""
         if not self.params.share_adapter:
             return {}
         return adapters.adapter_state(self.attach(self.build(self.config.client_models()[0], seed=0)))
@@ -167,9 +124,29 @@ class FedLoRA(Algorithm):
     def upload(self, client: Client) -> Payload:
         return adapters.adapter_state(client.state["model"]) if self.params.share_adapter else {}
 
+    def aggregate(
+        self, server_state: Payload, uploads: Mapping[int, Payload], weights: Mapping[int, float]
+    ) -> dict[str, Tensor]:
+        """The configured rule over the adapters, weighted by samples or uniformly."""
+        if self.params.adapter_weights == "uniform":
+            weights = dict.fromkeys(weights, 1.0)
+        return super().aggregate(server_state, uploads, weights)
+
+    def predict(self, client: Client, x: Tensor) -> Tensor:
+        """The deployed model: the private model with its adapter, or alone (`private`)."""
+        model = client.state["model"]
+        if self.params.adapter_inference == "private":
+            with adapters.adapter_disabled(model):
+                return model(x)
+        return model(x)
+
     def evaluation_probe(self, client: Client) -> Probe:
-        """The deployed model's logits; on the way, the adapter's contribution and weight norm."""
-        return probe.AdapterProbe(client.state["model"])
+        """The deployed model's logits (`predict`); on the way, the adapter's contribution and
+        weight norm, measured whichever output is deployed."""
+        deployed = (
+            None if self.params.adapter_inference == "combined" else (lambda x: self.predict(client, x))
+        )
+        return probe.AdapterProbe(client.state["model"], deployed)
 
     def local_update(self, client: Client, generator: torch.Generator) -> PhaseStats:
         first = self.train_model(client, generator)
@@ -198,16 +175,25 @@ class FedLoRA(Algorithm):
         """Phase 2: private model frozen, adapter trained on CE of the combined output."""
         model, lora = client.state["model"], self.params
         adapters.set_trainable(model, private=False, adapter=True)
-        sgd = self.sgd(lora.adapter_lr)
         return self.phase(
             client,
             [model],
             lambda x, y: F.cross_entropy(model(x), y),
             generator,
-            lora.adapter_epochs,
-            sgd,
+            adapter_epochs(lora, self.config.train.model_epochs),
+            self.sgd(lora.adapter_lr),
             "adapter",
+            self.lora_plus(model),
         )
+
+    def lora_plus(self, model: nn.Module) -> LrOf | None:
+        """LoRA+: B's factors at adapter_lr × lora_plus_ratio, the rest at adapter_lr (None at
+        ratio 1: one rate, one parameter group)."""
+        lora = self.params
+        if lora.lora_plus_ratio == 1.0:
+            return None
+        fast = {id(p) for k, p in adapters.adapter_parameters(model).items() if k.endswith(".lora_B")}
+        return lambda p: lora.adapter_lr * (lora.lora_plus_ratio if id(p) in fast else 1.0)
 
     def model_loss(self, model: nn.Module) -> LossFn:
         """(1−μ)·CE(F_k(x)) + μ·CE(F_k(x) ⊕ θ(x)) with this round's μ; a zero-weighted term is

@@ -1,9 +1,11 @@
 """A low-rank adapter network beside a zoo model, reading the input (FedLoRA's `parallel` placements).
 
 The branch is LoRA's update of a virtual zero weight from the flattened image to the
-representation (or the logits): Δ(x) = (α/r)·B·A·vec(x), A (r×3072) initialised like PEFT's
-(Kaiming-uniform), B = 0. Its shape depends only on the input and the target width, so it is the
-same on every client whatever the client's architecture.
+representation (or the logits): Δ(x) = (α/r)·B·A·vec(x) (α/√r under rsLoRA), A (r×3072)
+initialised like PEFT's (Kaiming-uniform, or N(0, 1/r²) for `gaussian`), B = 0 (FedLoRA's
+`small_b` then draws B: `adapters.small_b`). Its shape
+depends only on the input and the target width, so it is the same on every client whatever the
+client's architecture.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import math
 
 from torch import Tensor, nn
 
+from workbench.algorithms.fedlora.params import scaling
 from workbench.core.models import ZooCNN
 
 OUTPUTS = ("representation", "logits")
@@ -20,13 +23,18 @@ OUTPUTS = ("representation", "logits")
 class LowRankBranch(nn.Module):
     """x ↦ (α/r)·B·A·vec(x); `enabled` False makes the adapted model its local model."""
 
-    def __init__(self, d_in: int, d_out: int, rank: int, alpha: float) -> None:
+    def __init__(
+        self, d_in: int, d_out: int, rank: int, alpha: float, rslora: bool = False, gaussian: bool = False
+    ) -> None:
         super().__init__()
         self.lora_A = nn.Linear(d_in, rank, bias=False)
         self.lora_B = nn.Linear(rank, d_out, bias=False)
-        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))  # PEFT's LoRA init
+        if gaussian:  # PEFT's init_lora_weights="gaussian"
+            nn.init.normal_(self.lora_A.weight, std=1 / rank)
+        else:  # PEFT's LoRA init
+            nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_B.weight)
-        self.scaling = alpha / rank
+        self.scaling = scaling(alpha, rank, rslora)
         self.enabled = True
 
     def forward(self, x: Tensor) -> Tensor:

@@ -1,8 +1,9 @@
 """Where FedLoRA's homogeneous adapter sits on a heterogeneous zoo model, as plain data (no torch).
 
 The paper's abstract does not say where the adapter sits, so each placement is a reconstruction
-with LoRA semantics: a low-rank update (α/r)·B·A with B = 0 at the start, so every client's
-combined model starts equal to its local model. Only factors whose shape is the same on every
+with LoRA semantics: a low-rank update (α/r)·B·A with B = 0 at the start (or, by default, a
+small random B: `adapter_init`), so every client's combined model starts at or near its local
+model. Only factors whose shape is the same on every
 client can be shared:
 
 - `head`: LoRA beside the Linear layers in `lora_targets` (default the 500→C head); A and B are

@@ -107,18 +107,20 @@ def effective_weight_norm(model: nn.Module) -> float:
 
 
 class AdapterProbe(Probe):
-    """The deployed model's logits; on the way, the adapter's share of the placement's output."""
+    """The deployed model's logits; on the way, the adapter's share of the placement's output.
+    `deployed` gives other logits than the model's own (`adapter_inference=private`: the private
+    model alone, one more forward pass with the adapter switched off)."""
 
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__(model)
-        self.model, self.outputs = model, site_function(model)
+    def __init__(self, model: nn.Module, deployed: Callable[[Tensor], Tensor] | None = None) -> None:
+        super().__init__(model if deployed is None else deployed)
+        self.model, self.outputs, self.deployed = model, site_function(model), deployed
         self.without_sq, self.added_sq = 0.0, 0.0  # Σ over batches of squared Frobenius norms
 
     def __call__(self, x: Tensor) -> Tensor:
         logits, without, added = self.outputs(x)
         self.without_sq += float(torch.linalg.vector_norm(without)) ** 2
         self.added_sq += float(torch.linalg.vector_norm(added)) ** 2
-        return logits
+        return logits if self.deployed is None else self.deployed(x)  # B, C
 
     def values(self) -> dict[str, float]:
         """Contribution (0 when the adapter adds nothing) and the effective weight's norm."""

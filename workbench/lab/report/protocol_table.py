@@ -1,7 +1,8 @@
 """The FedLoRA protocol table: every configuration of a sweep per partition, over its seeds.
 
-A *configuration* is one setting of the swept parameters except `seed` and `partition`. For each
-partition it reports the final mean accuracy per seed, their mean with a 95% Student-t interval,
+A *configuration* is one setting of the swept parameters except `seed` and the split (`partition`
+by default; the issue-21 study splits by data regime, `num_clients`). For each split value it
+reports the final mean accuracy per seed, their mean with a 95% Student-t interval,
 the best accuracy, the run's total training FLOPs and bytes, and the cost to a target accuracy.
 Gaps to a reference (Standalone, the best baseline) are *paired by seed*: the same seed gives
 every method the same data, partition and client sampling, so the per-seed difference removes
@@ -22,7 +23,7 @@ from workbench.core.facts import REFERENCE_METHOD
 from workbench.core.results import cost_to_target
 from workbench.lab.report.sweep_tables import label, point_summary
 
-SPLIT = ("partition",)
+SPLIT = "partition"  # the column a table is split by unless a caller names another
 KEY = "configuration"
 GAP_COLUMNS = ["partition", KEY, "reference", "pairs", "gap_mean", "gap_ci95", "beyond_noise"]
 
@@ -37,14 +38,14 @@ def interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float
     return mean, float(stats.t.ppf(0.5 + level / 2, len(values) - 1) * sem)
 
 
-def configurations(table: pd.DataFrame, swept: Sequence[str]) -> pd.DataFrame:
-    """One row per finished point: partition, seed, configuration label and its summary.
+def configurations(table: pd.DataFrame, swept: Sequence[str], split: str = SPLIT) -> pd.DataFrame:
+    """One row per finished point: split value, seed, configuration label and its summary.
 
     A label names the algorithm and the swept values that tell its configurations apart: a
     value every point of the algorithm sets alike (e.g. model_epochs=2 on all FedLoRA points)
     is left out."""
     summary = point_summary(table, swept)
-    keys = [k for k in swept if k not in ("algorithm", "seed", *SPLIT)]
+    keys = [k for k in swept if k not in ("algorithm", "seed", split)]
     labels = pd.Series("", index=summary.index)
     for _, group in summary.groupby("algorithm", sort=False):
         varying = [k for k in keys if not (group[k].notna().all() and group[k].nunique() == 1)]
@@ -68,18 +69,20 @@ def _to_target(table: pd.DataFrame, points: pd.DataFrame, target: float) -> pd.D
     return reached.rename(columns={"run": "point"})[["point", "round", "cum_train_flops", "cum_bytes"]]
 
 
-def protocol_table(table: pd.DataFrame, swept: Sequence[str], targets: Mapping[str, float]) -> pd.DataFrame:
-    """Per partition and configuration: seeds, accuracy mean ± 95% CI, costs, cost to target."""
-    points = configurations(table, swept)
+def protocol_table(
+    table: pd.DataFrame, swept: Sequence[str], targets: Mapping[object, float], split: str = SPLIT
+) -> pd.DataFrame:
+    """Per split value and configuration: seeds, accuracy mean ± 95% CI, costs, cost to target."""
+    points = configurations(table, swept, split)
     rows = []
-    for (partition, config), group in points.groupby(["partition", KEY], sort=True):
+    for (partition, config), group in points.groupby([split, KEY], sort=True):
         group = group.sort_values("seed")
         mean, half = interval(group["final_accuracy"])
         target = targets[partition]
         hit = _to_target(table, group, target).dropna()
         rows.append(
             {
-                "partition": partition,
+                split: partition,
                 KEY: config,
                 "algorithm": group["algorithm"].iloc[0],
                 "seeds": len(group),
@@ -98,11 +101,13 @@ def protocol_table(table: pd.DataFrame, swept: Sequence[str], targets: Mapping[s
     return pd.DataFrame(rows)
 
 
-def paired_gaps(table: pd.DataFrame, swept: Sequence[str], reference: str) -> pd.DataFrame:
-    """Per partition and configuration: final-accuracy gap to `reference` paired by seed."""
-    points = configurations(table, swept)
+def paired_gaps(
+    table: pd.DataFrame, swept: Sequence[str], reference: str, split: str = SPLIT
+) -> pd.DataFrame:
+    """Per split value and configuration: final-accuracy gap to `reference` paired by seed."""
+    points = configurations(table, swept, split)
     rows = []
-    for partition, part in points.groupby("partition", sort=True):
+    for partition, part in points.groupby(split, sort=True):
         ref = part[part[KEY] == reference].set_index("seed")["final_accuracy"]
         for config, group in part.groupby(KEY, sort=True):
             diffs = (group.set_index("seed")["final_accuracy"] - ref).dropna()
@@ -111,7 +116,7 @@ def paired_gaps(table: pd.DataFrame, swept: Sequence[str], reference: str) -> pd
             mean, half = interval(diffs)
             rows.append(
                 {
-                    "partition": partition,
+                    split: partition,
                     KEY: config,
                     "reference": reference,
                     "pairs": len(diffs),
@@ -120,15 +125,18 @@ def paired_gaps(table: pd.DataFrame, swept: Sequence[str], reference: str) -> pd
                     "beyond_noise": bool(abs(mean) > half) if not math.isnan(half) else False,
                 }
             )
-    return pd.DataFrame(rows, columns=GAP_COLUMNS)
+    return pd.DataFrame(rows, columns=[split, *GAP_COLUMNS[1:]])
 
 
 def best_baseline(
-    protocol: pd.DataFrame, partition: str, exclude: Sequence[str] = (REFERENCE_METHOD,)
+    protocol: pd.DataFrame,
+    partition: object,
+    exclude: Sequence[str] = (REFERENCE_METHOD,),
+    split: str = SPLIT,
 ) -> str | None:
     """The configuration of another method (none of `exclude`) with the highest mean final
-    accuracy in a partition (None before any has finished)."""
-    rows = protocol[(protocol["partition"] == partition) & ~protocol["algorithm"].isin(list(exclude))]
+    accuracy in a split value (None before any has finished)."""
+    rows = protocol[(protocol[split] == partition) & ~protocol["algorithm"].isin(list(exclude))]
     return rows.sort_values("final_mean", ascending=False)[KEY].iloc[0] if len(rows) else None
 
 

@@ -1,0 +1,156 @@
+"""The FedLoRA study's comparisons (issue 21): each variant against its no-sharing twin and
+against Standalone given the same local optimizer steps, per data regime, paired by seed; and
+the spread of accuracy over μ or rank beside the seed noise.
+
+Points come with their resolved parameters (`resolved`: point id → flat values), so a twin or a
+matched Standalone is found by what actually ran, not by labels. Two accuracies per point: the
+*final* mean client accuracy (last evaluated round) and its *round mean* (averaged over every
+evaluated round, the whole curve). A gap is "beyond seed noise" when its 95% Student-t interval
+over the paired seeds excludes 0. Reads only tidy tables; never imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from workbench.core.results import mean_accuracy
+from workbench.lab.report.protocol_table import KEY, configurations, interval
+from workbench.lab.report.sweep_tables import SUMMARY_VALUES
+
+# without sharing nothing is averaged, so the weighting of uploads cannot change a twin
+TWIN_IGNORES = ("share_adapter", "adapter_weights")
+NOT_CONFIG = ("seed", "run_seed", "checkpoint_every", "device")  # what never tells configurations apart
+ACCURACIES = ("final_accuracy", "round_mean")
+COMPARISON_COLUMNS = ["configuration", "reference", "pairs"] + [
+    f"{a}_{s}" for a in ("final", "round_mean") for s in ("gap", "ci95", "beyond")
+]
+
+
+def study_points(
+    table: pd.DataFrame, swept: Sequence[str], resolved: pd.DataFrame, split: str
+) -> pd.DataFrame:
+    """One row per finished point: its label, split value, seed, both accuracies and every
+    resolved parameter (`resolved` has a `point` column)."""
+    points = configurations(table, swept, split)
+    means = {p: float(mean_accuracy(rows)["accuracy"].mean()) for p, rows in table.groupby("point")}
+    points["round_mean"] = points["point"].map(means)
+    merged = points.merge(resolved, on="point", how="left", suffixes=("", "_resolved"))
+    for column in [c for c in resolved.columns if c != "point" and c in points.columns]:
+        # a swept name a point did not set holds NaN in the table: what it ran with fills it
+        merged[column] = merged[column].where(merged[column].notna(), merged.pop(f"{column}_resolved"))
+    return merged
+
+
+def relabel(points: pd.DataFrame, base: Mapping[str, object]) -> pd.DataFrame:
+    """FedLoRA's configurations named by what they change from `base` (its defaults), e.g.
+    'fedlora · adapter_init=lora' ('fedlora' alone at the defaults); other methods keep theirs."""
+    points = points.copy()
+    for index, row in points[points["algorithm"] == "fedlora"].iterrows():
+        changed = [f"{k}={plain(row[k])}" for k, v in base.items() if k in row and plain(row[k]) != plain(v)]
+        points.loc[index, KEY] = " · ".join(["fedlora", *changed])
+    return points
+
+
+def local_epochs(row: Mapping[str, object]) -> int:
+    """Epochs of local optimizer steps per round: FedLoRA's model plus adapter phases (the
+    adapter's by its schedule), any other method's model epochs."""
+    model = int(row["model_epochs"])
+    if row["algorithm"] != "fedlora":
+        return model
+    adapter = int(row["adapter_epochs"])
+    return model + (model + adapter if row["adapter_schedule"] == "model_plus" else adapter)
+
+
+def plain(value: object) -> str:
+    """A parameter value as comparable text: 4, 4.0 and '4' alike; switches as true/false."""
+    if isinstance(value, str):
+        return value.lower() if value.lower() in ("true", "false") else value
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value)).lower()
+    if isinstance(value, (int, float, np.number)):
+        return f"{float(value):g}"
+    return str(value)
+
+
+def _setting(row: pd.Series, ignore: Sequence[str]) -> tuple:
+    """A point's resolved parameters except the seed and `ignore`, as a hashable key."""
+    skip = {*NOT_CONFIG, *ignore, *SUMMARY_VALUES, "point", KEY, "round_mean"}
+    return tuple((k, plain(row[k])) for k in sorted(row.index) if k not in skip)
+
+
+def compare(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, object]:
+    """Gaps a − b of both accuracies over the seeds both ran: mean, 95% half-width, beyond noise."""
+    first, second = a.set_index("seed"), b.set_index("seed")
+    seeds = sorted(set(first.index) & set(second.index))
+    out: dict[str, object] = {"pairs": len(seeds)}
+    for column, name in zip(ACCURACIES, ("final", "round_mean")):
+        diffs = [float(first.loc[s, column] - second.loc[s, column]) for s in seeds]
+        mean, half = interval(diffs) if diffs else (math.nan, math.nan)
+        out |= {f"{name}_gap": mean, f"{name}_ci95": half, f"{name}_beyond": bool(abs(mean) > half)}
+    return out
+
+
+def twin_gaps(points: pd.DataFrame, split_value: object, split: str) -> pd.DataFrame:
+    """Every sharing FedLoRA configuration of a split against its `share_adapter=false` twin."""
+    part = points[(points[split] == split_value) & (points["algorithm"] == "fedlora")]
+    keys = part.apply(lambda r: _setting(r, TWIN_IGNORES), axis=1)
+    shared = part["share_adapter"].map(plain) == "true"
+    rows = []
+    for config, group in part[shared].groupby(KEY, sort=True):
+        twin = part[~shared & (keys == keys[group.index[0]])]
+        if not twin.empty:
+            rows.append({"configuration": config, "reference": twin[KEY].iloc[0], **compare(group, twin)})
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def standalone_gaps(points: pd.DataFrame, split_value: object, split: str, matched: bool) -> pd.DataFrame:
+    """Every FedLoRA configuration of a split against Standalone with as many local epochs of
+    optimizer steps per round (`matched`), or with FedLoRA's own model epochs."""
+    part = points[points[split] == split_value]
+    alone = part[part["algorithm"] == "standalone"]
+    rows = []
+    for config, group in part[part["algorithm"] == "fedlora"].groupby(KEY, sort=True):
+        first = group.iloc[0]
+        epochs = local_epochs(first) if matched else int(first["model_epochs"])
+        reference = alone[alone["model_epochs"].astype(int) == epochs]
+        if not reference.empty:
+            rows.append(
+                {"configuration": config, "reference": reference[KEY].iloc[0], **compare(group, reference)}
+            )
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def spread(
+    points: pd.DataFrame, split_value: object, split: str, base: Mapping[str, object], knob: str
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Sharing FedLoRA configurations equal to `base` (FedLoRA's parameters) except in `knob`:
+    each value's mean of both accuracies over seeds and its seed standard deviation, and the
+    spread (max − min of the means) beside the seed noise (the mean of those deviations)."""
+    part = points[(points[split] == split_value) & (points["algorithm"] == "fedlora")]
+    others = {k: plain(v) for k, v in base.items() if k != knob and k in part.columns}
+    same = part[[all(plain(r[k]) == v for k, v in others.items()) for _, r in part.iterrows()]]
+    rows = [
+        {
+            knob: value,
+            "seeds": len(group),
+            **{f"{a}_mean": group[a].mean() for a in ACCURACIES},
+            **{f"{a}_sd": group[a].std(ddof=1) for a in ACCURACIES},
+        }
+        for value, group in same.groupby(knob, sort=True)
+    ]
+    frame = pd.DataFrame(
+        rows, columns=[knob, "seeds", *[f"{a}_{s}" for s in ("mean", "sd") for a in ACCURACIES]]
+    )
+    summary = {
+        f"{a}_{stat}": value
+        for a in ACCURACIES
+        for stat, value in (
+            ("spread", frame[f"{a}_mean"].max() - frame[f"{a}_mean"].min() if len(frame) else math.nan),
+            ("seed_sd", frame[f"{a}_sd"].mean() if len(frame) else math.nan),
+        )
+    }
+    return frame, summary
