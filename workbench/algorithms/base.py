@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from workbench.config import ExperimentConfig
     from workbench.core.data import ClientData, Normalizer
+    from workbench.core.results import Evaluation
     from workbench.core.training import Batches, LossFn, PhaseStats, SGDSpec
 
 np = lazy("numpy")
@@ -56,7 +57,7 @@ class Client:
     model_name: str
     data: ClientData
     state: dict[str, Any] = field(default_factory=dict)
-    evaluation: tuple[float, float] | None = None  # (accuracy, loss) of the current state
+    evaluation: Evaluation | None = None  # test (and validation) accuracy and loss of the current state
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,11 @@ class Algorithm:
         """The client's local test split, normalized, in order."""
         d = client.data
         return data.eval_batches(d.test_x, d.test_y, self.config.train.eval_batch_size, self.env.normalize)
+
+    def val_batches(self, client: Client) -> Iterator[tuple[Tensor, Tensor]]:
+        """The client's validation split (held out of its training data), normalized, in order."""
+        d = client.data
+        return data.eval_batches(d.val_x, d.val_y, self.config.train.eval_batch_size, self.env.normalize)
 
     def class_statistics(
         self, client: Client, forward: Callable[[Tensor], Tensor], phase: str

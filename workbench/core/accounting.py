@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
 from workbench.core.facts import Payload
-from workbench.core.results import Row
+from workbench.core.results import NO_VALIDATION, Row
 
 
 def payload_bytes(payload: Payload) -> int:
@@ -80,6 +80,10 @@ class Ledger:
         loss: float,
         num_train: int,
         num_test: int,
+        *,
+        val_accuracy: float = NO_VALIDATION,
+        val_loss: float = NO_VALIDATION,
+        num_val: int = 0,
     ) -> Row:
         """A client's table row: its evaluation and its costs settled since its previous row."""
         took_part, train_loss, flops, up, down, refused = self.settle(cid)
@@ -98,6 +102,9 @@ class Ledger:
             num_train=num_train,
             num_test=num_test,
             refused=refused,
+            val_accuracy=val_accuracy,
+            val_loss=val_loss,
+            num_val=num_val,
         )
 
     def settle(self, cid: int) -> tuple[bool, float, int, int, int, int]:

@@ -50,3 +50,4 @@ class Seed(IntEnum):
     SERVER_HEAD = 5  # LG-FedAvg's initial global head
     ATTACK = 6  # a malicious client's noise (with round and client id) and who is malicious
     SAMPLING = 7  # which clients a round samples (with the round)
+    VALIDATION = 8  # which training samples a client holds out for validation

@@ -32,12 +32,15 @@ from workbench.flower.messages import (
     NUM_EXAMPLES,
     NUM_TEST,
     NUM_TRAIN,
+    NUM_VAL,
     PARTITION_ID,
     ROLLED_BACK,
     ROUND,
     TORCH_THREADS,
     TRAIN_FLOPS,
     TRAIN_LOSS,
+    VAL_ACCURACY,
+    VAL_LOSS,
 )
 from workbench.flower.node import NodeClient, client_data, open_client, save_client, state_root
 from workbench.flower.records import from_record, to_record
@@ -86,15 +89,18 @@ def _train(message: Message, config: ExperimentConfig, node: NodeClient, tamper:
 
 
 def _evaluate(node: NodeClient) -> MetricRecord:
-    """Accuracy and loss of the client's deployed model on its local test split."""
+    """Accuracy and loss of the client's deployed model on its local test and validation splits."""
     client = node.client
-    accuracy, loss = evaluate_client(node.algorithm, client)
+    result = evaluate_client(node.algorithm, client)
     return MetricRecord(
         {
-            ACCURACY: float(accuracy),
-            LOSS: float(loss),
+            ACCURACY: float(result.accuracy),
+            LOSS: float(result.loss),
+            VAL_ACCURACY: float(result.val_accuracy),
+            VAL_LOSS: float(result.val_loss),
             NUM_TRAIN: client.data.num_train,
             NUM_TEST: client.data.num_test,
+            NUM_VAL: client.data.num_val,
         }
     )
 
