@@ -5,7 +5,9 @@ partition it reports the final mean accuracy per seed, their mean with a 95% Stu
 the best accuracy, the run's total training FLOPs and bytes, and the cost to a target accuracy.
 Gaps to a reference (Standalone, the best baseline) are *paired by seed*: the same seed gives
 every method the same data, partition and client sampling, so the per-seed difference removes
-the split's own noise; a gap is "beyond seed noise" when its 95% interval excludes 0.
+the split's own noise; a gap is "beyond seed noise" when its 95% interval excludes 0. Best
+configurations are selected on mean final validation accuracy where every run held a
+validation split, else on test accuracy (`ranked_by`).
 Reads only tidy tables (pandas, scipy); never imports torch.
 """
 
@@ -20,11 +22,12 @@ from scipy import stats
 
 from workbench.core.facts import REFERENCE_METHOD
 from workbench.core.results import cost_to_target
+from workbench.lab.report.selection import VALIDATION
 from workbench.lab.report.sweep_tables import label, point_summary
 
 SPLIT = ("partition",)
 KEY = "configuration"
-GAP_COLUMNS = ["partition", KEY, "reference", "pairs", "gap_mean", "gap_ci95", "beyond_noise"]
+GAP_COLUMNS = ["partition", KEY, "reference", "pairs", "gap_mean", "gap_ci95", "beyond_noise", "val_mean"]
 
 
 def interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
@@ -87,6 +90,8 @@ def protocol_table(table: pd.DataFrame, swept: Sequence[str], targets: Mapping[s
                 "final_ci95": half,
                 "final_per_seed": " / ".join(f"{v:.3f}" for v in group["final_accuracy"]),
                 "best_mean": group["best_accuracy"].mean(),
+                # what selections rank by (NaN when a seed's run held no validation split)
+                "val_mean": group[VALIDATION].astype(float).mean(skipna=False),
                 "train_flops": group["total_train_flops"].mean(),
                 "bytes": group["total_bytes"].mean(),
                 "target": target,
@@ -98,8 +103,15 @@ def protocol_table(table: pd.DataFrame, swept: Sequence[str], targets: Mapping[s
     return pd.DataFrame(rows)
 
 
+def ranked_by(frame: pd.DataFrame, validation: str, test: str) -> str:
+    """The column to rank configurations by: `validation` when every row has it, else `test`."""
+    return validation if validation in frame and len(frame) and frame[validation].notna().all() else test
+
+
 def paired_gaps(table: pd.DataFrame, swept: Sequence[str], reference: str) -> pd.DataFrame:
-    """Per partition and configuration: final-accuracy gap to `reference` paired by seed."""
+    """Per partition and configuration: final-accuracy gap to `reference` paired by seed, and
+    the configuration's mean final validation accuracy over those seeds (`val_mean`, what the
+    note selects a method's best configuration by; NaN without a validation split)."""
     points = configurations(table, swept)
     rows = []
     for partition, part in points.groupby("partition", sort=True):
@@ -109,6 +121,7 @@ def paired_gaps(table: pd.DataFrame, swept: Sequence[str], reference: str) -> pd
             if config == reference or diffs.empty:
                 continue
             mean, half = interval(diffs)
+            paired = group.set_index("seed").loc[diffs.index, VALIDATION].astype(float)
             rows.append(
                 {
                     "partition": partition,
@@ -118,6 +131,7 @@ def paired_gaps(table: pd.DataFrame, swept: Sequence[str], reference: str) -> pd
                     "gap_mean": mean,
                     "gap_ci95": half,
                     "beyond_noise": bool(abs(mean) > half) if not math.isnan(half) else False,
+                    "val_mean": paired.mean(skipna=False),
                 }
             )
     return pd.DataFrame(rows, columns=GAP_COLUMNS)
@@ -127,9 +141,11 @@ def best_baseline(
     protocol: pd.DataFrame, partition: str, exclude: Sequence[str] = (REFERENCE_METHOD,)
 ) -> str | None:
     """The configuration of another method (none of `exclude`) with the highest mean final
-    accuracy in a partition (None before any has finished)."""
+    validation accuracy in a partition (test accuracy when a run held no validation split;
+    None before any has finished)."""
     rows = protocol[(protocol["partition"] == partition) & ~protocol["algorithm"].isin(list(exclude))]
-    return rows.sort_values("final_mean", ascending=False)[KEY].iloc[0] if len(rows) else None
+    order = ranked_by(rows, "val_mean", "final_mean")
+    return rows.sort_values(order, ascending=False)[KEY].iloc[0] if len(rows) else None
 
 
 def markdown(frame: pd.DataFrame, formats: Mapping[str, str] | None = None) -> str:
