@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from workbench.core.facts import Payload, Seed
 from workbench.core.lazy import lazy
-from workbench.core.params import Section
+from workbench.core.params import Search, Section
 from workbench.core.zoo import assign_models
 
 if TYPE_CHECKING:
@@ -43,6 +43,7 @@ __all__ = [
     "Knob",
     "KnobGrid",
     "Payload",
+    "Search",
     "derived_seed",
     "state_copy",
     "Seed",
@@ -128,6 +129,8 @@ class Algorithm:
     title: ClassVar[str] = "base"  # display name in reports; a subclass declaring none shows its name
     kernel_imports: ClassVar[tuple[str, ...]] = ()  # modules a sweep's warm kernels import ahead
     heatmap: ClassVar[KnobGrid | None] = None  # the report's accuracy heatmap over two knobs
+    # what `tune` searches by default: flat knob name → range (a tuning spec may override them)
+    search: ClassVar[Mapping[str, Search]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
