@@ -19,7 +19,7 @@ from workbench.config import ConfigError, build_config
 from workbench.core import files
 from workbench.core.facts import STATUS_FILE
 from workbench.lab.pruning import PRUNED, TrialReporter, ticket
-from workbench.lab.sweep.tune import best_trial, open_studies, run_tune, storage_url, tell
+from workbench.lab.sweep.tune import best_trial, judge_spec, open_studies, run_tune, storage_url, tell
 from workbench.lab.sweep.tune_spec import distributions, load_tune_spec, search_space
 from workbench.loop.runner import run_experiment
 
@@ -189,7 +189,8 @@ def test_a_tiny_tune_resumes_after_being_killed_without_repeating_trials(tmp_pat
     }
     told = {m: [i for i, s in enumerate(v) if s in finished] for m, v in _counts(url).items()}
     assert sum(map(len, told.values())) >= 2
-    record = json.loads(run_tune(SPEC, out, trials=3, eval_seeds=[1, 2]).read_text())
+    report = run_tune(SPEC, out, trials=3, eval_seeds=[1, 2])
+    record = json.loads((out / "tune.json").read_text())
     after = _counts(url)
     assert {m: len(v) for m, v in after.items()} == {"fedavg": 3, "fedproto": 3}  # the same budget
     assert all(s in finished for v in after.values() for s in v)
@@ -206,3 +207,31 @@ def test_a_tiny_tune_resumes_after_being_killed_without_repeating_trials(tmp_pat
         assert entry["trials"] == 3 and entry["complete"] + entry["pruned"] + entry["failed"] == 3
         best = best_trial(optuna.load_study(study_name=method, storage=url))
         assert entry["best_val_accuracy"] == best.value and entry["best_params"] == best.params
+    # judged: each method's best trial rerun on the eval seeds, never on the tuning seed
+    judged = json.loads((out / "sweep.json").read_text())["points"]
+    assert sorted((p["params"]["algorithm"], p["params"]["seed"]) for p in judged) == [
+        ("fedavg", 1),
+        ("fedavg", 2),
+        ("fedproto", 1),
+        ("fedproto", 2),
+    ]
+    assert all(p["state"] == "done" for p in judged)
+    for p in judged:
+        chosen = record["methods"][p["params"]["algorithm"]]["best_params"]
+        assert {k: p["params"][k] for k in chosen} == chosen
+    html = report.read_text()
+    assert "<h2" in html and "Tuning" in html and "optimisation history" in html
+    assert "never used while tuning" in html and "validation splits" in html
+
+
+def test_the_judge_runs_each_methods_best_trial_on_the_eval_seeds_only(tmp_path) -> None:
+    tuning = load_tune_spec(spec(parameters={**TINY, "seed": 5}))
+    studies = open_studies(tuning, storage_url(tmp_path, None))
+    dists = distributions(search_space(tuning)["fedavg"])
+    for value, lr in ((0.4, 0.01), (0.6, 0.02)):
+        studies["fedavg"].add_trial(
+            optuna.trial.create_trial(params={"lr": lr}, distributions=dists, value=value)
+        )
+    wanted = judge_spec(tuning, studies, [1, 2, 3])
+    assert wanted["grid"] == {"algorithm": ["fedavg"], "seed": [1, 2, 3], "lr": [0.02]}
+    assert wanted["also"] == [] and "seed" not in wanted["parameters"]  # fedproto: no complete trial

@@ -163,13 +163,28 @@ def run_trials(
     return studies
 
 
+def trial_record(trial: Any) -> dict[str, Any]:
+    """One finished trial as tune.json keeps it (the report redraws Optuna's figures from it)."""
+    from optuna.distributions import distribution_to_json
+
+    return {
+        "number": trial.number,
+        "state": trial.state.name,
+        "value": trial.value,
+        "params": trial.params,
+        "distributions": {k: distribution_to_json(d) for k, d in trial.distributions.items()},
+        "intermediate_values": {str(k): v for k, v in trial.intermediate_values.items()},
+    }
+
+
 def record(studies: Mapping[str, Any], url: str, spec: Mapping[str, Any], trials: int) -> dict[str, Any]:
     """What tune.json keeps: the storage, the spec, and per method its trials and best."""
     from optuna.trial import TrialState
 
     methods = {}
     for method, study in studies.items():
-        states = [t.state for t in study.get_trials(deepcopy=False)]
+        every = study.get_trials(deepcopy=False)
+        states = [t.state for t in every]
         best = best_trial(study)
         methods[method] = {
             "study": study.study_name,
@@ -180,6 +195,7 @@ def record(studies: Mapping[str, Any], url: str, spec: Mapping[str, Any], trials
             "best_trial": best.number if best else None,
             "best_val_accuracy": best.value if best else None,
             "best_params": best.params if best else None,
+            "history": [trial_record(t) for t in every if t.state.is_finished()],
         }
     shown = url if url.startswith("sqlite") else url.split("@")[-1]  # never a password
     return {"storage": shown, "trials_per_method": trials, "spec": dict(spec), "methods": methods}
@@ -193,9 +209,12 @@ def run_tune(
     storage: str | None = None,
     timeout: int = 3600,
     execution: Execution | None = None,
+    report: bool = True,
 ) -> Path:
-    """Tune every method of the spec (or continue tuning it); return tune.json's path. The
-    spec, the trial count and the eval seeds are checked before anything runs."""
+    """Tune every method of the spec (or continue tuning it), then judge each method's chosen
+    configuration on the eval seeds and build the report; return the report's path (tune.json's
+    without `report`). The spec, the trial count and the eval seeds are checked before anything
+    runs."""
     from workbench.core.folder_lock import owned
     from workbench.lab.sweep.tune_spec import check_eval_seeds, load_tune_spec, search_space
 
@@ -207,5 +226,55 @@ def run_tune(
     with owned(out, "tune") as folder:
         url = storage_url(folder, storage)
         studies = run_trials(folder, spec, space, url, trials, timeout, execution)
-        files.write_json(folder / TUNE_FILE, record(studies, url, spec, trials), indent=2, default=str)
-    return folder / TUNE_FILE
+        kept = record(studies, url, spec, trials) | {
+            "eval_seeds": list(eval_seeds),
+            "tuning_seed": tuning_seed(spec),
+        }
+        files.write_json(folder / TUNE_FILE, kept, indent=2, default=str)
+        if not judge(folder, spec, studies, eval_seeds, timeout, execution) or not report:
+            return folder / TUNE_FILE
+        from workbench.lab.report.export import build_report
+
+        return build_report(folder)
+
+
+def judge_spec(
+    spec: Mapping[str, Any], studies: Mapping[str, Any], eval_seeds: list[int]
+) -> dict[str, Any] | None:
+    """A sweep spec running each method's best trial on every eval seed (None when no method
+    has a complete trial); a method without one is left out."""
+    grids = [
+        {"algorithm": [method], "seed": list(eval_seeds), **{k: [v] for k, v in best.params.items()}}
+        for method, study in studies.items()
+        if (best := best_trial(study)) is not None
+    ]
+    if not grids:
+        return None
+    fixed = {k: v for k, v in spec["parameters"].items() if k != "seed"}
+    return {"parameters": fixed, "grid": grids[0], "also": grids[1:]}
+
+
+def judge(
+    folder: Path,
+    spec: Mapping[str, Any],
+    studies: Mapping[str, Any],
+    eval_seeds: list[int],
+    timeout: int,
+    execution: Execution,
+) -> bool:
+    """Rerun each method's chosen configuration on the eval seeds as a sweep in the tune folder
+    (sweep.json, results.csv, points/): what the report's verdict compares; False when no
+    method has a complete trial to judge."""
+    from workbench.lab.sweep.run import run_owned
+    from workbench.lab.sweep.spec import expand, load_spec
+
+    wanted = judge_spec(spec, studies, eval_seeds)
+    left_out = [m for m, study in studies.items() if best_trial(study) is None]
+    for method in left_out:
+        print(f"tune {method}: no complete trial, so it is not judged", flush=True)
+    if wanted is None:
+        return False
+    sweep = load_spec(wanted)
+    print(f"judging the chosen configurations on seeds {', '.join(map(str, eval_seeds))}", flush=True)
+    run_owned(folder, sweep, expand(sweep), timeout, execution)
+    return True
