@@ -2,7 +2,8 @@
 
 Opens a git-tracked copy of notebooks/fedlora.ipynb with small parameters, runs all, moves the
 rank slider and checks that the new setting draws while a probe cell runs, that two settings
-show at once with data in all three panels, and that the saved copy carries no outputs.
+show at once with data in all three panels, that the finished setting shows its diagnostics and
+warning, and that the saved copy carries no outputs.
 """
 
 from __future__ import annotations
@@ -252,6 +253,10 @@ def test_the_tuner_streams_compares_and_keeps_the_kernel_free(lab) -> None:
     assert len(groups) == 2 and len(final["traces"]) == 6
     # (4) the FLOPs and bytes panels have data for both settings
     assert all(t[2] == SMALL["rounds"] for t in final["traces"] if t[1] in ("gflop", "mb"))
+    # (5) the finished setting's diagnostics line, and its warning (8 steps per round: 243
+    # training samples per client, 10% held out for validation, in batches of 32)
+    assert "diagnostics: adapter" in final["status"] and "steps/round model 8" in final["status"]
+    assert "⚠ undertrained" in final["status"], final["status"]
     assert errors == []
     saved = nbformat.read(notebook, as_version=4)  # the tracked copy: saved without outputs
     assert all(not c.get("outputs") for c in saved.cells if c.cell_type == "code")

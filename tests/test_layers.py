@@ -43,6 +43,7 @@ TORCH_FREE = [
     "workbench.core.facts",
     "workbench.core.zoo",
     "workbench.core.results",
+    "workbench.core.diagnostics",
     "workbench.core.files",
     "workbench.core.folder_lock",
 ]

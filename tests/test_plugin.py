@@ -15,7 +15,7 @@ from workbench.algorithms.standalone import Standalone
 from workbench.cli import main
 from workbench.config import ConfigError, build_config, defaults, parameter_table
 from workbench.core.params import Search, Section, param
-from workbench.core.results import Row, read_run
+from workbench.core.results import ROW_COLUMNS, read_run
 from workbench.lab import notebook
 from workbench.loop.runner import run_experiment
 
@@ -165,7 +165,7 @@ def synthetic_sweep_table() -> pd.DataFrame:
         for client in (0, 1):
             rows.append(
                 {
-                    **dict.fromkeys(Row.__dataclass_fields__, 0),
+                    **dict.fromkeys(ROW_COLUMNS, 0),
                     "round": round_,
                     "client": client,
                     "model": "cnn1",

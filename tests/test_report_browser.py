@@ -91,16 +91,16 @@ def test_report_renders_offline_in_chromium(report: tuple[Path, int], tmp_path: 
             state = page.evaluate(INSPECT)
         finally:
             browser.close()
-    assert shown == 9  # no robustness section: the sweep varies neither aggregator nor attack
+    assert shown == 10  # no robustness section: the sweep varies neither aggregator nor attack
     assert state["plotly"] == "object"
     assert len(state["plots"]) == shown
     for plot in state["plots"]:  # data, or a note saying why there is none (no attack swept)
         assert plot["svg"] >= 1 and (plot["traces"] >= 1 or plot["notes"] >= 1), plot
-    assert sum(plot["traces"] >= 1 for plot in state["plots"]) == 9
+    assert sum(plot["traces"] >= 1 for plot in state["plots"]) == 10
     assert any("rank × μ" in p["title"] for p in state["plots"])
     assert state["headings"][0] == "Verdict"
     tables = {t["id"]: t for t in state["tables"]}
-    assert {"T_verdict-accuracy", "T_verdict-costs", "T_configurations"} <= set(tables)
+    assert {"T_verdict-accuracy", "T_verdict-costs", "T_configurations", "T_diagnostics"} <= set(tables)
     for table in tables.values():
         assert table["height"] > 0 and not table["clipped"], table
     assert tables["T_configurations"]["rows"] == 1 + 6  # header + every configuration

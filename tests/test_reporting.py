@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from workbench.config import build_config
-from workbench.lab.report import export, figures, provenance, stats, sweep_tables, verdict
+from workbench.lab.report import diagnostics, export, figures, provenance, stats, sweep_tables, verdict
 from workbench.lab.report.tables import configuration_rows, cost_rows, ratio_rows
 
 ROUNDS, CLIENTS, MODELS = 3, 3, ("cnn1", "cnn2", "cnn3")
@@ -45,6 +45,18 @@ def mean_acc(p: dict, round_: int) -> float:
     return final_accuracy(p) - 0.15 * (ROUNDS - round_)
 
 
+def diagnostic_columns(p: dict) -> dict:
+    """Designed diagnostics: FedLoRA's rank-1 adapter is inert (0.2% of the output), LG-FedAvg's
+    clients take 3 steps per round (undertrained), everything else is healthy."""
+    steps = 3 if p["algorithm"] == "lg_fedavg" else 12
+    phases = {"steps_model": steps, **({"steps_adapter": 12} if p["algorithm"] == "fedlora" else {})}
+    columns = {"local_rounds": 1, "local_steps": sum(phases.values()), "update_norm": 0.5, **phases}
+    if p["algorithm"] == "fedlora":
+        columns["adapter_contribution"] = 0.002 if p["rank"] == 1 else 0.05
+        columns["adapter_weight_norm"] = 0.01 * p["rank"]
+    return columns
+
+
 def point_rows(pid: str, p: dict) -> list[dict]:
     """One point's tidy rows (client offsets -0.1, 0, +0.1 keep the mean exact)."""
     rows, fed = [], p["algorithm"] == "fedlora"
@@ -66,6 +78,7 @@ def point_rows(pid: str, p: dict) -> list[dict]:
                 "bytes_down": sent,
                 "num_train": 100,
                 "num_test": 50,
+                **diagnostic_columns(p),
             }
         )
     frame = pd.DataFrame(rows)
@@ -427,6 +440,48 @@ def test_configuration_table(configs: pd.DataFrame) -> None:
     assert shown.loc["fedlora · rank=1 · mu=0.2", "final accuracy"].startswith("47.0% [")
 
 
+def test_diagnostics_per_configuration_by_hand(sweep) -> None:
+    found = diagnostics.configuration_diagnostics(sweep.table).set_index("configuration")
+    assert "rank" not in found.columns and "steps_model" not in sweep.swept  # results, not knobs
+    inert = found.loc["fedlora · rank=1 · mu=0.8"]
+    assert inert["seeds"] == 3 and inert["contribution_final"] == pytest.approx(0.002)
+    assert (
+        inert["contribution_peak"] == pytest.approx(0.002)
+        and inert["warnings"] == "adapter inert (3 of 3 seeds)"
+    )
+    assert (
+        found.loc["fedlora · rank=1 · mu=0.2", "warnings"] == "adapter inert (2 of 2 seeds)"
+    )  # seed 1 failed
+    assert found.loc["fedlora · rank=4 · mu=0.8", "warnings"] == ""
+    assert found.loc["lg_fedavg", "warnings"] == "undertrained (3 of 3 seeds)"
+    assert found.loc["lg_fedavg", "steps_per_round_model"] == 3
+    assert pd.isna(found.loc["fedproto", "contribution_final"]) and pd.isna(
+        found.loc["fedproto", "steps_per_round_adapter"]
+    )
+    text = diagnostics.diagnostics_rows(found.reset_index()).set_index("configuration")
+    assert text.loc["fedlora · rank=4 · mu=0.8", "adapter contribution, final (peak)"] == "5.00% (5.00%)"
+    assert text.loc["fedlora · rank=4 · mu=0.8", "steps per round (median client)"] == "model 12 · adapter 12"
+    assert text.loc["fedproto", "adapter contribution, final (peak)"] == "—"
+    box = diagnostics.warnings_html(found.reset_index())
+    assert "3 of 6 configurations" in box and "fedproto" not in box
+
+
+def test_diagnostics_figure_draws_thresholds_and_names_warnings(sweep, configs) -> None:
+    names = ["fedlora · rank=1 · mu=0.8", "lg_fedavg", "fedproto"]
+    fig = diagnostics.diagnostics_figure(sweep.table, configurations=names)
+    assert fig.layout.title.text.startswith(
+        "Diagnostics per round — ⚠ fedlora · rank=1 · mu=0.8: adapter inert"
+    )
+    assert "lg_fedavg: undertrained" in fig.layout.title.text and "fedproto:" not in fig.layout.title.text
+    contribution = [t for t in fig.data if t.xaxis == "x"]
+    assert [t.name for t in contribution] == ["fedlora · rank=1 · mu=0.8"]  # the others have no adapter
+    assert list(contribution[0].y) == pytest.approx([0.002] * ROUNDS)
+    steps = {t.name: list(t.y) for t in fig.data if t.xaxis == "x2"}
+    assert steps["lg_fedavg · model"] == [3] * ROUNDS and "fedproto · adapter" not in steps
+    lines = {(s.yref, s.y0) for s in fig.layout.shapes}
+    assert lines >= {("y", diagnostics.MIN_CONTRIBUTION), ("y2", diagnostics.MIN_STEPS)}
+
+
 def test_provenance_tables(sweep) -> None:
     names = sweep_tables.point_labels(sweep)
     assert names[sweep.failed.loc[0, "id"]] == "fedlora · rank=1 · mu=0.2"
@@ -508,7 +563,7 @@ def test_two_seed_report_states_verdict_bands_and_provenance(two_seeds: Path) ->
     assert not re.search(r"<script[^>]*\bsrc=[\"']https?:", html)
     assert "figures.best_per_method" not in html and "pio.renderers.default" not in html
     shown = figures_shown(nbformat.read(two_seeds / "report.ipynb", as_version=4))
-    assert shown == 9 and html.count('class="plotly-graph-div"') == shown
+    assert shown == 10 and html.count('class="plotly-graph-div"') == shown
     assert [f"plot-{i}" for i in range(1, shown + 1)] == re.findall(r'id="(plot-\d+)" style', html)
     assert html.index(">Verdict<") < html.index(">Accuracy per round<")
     assert "Under attack" not in html  # a section only for sweeps that vary the aggregator or attack
@@ -528,6 +583,18 @@ def test_two_seed_report_states_verdict_bands_and_provenance(two_seeds: Path) ->
     assert "table" not in traces and "heatmap" in traces  # tables are HTML, not Plotly tables
     assert "p001-" not in html.split(">Provenance<")[0]  # configurations named, not point ids
     assert "synthetic failure" in html and "cell-id=injected-parameters" in html
+    # the warnings stand beside the verdict, the diagnostics table and figure in their section
+    box = html[html.index("workbench-warnings") : html.index(">Accuracy per round<")]
+    assert (
+        "3 of 6 configurations" in box
+        and "fedlora · rank=1 · mu=0.8</b>: adapter inert (2 of 2 seeds)" in box
+    )
+    assert "lg_fedavg</b>: undertrained (2 of 2 seeds)" in box and "fedproto" not in box
+    assert html.index(">Verdict<") < html.index("workbench-warnings") < html.index(">Diagnostics: is")
+    assert (
+        'id="T_diagnostics"' in html
+        and "Diagnostics per round \\u2014 \\u26a0 lg_fedavg: undertrained" in html
+    )
 
 
 @pytest.mark.kernels

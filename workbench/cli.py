@@ -143,7 +143,8 @@ def _add_executor(sweep: argparse.ArgumentParser) -> None:
 def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     """Validate, run, write the run directory and print the summary."""
     config = build_config(flat_parameters(args, extra))  # refused before torch is imported
-    from workbench.core.results import check_checkpoint, format_summary
+    from workbench.core.diagnostics import brief, format_warnings
+    from workbench.core.results import check_checkpoint, format_summary, to_frame
 
     out = args.out or Path("runs") / (
         f"{config.run.algorithm}-{config.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -152,11 +153,15 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     from workbench.loop.runner import run_experiment
 
     def progress(round_: int, rounds: int, metrics: dict) -> None:
-        print(f"round {round_}/{rounds}: mean accuracy {metrics['accuracy']:.4f}", flush=True)
+        diagnostics = brief(to_frame(metrics["rows"]))  # this round's, in one line
+        line = f"round {round_}/{rounds}: mean accuracy {metrics['accuracy']:.4f}"
+        print(line + (f" · {diagnostics}" if diagnostics else ""), flush=True)
 
     result = run_experiment(config, out_dir=out, progress=None if args.quiet else progress)
-    print(format_summary(result.summary))
+    print(format_summary(result.summary, warnings=False))
     print(f"run directory: {out}")
+    for line in format_warnings(result.summary["warnings"]):  # last: where a user reads
+        print(line)
     return 0
 
 

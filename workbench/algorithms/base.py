@@ -10,6 +10,8 @@ read their parameters before any work starts, so heavy modules are bound with `l
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
     from workbench.config import ExperimentConfig
     from workbench.core.data import ClientData, Normalizer
     from workbench.core.results import Evaluation
-    from workbench.core.training import Batches, LossFn, PhaseStats, SGDSpec
+    from workbench.core.training import Batches, LossFn, PhaseStats, Probe, SGDSpec
 
 np = lazy("numpy")
 torch = lazy("torch")
@@ -45,6 +47,7 @@ __all__ = [
     "Payload",
     "Search",
     "derived_seed",
+    "mirrors",
     "state_copy",
     "Seed",
 ]
@@ -58,7 +61,9 @@ class Client:
     model_name: str
     data: ClientData
     state: dict[str, Any] = field(default_factory=dict)
-    evaluation: Evaluation | None = None  # test (and validation) accuracy and loss of the current state
+    # test accuracy and loss, diagnostics, validation accuracy and loss of the current state;
+    # None once it trains again
+    evaluation: Evaluation | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,11 @@ class Environment:
 def state_copy(model: nn.Module) -> dict[str, Tensor]:
     """Detached copies of every tensor of a model's state: a whole model as a payload."""
     return {name: t.detach().clone() for name, t in model.state_dict().items()}
+
+
+def mirrors(upload: Payload, down: Payload) -> bool:
+    """Whether an upload mirrors what the client received: the same names and shapes."""
+    return set(upload) == set(down) and all(down[n].shape == t.shape for n, t in upload.items())
 
 
 def derived_seed(*parts: int) -> int:
@@ -231,13 +241,25 @@ class Algorithm:
     ) -> Payload:
         """A malicious client's upload: the attack acts on the update from what the client
         received where the upload mirrors it (same names and shapes), else on the upload."""
-        mirrors = set(upload) == set(down) and all(down[n].shape == t.shape for n, t in upload.items())
-        return attack(upload, down if mirrors else None)
+        return attack(upload, down if mirrors(upload, down) else None)
+
+    def update_norm(self, client: Client, upload: Payload, down: Payload) -> float:
+        """L2 norm of the update an upload carries over its floating tensors: upload − download
+        where the upload mirrors the download (as `poisoned` decides), else the upload itself;
+        NaN when nothing is sent."""
+        if not upload:
+            return math.nan
+        return accounting.update_l2(upload, down if mirrors(upload, down) else {})
 
     # ---- evaluation ---------------------------------------------------------------------
     def predict(self, client: Client, x: Tensor) -> Tensor:
         """Logits (or scores) the client's deployed model gives a batch."""
         return client.state["model"](x)
+
+    def evaluation_probe(self, client: Client) -> Probe:
+        """The client's evaluation pass: its deployed model's logits per test batch and the
+        diagnostics this method measures on them (none by default; see `core.diagnostics`)."""
+        return training.Probe(lambda x: self.predict(client, x))
 
     def eval_modules(self, client: Client) -> list[nn.Module]:
         """Modules to switch to eval mode before predicting."""
@@ -313,8 +335,9 @@ class Algorithm:
         sgd: SGDSpec,
         phase: str,
     ) -> PhaseStats:
-        """Run one training phase, counting FLOPs per (architecture, phase, batch shape)."""
-        return training.run_phase(
+        """Run one training phase, counting FLOPs per (architecture, phase, batch shape) and its
+        optimizer steps under the phase's name."""
+        stats = training.run_phase(
             modules,
             loss_fn,
             self.batches(client, generator),
@@ -323,3 +346,4 @@ class Algorithm:
             self.meter,
             (client.model_name, phase),
         )
+        return dataclasses.replace(stats, phase_steps={phase: stats.steps})

@@ -6,18 +6,33 @@ Conventions (docs/architecture.md, cost accounting):
   forward; a frozen weight costs no weight-gradient op. Elementwise ops (ReLU, pooling, loss,
   optimizer update) are not counted. Evaluation is not training and is not counted.
 - Bytes: numel × element size of every tensor in a payload; uplink and downlink separately.
+Beside the costs the ledger settles each client's training: rounds sampled, optimizer steps per
+phase and the L2 norm of its latest update (`update_l2`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+import math
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
 from workbench.core.facts import Payload
 from workbench.core.results import NO_VALIDATION, Row
+
+
+def update_l2(upload: Payload, reference: Payload) -> float:
+    """sqrt(Σ ‖upload − reference‖²) over the upload's floating tensors (a missing reference
+    tensor counts as zero), in float64 so every process computes the same number."""
+    total = 0.0
+    for name, t in upload.items():
+        if t.is_floating_point():
+            delta = t.detach().double() - (reference[name].double() if name in reference else 0.0)
+            total += float(torch.sum(delta * delta))
+    return math.sqrt(total)
 
 
 def payload_bytes(payload: Payload) -> int:
@@ -58,13 +73,30 @@ class Ledger:
     down: dict[int, int] = field(default_factory=dict)
     train_loss: dict[int, float] = field(default_factory=dict)
     refused: dict[int, int] = field(default_factory=dict)
+    rounds: dict[int, int] = field(default_factory=dict)  # rounds the client was sampled in
+    steps: dict[int, dict[str, int]] = field(default_factory=dict)  # optimizer steps by phase
+    update_norm: dict[int, float] = field(default_factory=dict)  # of its latest upload
 
-    def add(self, cid: int, flops: int, up: int, down: int, loss: float) -> None:
-        """Record one client's costs for one round."""
+    def add(
+        self,
+        cid: int,
+        flops: int,
+        up: int,
+        down: int,
+        loss: float,
+        steps: Mapping[str, int] | None = None,
+        update_norm: float = math.nan,
+    ) -> None:
+        """Record one client's costs, optimizer steps per phase and update norm for one round."""
         self.flops[cid] = self.flops.get(cid, 0) + flops
         self.up[cid] = self.up.get(cid, 0) + up
         self.down[cid] = self.down.get(cid, 0) + down
         self.train_loss[cid] = loss
+        self.rounds[cid] = self.rounds.get(cid, 0) + 1
+        mine = self.steps.setdefault(cid, {})
+        for phase, count in (steps or {}).items():
+            mine[phase] = mine.get(phase, 0) + int(count)
+        self.update_norm[cid] = float(update_norm)
 
     def refuse(self, cid: int) -> None:
         """Count one refused upload of a client."""
@@ -80,13 +112,16 @@ class Ledger:
         loss: float,
         num_train: int,
         num_test: int,
+        diagnostics: Mapping[str, float] | None = None,
         *,
         val_accuracy: float = NO_VALIDATION,
         val_loss: float = NO_VALIDATION,
         num_val: int = 0,
     ) -> Row:
-        """A client's table row: its evaluation and its costs settled since its previous row."""
+        """A client's table row: its evaluation (and the diagnostics measured with it) and its
+        costs and training settled since its previous row."""
         took_part, train_loss, flops, up, down, refused = self.settle(cid)
+        rounds, steps, update_norm = self.settle_training(cid)
         return Row(
             round=round_,
             client=cid,
@@ -102,9 +137,14 @@ class Ledger:
             num_train=num_train,
             num_test=num_test,
             refused=refused,
+            local_rounds=rounds,
+            local_steps=sum(steps.values()),
+            update_norm=update_norm,
             val_accuracy=val_accuracy,
             val_loss=val_loss,
             num_val=num_val,
+            phase_steps=steps,
+            diagnostics=dict(diagnostics or {}),
         )
 
     def settle(self, cid: int) -> tuple[bool, float, int, int, int, int]:
@@ -118,4 +158,13 @@ class Ledger:
             self.up.pop(cid, 0),
             self.down.pop(cid, 0),
             self.refused.pop(cid, 0),
+        )
+
+    def settle_training(self, cid: int) -> tuple[int, dict[str, int], float]:
+        """(rounds sampled, optimizer steps by phase, latest update norm) since the last
+        settlement; then reset."""
+        return (
+            self.rounds.pop(cid, 0),
+            self.steps.pop(cid, {}),
+            self.update_norm.pop(cid, math.nan),
         )

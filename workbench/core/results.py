@@ -5,20 +5,42 @@ A run directory holds `config.json` (the resolved flat config), `results.csv` (t
 `summary.json`. Costs in a row cover every round since the client's previous evaluated row, so
 their column sums are the run's totals whatever `eval_every` is; so does its `refused` count.
 A run that stopped early (every update of a round refused) keeps its completed rounds and says
-why in the summary's `stopped`. Files are replaced whole (write then rename) and a damaged one
-is named when read (`workbench.core.files`). This module never imports torch.
+why in the summary's `stopped`. Beside accuracy and costs a row records how the client trained
+and what its method measured (`workbench.core.diagnostics`: optimizer steps per phase, the
+update's norm, FedLoRA's adapter contribution), and the summary lists the warnings those
+diagnostics raise. Files are replaced whole (write then rename) and a damaged one is named
+when read (`workbench.core.files`). This module never imports torch.
+
+Columns of results.csv, one row per client per evaluated round:
+- round, client, model, algorithm; participated (sampled in a round this row covers);
+- accuracy, loss: the client's deployed model on its local test split;
+- val_accuracy, val_loss, num_val: the same on its validation split, held out of its training
+  data (`val_fraction`; NaN, NaN, 0 without one, and in tables written before it existed);
+- train_loss: mean training loss of its last local phase;
+- train_flops, bytes_up, bytes_down (and cum_*): costs since its previous row;
+- num_train, num_test; refused: its uploads refused since its previous row;
+- local_rounds: rounds it was sampled in since its previous row; local_steps: optimizer steps
+  of all its phases since then, and steps_<phase> the same per training phase (FedLoRA:
+  steps_model, steps_adapter; 0 where it did not train);
+- update_norm: L2 norm of the update its latest upload carried (upload − download where the
+  upload mirrors the download, else the upload), empty when it sent nothing;
+- a method's own diagnostics, measured on the evaluation pass (FedLoRA: adapter_contribution,
+  adapter_weight_norm); a column a method does not report is absent from its table and empty
+  where tables of several methods are combined.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
 
 from workbench.core import files
+from workbench.core.diagnostics import DIAGNOSTICS, STEPS_PREFIX, format_warnings, run_warnings
 from workbench.core.errors import DamagedFileError, UserError
 from workbench.core.facts import (
     CHECKPOINT_FILE,
@@ -34,10 +56,12 @@ NO_VALIDATION = math.nan  # a validation column of a client (or run) without a v
 
 
 class Evaluation(NamedTuple):
-    """A client's deployed model on its local test split and on its validation split."""
+    """A client's deployed model on its local test split (with the diagnostics its method
+    measured in the same pass) and on its validation split."""
 
     accuracy: float
     loss: float
+    diagnostics: Mapping[str, float]
     val_accuracy: float = NO_VALIDATION
     val_loss: float = NO_VALIDATION
 
@@ -60,11 +84,20 @@ class Row:
     num_train: int
     num_test: int
     refused: int = 0  # this client's uploads the server refused since its previous row
+    local_rounds: int = 0  # rounds the client was sampled in since its previous row
+    local_steps: int = 0  # optimizer steps of all its phases since its previous row
+    update_norm: float = math.nan  # L2 norm of the update its latest upload carried
     # validation: samples held out of the client's training data (NaN, 0: no validation split;
     # also every row of tables written before validation existed)
     val_accuracy: float = NO_VALIDATION
     val_loss: float = NO_VALIDATION
     num_val: int = 0
+    phase_steps: Mapping[str, int] = field(default_factory=dict)  # → steps_<phase> columns
+    diagnostics: Mapping[str, float] = field(default_factory=dict)  # → one column each
+
+
+NESTED = ("phase_steps", "diagnostics")  # Row fields that become columns of their own
+ROW_COLUMNS = tuple(f.name for f in fields(Row) if f.name not in NESTED)
 
 
 @dataclass(frozen=True)
@@ -84,11 +117,31 @@ def events_frame(events: list[Event]) -> pd.DataFrame:
     return pd.DataFrame([asdict(e) for e in events], columns=list(Event.__dataclass_fields__))
 
 
+def _record(row: Row) -> dict[str, Any]:
+    """A row as flat columns: steps_<phase> per phase and one column per diagnostic."""
+    undeclared = sorted(set(row.diagnostics) - set(DIAGNOSTICS))
+    if undeclared:
+        raise ValueError(
+            f"diagnostics {undeclared} are not declared in workbench.core.diagnostics.DIAGNOSTICS "
+            f"(declared: {sorted(DIAGNOSTICS)})"
+        )
+    record = {name: getattr(row, name) for name in ROW_COLUMNS}
+    record.update({f"{STEPS_PREFIX}{phase}": count for phase, count in row.phase_steps.items()})
+    record.update(row.diagnostics)
+    return record
+
+
 def to_frame(rows: list[Row]) -> pd.DataFrame:
-    """Rows → DataFrame with per-client cumulative cost columns (cum_train_flops, …)."""
-    frame = pd.DataFrame([asdict(r) for r in rows], columns=list(Row.__dataclass_fields__))
+    """Rows → DataFrame with per-client cumulative cost columns (cum_train_flops, …); a phase's
+    steps are 0 in rows where the client did not train, a diagnostic is NaN where unmeasured."""
+    records = [_record(r) for r in rows]
+    extra = list(dict.fromkeys(k for r in records for k in r if k not in ROW_COLUMNS))
+    steps = sorted((c for c in extra if c.startswith(STEPS_PREFIX)), key=extra.index)
+    frame = pd.DataFrame(records, columns=[*ROW_COLUMNS, *steps, *(c for c in extra if c not in steps)])
+    frame[steps] = frame[steps].fillna(0).astype("int64")
     if not rows:  # a run stopped before its first evaluation: typed, empty columns
-        frame = frame.astype({c: "int64" for c in (*COST_COLUMNS, "round", "client", "refused")})
+        counts = (*COST_COLUMNS, "round", "client", "refused", "local_rounds", "local_steps")
+        frame = frame.astype({c: "int64" for c in counts})
     frame = frame.sort_values(["round", "client"], kind="stable").reset_index(drop=True)
     for column in COST_COLUMNS:
         frame[f"cum_{column}"] = frame.groupby("client")[column].cumsum()
@@ -136,7 +189,8 @@ def summarize(
     frame: pd.DataFrame, events: pd.DataFrame | None = None, stopped: str | None = None
 ) -> dict[str, Any]:
     """Headline numbers: final and best (over evaluated rounds) mean accuracy, total costs,
-    refused uploads, and why the run stopped early (None: it ran every round)."""
+    refused uploads, why the run stopped early (None: it ran every round), and the warnings
+    its diagnostics raise (`workbench.core.diagnostics`)."""
     per_round = mean_accuracy(frame)
     accuracy = None
     if not per_round.empty:  # a run stopped in its first rounds has no evaluated round
@@ -156,6 +210,7 @@ def summarize(
         "total_bytes": int(frame["bytes_up"].sum() + frame["bytes_down"].sum()),
         "refused": int(len(events)) if events is not None else _settled_refusals(frame),
         "stopped": stopped,
+        "warnings": run_warnings(frame),
     }
 
 
@@ -289,8 +344,8 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
     return files.read_json(run_dir / SUMMARY_FILE, rerun_remedy(run_dir), keys=("final_accuracy",))
 
 
-def format_summary(summary: dict[str, Any]) -> str:
-    """A short human-readable summary of one run."""
+def format_summary(summary: dict[str, Any], warnings: bool = True) -> str:
+    """A short human-readable summary of one run, its warnings last (unless `warnings` is False)."""
     lines = []
     if summary.get("stopped"):
         lines.append(f"stopped early: {summary['stopped']}")
@@ -311,6 +366,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     if summary.get("refused"):
         lines.append(f"refused uploads: {summary['refused']} (see events.csv)")
+    if warnings:
+        lines += format_warnings(summary.get("warnings") or [])
     return "\n".join(lines)
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -31,16 +31,40 @@ class PhaseStats:
     flops: int
     steps: int
     mean_loss: float
+    phase_steps: Mapping[str, int] = field(default_factory=dict)  # optimizer steps by phase name
 
     def then(self, later: PhaseStats) -> PhaseStats:
-        """This phase followed by a later one: costs add up, the loss is the later phase's."""
+        """This phase followed by a later one: costs and steps add up, the loss is the later phase's."""
+        steps = dict(self.phase_steps)
+        for name, count in later.phase_steps.items():
+            steps[name] = steps.get(name, 0) + count
         return PhaseStats(
-            flops=self.flops + later.flops, steps=self.steps + later.steps, mean_loss=later.mean_loss
+            flops=self.flops + later.flops,
+            steps=self.steps + later.steps,
+            mean_loss=later.mean_loss,
+            phase_steps=steps,
         )
 
     def plus_flops(self, flops: int) -> PhaseStats:
         """The same phase with forward-only work (e.g. a statistics pass) added to its cost."""
-        return PhaseStats(flops=self.flops + flops, steps=self.steps, mean_loss=self.mean_loss)
+        return PhaseStats(
+            flops=self.flops + flops, steps=self.steps, mean_loss=self.mean_loss, phase_steps=self.phase_steps
+        )
+
+
+class Probe:
+    """One evaluation pass of a client: logits per test batch, and what the pass measures
+    besides accuracy (a method's diagnostics, read by `values` once the pass is over)."""
+
+    def __init__(self, predict: Callable[[Tensor], Tensor]) -> None:
+        self.predict = predict
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.predict(x)  # B, C
+
+    def values(self) -> dict[str, float]:
+        """The diagnostics measured over the pass (none by default)."""
+        return {}
 
 
 def run_phase(

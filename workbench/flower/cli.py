@@ -46,6 +46,7 @@ def parser() -> argparse.ArgumentParser:
 
 def cmd_simulate(args: argparse.Namespace, extra: list[str]) -> int:
     """Run, write the run directory, print its summary."""
+    from workbench.core.diagnostics import format_warnings
     from workbench.core.results import format_summary
     from workbench.flower.local import simulate
 
@@ -53,8 +54,10 @@ def cmd_simulate(args: argparse.Namespace, extra: list[str]) -> int:
     result = simulate(
         config, args.out, cpus_per_client=args.cpus_per_client, timeout=args.timeout, verbose=args.verbose
     )
-    print(format_summary(result.summary))
+    print(format_summary(result.summary, warnings=False))
     print(f"run directory: {result.run_dir}")
+    for line in format_warnings(result.summary["warnings"]):  # last: where a user reads
+        print(line)
     return 0
 
 

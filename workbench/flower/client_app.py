@@ -23,6 +23,7 @@ from workbench.flower.messages import (
     ACCURACY,
     ARRAYS,
     CONFIG,
+    DIAGNOSTIC,
     EVALUATE,
     EVALUATION,
     INFO,
@@ -36,9 +37,11 @@ from workbench.flower.messages import (
     PARTITION_ID,
     ROLLED_BACK,
     ROUND,
+    STEPS,
     TORCH_THREADS,
     TRAIN_FLOPS,
     TRAIN_LOSS,
+    UPDATE_NORM,
     VAL_ACCURACY,
     VAL_LOSS,
 )
@@ -71,6 +74,7 @@ def _train(message: Message, config: ExperimentConfig, node: NodeClient, tamper:
     stats, upload, rolled_back = client_round(algorithm, client, down, round_)
     if is_malicious(config, client.cid):
         upload = poison_upload(algorithm, client, upload, down, round_)
+    norm = algorithm.update_norm(client, upload, down)  # of what it sends, as in-process
     save_client(node)  # after upload: some algorithms move the payload out of the client state
     if tamper is not None:
         upload = tamper(client.cid, upload)
@@ -80,6 +84,8 @@ def _train(message: Message, config: ExperimentConfig, node: NodeClient, tamper:
             TRAIN_LOSS: float(stats.mean_loss),
             NUM_EXAMPLES: client.data.num_train,
             ROLLED_BACK: int(rolled_back),
+            UPDATE_NORM: float(norm),
+            **{f"{STEPS}{phase}": int(count) for phase, count in stats.phase_steps.items()},
         }
     )
     content = RecordDict({ARRAYS: to_record(upload), METRICS: metrics})
@@ -89,7 +95,8 @@ def _train(message: Message, config: ExperimentConfig, node: NodeClient, tamper:
 
 
 def _evaluate(node: NodeClient) -> MetricRecord:
-    """Accuracy and loss of the client's deployed model on its local test and validation splits."""
+    """Accuracy and loss of the client's deployed model on its local test and validation
+    splits, and the diagnostics its method measured in the test pass."""
     client = node.client
     result = evaluate_client(node.algorithm, client)
     return MetricRecord(
@@ -101,6 +108,7 @@ def _evaluate(node: NodeClient) -> MetricRecord:
             NUM_TRAIN: client.data.num_train,
             NUM_TEST: client.data.num_test,
             NUM_VAL: client.data.num_val,
+            **{f"{DIAGNOSTIC}{name}": float(value) for name, value in result.diagnostics.items()},
         }
     )
 

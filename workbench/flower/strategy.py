@@ -31,6 +31,7 @@ from workbench.flower.messages import (
     ACCURACY,
     ARRAYS,
     CONFIG,
+    DIAGNOSTIC,
     EVALUATE,
     EVALUATION,
     LOSS,
@@ -40,8 +41,10 @@ from workbench.flower.messages import (
     NUM_VAL,
     ROLLED_BACK,
     ROUND,
+    STEPS,
     TRAIN_FLOPS,
     TRAIN_LOSS,
+    UPDATE_NORM,
     VAL_ACCURACY,
     VAL_LOSS,
 )
@@ -179,6 +182,8 @@ class WorkbenchStrategy(Strategy):
             up,
             self.down[cid],
             float(metrics.get(TRAIN_LOSS, math.nan)),
+            {k.removeprefix(STEPS): int(v) for k, v in metrics.items() if k.startswith(STEPS)},
+            float(metrics.get(UPDATE_NORM, math.nan)),
         )
         if metrics.get(ROLLED_BACK, 0):
             self.rolled_back.add(cid)
@@ -257,6 +262,9 @@ class WorkbenchStrategy(Strategy):
         """A client's table row from its evaluation metrics and its settled costs."""
         accuracy, loss = float(metrics[ACCURACY]), float(metrics[LOSS])
         num_train, num_test = int(metrics[NUM_TRAIN]), int(metrics[NUM_TEST])
+        diagnostics = {
+            k.removeprefix(DIAGNOSTIC): float(v) for k, v in metrics.items() if k.startswith(DIAGNOSTIC)
+        }
         # settled only once the metrics were readable: unsettled costs go into the next row
         return self.ledger.row(
             round_,
@@ -267,6 +275,7 @@ class WorkbenchStrategy(Strategy):
             loss,
             num_train,
             num_test,
+            diagnostics,
             val_accuracy=float(metrics.get(VAL_ACCURACY, NO_VALIDATION)),
             val_loss=float(metrics.get(VAL_LOSS, NO_VALIDATION)),
             num_val=int(metrics.get(NUM_VAL, 0)),

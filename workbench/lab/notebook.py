@@ -7,6 +7,7 @@ refuses them.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -98,6 +99,7 @@ def collect(namespace: Mapping[str, Any], before: set[str]) -> tuple[ExperimentC
 
 def run(config: ExperimentConfig, options: NotebookOptions) -> pd.DataFrame:
     """Run the configured experiment and any compared algorithms; one combined table."""
+    from workbench.core.diagnostics import format_warnings
     from workbench.core.results import format_summary
     from workbench.loop.runner import run_experiment
 
@@ -111,7 +113,9 @@ def run(config: ExperimentConfig, options: NotebookOptions) -> pd.DataFrame:
             progress = TrialReporter(run_config, options.trial)
         out_dir = run_directory(options.out_dir, name, config)
         result = run_experiment(run_config, out_dir=out_dir, progress=progress)
-        print(f"[{name}]\n{format_summary(result.summary)}\n", flush=True)
+        print(f"[{name}]\n{format_summary(result.summary, warnings=False)}\n", flush=True)
+        for line in format_warnings(result.summary["warnings"]):  # stderr: JupyterLab shades it
+            print(f"[{name}] {line}", file=sys.stderr, flush=True)
         tables.append(result.table)
     return pd.concat(tables, ignore_index=True)
 

@@ -112,14 +112,16 @@ def round_generator(seed: int, round_: int, cid: int) -> torch.Generator:
 
 
 def evaluate_client(algorithm: Algorithm, client: Client) -> Evaluation:
-    """Accuracy and loss of the client's deployed model on its local test split and, when it
-    holds one, on its validation split."""
-    modules = algorithm.eval_modules(client)
-    test = evaluate(lambda x: algorithm.predict(client, x), algorithm.test_batches(client), modules)
+    """Accuracy and loss of the client's deployed model on its local test split, the
+    diagnostics its method measures in the same pass (`Algorithm.evaluation_probe`) and, when
+    it holds one, accuracy and loss on its validation split."""
+    probe, modules = algorithm.evaluation_probe(client), algorithm.eval_modules(client)
+    accuracy, loss = evaluate(probe, algorithm.test_batches(client), modules)
+    diagnostics = probe.values()  # of the test pass only
     if client.data.num_val == 0:
-        return Evaluation(*test)
+        return Evaluation(accuracy, loss, diagnostics)
     val = evaluate(lambda x: algorithm.predict(client, x), algorithm.val_batches(client), modules)
-    return Evaluation(*test, *val)
+    return Evaluation(accuracy, loss, diagnostics, *val)
 
 
 def materialize(algorithm: Algorithm, client: Client) -> None:
@@ -150,6 +152,7 @@ def evaluate_all(algorithm: Algorithm, clients: list[Client], ledger: Ledger, ro
                 e.loss,
                 c.data.num_train,
                 c.data.num_test,
+                e.diagnostics,
                 val_accuracy=e.val_accuracy,
                 val_loss=e.val_loss,
                 num_val=c.data.num_val,
@@ -219,6 +222,21 @@ def client_round(
     return stats, upload, True
 
 
+def account(
+    ledger: Ledger, algorithm: Algorithm, client: Client, stats: PhaseStats, upload: Payload, down: Payload
+) -> None:
+    """Record a sampled client's round: its costs, optimizer steps per phase and update norm."""
+    ledger.add(
+        client.cid,
+        stats.flops,
+        payload_bytes(upload),
+        payload_bytes(down),
+        stats.mean_loss,
+        stats.phase_steps,
+        algorithm.update_norm(client, upload, down),
+    )
+
+
 def run_round(
     algorithm: Algorithm,
     clients: list[Client],
@@ -243,7 +261,7 @@ def run_round(
         stats, upload, restored = client_round(algorithm, client, down, round_)
         if is_malicious(cfg, cid):
             upload = poison_upload(algorithm, client, upload, down, round_)
-        ledger.add(cid, stats.flops, payload_bytes(upload), payload_bytes(down), stats.mean_loss)
+        account(ledger, algorithm, client, stats, upload, down)
         try:
             algorithm.validate_upload(cid, upload, server)  # as a Flower server screens it
         except InvalidUpdateError as error:

@@ -41,6 +41,9 @@ from workbench.loop import checkpoint
 from workbench.loop.attacks import refusal_advice
 from workbench.loop.rounds import RoundRefusedError, evaluate_all, evaluates, materialize, prepare, run_round
 
+# progress(round, rounds, metrics) after each evaluated round; metrics: "accuracy" (the round's
+# mean), "cum_train_flops", "cum_bytes_up", "cum_bytes_down" (all clients, so far) and "rows"
+# (the round's Row records, from which core.diagnostics.brief draws its line)
 Progress = Callable[[int, int, dict], None]
 
 
@@ -150,6 +153,7 @@ def _report(progress: Progress | None, round_: int, rounds: int, new_rows: list,
         "accuracy": float(np.mean([r.accuracy for r in new_rows])),
         "val_accuracy": float(np.mean([r.val_accuracy for r in new_rows])),  # NaN without a split
         **{f"cum_{c}": sum(getattr(r, c) for r in rows) for c in COST_COLUMNS},
+        "rows": new_rows,  # this round's records, for diagnostics (core.diagnostics.brief)
     }
     progress(round_, rounds, values)
 

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 torch = lazy("torch")
 F = lazy("torch.nn.functional")
+accounting = lazy("workbench.core.accounting")
 aggregation = lazy("workbench.core.aggregation")
 compression = lazy("workbench.algorithms.fedkd.compression")
 
@@ -215,6 +216,11 @@ class FedKD(Algorithm):
         shapes = {n: t.shape for n, t in client.state["received"].items()}
         dense = compression.decompress_state(upload, shapes)
         return compression.compress_state(attack(dense, None), self.energy())
+
+    def update_norm(self, client: Client, upload: Payload, down: Payload) -> float:
+        """The norm of the dense update the compressed upload carries (what the server adds)."""
+        shapes = {n: t.shape for n, t in client.state["received"].items()}
+        return accounting.update_l2(compression.decompress_state(upload, shapes), {})
 
     def validate_upload(self, cid: int, upload: Payload, server_state: Payload) -> None:
         """A compressed upload is honest when it reconstructs to a finite update of the student."""

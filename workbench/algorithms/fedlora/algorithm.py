@@ -37,11 +37,12 @@ if TYPE_CHECKING:
     from torch import Tensor, nn
 
     from workbench.config import ExperimentConfig
-    from workbench.core.training import LossFn, PhaseStats, SGDSpec
+    from workbench.core.training import LossFn, PhaseStats, Probe, SGDSpec
 
 torch = lazy("torch")
 F = lazy("torch.nn.functional")
 adapters = lazy("workbench.algorithms.fedlora.adapters")
+probe = lazy("workbench.algorithms.fedlora.probe")
 
 LORA_TARGETS = ("head", "fc1", "fc2")
 MU_SCHEDULES = ("constant", "warmup")
@@ -171,6 +172,10 @@ class FedLoRA(Algorithm):
 
     def upload(self, client: Client) -> Payload:
         return adapters.adapter_state(client.state["model"]) if self.params.share_adapter else {}
+
+    def evaluation_probe(self, client: Client) -> Probe:
+        """The deployed model's logits; on the way, the adapter's contribution and weight norm."""
+        return probe.AdapterProbe(client.state["model"])
 
     def local_update(self, client: Client, generator: torch.Generator) -> PhaseStats:
         first = self.train_model(client, generator)

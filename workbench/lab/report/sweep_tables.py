@@ -20,13 +20,14 @@ from typing import Any
 import pandas as pd
 
 from workbench.core import files
+from workbench.core.diagnostics import DIAGNOSTICS, STEPS_PREFIX
 from workbench.core.facts import CONFIG_FILE, REFERENCE_METHOD, SWEEP_FILE, TABLE_FILE
-from workbench.core.results import Row, mean_accuracy, summarize
+from workbench.core.results import ROW_COLUMNS, mean_accuracy, summarize
 from workbench.lab.report.selection import VALIDATION, selection_column
 from workbench.lab.report.stats import interval_columns
 
 SPEC_FILE = SWEEP_FILE
-RESULT_COLUMNS = (*Row.__dataclass_fields__, "cum_train_flops", "cum_bytes_up", "cum_bytes_down")
+RESULT_COLUMNS = (*ROW_COLUMNS, "cum_train_flops", "cum_bytes_up", "cum_bytes_down", *DIAGNOSTICS)
 SUMMARY_VALUES = (
     "final_accuracy",
     "best_accuracy",
@@ -121,8 +122,12 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
 
 
 def swept_columns(table: pd.DataFrame) -> list[str]:
-    """Columns a sweep added to the results table (besides `point`)."""
-    return [c for c in table.columns if c not in RESULT_COLUMNS and c != "point"]
+    """Columns a sweep added to the results table (besides `point`; steps_<phase> are results)."""
+    return [
+        c
+        for c in table.columns
+        if c not in RESULT_COLUMNS and c != "point" and not c.startswith(STEPS_PREFIX)
+    ]
 
 
 def config_keys(table: pd.DataFrame, by: Sequence[str] | None = None) -> list[str]:

@@ -19,7 +19,8 @@ from typing import Any
 import pandas as pd
 
 from workbench.config import ExperimentConfig
-from workbench.core.results import mean_accuracy
+from workbench.core.diagnostics import brief, run_warnings
+from workbench.core.results import mean_accuracy, to_frame
 
 RunFn = Callable[[ExperimentConfig, Callable[[int, int, dict], None]], pd.DataFrame]
 
@@ -45,6 +46,8 @@ class Curve:
     mb: list[float] = field(default_factory=list)  # cumulative MB sent, up + down
     state: str = "queued"  # queued | running | done | stopped | superseded | failed
     error: str = ""
+    diagnostics: str = ""  # the latest round's diagnostics in one line (core.diagnostics.brief)
+    warnings: list[str] = field(default_factory=list)  # what the finished run's table warns of
     started: float = field(default_factory=time.perf_counter)
     stamps: list[float] = field(default_factory=list)  # perf_counter at each drawn round
 
@@ -54,6 +57,8 @@ class Curve:
         self.accuracy.append(100 * metrics["accuracy"])
         self.gflop.append(metrics["cum_train_flops"] / 1e9)
         self.mb.append((metrics["cum_bytes_up"] + metrics["cum_bytes_down"]) / 1e6)
+        if metrics.get("rows"):  # the loop's records of this round
+            self.diagnostics = brief(to_frame(metrics["rows"]))
         self.stamps.append(time.perf_counter())
 
     @classmethod
@@ -68,6 +73,8 @@ class Curve:
             accuracy=[100 * float(a) for a in rows["accuracy"]],
             gflop=[float(f) / 1e9 for f in rows["cum_train_flops"]],
             mb=[float(b) / 1e6 for b in rows["cum_bytes"]],
+            diagnostics=brief(table),
+            warnings=run_warnings(table),
         )
 
     def progress(self) -> str:

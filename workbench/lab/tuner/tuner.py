@@ -1,7 +1,9 @@
 """The live tuner for JupyterLab: a method's own knobs and the preview size drive three panels.
 
 Each setting runs in a background thread (cells stay runnable), streams every evaluated round
-into the figure with a progress line, and stays as its own trace for comparison (pin keeps it,
+into the figure with a progress line and a diagnostics line (the adapter's share of the output,
+optimizer steps per round, update norm; a finished setting's warnings beneath it, and a count
+in the settings list), and stays as its own trace for comparison (pin keeps it,
 ✕ removes it, ↺ puts the controls back to it). A newer setting or Stop ends the running one at
 its next round. Finished settings are cached, the notebook's own runs included. Built with
 `observe` callbacks, not `interact` (which can stall headless runs); notebooks create it only
@@ -214,7 +216,10 @@ class Tuner:
             self.settings.children = [self.rows[k][0] for k in reversed(self.order) if k in self.rows]
             if self.current in self.labels and key in (None, self.current):
                 curve = self.runner.curves[self.current]
-                self.status.value = f"<b>{html.escape(self.labels[self.current])}</b>: {describe(curve)}"
+                self.status.value = (
+                    f"<b>{html.escape(self.labels[self.current])}</b>: {describe(curve)}"
+                    f"{diagnostics_html(curve)}"
+                )
 
     def widget(self) -> widgets.Widget:
         """The whole tuner as one displayable widget."""
@@ -247,13 +252,36 @@ def distinguishing(labels: list[str]) -> list[str]:
     return [" · ".join([method, *[k for k in knobs if k not in common[method]]]) for method, *knobs in parts]
 
 
+WARNING_STYLE = "color:#9a3412;background:#fff7ed;border-left:4px solid #ea580c;padding:2px 6px;margin:2px 0"
+
+
+def diagnostics_html(curve: Curve) -> str:
+    """The setting's diagnostics line and, once it finished, its warnings (one block each)."""
+    parts = []
+    if curve.diagnostics:
+        parts.append(
+            "<div class='workbench-tuner-diagnostics' style='color:#444'>diagnostics: "
+            f"{html.escape(curve.diagnostics)}</div>"
+        )
+    parts += [
+        f"<div class='workbench-tuner-warning' style='{WARNING_STYLE}'>⚠ {html.escape(w)}</div>"
+        for w in curve.warnings
+    ]
+    return "".join(parts)
+
+
 def describe(curve: Curve) -> str:
     """A setting's state for the list and the progress line."""
     last = curve.round[-1] if curve.round else 0
     if curve.state == "done":
+        flag = (
+            f" · <span style='color:#c2410c'>⚠ {len(curve.warnings)} warning(s)</span>"
+            if curve.warnings
+            else ""
+        )
         return (
             f"final {curve.accuracy[-1]:.1f}% · best {max(curve.accuracy):.1f}% · "
-            f"{curve.gflop[-1]:.3g} GFLOP · {curve.mb[-1]:.3g} MB"
+            f"{curve.gflop[-1]:.3g} GFLOP · {curve.mb[-1]:.3g} MB{flag}"
         )
     if curve.state == "running":
         return "loading data and models…" if not curve.round else curve.progress()
