@@ -42,16 +42,18 @@ def storage_url(out: Path, storage: str | None) -> str:
     return storage or f"sqlite:///{(Path(out) / DATABASE).resolve()}"
 
 
-def open_studies(spec: Mapping[str, Any], url: str) -> dict[str, Any]:
-    """One study per method, created or (resuming) loaded."""
+def open_studies(spec: Mapping[str, Any], url: str, trials: int = 20) -> dict[str, Any]:
+    """One study per method, created or (resuming) loaded. TPE samples at random for its
+    first trials: half the budget, at most Optuna's default 10, so small budgets are guided too."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    startup = min(10, max(1, trials // 2))
     return {
         method: optuna.create_study(
             study_name=method,
             storage=url,
-            sampler=optuna.samplers.TPESampler(seed=tuning_seed(spec)),
+            sampler=optuna.samplers.TPESampler(seed=tuning_seed(spec), n_startup_trials=startup),
             pruner=pruner(spec["pruning"]),
             direction="maximize",
             load_if_exists=True,
@@ -145,7 +147,7 @@ def run_trials(
     execution: Execution,
 ) -> dict[str, Any]:
     """Run every method's trials to `trials` (continuing the studies in `url`); the studies."""
-    studies = open_studies(spec, url)
+    studies = open_studies(spec, url, trials)
     slots = max(1, -(-(execution.workers or 1) // len(studies)))
     taken: set = set()
     for line in progress_lines(studies, trials):
