@@ -70,8 +70,8 @@ class DataConfig(Section):
     test_fraction: float = param(0.25, "digits only: share held out for local tests", gt=0, lt=1)
     val_fraction: float = param(
         0.1,
-        "share of each client's training samples held out for validation, what reports select "
-        "on (test accuracy is only reported); 0: none, runs as before it existed",
+        "share of each client's training samples held out for validation, what reports and tune "
+        "select on (test accuracy is only reported); 0: none, runs as before it existed",
         ge=0,
         le=0.5,
         why="holding out more than half leaves too little to train on",
