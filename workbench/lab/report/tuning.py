@@ -34,7 +34,7 @@ def introduction(record: dict[str, Any]) -> str:
         f"(TPE sampler, successive halving over client-rounds on per-round validation accuracy) at "
         f"the same rounds, on seed {record.get('tuning_seed', 0)}, each trial ranked by its final mean "
         f"validation accuracy. Each method's best trial was then run again on seeds {seeds}, never "
-        "used while tuning: the verdict and every table above compare those runs."
+        "used while tuning: the verdict, the figures and the tables of this report compare those runs."
     )
 
 
