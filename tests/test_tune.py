@@ -235,3 +235,22 @@ def test_the_judge_runs_each_methods_best_trial_on_the_eval_seeds_only(tmp_path)
     wanted = judge_spec(tuning, studies, [1, 2, 3])
     assert wanted["grid"] == {"algorithm": ["fedavg"], "seed": [1, 2, 3], "lr": [0.02]}
     assert wanted["also"] == [] and "seed" not in wanted["parameters"]  # fedproto: no complete trial
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--trials", "0"], "--trials 0"),
+        (["--trials", "2", "--eval-seeds", "1,x"], "--eval-seeds '1,x'"),
+        (["--trials", "2", "--eval-seeds", "0,1"], "include the tuning seed 0"),
+    ],
+)
+def test_the_cli_refuses_with_one_line_before_anything_runs(tmp_path, capsys, flags, message) -> None:
+    from workbench.cli import main
+
+    path = tmp_path / "tune.yaml"
+    path.write_text(yaml.safe_dump(SPEC))
+    assert main(["tune", str(path), "--out", str(tmp_path / "out"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

@@ -254,7 +254,8 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_tune(args: argparse.Namespace, extra: list[str]) -> int:
-    """Tune (or continue tuning) every method of a spec; the record's path is the last line."""
+    """Tune (or continue tuning) every method of a spec, judge and report; the report's path is
+    the last line printed."""
     from workbench.lab.sweep.tune import run_tune
 
     try:
