@@ -34,7 +34,7 @@ PACKAGE_DIRS = {marker: place for name, marker in PACKAGES.items() if (place := 
 W, END = r"(?:^|[\s/])", r"(?:\s|$)"
 COMMANDS = [
     (re.compile(rf"{W}-m ipykernel(?:_launcher)?{END}|{W}ipykernel_launcher(?:\.py)?{END}"), "kernels"),
-    (re.compile(rf"{W}-m workbench sweep{END}"), "kernels"),  # the sweep CLI runs points on kernels
+    (re.compile(rf"{W}-m workbench (?:sweep|tune){END}"), "kernels"),  # these CLIs run points on kernels
     (re.compile(rf"{W}-m jupyterlab{END}|{W}jupyter-lab{END}|{W}jupyter lab{END}"), "jupyterlab"),
     (re.compile(rf"{W}(?:chromium|chrome|headless_shell){END}"), "browser"),
     (re.compile(rf"{W}(?:flower-[a-z]+|flwr(?:-[a-z]+)?){END}"), "flower"),  # SuperLink, SuperNode, flwr

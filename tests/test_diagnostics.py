@@ -84,14 +84,14 @@ def test_the_cli_ends_with_both_warnings_naming_what_to_change(starved):
     assert "adapter_init=small_b" in inert and "lora_plus_ratio" in inert
     assert f"below {diagnostics.MIN_CONTRIBUTION:.0%}" in inert
     assert starving.startswith("WARNING: undertrained") and "model_epochs" in starving
-    assert "model: 4, adapter: 2" in starving and "batch_size" in starving
+    assert "model: 2, adapter: 1" in starving and "batch_size" in starving
     assert any(line.startswith("round 2/2: mean accuracy") and "steps/round" in line for line in lines)
 
 
 def test_the_tuner_shows_the_diagnostics_line_and_the_warnings(starved):
     _, table = starved
     curve = Curve.from_table(build_config(STARVED), table)
-    assert curve.diagnostics.startswith("adapter ") and "steps/round model 4, adapter 2" in curve.diagnostics
+    assert curve.diagnostics.startswith("adapter ") and "steps/round model 2, adapter 1" in curve.diagnostics
     shown = diagnostics_html(curve)
     assert "diagnostics: adapter" in shown and shown.count("workbench-tuner-warning") == 2
     assert "adapter inert" in shown and "⚠ 2 warning(s)" in describe(curve)

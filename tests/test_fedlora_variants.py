@@ -169,8 +169,11 @@ def test_the_cap_keeps_at_most_n_training_samples_in_each_client_s_label_mix():
 def test_a_run_with_the_cap_trains_each_client_on_that_many_samples():
     from workbench.loop.rounds import make_clients
 
-    config = build_config({"num_clients": 4, "max_train_samples": 13, "device": "cpu"})
+    config = build_config({"num_clients": 4, "max_train_samples": 13, "val_fraction": 0, "device": "cpu"})
     clients, _ = make_clients(config, torch.device("cpu"))
     whole, _ = make_clients(config.replace(max_train_samples=0), torch.device("cpu"))
     assert [c.data.num_train for c in clients] == [13] * 4
     assert [c.data.num_test for c in clients] == [c.data.num_test for c in whole]
+    # validation is held out of what the client keeps: the cap bounds train + validation
+    held, _ = make_clients(config.replace(val_fraction=0.1), torch.device("cpu"))
+    assert [(c.data.num_train, c.data.num_val) for c in held] == [(12, 1)] * 4

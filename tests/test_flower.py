@@ -288,6 +288,8 @@ def test_every_algorithm_runs_through_the_apps_as_in_process(algorithm, tmp_path
     )
     table = assert_flower_equals_in_process(config, tmp_path)
     assert sorted(table["round"].unique()) == [2, 3]
+    # validation travels with the evaluation: the same held-out samples as in-process
+    assert table["val_accuracy"].notna().all() and (table["num_val"] > 0).all()
     details = json.loads((tmp_path / "run" / "flower.json").read_text())
     assert len(details["round_seconds"]) == 3  # every round timed, evaluated or not
     if algorithm == "fedkd":  # uploads travel SVD-compressed (validated by reconstruction), not dense

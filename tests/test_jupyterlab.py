@@ -253,9 +253,9 @@ def test_the_tuner_streams_compares_and_keeps_the_kernel_free(lab) -> None:
     assert len(groups) == 2 and len(final["traces"]) == 6
     # (4) the FLOPs and bytes panels have data for both settings
     assert all(t[2] == SMALL["rounds"] for t in final["traces"] if t[1] in ("gflop", "mb"))
-    # (5) the finished setting's diagnostics line, and its warning (9 steps per round: 270
-    # samples per client in batches of 32)
-    assert "diagnostics: adapter" in final["status"] and "steps/round model 9" in final["status"]
+    # (5) the finished setting's diagnostics line, and its warning (8 steps per round: 243
+    # training samples per client, 10% held out for validation, in batches of 32)
+    assert "diagnostics: adapter" in final["status"] and "steps/round model 8" in final["status"]
     assert "⚠ undertrained" in final["status"], final["status"]
     assert errors == []
     saved = nbformat.read(notebook, as_version=4)  # the tracked copy: saved without outputs

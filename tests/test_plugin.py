@@ -14,7 +14,7 @@ from workbench.algorithms import REGISTRY, Client, Knob, KnobGrid, method_parame
 from workbench.algorithms.standalone import Standalone
 from workbench.cli import main
 from workbench.config import ConfigError, build_config, defaults, parameter_table
-from workbench.core.params import Section, param
+from workbench.core.params import Search, Section, param
 from workbench.core.results import ROW_COLUMNS, read_run
 from workbench.lab import notebook
 from workbench.loop.runner import run_experiment
@@ -34,6 +34,7 @@ class SmoothStandalone(Standalone):
     Params = SmoothParams
     kernel_imports = ("scipy.stats",)  # any module its experiments would import late
     heatmap = KnobGrid(Knob("smooth_eps", "ε", "label smoothing ε"), Knob("lr", "η"))
+    search = {"smooth_eps": Search(0.0, 0.3)}  # what `tune` searches for it
 
     def local_update(self, client: Client, generator):
         model, eps = client.state["model"], self.params.eps
@@ -171,6 +172,7 @@ def synthetic_sweep_table() -> pd.DataFrame:
                     "algorithm": algorithm,
                     "participated": True,
                     "accuracy": final - 0.1 * (2 - round_),
+                    "val_accuracy": float("nan"),  # no validation split: selected on test
                     "train_flops": 100,
                     **{"point": point, "seed": seed, "smooth_eps": eps, "lr": lr},
                 }
@@ -213,3 +215,13 @@ def test_its_declared_traits_get_the_built_in_treatment(smooth):
     unregister("smooth")  # a report kernel that never registered it: no grid, with a note
     assert figures.knob_grids(summary) == {}
     assert figures.grid_note(summary).startswith("Not registered in this report's kernel: smooth;")
+
+
+def test_tune_searches_its_declared_range_and_checks_overrides_against_its_bounds(smooth):
+    from workbench.lab.sweep.tune_spec import load_tune_spec, search_space
+
+    spec = {"parameters": {"dataset": "digits"}, "methods": ["smooth"]}
+    assert search_space(load_tune_spec(spec))["smooth"] == {"smooth_eps": Search(0.0, 0.3)}
+    bad = {**spec, "ranges": {"smooth": {"smooth_eps": {"low": 0.1, "high": 1.0}}}}
+    with pytest.raises(ConfigError, match=r"method smooth: knob 'smooth_eps'.*must be < 1"):
+        search_space(load_tune_spec(bad))

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from workbench.config import ConfigError, build_config, parameter_table
 from workbench.core.errors import UserError
@@ -77,6 +78,31 @@ def parser() -> argparse.ArgumentParser:
         "its old folder is kept as points/ID.old",
     )
     _add_executor(sweep)
+    tune = add(
+        "tune",
+        help="tune every method of a spec with the same trial budget on validation data (Optuna), "
+        "then judge the chosen configurations on fresh seeds (rerun to resume)",
+    )
+    tune.add_argument(
+        "spec", type=Path, help="YAML with `parameters:`, `methods:` and optional `search:`, `ranges:`"
+    )
+    tune.add_argument("--out", type=Path, required=True, help="tune folder (studies, trials, report)")
+    tune.add_argument(
+        "--trials", type=int, required=True, help="trials per method (the same for every method)"
+    )
+    tune.add_argument(
+        "--eval-seeds",
+        default="1,2,3",
+        help="comma-separated seeds the chosen configurations are judged on; none may be the tuning seed",
+    )
+    tune.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage URL (default: SQLite in the tune folder); e.g. postgresql://… across machines",
+    )
+    tune.add_argument("--workers", type=int, default=None, help="trials run in parallel (local default 1)")
+    tune.add_argument("--timeout", type=int, default=3600, help="seconds per notebook cell")
+    _add_executor(tune)
     return root
 
 
@@ -208,20 +234,14 @@ def cmd_target(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     """Run or resume a sweep; the report's path is the last line printed."""
-    from workbench.lab.sweep.execution import Execution
     from workbench.lab.sweep.run import export_points, run_sweep
 
-    execution = Execution(
-        executor=args.executor,
-        workers=args.workers,
-        address=args.address,
-        cpus=args.cpus_per_point,
-        gpus=args.gpus_per_point,
-        fresh_kernels=args.fresh_kernels,
-        threads=args.threads_per_point,
-    )
     report = run_sweep(
-        args.spec, args.out, timeout=args.timeout, execution=execution, restart_points=args.restart_point
+        args.spec,
+        args.out,
+        timeout=args.timeout,
+        execution=_execution(args),
+        restart_points=args.restart_point,
     )
     if args.html_points:
         from workbench.core.folder_lock import owned
@@ -233,7 +253,38 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace, extra: list[str]) -> int:
+    """Tune (or continue tuning) every method of a spec, judge and report; the report's path is
+    the last line printed."""
+    from workbench.lab.sweep.tune import run_tune
+
+    try:
+        seeds = [int(s) for s in str(args.eval_seeds).split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"--eval-seeds {args.eval_seeds!r}: give comma-separated integers, e.g. 1,2,3"
+        ) from None
+    print(run_tune(args.spec, args.out, args.trials, seeds, args.storage, args.timeout, _execution(args)))
+    return 0
+
+
+def _execution(args: argparse.Namespace) -> Any:
+    """The executor settings of a sweep or tune command."""
+    from workbench.lab.sweep.execution import Execution
+
+    return Execution(
+        executor=args.executor,
+        workers=args.workers,
+        address=args.address,
+        cpus=args.cpus_per_point,
+        gpus=args.gpus_per_point,
+        fresh_kernels=args.fresh_kernels,
+        threads=args.threads_per_point,
+    )
+
+
 COMMANDS = {
+    "tune": cmd_tune,
     "sweep": cmd_sweep,
     "run": cmd_run,
     "params": cmd_params,
@@ -243,6 +294,8 @@ COMMANDS = {
 
 
 INTERRUPTED = {
+    "tune": "interrupted: finished trials are kept in the studies (and each unfinished trial's last "
+    "checkpoint); run the same command again to continue",
     "sweep": "interrupted: finished points (and each unfinished point's last checkpoint) are kept; "
     "run the same command again to resume",
     "run": "interrupted: a run with --out keeps its last checkpoint (every --checkpoint_every "

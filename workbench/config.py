@@ -74,6 +74,14 @@ class DataConfig(Section):
         "label mix (0: no cap; test splits are kept whole)",
         ge=0,
     )
+    val_fraction: float = param(
+        0.1,
+        "share of each client's training samples held out for validation, what reports and tune "
+        "select on (test accuracy is only reported); 0: none, runs as before it existed",
+        ge=0,
+        le=0.5,
+        why="holding out more than half leaves too little to train on",
+    )
     augment: bool = param(True, "random crop (and flip where valid) on training batches")
 
 
@@ -250,11 +258,17 @@ def build_config(flat: Mapping[str, Any]) -> ExperimentConfig:
     return config
 
 
+# parameters added since some folders were written whose absence means another value than
+# today's default: a run stored before validation existed held no validation split
+ABSENT_MEANS: dict[str, Any] = {"val_fraction": 0.0}
+
+
 def stored_config(flat: Mapping[str, Any]) -> dict[str, Any]:
     """A flat config stored by an earlier version (a run folder, a checkpoint) as today's
     parameters read it: one added since is at its default, so comparing it with a config of
     today finds only values that really differ. One that no longer builds (a parameter removed
     or a value refused since) is returned as stored, so the comparison shows what changed."""
+    flat = {**{k: v for k, v in ABSENT_MEANS.items() if k not in flat}, **flat}
     try:
         return build_config(flat).to_flat()
     except ConfigError:

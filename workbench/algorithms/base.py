@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from workbench.core.facts import Payload, Seed
 from workbench.core.lazy import lazy
-from workbench.core.params import Section
+from workbench.core.params import Search, Section
 from workbench.core.zoo import assign_models
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from workbench.config import ExperimentConfig
     from workbench.core.data import ClientData, Normalizer
+    from workbench.core.results import Evaluation
     from workbench.core.training import Batches, LossFn, LrOf, PhaseStats, Probe, SGDSpec
 
 np = lazy("numpy")
@@ -44,6 +45,7 @@ __all__ = [
     "Knob",
     "KnobGrid",
     "Payload",
+    "Search",
     "derived_seed",
     "mirrors",
     "state_copy",
@@ -59,8 +61,9 @@ class Client:
     model_name: str
     data: ClientData
     state: dict[str, Any] = field(default_factory=dict)
-    # (accuracy, loss, diagnostics) of the current state; None once it trains again
-    evaluation: tuple[float, float, dict[str, float]] | None = None
+    # test accuracy and loss, diagnostics, validation accuracy and loss of the current state;
+    # None once it trains again
+    evaluation: Evaluation | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,8 @@ class Algorithm:
     title: ClassVar[str] = "base"  # display name in reports; a subclass declaring none shows its name
     kernel_imports: ClassVar[tuple[str, ...]] = ()  # modules a sweep's warm kernels import ahead
     heatmap: ClassVar[KnobGrid | None] = None  # the report's accuracy heatmap over two knobs
+    # what `tune` searches by default: flat knob name → range (a tuning spec may override them)
+    search: ClassVar[Mapping[str, Search]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -293,6 +298,11 @@ class Algorithm:
         """The client's local test split, normalized, in order."""
         d = client.data
         return data.eval_batches(d.test_x, d.test_y, self.config.train.eval_batch_size, self.env.normalize)
+
+    def val_batches(self, client: Client) -> Iterator[tuple[Tensor, Tensor]]:
+        """The client's validation split (held out of its training data), normalized, in order."""
+        d = client.data
+        return data.eval_batches(d.val_x, d.val_y, self.config.train.eval_batch_size, self.env.normalize)
 
     def class_statistics(
         self, client: Client, forward: Callable[[Tensor], Tensor], phase: str

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from workbench.algorithms.base import Algorithm, Client, Payload
 from workbench.core.lazy import lazy
-from workbench.core.params import Section, param
+from workbench.core.params import Search, Section, param
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -51,6 +51,7 @@ def distillation_loss(logits: Tensor, y: Tensor, teacher: Tensor, mask: Tensor, 
 class FederatedDistillation(Algorithm):
     name = "fd"
     title = "FD"
+    search = {"fd_weight": Search(0.01, 10.0, log=True), "fd_temperature": Search(0.5, 4.0)}
     Params = FDParams
     evaluation_is_local = True
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from workbench.algorithms.base import Algorithm, Client, Payload
 from workbench.core.lazy import lazy
-from workbench.core.params import Section, param
+from workbench.core.params import Search, Section, param
 from workbench.core.zoo import REPRESENTATION_DIM
 
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ def prototype_scores(z: Tensor, prototypes: Tensor, mask: Tensor) -> Tensor:
 class FedProto(Algorithm):
     name = "fedproto"
     title = "FedProto"
+    search = {"fedproto_weight": Search(0.01, 10.0, log=True)}
     Params = FedProtoParams
     evaluation_is_local = True
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from workbench.algorithms.base import Algorithm, Client, Payload, Seed, derived_seed, state_copy
 from workbench.core.lazy import lazy
-from workbench.core.params import Section, param
+from workbench.core.params import Search, Section, param
 from workbench.core.zoo import ZOO
 
 if TYPE_CHECKING:
@@ -52,6 +52,7 @@ def mutual_losses(p: Tensor, m: Tensor, y: Tensor, alpha: float, beta: float) ->
 class FML(Algorithm):
     name = "fml"
     title = "FML"
+    search = {"fml_alpha": Search(0.0, 1.0), "fml_beta": Search(0.0, 1.0)}
     Params = FMLParams
     evaluation_is_local = True
 

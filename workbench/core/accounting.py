@@ -21,7 +21,7 @@ from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
 from workbench.core.facts import Payload
-from workbench.core.results import Row
+from workbench.core.results import NO_VALIDATION, Row
 
 
 def update_l2(upload: Payload, reference: Payload) -> float:
@@ -113,6 +113,10 @@ class Ledger:
         num_train: int,
         num_test: int,
         diagnostics: Mapping[str, float] | None = None,
+        *,
+        val_accuracy: float = NO_VALIDATION,
+        val_loss: float = NO_VALIDATION,
+        num_val: int = 0,
     ) -> Row:
         """A client's table row: its evaluation (and the diagnostics measured with it) and its
         costs and training settled since its previous row."""
@@ -136,6 +140,9 @@ class Ledger:
             local_rounds=rounds,
             local_steps=sum(steps.values()),
             update_norm=update_norm,
+            val_accuracy=val_accuracy,
+            val_loss=val_loss,
+            num_val=num_val,
             phase_steps=steps,
             diagnostics=dict(diagnostics or {}),
         )

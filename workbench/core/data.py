@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,14 +45,27 @@ class Dataset:
     flip: bool
 
 
+def _no_images() -> Tensor:
+    """An empty image batch: a client without validation samples."""
+    return torch.zeros(0, 3, _SIDE, _SIDE, dtype=torch.uint8)  # (0, 3, 32, 32)
+
+
+def _no_labels() -> Tensor:
+    """An empty label vector."""
+    return torch.zeros(0, dtype=torch.int64)  # (0,)
+
+
 @dataclass(frozen=True, eq=False)
 class ClientData:
-    """One client's train and test tensors (uint8 images, int64 labels)."""
+    """One client's train, test and validation tensors (uint8 images, int64 labels); the
+    validation samples are held out of its training data (none when val_fraction is 0)."""
 
     train_x: Tensor
     train_y: Tensor
     test_x: Tensor
     test_y: Tensor
+    val_x: Tensor = field(default_factory=_no_images)
+    val_y: Tensor = field(default_factory=_no_labels)
 
     @property
     def num_train(self) -> int:
@@ -63,6 +76,11 @@ class ClientData:
     def num_test(self) -> int:
         """Number of test samples."""
         return int(self.test_y.shape[0])
+
+    @property
+    def num_val(self) -> int:
+        """Number of validation samples (0: no validation split)."""
+        return int(self.val_y.shape[0])
 
 
 def load_dataset(name: str, data_dir: str | Path, download: bool, test_fraction: float, seed: int) -> Dataset:
@@ -151,18 +169,24 @@ def _targets(targets: list[int]) -> Tensor:
     return torch.as_tensor(np.asarray(targets), dtype=torch.int64)  # (N,)
 
 
-def client_datasets(ds: Dataset, splits: list[tuple[np.ndarray, np.ndarray]]) -> list[ClientData]:
-    """Materialise each client's (train_indices, test_indices) as its own tensors."""
+def client_datasets(
+    ds: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], validation: list[np.ndarray] | None = None
+) -> list[ClientData]:
+    """Materialise each client's (train_indices, test_indices) as its own tensors, and its
+    validation indices (into the training set, disjoint from its train indices) when given."""
     clients = []
-    for train_idx, test_idx in splits:
+    for k, (train_idx, test_idx) in enumerate(splits):
         tr = torch.as_tensor(np.asarray(train_idx), dtype=torch.int64)
         te = torch.as_tensor(np.asarray(test_idx), dtype=torch.int64)
+        va = torch.as_tensor(np.asarray(validation[k] if validation else []), dtype=torch.int64)
         clients.append(
             ClientData(
                 train_x=ds.train_x[tr].contiguous(),  # (n_train, 3, 32, 32)
                 train_y=ds.train_y[tr].contiguous(),
                 test_x=ds.test_x[te].contiguous(),  # (n_test, 3, 32, 32)
                 test_y=ds.test_y[te].contiguous(),
+                val_x=ds.train_x[va].contiguous(),  # (n_val, 3, 32, 32)
+                val_y=ds.train_y[va].contiguous(),
             )
         )
     return clients

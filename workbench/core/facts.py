@@ -38,6 +38,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 SWEEP_FILE, STATUS_FILE, REPORT_FILE = "sweep.json", "status.json", "report.html"
 LOCK_FILE = "owner.lock"  # the process that owns a sweep folder (workbench.core.folder_lock)
 TIMING_FILE = "timing.json"  # {"experiment_s": seconds the last run_experiment call computed}
+TUNE_FILE = "tune.json"  # a tune folder's record: storage, spec, per method its trials and best
 
 
 class Seed(IntEnum):
@@ -51,3 +52,4 @@ class Seed(IntEnum):
     ATTACK = 6  # a malicious client's noise (with round and client id) and who is malicious
     SAMPLING = 7  # which clients a round samples (with the round)
     SUBSAMPLE = 8  # which training samples a client keeps under max_train_samples
+    VALIDATION = 9  # which training samples a client holds out for validation

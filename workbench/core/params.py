@@ -143,3 +143,15 @@ def unknown_names(names: Iterable[str], known: Iterable[str]) -> ConfigError:
     return ConfigError(
         f"unknown parameter(s): {', '.join(hints)}; run `python -m workbench params` for the full list"
     )
+
+
+@dataclass(frozen=True)
+class Search:
+    """A knob's search range for `python -m workbench tune`: numbers from `low` to `high` (on a
+    log scale when `log`), or one of `choices`. Methods declare theirs (`Algorithm.search`); a
+    tuning spec may override them. Checked against the knob's own bounds before a trial runs."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple = ()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from workbench.core.facts import PARTITIONS
+from workbench.core.facts import PARTITIONS, Seed
 
 SCHEMES = PARTITIONS
 
@@ -126,3 +126,50 @@ def cap_train(
         chosen = [rng.choice(train[labels[train] == c], size=n, replace=False) for c, n in zip(classes, keep)]
         capped.append((np.sort(np.concatenate(chosen)), test))
     return capped
+
+
+def validation_count(num_train: int, fraction: float) -> int:
+    """Samples a client with num_train training samples holds out: round(fraction·n), at least
+    one when fraction > 0 (so every client can be selected on), none when fraction is 0."""
+    return 0 if fraction == 0 else max(1, int(round(fraction * num_train)))
+
+
+def hold_out(
+    train_idx: np.ndarray, labels: np.ndarray, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split one client's training indices into (train, validation), stratified by label: each
+    class gives its share of the held-out count (largest remainder), drawn at random."""
+    train_idx = np.asarray(train_idx)
+    count = validation_count(len(train_idx), fraction)
+    if count == 0:
+        return train_idx, np.zeros(0, np.int64)
+    classes, inverse = np.unique(np.asarray(labels)[train_idx], return_inverse=True)
+    sizes = np.bincount(inverse, minlength=len(classes))  # (classes,)
+    per_class = _largest_remainder(sizes / sizes.sum(), count)  # (classes,), each <= its size
+    held = [rng.choice(np.flatnonzero(inverse == c), size=k, replace=False) for c, k in enumerate(per_class)]
+    val_pos = np.concatenate(held) if held else np.zeros(0, np.int64)
+    keep = np.ones(len(train_idx), bool)
+    keep[val_pos] = False
+    return np.sort(train_idx[keep]), np.sort(train_idx[val_pos])
+
+
+def validation_splits(
+    train_parts: list[np.ndarray], train_labels: np.ndarray, fraction: float, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, validation) indices per client, from a generator of its own purpose so the
+    partition itself does not change with the fraction; a client left without a training
+    sample is refused naming it."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"val_fraction={fraction} is invalid; it must be in [0, 1)")
+    rng = np.random.default_rng([seed, Seed.VALIDATION])
+    out = []
+    for i, part in enumerate(train_parts):
+        train, val = hold_out(part, train_labels, fraction, rng)
+        if len(train) == 0:
+            raise ValueError(
+                f"client {i} holds {len(part)} training sample(s), too few to hold out a validation "
+                f"sample (val_fraction={fraction}) and keep one to train on; use a smaller "
+                f"val_fraction, 0 for no validation, or fewer clients"
+            )
+        out.append((train, val))
+    return out

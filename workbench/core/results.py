@@ -14,6 +14,8 @@ when read (`workbench.core.files`). This module never imports torch.
 Columns of results.csv, one row per client per evaluated round:
 - round, client, model, algorithm; participated (sampled in a round this row covers);
 - accuracy, loss: the client's deployed model on its local test split;
+- val_accuracy, val_loss, num_val: the same on its validation split, held out of its training
+  data (`val_fraction`; NaN, NaN, 0 without one, and in tables written before it existed);
 - train_loss: mean training loss of its last local phase;
 - train_flops, bytes_up, bytes_down (and cum_*): costs since its previous row;
 - num_train, num_test; refused: its uploads refused since its previous row;
@@ -33,7 +35,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -50,6 +52,18 @@ from workbench.core.facts import (
 )
 
 COST_COLUMNS = ("train_flops", "bytes_up", "bytes_down")
+NO_VALIDATION = math.nan  # a validation column of a client (or run) without a validation split
+
+
+class Evaluation(NamedTuple):
+    """A client's deployed model on its local test split (with the diagnostics its method
+    measured in the same pass) and on its validation split."""
+
+    accuracy: float
+    loss: float
+    diagnostics: Mapping[str, float]
+    val_accuracy: float = NO_VALIDATION
+    val_loss: float = NO_VALIDATION
 
 
 @dataclass(frozen=True)
@@ -73,6 +87,11 @@ class Row:
     local_rounds: int = 0  # rounds the client was sampled in since its previous row
     local_steps: int = 0  # optimizer steps of all its phases since its previous row
     update_norm: float = math.nan  # L2 norm of the update its latest upload carried
+    # validation: samples held out of the client's training data (NaN, 0: no validation split;
+    # also every row of tables written before validation existed)
+    val_accuracy: float = NO_VALIDATION
+    val_loss: float = NO_VALIDATION
+    num_val: int = 0
     phase_steps: Mapping[str, int] = field(default_factory=dict)  # → steps_<phase> columns
     diagnostics: Mapping[str, float] = field(default_factory=dict)  # → one column each
 
@@ -131,10 +150,12 @@ def to_frame(rows: list[Row]) -> pd.DataFrame:
 
 def mean_accuracy(frame: pd.DataFrame) -> pd.DataFrame:
     """Per evaluated round: mean client accuracy and the cumulative costs of all clients."""
+    validation = {"val_accuracy": ("val_accuracy", "mean")} if has_validation(frame) else {}
     per_round = (
         frame.groupby("round")
         .agg(
             accuracy=("accuracy", "mean"),
+            **validation,
             train_flops=("train_flops", "sum"),
             bytes_up=("bytes_up", "sum"),
             bytes_down=("bytes_down", "sum"),
@@ -145,6 +166,23 @@ def mean_accuracy(frame: pd.DataFrame) -> pd.DataFrame:
         per_round[f"cum_{column}"] = per_round[column].cumsum()
     per_round["cum_bytes"] = per_round["cum_bytes_up"] + per_round["cum_bytes_down"]
     return per_round
+
+
+def has_validation(frame: pd.DataFrame) -> bool:
+    """Whether a results table holds validation accuracy (its run had a validation split)."""
+    return "val_accuracy" in frame and bool(frame["val_accuracy"].notna().any())
+
+
+def _validation_summary(per_round: pd.DataFrame) -> dict[str, Any]:
+    """Final and best mean validation accuracy (None without a validation split)."""
+    if "val_accuracy" not in per_round or per_round.empty:
+        return {"final_val_accuracy": None, "best_val_accuracy": None, "best_val_round": None}
+    best = per_round.loc[per_round["val_accuracy"].idxmax()]
+    return {
+        "final_val_accuracy": float(per_round["val_accuracy"].iloc[-1]),
+        "best_val_accuracy": float(best["val_accuracy"]),
+        "best_val_round": int(best["round"]),
+    }
 
 
 def summarize(
@@ -165,6 +203,7 @@ def summarize(
         }
     return {
         **(accuracy or {"final_accuracy": None, "best_accuracy": None, "best_round": None, "rounds": 0}),
+        **_validation_summary(per_round),
         "total_train_flops": int(frame["train_flops"].sum()),
         "total_bytes_up": int(frame["bytes_up"].sum()),
         "total_bytes_down": int(frame["bytes_down"].sum()),
@@ -315,6 +354,11 @@ def format_summary(summary: dict[str, Any], warnings: bool = True) -> str:
             f"mean accuracy: final {summary['final_accuracy']:.4f}, best "
             f"{summary['best_accuracy']:.4f} (round {summary['best_round']} of "
             f"{summary['rounds']})"
+        )
+    if summary.get("final_val_accuracy") is not None:
+        lines.append(
+            f"mean validation accuracy: final {summary['final_val_accuracy']:.4f}, best "
+            f"{summary['best_val_accuracy']:.4f} (round {summary['best_val_round']})"
         )
     lines += [
         f"training FLOPs: {summary['total_train_flops']:.4g}",

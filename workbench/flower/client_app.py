@@ -33,6 +33,7 @@ from workbench.flower.messages import (
     NUM_EXAMPLES,
     NUM_TEST,
     NUM_TRAIN,
+    NUM_VAL,
     PARTITION_ID,
     ROLLED_BACK,
     ROUND,
@@ -41,6 +42,8 @@ from workbench.flower.messages import (
     TRAIN_FLOPS,
     TRAIN_LOSS,
     UPDATE_NORM,
+    VAL_ACCURACY,
+    VAL_LOSS,
 )
 from workbench.flower.node import NodeClient, client_data, open_client, save_client, state_root
 from workbench.flower.records import from_record, to_record
@@ -92,17 +95,20 @@ def _train(message: Message, config: ExperimentConfig, node: NodeClient, tamper:
 
 
 def _evaluate(node: NodeClient) -> MetricRecord:
-    """Accuracy and loss of the client's deployed model on its local test split, and the
-    diagnostics its method measured in the same pass."""
+    """Accuracy and loss of the client's deployed model on its local test and validation
+    splits, and the diagnostics its method measured in the test pass."""
     client = node.client
-    accuracy, loss, diagnostics = evaluate_client(node.algorithm, client)
+    result = evaluate_client(node.algorithm, client)
     return MetricRecord(
         {
-            ACCURACY: float(accuracy),
-            LOSS: float(loss),
+            ACCURACY: float(result.accuracy),
+            LOSS: float(result.loss),
+            VAL_ACCURACY: float(result.val_accuracy),
+            VAL_LOSS: float(result.val_loss),
             NUM_TRAIN: client.data.num_train,
             NUM_TEST: client.data.num_test,
-            **{f"{DIAGNOSTIC}{name}": float(value) for name, value in diagnostics.items()},
+            NUM_VAL: client.data.num_val,
+            **{f"{DIAGNOSTIC}{name}": float(value) for name, value in result.diagnostics.items()},
         }
     )
 

@@ -20,6 +20,7 @@ EVALUATE = "evaluate"  # evaluate right after training (an evaluation round)
 # keys of METRICS, EVALUATION and INFO
 TRAIN_FLOPS, TRAIN_LOSS, NUM_EXAMPLES = "train-flops", "train-loss", "num-examples"
 ACCURACY, LOSS, NUM_TRAIN, NUM_TEST = "accuracy", "loss", "num-train", "num-test"
+VAL_ACCURACY, VAL_LOSS, NUM_VAL = "val-accuracy", "val-loss", "num-val"  # NaN, NaN, 0: no split
 PARTITION_ID, MODEL, TORCH_THREADS = "partition-id", "model", "torch-threads"
 ROLLED_BACK = "rolled-back"  # 1 when the client's update was not finite and it rolled back
 UPDATE_NORM = "update-norm"  # METRICS: L2 norm of the update the upload carries

@@ -26,7 +26,7 @@ from workbench.algorithms import REGISTRY, Client, Environment
 from workbench.config import ExperimentConfig
 from workbench.core.accounting import Ledger
 from workbench.core.aggregation import InvalidUpdateError
-from workbench.core.results import Event, Row
+from workbench.core.results import NO_VALIDATION, Event, Row
 from workbench.flower.messages import (
     ACCURACY,
     ARRAYS,
@@ -38,12 +38,15 @@ from workbench.flower.messages import (
     METRICS,
     NUM_TEST,
     NUM_TRAIN,
+    NUM_VAL,
     ROLLED_BACK,
     ROUND,
     STEPS,
     TRAIN_FLOPS,
     TRAIN_LOSS,
     UPDATE_NORM,
+    VAL_ACCURACY,
+    VAL_LOSS,
 )
 from workbench.flower.records import decode_update, from_record, record_bytes, to_record
 from workbench.loop.rounds import RoundRefusedError, aggregate_accepting, evaluates, refusal, sample_clients
@@ -273,6 +276,9 @@ class WorkbenchStrategy(Strategy):
             num_train,
             num_test,
             diagnostics,
+            val_accuracy=float(metrics.get(VAL_ACCURACY, NO_VALIDATION)),
+            val_loss=float(metrics.get(VAL_LOSS, NO_VALIDATION)),
+            num_val=int(metrics.get(NUM_VAL, 0)),
         )
 
     # ---- helpers -------------------------------------------------------------------------

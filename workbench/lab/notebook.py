@@ -27,6 +27,7 @@ NOTEBOOK_OPTIONS: dict[str, tuple[Any, str]] = {
         "",
         "comma-separated algorithms to run beside it on the same data, e.g. 'fedproto,lg_fedavg'",
     ),
+    "trial": ("", "tune sets it: the Optuna trial this run reports validation accuracy to (JSON)"),
 }
 
 
@@ -37,6 +38,7 @@ class NotebookOptions:
     interactive: bool
     out_dir: str
     compare: tuple[str, ...]
+    trial: str = ""  # a tuning trial's ticket (`workbench.lab.pruning`); empty: not a trial
 
 
 def _literal(value: Any) -> tuple[str, str]:
@@ -88,7 +90,10 @@ def collect(namespace: Mapping[str, Any], before: set[str]) -> tuple[ExperimentC
     for name in compare:
         build_config({**config.to_flat(), "algorithm": name.strip()})
     return config, NotebookOptions(
-        bool(options["interactive"]), str(options["out_dir"]), tuple(a.strip() for a in compare)
+        bool(options["interactive"]),
+        str(options["out_dir"]),
+        tuple(a.strip() for a in compare),
+        str(options["trial"]),
     )
 
 
@@ -101,7 +106,13 @@ def run(config: ExperimentConfig, options: NotebookOptions) -> pd.DataFrame:
     tables = []
     for name in (config.run.algorithm, *options.compare):
         run_config = config if name == config.run.algorithm else config.replace(algorithm=name)
-        result = run_experiment(run_config, out_dir=run_directory(options.out_dir, name, config))
+        progress = None
+        if options.trial and name == config.run.algorithm:  # a tuning trial reports to Optuna
+            from workbench.lab.pruning import TrialReporter
+
+            progress = TrialReporter(run_config, options.trial)
+        out_dir = run_directory(options.out_dir, name, config)
+        result = run_experiment(run_config, out_dir=out_dir, progress=progress)
         print(f"[{name}]\n{format_summary(result.summary, warnings=False)}\n", flush=True)
         for line in format_warnings(result.summary["warnings"]):  # stderr: JupyterLab shades it
             print(f"[{name}] {line}", file=sys.stderr, flush=True)

@@ -37,8 +37,8 @@ from workbench.core.aggregation import InvalidUpdateError
 from workbench.core.data import ClientData, Normalizer, client_datasets, load_dataset
 from workbench.core.errors import UserError
 from workbench.core.facts import Payload
-from workbench.core.partition import cap_train, partition
-from workbench.core.results import Event, Row
+from workbench.core.partition import cap_train, partition, validation_splits
+from workbench.core.results import Evaluation, Event, Row
 from workbench.core.training import PhaseStats, evaluate
 from workbench.loop.attacks import is_malicious, poison_upload
 
@@ -75,10 +75,16 @@ def make_clients(config: ExperimentConfig, device: torch.device) -> tuple[list[C
         )
         rng = np.random.default_rng([config.run.seed, Seed.SUBSAMPLE])
         splits = cap_train(splits, ds.train_y.numpy(), d.max_train_samples, rng)
+        # validation is held out of what the client keeps (the cap is its whole holding)
+        held = validation_splits(
+            [tr for tr, _ in splits], ds.train_y.numpy(), d.val_fraction, config.run.seed
+        )
     except ValueError as error:  # e.g. a client left without samples: the parameters' fault
         raise UserError(f"cannot partition {d.dataset}: {error}") from None
+    splits = [(train, test) for (train, _), (_, test) in zip(held, splits)]
     datas = [
-        ClientData(*(t.to(device) for t in dataclasses.astuple(cd))) for cd in client_datasets(ds, splits)
+        ClientData(*(t.to(device) for t in dataclasses.astuple(cd)))
+        for cd in client_datasets(ds, splits, [val for _, val in held])
     ]
     env = Environment(
         num_classes=ds.num_classes, device=device, normalize=Normalizer.for_dataset(ds, device), flip=ds.flip
@@ -108,12 +114,17 @@ def round_generator(seed: int, round_: int, cid: int) -> torch.Generator:
     return torch.Generator().manual_seed(derived_seed(seed, round_, cid, Seed.BATCHES))
 
 
-def evaluate_client(algorithm: Algorithm, client: Client) -> tuple[float, float, dict[str, float]]:
-    """Accuracy and loss of the client's deployed model on its local test split, and the
-    diagnostics its method measures in the same pass (`Algorithm.evaluation_probe`)."""
-    probe = algorithm.evaluation_probe(client)
-    accuracy, loss = evaluate(probe, algorithm.test_batches(client), algorithm.eval_modules(client))
-    return accuracy, loss, probe.values()
+def evaluate_client(algorithm: Algorithm, client: Client) -> Evaluation:
+    """Accuracy and loss of the client's deployed model on its local test split, the
+    diagnostics its method measures in the same pass (`Algorithm.evaluation_probe`) and, when
+    it holds one, accuracy and loss on its validation split."""
+    probe, modules = algorithm.evaluation_probe(client), algorithm.eval_modules(client)
+    accuracy, loss = evaluate(probe, algorithm.test_batches(client), modules)
+    diagnostics = probe.values()  # of the test pass only
+    if client.data.num_val == 0:
+        return Evaluation(accuracy, loss, diagnostics)
+    val = evaluate(lambda x: algorithm.predict(client, x), algorithm.val_batches(client), modules)
+    return Evaluation(accuracy, loss, diagnostics, *val)
 
 
 def materialize(algorithm: Algorithm, client: Client) -> None:
@@ -133,18 +144,21 @@ def evaluate_all(algorithm: Algorithm, clients: list[Client], ledger: Ledger, ro
             c.evaluation = evaluate_client(algorithm, c)
             if transient:
                 c.state.clear()
-        accuracy, loss, diagnostics = c.evaluation
+        e = c.evaluation
         rows.append(
             ledger.row(
                 round_,
                 c.cid,
                 c.model_name,
                 algorithm.name,
-                accuracy,
-                loss,
+                e.accuracy,
+                e.loss,
                 c.data.num_train,
                 c.data.num_test,
-                diagnostics,
+                e.diagnostics,
+                val_accuracy=e.val_accuracy,
+                val_loss=e.val_loss,
+                num_val=c.data.num_val,
             )
         )
     return rows

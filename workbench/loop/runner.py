@@ -47,6 +47,12 @@ from workbench.loop.rounds import RoundRefusedError, evaluate_all, evaluates, ma
 Progress = Callable[[int, int, dict], None]
 
 
+class StopRun(Exception):
+    """Raised by a progress callback to end the run after this round, keeping every evaluated
+    round: the run is written as stopped early, with this message as the summary's `stopped`
+    (tune's pruner stops hopeless trials this way)."""
+
+
 @dataclass
 class RunResult:
     """A finished run: its config, its tidy table, its summary and where it was written."""
@@ -128,20 +134,28 @@ def run_loop(
         if evaluates(config, round_):
             new_rows = evaluate_all(algorithm, clients, ledger, round_)
             rows.extend(new_rows)
-            if progress is not None:
-                progress(
-                    round_,
-                    rounds,
-                    {
-                        "accuracy": float(np.mean([r.accuracy for r in new_rows])),
-                        **{f"cum_{c}": sum(getattr(r, c) for r in rows) for c in COST_COLUMNS},
-                        "rows": new_rows,  # this round's records, for diagnostics (core.diagnostics.brief)
-                    },
-                )  # all clients, so far
+            try:
+                _report(progress, round_, rounds, new_rows, rows)
+            except StopRun as stop:
+                return _finish(config, run_dir, rows, events, stopped=str(stop))
         if every_ckpt and round_ % every_ckpt == 0 and round_ < rounds:
             run_dir.mkdir(parents=True, exist_ok=True)
             checkpoint.save(ckpt, round_, config.to_flat(), algorithm, clients, server, ledger, rows, events)
     return _finish(config, run_dir, rows, events)
+
+
+def _report(progress: Progress | None, round_: int, rounds: int, new_rows: list, rows: list) -> None:
+    """Tell the progress callback this round's mean test and validation accuracy and the
+    cumulative costs of all clients so far."""
+    if progress is None:
+        return
+    values = {
+        "accuracy": float(np.mean([r.accuracy for r in new_rows])),
+        "val_accuracy": float(np.mean([r.val_accuracy for r in new_rows])),  # NaN without a split
+        **{f"cum_{c}": sum(getattr(r, c) for r in rows) for c in COST_COLUMNS},
+        "rows": new_rows,  # this round's records, for diagnostics (core.diagnostics.brief)
+    }
+    progress(round_, rounds, values)
 
 
 def _finish(

@@ -31,6 +31,7 @@ from workbench.lab.report.protocol_table import (
     markdown,
     paired_gaps,
     protocol_table,
+    ranked_by,
 )
 from workbench.lab.report.sweep_tables import SEPARATOR, Sweep, label, load_sweep
 from workbench.lab.sweep.spec import expand, load_spec, swept_values
@@ -40,6 +41,7 @@ FORMATS = {
     "final_mean": ".4f",
     "final_ci95": ".4f",
     "best_mean": ".4f",
+    "val_mean": ".4f",
     "train_flops": ".3g",
     "bytes": ".3g",
     "target": ".3f",
@@ -80,7 +82,7 @@ def verdict(gaps: pd.DataFrame, partition: str, reference: str, method: str = RE
     name = title(method)
     if rows.empty:
         return f"no {name} configuration has seeds paired with {reference}"
-    top = rows.sort_values("gap_mean", ascending=False).iloc[0]
+    top = rows.sort_values(ranked_by(rows, "val_mean", "gap_mean"), ascending=False).iloc[0]
     beyond = rows[rows["beyond_noise"] & (rows["gap_mean"] > 0)]
     noise = "beyond" if top["beyond_noise"] else "within"
     return (
@@ -175,7 +177,8 @@ def partition_section(
         if references
         else pd.DataFrame(columns=GAP_COLUMNS)
     )
-    rows = protocol[protocol["partition"] == partition].sort_values("final_mean", ascending=False)
+    rows = protocol[protocol["partition"] == partition]
+    rows = rows.sort_values(ranked_by(rows, "val_mean", "final_mean"), ascending=False)
     verdicts = [f"- {verdict(gaps, partition, ref, method)}" for ref in standalones]
     if best:
         verdicts.append(f"- best federated baseline: `{best}`; {verdict(gaps, partition, best, method)}")
@@ -191,6 +194,21 @@ def partition_section(
         markdown(gaps.drop(columns=["partition"]), FORMATS),
         "",
     ]
+
+
+def selection_line(protocol: pd.DataFrame) -> str:
+    """How the note ranks configurations and picks each method's best."""
+    if ranked_by(protocol, "val_mean", "final_mean") == "val_mean":
+        return (
+            "Configurations are ranked, and each method's best picked, by mean final validation "
+            "accuracy (`val_mean`: samples held out of the clients' training data); the accuracies "
+            "and gaps shown are on the test splits, which no selection saw."
+        )
+    return (
+        "These runs hold no validation split: configurations are ranked, and each method's best "
+        "picked, on the same test accuracies they are compared on (optimistic for a method with "
+        "more configurations)."
+    )
 
 
 def write_note(
@@ -211,6 +229,8 @@ def write_note(
         "",
         f"Sweep `{sweep_dir.name}`: {done} of {len(sweep.points)} points finished; fixed "
         f"parameters: `{sweep.spec.get('parameters', {})}`.",
+        "",
+        selection_line(protocol),
         "",
     ]
     if done < len(sweep.points):

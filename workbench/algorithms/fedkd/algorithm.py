@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from workbench.algorithms.base import Algorithm, Client, Environment, Payload, Seed, derived_seed, state_copy
 from workbench.core.lazy import lazy
-from workbench.core.params import ConfigError, Section, param
+from workbench.core.params import ConfigError, Search, Section, param
 from workbench.core.zoo import ZOO
 
 if TYPE_CHECKING:
@@ -97,6 +97,7 @@ def fedkd_losses(
 class FedKD(Algorithm):
     name = "fedkd"
     title = "FedKD"
+    search = {"fedkd_temperature": Search(0.5, 4.0), "fedkd_hidden_weight": Search(0.01, 10.0, log=True)}
     Params = FedKDParams
     evaluation_is_local = True
 

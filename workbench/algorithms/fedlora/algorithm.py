@@ -33,6 +33,7 @@ from workbench.algorithms.base import (
 from workbench.algorithms.fedlora.params import FedLoRAParams, adapter_epochs, mu_at
 from workbench.algorithms.fedlora.placements import check_placement
 from workbench.core.lazy import lazy
+from workbench.core.params import Search
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -57,6 +58,12 @@ def check_adapter(
 class FedLoRA(Algorithm):
     name = "fedlora"
     title = "FedLoRA"
+    # what tune searches: the paper's two knobs and the adapter's own learning rate
+    search = {
+        "rank": Search(1, 16, log=True),
+        "mu": Search(0.0, 1.0),
+        "adapter_lr": Search(1e-3, 1e-1, log=True),
+    }
     Params = FedLoRAParams
     evaluation_is_local = True
     kernel_imports = ("peft",)  # PEFT's LoRA layers import transformers: seconds per kernel

@@ -6,7 +6,9 @@ reports the final mean accuracy per seed, their mean with a 95% Student-t interv
 the best accuracy, the run's total training FLOPs and bytes, and the cost to a target accuracy.
 Gaps to a reference (Standalone, the best baseline) are *paired by seed*: the same seed gives
 every method the same data, partition and client sampling, so the per-seed difference removes
-the split's own noise; a gap is "beyond seed noise" when its 95% interval excludes 0.
+the split's own noise; a gap is "beyond seed noise" when its 95% interval excludes 0. Best
+configurations are selected on mean final validation accuracy where every run held a
+validation split, else on test accuracy (`ranked_by`).
 Reads only tidy tables (pandas, scipy); never imports torch.
 """
 
@@ -21,11 +23,12 @@ from scipy import stats
 
 from workbench.core.facts import REFERENCE_METHOD
 from workbench.core.results import cost_to_target
+from workbench.lab.report.selection import VALIDATION
 from workbench.lab.report.sweep_tables import label, point_summary
 
 SPLIT = "partition"  # the column a table is split by unless a caller names another
 KEY = "configuration"
-GAP_COLUMNS = ["partition", KEY, "reference", "pairs", "gap_mean", "gap_ci95", "beyond_noise"]
+GAP_COLUMNS = ["partition", KEY, "reference", "pairs", "gap_mean", "gap_ci95", "beyond_noise", "val_mean"]
 
 
 def interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
@@ -90,6 +93,8 @@ def protocol_table(
                 "final_ci95": half,
                 "final_per_seed": " / ".join(f"{v:.3f}" for v in group["final_accuracy"]),
                 "best_mean": group["best_accuracy"].mean(),
+                # what selections rank by (NaN when a seed's run held no validation split)
+                "val_mean": group[VALIDATION].astype(float).mean(skipna=False),
                 "train_flops": group["total_train_flops"].mean(),
                 "bytes": group["total_bytes"].mean(),
                 "target": target,
@@ -101,10 +106,17 @@ def protocol_table(
     return pd.DataFrame(rows)
 
 
+def ranked_by(frame: pd.DataFrame, validation: str, test: str) -> str:
+    """The column to rank configurations by: `validation` when every row has it, else `test`."""
+    return validation if validation in frame and len(frame) and frame[validation].notna().all() else test
+
+
 def paired_gaps(
     table: pd.DataFrame, swept: Sequence[str], reference: str, split: str = SPLIT
 ) -> pd.DataFrame:
-    """Per split value and configuration: final-accuracy gap to `reference` paired by seed."""
+    """Per split value and configuration: final-accuracy gap to `reference` paired by seed, and
+    the configuration's mean final validation accuracy over those seeds (`val_mean`, what the
+    note selects a method's best configuration by; NaN without a validation split)."""
     points = configurations(table, swept, split)
     rows = []
     for partition, part in points.groupby(split, sort=True):
@@ -114,6 +126,7 @@ def paired_gaps(
             if config == reference or diffs.empty:
                 continue
             mean, half = interval(diffs)
+            paired = group.set_index("seed").loc[diffs.index, VALIDATION].astype(float)
             rows.append(
                 {
                     split: partition,
@@ -123,6 +136,7 @@ def paired_gaps(
                     "gap_mean": mean,
                     "gap_ci95": half,
                     "beyond_noise": bool(abs(mean) > half) if not math.isnan(half) else False,
+                    "val_mean": paired.mean(skipna=False),
                 }
             )
     return pd.DataFrame(rows, columns=[split, *GAP_COLUMNS[1:]])
@@ -135,9 +149,11 @@ def best_baseline(
     split: str = SPLIT,
 ) -> str | None:
     """The configuration of another method (none of `exclude`) with the highest mean final
-    accuracy in a split value (None before any has finished)."""
+    validation accuracy in a split value (test accuracy when a run held no validation split;
+    None before any has finished)."""
     rows = protocol[(protocol[split] == partition) & ~protocol["algorithm"].isin(list(exclude))]
-    return rows.sort_values("final_mean", ascending=False)[KEY].iloc[0] if len(rows) else None
+    order = ranked_by(rows, "val_mean", "final_mean")
+    return rows.sort_values(order, ascending=False)[KEY].iloc[0] if len(rows) else None
 
 
 def markdown(frame: pd.DataFrame, formats: Mapping[str, str] | None = None) -> str:

@@ -3,7 +3,10 @@
 Reads what a sweep folder holds (sweep.json, results.csv) and never imports torch. A
 *configuration* is one combination of the `by` columns (default: the algorithm and every swept
 parameter except `seed`); its points are its seeds. Accuracy is the mean over all clients of each
-client's local test accuracy; a point's curve is that mean per evaluated round.
+client's local test accuracy; a point's curve is that mean per evaluated round. Every selection
+(a method's best configuration) ranks by mean final *validation* accuracy when every point held
+a validation split (`selection_column`), so the accuracies compared are not the ones selected on;
+otherwise by test accuracy, and the report says so (`selection_note`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from workbench.core import files
 from workbench.core.diagnostics import DIAGNOSTICS, STEPS_PREFIX
 from workbench.core.facts import CONFIG_FILE, REFERENCE_METHOD, SWEEP_FILE, TABLE_FILE
 from workbench.core.results import ROW_COLUMNS, mean_accuracy, summarize
+from workbench.lab.report.selection import VALIDATION, selection_column
 from workbench.lab.report.stats import interval_columns
 
 SPEC_FILE = SWEEP_FILE
@@ -36,6 +40,8 @@ SUMMARY_VALUES = (
     "refused",
     "flops_per_round",
     "bytes_per_round",
+    "final_val_accuracy",
+    "best_val_accuracy",
 )
 CURVE_VALUES = ("accuracy", "cum_train_flops", "cum_bytes_up", "cum_bytes_down", "cum_bytes")
 SEPARATOR = " · "  # between a configuration label's parts: the method, then its values
@@ -229,26 +235,31 @@ def configurations(summary: pd.DataFrame, reference: str = REFERENCE_METHOD) -> 
         "rounds",
     ]
     out = out.merge(summary.groupby(keys, sort=True)[costs].mean().reset_index(), on=keys)
+    validation = summary.get(VALIDATION, pd.Series(float("nan"), index=summary.index)).astype(float)
+    # a configuration with one seed lacking validation has none: NaN stays NaN in the mean
+    val = validation.groupby([summary[k] for k in keys], sort=True).agg(lambda v: v.mean(skipna=False))
+    out = out.merge(val.rename(VALIDATION).reset_index(), on=keys, how="left")
     order = {a: i for i, a in enumerate(algorithm_order(summary["algorithm"], reference))}
     out["_order"] = out["algorithm"].map(order)
-    out = out.sort_values(["_order", "final_accuracy"], ascending=[True, False], kind="stable")
+    out = out.sort_values(["_order", selection_column(out)], ascending=[True, False], kind="stable")
     return out.drop(columns="_order").reset_index(drop=True)
 
 
 def best_configuration(
     configs: pd.DataFrame, algorithms: Sequence[str] | None = None, exclude: Sequence[str] = ()
 ) -> pd.Series | None:
-    """The configuration with the highest mean final accuracy among `algorithms` (all if None)."""
+    """The configuration with the highest mean final accuracy among `algorithms` (all if None),
+    on validation when every configuration has it (`selection_column`), else on test."""
     pick = configs[~configs["algorithm"].isin(exclude)]
     if algorithms is not None:
         pick = pick[pick["algorithm"].isin(algorithms)]
     if pick.empty:
         return None
-    return pick.loc[pick["final_accuracy"].idxmax()]
+    return pick.loc[pick[selection_column(configs)].idxmax()]
 
 
 def best_per_algorithm(configs: pd.DataFrame, reference: str = REFERENCE_METHOD) -> list[str]:
-    """The best configuration (mean final accuracy) of each algorithm, the reference's first."""
+    """The best configuration (`best_configuration`) of each algorithm, the reference's first."""
     order = algorithm_order(configs["algorithm"], reference)
     return [best_configuration(configs, [a])["configuration"] for a in order]
 

@@ -14,6 +14,7 @@ from pandas.io.formats.style import Styler
 
 from workbench.algorithms import title
 from workbench.core.facts import REFERENCE_METHOD
+from workbench.lab.report.selection import VALIDATION
 from workbench.lab.report.verdict import TO_TARGET, Verdict, interval_text, p_text, ratios
 
 STYLES = [
@@ -146,6 +147,8 @@ def configuration_rows(costs: pd.DataFrame, reference: str = REFERENCE_METHOD) -
             "MB per round": (costs["bytes_per_round"] / 1e6).map(number),
         }
     )
+    if VALIDATION in costs and costs[VALIDATION].notna().any():  # what the selection ranked by
+        out.insert(2, "final validation accuracy", costs[VALIDATION].map(percent))
     for name, shown in (("flops", "FLOPs"), ("bytes", "bytes")):
         column = f"{name}_vs_{reference}"
         if column in costs:

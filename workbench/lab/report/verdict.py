@@ -81,10 +81,14 @@ def comparisons(
     ]
 
 
-def introduction(reference: str = REFERENCE_METHOD, rival: str = RIVAL_METHOD) -> str:
-    """What the verdict compares, in the paper's terms (markdown, methods by their titles)."""
+def introduction(
+    reference: str = REFERENCE_METHOD, rival: str = RIVAL_METHOD, selected_on: str = "test"
+) -> str:
+    """What the verdict compares, in the paper's terms (markdown, methods by their titles);
+    `selected_on` names the accuracy the best configurations were picked by."""
     return (
-        f"{title(reference)}'s best configuration (highest mean final accuracy over its seeds) "
+        f"{title(reference)}'s best configuration (highest mean final {selected_on} accuracy over its "
+        "seeds) "
         f"against the best baseline configuration and against {title(rival)}'s best, in the "
         "paper's terms: accuracy (final and best), and the computation and communication needed "
         "to reach a target accuracy and per round."
