@@ -22,6 +22,8 @@ ATTACKS = ("none", "scale", "sign_flip", "noise")  # workbench.loop.attacks
 # workbench's subject), and the rival the verdict also compares it with; both are parameters
 REFERENCE_METHOD = "fedlora"
 RIVAL_METHOD = "fedproto"
+# the control with nothing shared: studies match it to a method's local compute
+CONTROL_METHOD = "standalone"
 
 # upper limits of counts, with the reason a refusal gives
 MAX_SEED = 2**32 - 1

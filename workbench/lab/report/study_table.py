@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from workbench.core.facts import CONTROL_METHOD, REFERENCE_METHOD
 from workbench.core.results import mean_accuracy
 from workbench.lab.report.protocol_table import KEY, configurations, interval
 from workbench.lab.report.sweep_tables import SUMMARY_VALUES
@@ -49,9 +50,9 @@ def relabel(points: pd.DataFrame, base: Mapping[str, object]) -> pd.DataFrame:
     """FedLoRA's configurations named by what they change from `base` (its defaults), e.g.
     'fedlora · adapter_init=lora' ('fedlora' alone at the defaults); other methods keep theirs."""
     points = points.copy()
-    for index, row in points[points["algorithm"] == "fedlora"].iterrows():
+    for index, row in points[points["algorithm"] == REFERENCE_METHOD].iterrows():
         changed = [f"{k}={plain(row[k])}" for k, v in base.items() if k in row and plain(row[k]) != plain(v)]
-        points.loc[index, KEY] = " · ".join(["fedlora", *changed])
+        points.loc[index, KEY] = " · ".join([REFERENCE_METHOD, *changed])
     return points
 
 
@@ -59,7 +60,7 @@ def local_epochs(row: Mapping[str, object]) -> int:
     """Epochs of local optimizer steps per round: FedLoRA's model plus adapter phases (the
     adapter's by its schedule), any other method's model epochs."""
     model = int(row["model_epochs"])
-    if row["algorithm"] != "fedlora":
+    if row["algorithm"] != REFERENCE_METHOD:  # the studied method is the one with an adapter phase
         return model
     adapter = int(row["adapter_epochs"])
     return model + (model + adapter if row["adapter_schedule"] == "model_plus" else adapter)
@@ -96,7 +97,7 @@ def compare(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, object]:
 
 def twin_gaps(points: pd.DataFrame, split_value: object, split: str) -> pd.DataFrame:
     """Every sharing FedLoRA configuration of a split against its `share_adapter=false` twin."""
-    part = points[(points[split] == split_value) & (points["algorithm"] == "fedlora")]
+    part = points[(points[split] == split_value) & (points["algorithm"] == REFERENCE_METHOD)]
     keys = part.apply(lambda r: _setting(r, TWIN_IGNORES), axis=1)
     shared = part["share_adapter"].map(plain) == "true"
     rows = []
@@ -111,9 +112,9 @@ def standalone_gaps(points: pd.DataFrame, split_value: object, split: str, match
     """Every FedLoRA configuration of a split against Standalone with as many local epochs of
     optimizer steps per round (`matched`), or with FedLoRA's own model epochs."""
     part = points[points[split] == split_value]
-    alone = part[part["algorithm"] == "standalone"]
+    alone = part[part["algorithm"] == CONTROL_METHOD]
     rows = []
-    for config, group in part[part["algorithm"] == "fedlora"].groupby(KEY, sort=True):
+    for config, group in part[part["algorithm"] == REFERENCE_METHOD].groupby(KEY, sort=True):
         first = group.iloc[0]
         epochs = local_epochs(first) if matched else int(first["model_epochs"])
         reference = alone[alone["model_epochs"].astype(int) == epochs]
@@ -130,7 +131,7 @@ def spread(
     """Sharing FedLoRA configurations equal to `base` (FedLoRA's parameters) except in `knob`:
     each value's mean of both accuracies over seeds and its seed standard deviation, and the
     spread (max − min of the means) beside the seed noise (the mean of those deviations)."""
-    part = points[(points[split] == split_value) & (points["algorithm"] == "fedlora")]
+    part = points[(points[split] == split_value) & (points["algorithm"] == REFERENCE_METHOD)]
     others = {k: plain(v) for k, v in base.items() if k != knob and k in part.columns}
     same = part[[all(plain(r[k]) == v for k, v in others.items()) for _, r in part.iterrows()]]
     rows = [
