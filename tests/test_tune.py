@@ -13,6 +13,7 @@ import time
 import optuna
 import pytest
 import yaml
+from helpers import SWEEP_TINY
 from optuna.trial import TrialState
 
 from workbench.config import ConfigError, build_config
@@ -23,15 +24,7 @@ from workbench.lab.sweep.tune import best_trial, judge_spec, open_studies, run_t
 from workbench.lab.sweep.tune_spec import distributions, load_tune_spec, search_space
 from workbench.loop.runner import run_experiment
 
-TINY = {
-    "dataset": "digits",
-    "num_clients": 2,
-    "rounds": 2,
-    "batch_size": 64,
-    "device": "cpu",
-    "eval_batch_size": 256,
-    "models": "cnn5",
-}
+TINY = {**SWEEP_TINY, "models": "cnn5"}
 SPEC = {
     "parameters": TINY,
     "methods": ["fedavg", "fedproto"],

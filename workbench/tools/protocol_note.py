@@ -233,14 +233,24 @@ def write_note(
         selection_line(protocol),
         "",
     ]
+    sections = []
+    for partition in sorted(protocol["partition"].unique()):
+        sections += partition_section(table, swept, protocol, partition, targets[partition], method)
+    return finish_note(out, sweep, lines, sections)
+
+
+def finish_note(out: Path, sweep: Sweep, head: list[str], sections: list[str]) -> str:
+    """Write a generated note: its head, a notice when points did not finish, its sections, then
+    the unfinished points; return the text."""
+    done = int((sweep.points["state"] == "done").sum())
+    lines = list(head)
     if done < len(sweep.points):
         lines += [
             f"**Partial:** {len(sweep.points) - done} points did not finish (counted at "
             f"the end); every number below is over the finished seeds only.",
             "",
         ]
-    for partition in sorted(protocol["partition"].unique()):
-        lines += partition_section(table, swept, protocol, partition, targets[partition], method)
+    lines += sections
     if done < len(sweep.points):
         lines += ["## Points that did not finish", "", unfinished(sweep), ""]
     text = "\n".join(lines)

@@ -24,7 +24,7 @@ from workbench.algorithms.fedlora.params import FedLoRAParams
 from workbench.config import defaults
 from workbench.lab.report.protocol_table import KEY, interval, markdown
 from workbench.lab.report.study_table import relabel, spread, standalone_gaps, study_points, twin_gaps
-from workbench.tools.protocol_note import load, unfinished
+from workbench.tools.protocol_note import finish_note, load
 
 SPREAD_KNOBS = ("mu", "rank")
 FEDLORA_DEFAULTS = (
@@ -156,20 +156,10 @@ def write_note(sweep_dir: Path, out: Path, spec: Path | None = None, split: str 
         f"client accuracy, *round_mean* its average over every evaluated round.",
         "",
     ]
-    if done < len(sweep.points):
-        lines += [
-            f"**Partial:** {len(sweep.points) - done} points did not finish; every number is "
-            f"over the finished seeds only.",
-            "",
-        ]
+    sections = []
     for value in sorted(points[split].unique(), key=lambda v: (str(type(v)), v)):
-        lines += regime_section(points, value, split)
-    if done < len(sweep.points):
-        lines += ["## Points that did not finish", "", unfinished(sweep), ""]
-    text = "\n".join(lines)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    return text
+        sections += regime_section(points, value, split)
+    return finish_note(out, sweep, lines, sections)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
