@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import torch
 
 from workbench.algorithms import REGISTRY, Client, Environment
@@ -17,6 +20,23 @@ SWEEP_TINY = {
     "device": "cpu",
     "eval_batch_size": 256,
 }
+
+
+def wait_for(predicate: Callable[[], bool], seconds: float) -> bool:
+    """Poll `predicate` until it holds (True) or `seconds` pass (False)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def table_row(**values: object) -> dict:
+    """One results.csv row of a synthetic sweep table: fixed costs and counts, then `values`."""
+    fixed = {"client": 0, "model": "cnn1", "participated": True, "loss": 1.0, "train_loss": 1.0}
+    costs = {"train_flops": 100, "bytes_up": 10, "bytes_down": 10, "num_train": 5, "num_test": 5}
+    return {**fixed, **costs, **values}
 
 
 def tiny_spec(grid: dict) -> dict:

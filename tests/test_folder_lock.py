@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import SWEEP_TINY
+from helpers import SWEEP_TINY, wait_for
 
 from workbench.core.errors import UserError
 from workbench.core.facts import LOCK_FILE
@@ -111,15 +111,6 @@ def workbench(*args: str, **kwargs) -> subprocess.Popen:
         text=True,
         **kwargs,
     )
-
-
-def wait_for(predicate, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 @pytest.mark.kernels

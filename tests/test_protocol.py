@@ -4,6 +4,7 @@ import json
 
 import pandas as pd
 import pytest
+from helpers import table_row
 from scipy import stats
 
 from workbench.lab.report.protocol_table import interval, paired_gaps, protocol_table
@@ -25,25 +26,16 @@ def rows(point, seed, partition, algorithm, placement, final):
     for round_, acc in ((1, final - 0.1), (2, final)):
         for client in (0, 1):
             out.append(
-                {
-                    "round": round_,
-                    "client": client,
-                    "model": "cnn1",
-                    "algorithm": algorithm,
-                    "participated": True,
-                    "accuracy": acc,
-                    "loss": 1.0,
-                    "train_loss": 1.0,
-                    "train_flops": 100,
-                    "bytes_up": 10,
-                    "bytes_down": 10,
-                    "num_train": 5,
-                    "num_test": 5,
-                    "point": point,
-                    "seed": seed,
-                    "partition": partition,
-                    "adapter_placement": placement,
-                }
+                table_row(
+                    round=round_,
+                    client=client,
+                    algorithm=algorithm,
+                    accuracy=acc,
+                    point=point,
+                    seed=seed,
+                    partition=partition,
+                    adapter_placement=placement,
+                )
             )
     return out
 

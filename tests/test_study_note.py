@@ -5,6 +5,7 @@ import json
 
 import pandas as pd
 import pytest
+from helpers import table_row
 
 from workbench.config import defaults
 from workbench.lab.report.study_table import local_epochs
@@ -26,23 +27,12 @@ SWEPT = ["num_clients", "seed", "algorithm", "share_adapter", "adapter_weights",
 def rows(point, params, final):
     """One client, two rounds: round 1 at final − 0.1, round 2 at final."""
     return [
-        {
-            "round": r,
-            "client": 0,
-            "model": "cnn1",
-            "algorithm": params["algorithm"],
-            "participated": True,
-            "accuracy": acc,
-            "loss": 1.0,
-            "train_loss": 1.0,
-            "train_flops": 100,
-            "bytes_up": 10,
-            "bytes_down": 10,
-            "num_train": 5,
-            "num_test": 5,
-            "point": point,
+        table_row(
+            round=r,
+            accuracy=acc,
+            point=point,
             **{k: params.get(k) for k in SWEPT},
-        }
+        )
         for r, acc in ((1, final - 0.1), (2, final))
     ]
 

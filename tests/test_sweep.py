@@ -3,12 +3,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
 import yaml
-from helpers import SWEEP_TINY
+from helpers import SWEEP_TINY, wait_for
 
 from workbench.cli import main
 from workbench.config import ConfigError
@@ -64,15 +63,6 @@ def test_points_are_stable_and_distinct():
     assert [p.id for p in points] == [
         p.id for p in expand(load_spec(spec({"rank": [1, 2], "algorithm": ["fedlora", "standalone"]})))
     ]
-
-
-def wait_for(predicate, seconds):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.5)
-    return False
 
 
 @pytest.mark.kernels
