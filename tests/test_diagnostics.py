@@ -154,7 +154,9 @@ def test_the_probe_returns_the_models_own_logits_and_measures_at_the_placements_
 
 
 def test_contribution_and_weight_norm_match_a_hand_computation_for_the_head():
-    algorithm, (client,) = make_algorithm(algorithm="fedlora", num_clients=1, rank=2, lora_alpha=6.0)
+    algorithm, (client,) = make_algorithm(
+        algorithm="fedlora", num_clients=1, rank=2, lora_alpha=6.0, use_rslora=False
+    )
     model = client.state["model"].eval()
     head = lora_layers(model)["head"]
     a, b = head.lora_A["default"].weight, head.lora_B["default"].weight  # r×500, C×r
@@ -223,3 +225,64 @@ def test_an_undeclared_diagnostic_is_refused_and_old_tables_raise_no_warning():
         to_frame([bad])
     old = to_frame([row(1, 0, None, 1)]).drop(columns=["local_rounds", "local_steps", "steps_model"])
     assert diagnostics.run_warnings(old) == [] and diagnostics.brief(old) == ""
+
+
+def frame_of(rounds: list[dict]) -> pd.DataFrame:
+    """A two-client FedLoRA table, one dict of column values per evaluated round."""
+    rows = []
+    for round_, values in enumerate(rounds, start=1):
+        for cid in (0, 1):
+            rows.append(row(round_, cid, values.get("contribution", 0.1), diagnostics.MIN_STEPS))
+    table = to_frame(rows)
+    for column in ("train_loss", "accuracy", "update_norm"):
+        if any(column in values for values in rounds):
+            table[column] = [values.get(column, 1.0) for values in rounds for _ in (0, 1)]
+    return table
+
+
+def names(table: pd.DataFrame) -> list[str]:
+    return [w.split(":")[0] for w in diagnostics.run_warnings(table)]
+
+
+def test_an_adapter_above_the_threshold_dominates_and_the_warning_names_the_knobs():
+    top = diagnostics.MAX_CONTRIBUTION
+    assert names(frame_of([{"contribution": top * 0.9}, {"contribution": top}])) == []
+    assert names(frame_of([{"contribution": top * 50}, {"contribution": 0.2}])) == []  # an early spike
+    (warning,) = diagnostics.run_warnings(frame_of([{"contribution": 0.2}, {"contribution": top * 1.5}]))
+    assert warning.startswith("adapter dominates") and "in round 2" in warning and f"{top:.0%}" in warning
+    assert "lora_plus_ratio" in warning and "lora_alpha" in warning
+
+
+def test_a_run_is_unstable_when_values_stop_being_finite_the_loss_rises_or_accuracy_collapses():
+    healthy = frame_of([{"train_loss": 1.0, "accuracy": 0.5}, {"train_loss": 0.5, "accuracy": 0.8}])
+    assert names(healthy) == []
+    broken = frame_of([{"contribution": 0.2}, {"contribution": math.inf}])
+    (warning,) = diagnostics.run_warnings(broken)
+    assert warning.startswith("unstable: adapter_contribution is not finite from round 2")
+    assert "lora_plus_ratio" in warning and "max_grad_norm" in warning
+    rise = diagnostics.LOSS_RISE
+    rising = frame_of([{"train_loss": 0.5}, {"train_loss": 0.4}, {"train_loss": 0.4 * rise * 1.1}])
+    (warning,) = diagnostics.run_warnings(rising)
+    assert warning.startswith("unstable: the clients' mean training loss rose") and "round 2" in warning
+    assert names(frame_of([{"train_loss": 0.5}, {"train_loss": 0.4 * rise * 0.99}])) == []
+    drop = diagnostics.COLLAPSE
+    collapsed = frame_of([{"accuracy": 0.9}, {"accuracy": 0.9 - drop - 0.01}])
+    (warning,) = diagnostics.run_warnings(collapsed)
+    assert warning.startswith("unstable: mean accuracy collapsed") and "best (90.0%, round 1)" in warning
+    assert names(frame_of([{"accuracy": 0.9}, {"accuracy": 0.9 - drop + 0.01}])) == []
+    baseline = to_frame([row(1, 0, None, 10), row(2, 0, None, 10)])
+    baseline["train_loss"] = [1.0, 5.0]
+    (warning,) = diagnostics.run_warnings(baseline)  # a method without an adapter: the shared rates
+    assert warning.startswith("unstable") and "lora_plus_ratio" not in warning and "lr" in warning
+
+
+@pytest.mark.slow
+def test_the_cli_prints_the_new_warning_for_a_run_made_to_go_wrong(tmp_path, capsys):
+    """Rank 1 with LoRA+ 64 and 2 adapter epochs (the issue's check), on a small federation."""
+    flags = ["--num_clients=4", "--rounds=3", "--rank=1", "--lora_plus_ratio=64", "--adapter_epochs=2"]
+    code = main(["run", *flags, "--device=cpu", "--out", str(tmp_path / "run")])  # 2: stopped
+    out = capsys.readouterr()
+    lines = (out.out + out.err).splitlines()
+    warned = [line for line in lines if line.startswith("WARNING: ")]
+    assert any(w.startswith(("WARNING: unstable", "WARNING: adapter dominates")) for w in warned), lines
+    assert code in (0, 2)

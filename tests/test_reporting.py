@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -658,3 +659,40 @@ def test_sweep_records_resolved_parameters_and_provenance(tmp_path: Path) -> Non
     assert loaded.resolved.loc[0, "lr"] == 0.01 and loaded.provenance == found
     run_sweep({"parameters": tiny, "grid": {"rank": [2]}}, tmp_path, report=False)  # nothing to run
     assert json.loads((tmp_path / "sweep.json").read_text())["provenance"] == found
+
+
+def test_the_detectable_difference_has_the_stated_power_by_scipys_noncentral_t():
+    """statsmodels' answer checked against the paired t-test's power computed with scipy."""
+    from scipy import stats as sp
+
+    test = stats.paired_test({0: 0.70, 1: 0.72, 2: 0.74}, {0: 0.61, 1: 0.60, 2: 0.65})
+    assert test.spread == pytest.approx(np.std([0.09, 0.12, 0.09], ddof=1))
+    found = stats.detectable(test)
+    n, effect = 3, found.difference / test.spread
+    critical = sp.t.ppf(0.975, n - 1)
+    shift = effect * math.sqrt(n)
+    power = sp.nct.sf(critical, n - 1, shift) + sp.nct.cdf(-critical, n - 1, shift)
+    assert power == pytest.approx(stats.POWER, abs=1e-4)
+    # the seeds that resolve the observed gap reach the power there, one seed fewer does not
+    close = stats.paired_test({0: 0.70, 1: 0.80, 2: 0.75}, {0: 0.74, 1: 0.76, 2: 0.77})
+    k = stats.detectable(close).seeds_needed
+    gap = abs(close.difference.mean) / close.spread
+
+    def power_at(seeds: float) -> float:
+        c, nc = sp.t.ppf(0.975, seeds - 1), gap * math.sqrt(seeds)
+        return sp.nct.sf(c, seeds - 1, nc) + sp.nct.cdf(-c, seeds - 1, nc)
+
+    assert power_at(k) >= stats.POWER > power_at(k - 1)
+    assert math.isnan(stats.detectable(stats.paired_test({0: 0.7}, {0: 0.6})).difference)
+
+
+def test_the_verdict_says_what_the_sweep_could_have_detected():
+    beyond = stats.paired_test({0: 0.70, 1: 0.72, 2: 0.74}, {0: 0.61, 1: 0.60, 2: 0.65})
+    text = verdict.sentence(verdict.Comparison("best baseline", "a", "b", beyond, beyond), "x", True)
+    smallest = stats.detectable(beyond).difference * 100
+    assert f"At 3 seeds and this spread it resolves a true difference of {smallest:.1f} points" in text
+    assert "(80% power)" in text and "would take" not in text
+    within = stats.paired_test({0: 0.70, 1: 0.80, 2: 0.75}, {0: 0.74, 1: 0.76, 2: 0.77})
+    text = verdict.sentence(verdict.Comparison("best baseline", "a", "b", within, within), "x", True)
+    needed = int(stats.detectable(within).seeds_needed)
+    assert needed == 309 and f"resolving the observed -0.7 points would take {needed} seeds" in text

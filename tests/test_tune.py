@@ -55,6 +55,21 @@ def test_each_method_searches_its_declared_knobs_the_spec_overrides_and_the_shar
     }
 
 
+def test_the_rank_range_follows_the_placement_and_the_number_of_classes() -> None:
+    """FedLoRA declares rank 1-16; the head on 10 classes holds at most 10, fc2 500."""
+    head = search_space(load_tune_spec(spec(methods=["fedlora"])))["fedlora"]["rank"]
+    assert (head.low, head.high, head.log) == (1, 10, True)
+    fc2 = spec(methods=["fedlora"], parameters={**TINY, "adapter_placement": "fc2"})
+    assert search_space(load_tune_spec(fc2))["fedlora"]["rank"].high == 16
+    wide = spec(methods=["fedlora"], ranges={"fedlora": {"rank": {"low": 2, "high": 12}}})
+    with pytest.raises(
+        ConfigError,
+        match=r"knob 'rank': \[12\] above 10, the largest rank this setting "
+        r"allows \(adapter site 'head' \(head\) is at most 10 wide on 10 classes\)",
+    ):
+        search_space(load_tune_spec(wide))
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [

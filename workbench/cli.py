@@ -150,14 +150,19 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
         f"{config.run.algorithm}-{config.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     check_checkpoint(out)  # a damaged checkpoint of an earlier run there, before torch is imported
-    from workbench.loop.runner import run_experiment
+    from workbench.loop.runner import RunStoppedError, run_experiment
 
     def progress(round_: int, rounds: int, metrics: dict) -> None:
         diagnostics = brief(to_frame(metrics["rows"]))  # this round's, in one line
         line = f"round {round_}/{rounds}: mean accuracy {metrics['accuracy']:.4f}"
         print(line + (f" · {diagnostics}" if diagnostics else ""), flush=True)
 
-    result = run_experiment(config, out_dir=out, progress=None if args.quiet else progress)
+    try:
+        result = run_experiment(config, out_dir=out, progress=None if args.quiet else progress)
+    except RunStoppedError as stopped:  # what went wrong before the error line that ends the run
+        for line in format_warnings(stopped.result.summary["warnings"]):
+            print(line)
+        raise
     print(format_summary(result.summary, warnings=False))
     print(f"run directory: {out}")
     for line in format_warnings(result.summary["warnings"]):  # last: where a user reads

@@ -162,6 +162,13 @@ class Algorithm:
         """Refuse a config this method cannot run (raise ConfigError naming the parameter)."""
 
     @classmethod
+    def search_limits(cls, config: ExperimentConfig) -> dict[str, tuple[float, str]]:
+        """The largest value each searched knob may take at this setting, with why (e.g.
+        FedLoRA's rank: the adapter site's width); `tune` narrows a declared range to it and
+        refuses a spec's range above it. None by default."""
+        return {}
+
+    @classmethod
     def client_models(cls, config: ExperimentConfig) -> list[str]:
         """Each client's architecture: the zoo round-robin."""
         return assign_models(config.federation.models, config.federation.num_clients)

@@ -4,13 +4,19 @@ Every row records how the client trained since its previous row (`local_rounds`,
 `local_steps`, `steps_<phase>`), how far its latest upload moved (`update_norm`), and what its
 method measured on the evaluation pass (FedLoRA: `adapter_contribution`, the adapter's share of
 the output at the placement's output, ‖with − without‖ ÷ ‖without‖ over the client's test split,
-and `adapter_weight_norm`, the Frobenius norm of its effective weight scale·B·A). Two warnings
+and `adapter_weight_norm`, the Frobenius norm of its effective weight scale·B·A). Four warnings
 follow from them, each with the parameters to change; the thresholds are defined here once:
 
 - `MIN_CONTRIBUTION`: the adapter is inert when the clients' mean contribution stayed below it
   in every evaluated round (see the constant for why that value);
+- `MAX_CONTRIBUTION`: the adapter dominates when the clients' mean contribution in the last
+  evaluated round is above it;
 - `MIN_STEPS`: a run is undertrained when the median client took fewer optimizer steps per
-  round than this in some phase.
+  round than this in some phase;
+- a run is unstable when a loss, an update or the adapter's contribution stopped being finite
+  (uploads refused as non-finite), when the clients' mean training loss of the last evaluated
+  round is more than `LOSS_RISE` times its lowest, or when the last round's mean accuracy fell
+  more than `COLLAPSE` below the run's best.
 
 Pure pandas on tidy tables: the CLI, the tuner, the notebook and the report all call these.
 This module never imports torch.
@@ -42,6 +48,21 @@ DIAGNOSTICS = {
 # (accuracy: 2.0 points); runs whose mean stayed below 1% moved mean accuracy by at most 0.42
 # points, within seed noise, so rank, μ and the adapter's other knobs cannot matter there.
 MIN_CONTRIBUTION = 0.01
+# Above this share of the output, at the end of a run, the adapter outweighs the private model it
+# was meant to adjust. Measured on digits (the stability study, docs/fedlora-stability-tables.md:
+# 96 runs, 3 candidates, ranks 1-10, mu 0-1): every run that ended at 97% accuracy or more ended
+# with a contribution of at most 38%; every run that ended above 50% ended at 47% accuracy or
+# less (615% -> 47%, non-finite -> 14-81%), and issue 21's demo ended rank 2 at 85% with 22-39%.
+# A spike in the first rounds (up to 6900% in round 1 at rank 1) settled by itself in runs that
+# ended at 97.5-98.4%, so the warning reads the last evaluated round, not the peak.
+MAX_CONTRIBUTION = 0.5
+# A healthy run's mean training loss of its last evaluated round stays within this factor of its
+# lowest, and its last round's mean accuracy within COLLAPSE of its best. In the stability study
+# the 73 finished runs whose adapter did not dominate rose at most 1.58x and fell at most 9.9
+# points; the unstable ones rose to non-finite losses and fell up to 67 points.
+LOSS_RISE = 2.0
+COLLAPSE = 0.2
+FINITE_COLUMNS = ("loss", "train_loss", UPDATE_NORM, ADAPTER_CONTRIBUTION)
 # Optimizer steps per round and phase of the median client. Each phase starts a fresh SGD
 # optimizer with momentum 0.9, whose step reaches its full size only after about
 # 1 / (1 − 0.9) = 10 steps; a phase shorter than that never trains at full speed.
@@ -50,6 +71,10 @@ MIN_STEPS = 10
 # what to change when a phase is starved of steps (a phase not listed: the private model's)
 PHASE_KNOBS = {"adapter": "adapter_epochs (or adapter_lr)"}
 MODEL_KNOBS = "model_epochs (or lr)"
+# what to lower when steps grow too large: the shared rates, and FedLoRA's adapter knobs when the
+# table is FedLoRA's (it measures the adapter's contribution)
+STEP_KNOBS = "lr (or max_grad_norm > 0 to clip each step)"
+ADAPTER_STEP_KNOBS = "lora_plus_ratio, adapter_lr or lora_alpha"
 
 
 def step_columns(frame: pd.DataFrame) -> list[str]:
@@ -79,10 +104,54 @@ def per_round(frame: pd.DataFrame, column: str) -> pd.Series:
     return frame.groupby("round")[column].mean().dropna()
 
 
+def mean_per_round(frame: pd.DataFrame, column: str) -> pd.Series:
+    """A column's mean over the clients of each evaluated round (every row, finite or not)."""
+    if column not in frame:
+        return pd.Series(dtype=float)
+    return frame.groupby("round")[column].apply(lambda x: x.dropna().mean()).dropna()
+
+
+def instability(frame: pd.DataFrame) -> str:
+    """Why the run is unstable ('' when it is not): a value that stopped being finite, a rising
+    training loss, or a collapsed accuracy, each with its figures."""
+    for column in FINITE_COLUMNS:
+        if column in frame and frame[column].isin([math.inf, -math.inf]).any():
+            first = int(frame.loc[frame[column].isin([math.inf, -math.inf]), "round"].min())
+            return f"{column} is not finite from round {first} on (a non-finite upload is refused)"
+    trained = frame[frame["participated"]] if "participated" in frame else frame
+    loss = mean_per_round(trained, "train_loss")
+    if len(loss) > 1 and loss.iloc[-1] > LOSS_RISE * loss.min() > 0:
+        return (
+            f"the clients' mean training loss rose to {loss.iloc[-1]:.3g} in round {int(loss.index[-1])}, "
+            f"more than {LOSS_RISE:g}× its lowest ({loss.min():.3g}, round {int(loss.idxmin())})"
+        )
+    accuracy = mean_per_round(frame, "accuracy")
+    if len(accuracy) > 1 and accuracy.iloc[-1] < accuracy.max() - COLLAPSE:
+        return (
+            f"mean accuracy collapsed to {accuracy.iloc[-1]:.1%} in round {int(accuracy.index[-1])}, "
+            f"more than {COLLAPSE * 100:g} points below its best ({accuracy.max():.1%}, round "
+            f"{int(accuracy.idxmax())})"
+        )
+    return ""
+
+
 def run_warnings(frame: pd.DataFrame) -> list[str]:
-    """The warnings a results table raises: an inert adapter, clients starved of steps."""
+    """The warnings a results table raises: an inert or dominating adapter, an unstable run,
+    clients starved of steps."""
     found = []
     contribution = per_round(frame, ADAPTER_CONTRIBUTION)
+    last = contribution.iloc[-1] if len(contribution) else math.nan
+    if math.isfinite(last) and last > MAX_CONTRIBUTION:
+        found.append(
+            f"adapter dominates: its contribution to the output (mean over clients) ended at "
+            f"{last:.0%} in round {int(contribution.index[-1])}, above {MAX_CONTRIBUTION:.0%}, so the "
+            f"adapter outweighs the private model it should adjust; lower lora_plus_ratio or "
+            f"lora_alpha (or adapter_lr)"
+        )
+    unstable = instability(frame)
+    if unstable:
+        knobs = f"{ADAPTER_STEP_KNOBS}, or {STEP_KNOBS}" if ADAPTER_CONTRIBUTION in frame else STEP_KNOBS
+        found.append(f"unstable: {unstable}; lower {knobs}")
     if len(contribution) and contribution.max() < MIN_CONTRIBUTION:
         found.append(
             f"adapter inert: its contribution to the output (mean over clients) stayed below "

@@ -31,7 +31,7 @@ from workbench.algorithms.base import (
     derived_seed,
 )
 from workbench.algorithms.fedlora.params import FedLoRAParams, adapter_epochs, mu_at
-from workbench.algorithms.fedlora.placements import check_placement
+from workbench.algorithms.fedlora.placements import check_placement, max_rank
 from workbench.core.lazy import lazy
 from workbench.core.params import Search
 
@@ -86,6 +86,13 @@ class FedLoRA(Algorithm):
             lora.lora_targets,
             lora.rank,
         )
+
+    @classmethod
+    def search_limits(cls, config: ExperimentConfig) -> dict[str, tuple[float, str]]:
+        """The rank may not exceed the adapter site's width (the head's: the number of classes)."""
+        lora = config.fedlora
+        models = sorted(set(config.client_models()))
+        return {"rank": max_rank(lora.adapter_placement, models, config.num_classes, lora.lora_targets)}
 
     def __init__(self, config: ExperimentConfig, env: Environment) -> None:
         super().__init__(config, env)

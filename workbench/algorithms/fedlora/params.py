@@ -27,9 +27,13 @@ ADAPTER_WEIGHTS = ("samples", "uniform")
 @dataclass(frozen=True)
 class FedLoRAParams(Section):
     rank: int = param(4, "LoRA rank r", ge=1)
-    lora_alpha: float = param(8.0, "LoRA scale numerator: the branch is scaled by alpha/r", gt=0)
+    lora_alpha: float = param(
+        2.0, "LoRA scale numerator: the branch is scaled by alpha/sqrt(r) (rsLoRA) or alpha/r", gt=0
+    )
     use_rslora: bool = param(
-        False, "rsLoRA: scale the branch by alpha/sqrt(r) instead of alpha/r (PEFT's use_rslora)"
+        True,
+        "rsLoRA: scale the branch by alpha/sqrt(r) (PEFT's use_rslora), so a step moves the output "
+        "alike at every rank; false: alpha/r, whose steps grow as the rank falls (docs/fedlora-protocol.md)",
     )
     adapter_init: str = param(
         "small_b",
@@ -66,11 +70,10 @@ class FedLoRAParams(Section):
     )
     adapter_lr: float = param(0.01, "SGD learning rate of the adapter (of A under LoRA+)", gt=0)
     lora_plus_ratio: float = param(
-        16.0,
-        "LoRA+: B's learning rate is adapter_lr times this (1: one rate for A and B; 16 as LoRA+ "
-        "suggests; use 1 with the parallel placements, whose branch reads 3072 pixels, and lower "
-        "it at rank 1-2 with many adapter steps per round: B's step grows as alpha/r and such "
-        "runs are unstable at 16)",
+        4.0,
+        "LoRA+: B's learning rate is adapter_lr times this (1: one rate for A and B; LoRA+ "
+        "suggests up to 16, which diverges here once clients take 10 or more adapter steps per "
+        "round; use 1 with the parallel placements, whose branch reads 3072 pixels)",
         ge=1,
         le=1000,
         why="beyond LoRA+'s studied range, B's steps diverge",

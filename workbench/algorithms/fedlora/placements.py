@@ -120,3 +120,15 @@ def check_shapes(placement: str, shapes: Shapes, rank: int) -> None:
                 f"parameter rank={rank} is out of range: adapter site {site!r} "
                 f"({placement}) is at most {low} wide, so rank must be <= {low}"
             )
+
+
+def max_rank(
+    placement: str, models: list[str], num_classes: int, targets: tuple[str, ...]
+) -> tuple[int, str]:
+    """The largest rank the placement holds on these models, and the site that bounds it."""
+    shapes = {m: site_shapes(placement, targets, m, num_classes) for m in models}
+    widths = {site: min(min(s[site]) for s in shapes.values()) for site in next(iter(shapes.values()))}
+    site = min(widths, key=widths.get)
+    return widths[site], (
+        f"adapter site {site!r} ({placement}) is at most {widths[site]} wide on {num_classes} classes"
+    )

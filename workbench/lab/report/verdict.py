@@ -17,7 +17,7 @@ import pandas as pd
 
 from workbench.algorithms import title
 from workbench.core.facts import REFERENCE_METHOD, RIVAL_METHOD
-from workbench.lab.report.stats import Estimate, PairedTest, paired_test
+from workbench.lab.report.stats import POWER, Estimate, PairedTest, detectable, paired_test
 from workbench.lab.report.sweep_tables import best_configuration
 
 TARGET_FRACTION = 0.9
@@ -176,6 +176,29 @@ def p_text(test: PairedTest) -> str:
     return "p < 0.001" if test.p_value < 0.001 else f"p = {test.p_value:.3f}"
 
 
+MANY_SEEDS = 1000  # beyond this many seeds, "seeds needed" is said as "more than"
+
+
+def power_text(test: PairedTest) -> str:
+    """What the comparison could have detected: 'at 3 seeds and this spread it resolves a true
+    difference of 4.2 points or more (80% power)', and for a difference within the noise how many
+    seeds would resolve it ('' below 2 seeds or without spread)."""
+    found = detectable(test)
+    if math.isnan(found.difference):
+        return ""
+    text = (
+        f"at {len(test.seeds)} seeds and this spread it resolves a true difference of "
+        f"{found.difference * 100:.1f} points or more ({POWER:.0%} power)"
+    )
+    if test.difference.excludes_zero():
+        return text
+    many = math.isnan(found.seeds_needed) or found.seeds_needed > MANY_SEEDS
+    needed = f"more than {MANY_SEEDS:,}" if many else f"{int(found.seeds_needed)}"
+    return (
+        f"{text}; resolving the observed {test.difference.mean * 100:+.1f} points would take {needed} seeds"
+    )
+
+
 def sentence(
     comparison: Comparison | None, setting: str, reference_present: bool, reference: str = REFERENCE_METHOD
 ) -> str:
@@ -197,15 +220,17 @@ def sentence(
             f"At this setting ({setting}), {ahead} is ahead on final accuracy with 1 seed, so the "
             f"seed noise cannot be judged: {versus}."
         )
+    can = power_text(comparison.final)
+    can = f" {can[0].upper()}{can[1:]}." if can else ""
     if diff.excludes_zero():
         return (
             f"At this setting ({setting}), {ahead} wins on final accuracy: {versus}; the difference "
-            f"exceeds the seed noise ({p_text(comparison.final)}, {n} seeds)."
+            f"exceeds the seed noise ({p_text(comparison.final)}, {n} seeds).{can}"
         )
     return (
         f"At this setting ({setting}), no method wins beyond the seed noise: {ahead} has the higher "
         f"mean final accuracy, but the interval includes 0 ({versus}; {p_text(comparison.final)}, "
-        f"{n} seeds)."
+        f"{n} seeds).{can}"
     )
 
 

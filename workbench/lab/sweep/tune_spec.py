@@ -139,9 +139,35 @@ def search_space(spec: Mapping[str, Any]) -> Space:
                 f"tuning spec: method {method} declares no ranges and the spec searches no shared "
                 "knob: add `search:` (e.g. lr) or `ranges:` for it"
             )
-        space[method] = checked
-        _builds(spec, method, checked)
+        space[method] = _within_limits(spec, method, checked)
+        _builds(spec, method, space[method])
     return space
+
+
+def _within_limits(spec: Mapping[str, Any], method: str, space: dict[str, Search]) -> dict[str, Search]:
+    """The space within what the setting allows (`Algorithm.search_limits`, e.g. FedLoRA's rank
+    at most the adapter site's width): a method's declared range is narrowed to it, a range the
+    spec gives is refused above it."""
+    try:
+        config = build_config({**spec["parameters"], "algorithm": method})
+    except ConfigError:
+        return space  # the setting itself is wrong: _builds names the parameter
+    given = {**(spec["ranges"].get(method) or {}), **spec["search"]}
+    narrowed = dict(space)
+    for name, (top, why) in REGISTRY[method].search_limits(config).items():
+        s = space.get(name)
+        if s is None:
+            continue
+        above = [v for v in s.choices if v > top] if s.choices else ([s.high] if s.high > top else [])
+        if not above:
+            continue
+        if name in given:
+            raise ConfigError(
+                f"tuning spec, method {method}: knob {name!r}: {above} above {top:g}, the largest "
+                f"{name} this setting allows ({why})"
+            )
+        narrowed[name] = Search(s.low, top, s.log) if s.low < top else Search(choices=(top,))
+    return narrowed
 
 
 def _builds(spec: Mapping[str, Any], method: str, space: Mapping[str, Search]) -> None:
