@@ -104,13 +104,6 @@ def per_round(frame: pd.DataFrame, column: str) -> pd.Series:
     return frame.groupby("round")[column].mean().dropna()
 
 
-def mean_per_round(frame: pd.DataFrame, column: str) -> pd.Series:
-    """A column's mean over the clients of each evaluated round (every row, finite or not)."""
-    if column not in frame:
-        return pd.Series(dtype=float)
-    return frame.groupby("round")[column].apply(lambda x: x.dropna().mean()).dropna()
-
-
 def instability(frame: pd.DataFrame) -> str:
     """Why the run is unstable ('' when it is not): a value that stopped being finite, a rising
     training loss, or a collapsed accuracy, each with its figures."""
@@ -119,13 +112,13 @@ def instability(frame: pd.DataFrame) -> str:
             first = int(frame.loc[frame[column].isin([math.inf, -math.inf]), "round"].min())
             return f"{column} is not finite from round {first} on (a non-finite upload is refused)"
     trained = frame[frame["participated"]] if "participated" in frame else frame
-    loss = mean_per_round(trained, "train_loss")
+    loss = per_round(trained, "train_loss")
     if len(loss) > 1 and loss.iloc[-1] > LOSS_RISE * loss.min() > 0:
         return (
             f"the clients' mean training loss rose to {loss.iloc[-1]:.3g} in round {int(loss.index[-1])}, "
             f"more than {LOSS_RISE:g}× its lowest ({loss.min():.3g}, round {int(loss.idxmin())})"
         )
-    accuracy = mean_per_round(frame, "accuracy")
+    accuracy = per_round(frame, "accuracy")
     if len(accuracy) > 1 and accuracy.iloc[-1] < accuracy.max() - COLLAPSE:
         return (
             f"mean accuracy collapsed to {accuracy.iloc[-1]:.1%} in round {int(accuracy.index[-1])}, "

@@ -51,8 +51,8 @@ def point_rows(sweep_dir: Path, spec: Path) -> pd.DataFrame:
             continue
         state = json.loads(status.read_text())
         table = pd.read_csv(folder / "run" / TABLE_FILE)
-        accuracy = diagnostics.mean_per_round(table, "accuracy")
-        loss = diagnostics.mean_per_round(table[table["participated"]], "train_loss")
+        accuracy = diagnostics.per_round(table, "accuracy")
+        loss = diagnostics.per_round(table[table["participated"]], "train_loss")
         contribution = diagnostics.per_round(table, diagnostics.ADAPTER_CONTRIBUTION)
         finite = contribution[contribution.abs() < math.inf]
         last = float(contribution.iloc[-1]) if len(contribution) else math.nan
