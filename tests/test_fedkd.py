@@ -266,7 +266,14 @@ def test_two_clients_one_round_through_the_real_loop(monkeypatch):
 
     monkeypatch.setattr(FedKD, "upload", spy)
     config = build_config(
-        {"algorithm": "fedkd", "dataset": "digits", "num_clients": 2, "rounds": 1, "device": "cpu"}
+        {
+            "algorithm": "fedkd",
+            "dataset": "digits",
+            "num_clients": 2,
+            "rounds": 1,
+            "batch_size": 64,
+            "device": "cpu",
+        }
     )
     table = run_experiment(config).table
     assert list(table["model"]) == ["cnn1", "cnn2"]  # the teachers are evaluated

@@ -167,27 +167,46 @@ def _counts(url: str) -> dict[str, list[TrialState]]:
     }
 
 
+def _finished(url: str) -> int:
+    return sum(s in FINISHED for v in _counts(url).values() for s in v)
+
+
+def _what_the_tune_left(out, log) -> str:
+    """The killed tune's own output and each point's state, for a failure message."""
+    states = {
+        p.parent.name: json.loads(p.read_text()).get("state")
+        for p in sorted((out / "tuning" / "points").glob(f"*/{STATUS_FILE}"))
+    }
+    return f"point states: {states}\nthe tune's output (last 3000 characters):\n{log.read_text()[-3000:]}"
+
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+KILL_AFTER_S = 420  # two 2-round trials take ~30 s here idle; generous for a busy CI machine
+
+
 @pytest.mark.kernels
 @pytest.mark.slow
+@pytest.mark.timeout(KILL_AFTER_S + 480)  # the wait below, then the resumed tune and its judging
 def test_a_tiny_tune_resumes_after_being_killed_without_repeating_trials(tmp_path) -> None:
-    path, out = tmp_path / "tune.yaml", tmp_path / "out"
+    path, out, log = tmp_path / "tune.yaml", tmp_path / "out", tmp_path / "tune.log"
     path.write_text(yaml.safe_dump(SPEC))
     url = storage_url(out, None)
     argv = [sys.executable, "-m", "workbench", "tune", str(path), "--out", str(out), "--trials", "3"]
-    process = subprocess.Popen(
-        argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    with log.open("wb") as sink:
+        process = subprocess.Popen(argv, start_new_session=True, stdout=sink, stderr=subprocess.STDOUT)
     try:
-        deadline = time.time() + 600
-        while time.time() < deadline:
+        deadline = time.monotonic() + KILL_AFTER_S
+        while not ((out / "tune.db").exists() and _finished(url) >= 2):
+            if process.poll() is not None:
+                pytest.fail(
+                    f"the tune exited ({process.returncode}) before two trials finished\n"
+                    + _what_the_tune_left(out, log)
+                )
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"no two trials finished within {KILL_AFTER_S} s\n" + _what_the_tune_left(out, log)
+                )
             time.sleep(1)
-            if (out / "tune.db").exists() and sum(
-                s in finished for v in _counts(url).values() for s in v
-            ) >= 2:
-                break
-        else:
-            pytest.fail("no trial finished within 10 minutes")
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
@@ -195,15 +214,15 @@ def test_a_tiny_tune_resumes_after_being_killed_without_repeating_trials(tmp_pat
         p.parent.parent.name: p.stat().st_mtime_ns
         for p in (out / "tuning" / "points").glob("*/run/results.csv")
     }
-    told = {m: [i for i, s in enumerate(v) if s in finished] for m, v in _counts(url).items()}
+    told = {m: [i for i, s in enumerate(v) if s in FINISHED] for m, v in _counts(url).items()}
     assert sum(map(len, told.values())) >= 2
     report = run_tune(SPEC, out, trials=3, eval_seeds=[1, 2])
     record = json.loads((out / "tune.json").read_text())
     after = _counts(url)
     assert {m: len(v) for m, v in after.items()} == {"fedavg": 3, "fedproto": 3}  # the same budget
-    assert all(s in finished for v in after.values() for s in v)
+    assert all(s in FINISHED for v in after.values() for s in v)
     for method, numbers in told.items():  # finished trials were neither repeated nor rerun
-        assert all(after[method][i] in finished for i in numbers)
+        assert all(after[method][i] in FINISHED for i in numbers)
         for i in numbers:
             name = f"{method}-t{i:03d}"
             if name in before:
