@@ -19,6 +19,9 @@ from plotly.subplots import make_subplots
 from workbench.core.diagnostics import (
     ADAPTER_CONTRIBUTION,
     ADAPTER_WEIGHT_NORM,
+    COLLAPSE,
+    LOSS_RISE,
+    MAX_CONTRIBUTION,
     MIN_CONTRIBUTION,
     MIN_STEPS,
     UPDATE_NORM,
@@ -238,8 +241,11 @@ def table_caption() -> str:
     return (
         "Diagnostics per configuration (mean over seeds): the adapter's share of the output it adds "
         f"to (warning when it stays below {MIN_CONTRIBUTION:.0%} in every round: its knobs cannot "
-        f"matter), optimizer steps per round of the median client (warning below {MIN_STEPS}: "
-        "undertrained), and the L2 norm of the last uploads"
+        f"matter, or above {MAX_CONTRIBUTION:.0%} in the last evaluated round: it dominates), "
+        f"optimizer steps per round of the median client (warning below {MIN_STEPS}: "
+        "undertrained), and the L2 norm of the last uploads; a run is unstable when a loss, update "
+        f"or contribution is not finite, its last train loss exceeds {LOSS_RISE:g}× its lowest, or "
+        f"its accuracy ends {COLLAPSE * 100:.0f} points below its best"
     )
 
 
@@ -248,8 +254,8 @@ def warnings_html(configs: pd.DataFrame) -> str:
     warned = [] if configs.empty else [r for r in configs.itertuples() if r.warnings]
     if not warned:
         return (
-            "<p><i>Diagnostics</i>: no configuration raised a warning (adapter contribution and "
-            "optimizer steps per round above their thresholds).</p>"
+            "<p><i>Diagnostics</i>: no configuration raised a warning (adapter contribution within "
+            "its bounds, enough optimizer steps per round, no sign of instability).</p>"
         )
     items = "".join(
         f"<li><b>{html.escape(r.configuration)}</b>: {html.escape(r.warnings)}</li>" for r in warned
