@@ -102,8 +102,8 @@ def check_shapes(placement: str, shapes: Shapes, rank: int) -> None:
     """The homogeneity and rank rules on explicit per-model site shapes (d_in, d_out)."""
     what = "lora_targets" if placement == "head" else f"adapter_placement={placement!r}"
     shared = SHARED_FACTORS[placement]
-    sites = next(iter(shapes.values()))
-    for site in sites:
+    widths = site_widths(shapes)
+    for site in widths:
         per_model = {m: s[site] for m, s in shapes.items()}
         sides = [("lora_A", 0, "input"), ("lora_B", 1, "output")]
         for factor, side, label in sides:
@@ -114,21 +114,28 @@ def check_shapes(placement: str, shapes: Shapes, rank: int) -> None:
                     f"models ({listed}); its shared factor {site}.{factor} needs one {label} "
                     f"size, so the adapter cannot be shared"
                 )
-        low = min(min(d) for d in per_model.values())
+        low = widths[site]
         if rank > low:
             raise ConfigError(
-                f"parameter rank={rank} is out of range: adapter site {site!r} "
-                f"({placement}) is at most {low} wide, so rank must be <= {low}"
+                f"parameter rank={rank} is out of range: {_width_text(placement, site, low)}, "
+                f"so rank must be <= {low}"
             )
+
+
+def site_widths(shapes: Shapes) -> dict[str, int]:
+    """Per adapter site, its narrowest side over the models (the largest rank it holds)."""
+    sites = next(iter(shapes.values()))
+    return {site: min(min(s[site]) for s in shapes.values()) for site in sites}
+
+
+def _width_text(placement: str, site: str, width: int) -> str:
+    return f"adapter site {site!r} ({placement}) is at most {width} wide"
 
 
 def max_rank(
     placement: str, models: list[str], num_classes: int, targets: tuple[str, ...]
 ) -> tuple[int, str]:
     """The largest rank the placement holds on these models, and the site that bounds it."""
-    shapes = {m: site_shapes(placement, targets, m, num_classes) for m in models}
-    widths = {site: min(min(s[site]) for s in shapes.values()) for site in next(iter(shapes.values()))}
+    widths = site_widths({m: site_shapes(placement, targets, m, num_classes) for m in models})
     site = min(widths, key=widths.get)
-    return widths[site], (
-        f"adapter site {site!r} ({placement}) is at most {widths[site]} wide on {num_classes} classes"
-    )
+    return widths[site], f"{_width_text(placement, site, widths[site])} on {num_classes} classes"
