@@ -265,6 +265,12 @@ def test_a_run_is_unstable_when_values_stop_being_finite_the_loss_rises_or_accur
     (warning,) = diagnostics.run_warnings(rising)
     assert warning.startswith("unstable: the clients' mean training loss rose") and "round 2" in warning
     assert names(frame_of([{"train_loss": 0.5}, {"train_loss": 0.4 * rise * 0.99}])) == []
+    near_zero = [{"train_loss": 0.8}, {"train_loss": 0.08}, {"train_loss": 0.17}]  # the demo's seed 2
+    assert names(frame_of(near_zero)) == []  # 2.1× its lowest, but 12% of its fall given back
+    back = diagnostics.LOSS_GIVEBACK
+    halfway = 0.08 + back * 1.1 * (0.8 - 0.08)
+    (warning,) = diagnostics.run_warnings(frame_of([*near_zero[:2], {"train_loss": halfway}]))
+    assert f"{back:.0%} of the way back to round 1's 0.8" in warning
     drop = diagnostics.COLLAPSE
     collapsed = frame_of([{"accuracy": 0.9}, {"accuracy": 0.9 - drop - 0.01}])
     (warning,) = diagnostics.run_warnings(collapsed)

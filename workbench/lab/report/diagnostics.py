@@ -20,6 +20,7 @@ from workbench.core.diagnostics import (
     ADAPTER_CONTRIBUTION,
     ADAPTER_WEIGHT_NORM,
     COLLAPSE,
+    LOSS_GIVEBACK,
     LOSS_RISE,
     MAX_CONTRIBUTION,
     MIN_CONTRIBUTION,
@@ -244,7 +245,8 @@ def table_caption() -> str:
         f"matter, or above {MAX_CONTRIBUTION:.0%} in the last evaluated round: it dominates), "
         f"optimizer steps per round of the median client (warning below {MIN_STEPS}: "
         "undertrained), and the L2 norm of the last uploads; a run is unstable when a loss, update "
-        f"or contribution is not finite, its last train loss exceeds {LOSS_RISE:g}× its lowest, or "
+        f"or contribution is not finite, its last train loss exceeds {LOSS_RISE:g}× its lowest "
+        f"having given back over {LOSS_GIVEBACK:.0%} of its fall, or "
         f"its accuracy ends {COLLAPSE * 100:.0f} points below its best"
     )
 
