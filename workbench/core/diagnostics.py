@@ -121,9 +121,9 @@ def loss_rose(loss: pd.Series) -> bool:
 def instability(frame: pd.DataFrame) -> str:
     """Why the run is unstable ('' when it is not): a value that stopped being finite, a rising
     training loss, or a collapsed accuracy, each with its figures."""
-    for column in FINITE_COLUMNS:
-        infinite = frame[column].isin([math.inf, -math.inf]) if column in frame else None
-        if infinite is not None and infinite.any():
+    for column in (c for c in FINITE_COLUMNS if c in frame):
+        infinite = frame[column].isin([math.inf, -math.inf])
+        if infinite.any():
             first = int(frame.loc[infinite, "round"].min())
             return f"{column} is not finite from round {first} on (a non-finite upload is refused)"
     trained = frame[frame["participated"]] if "participated" in frame else frame
