@@ -55,3 +55,22 @@ def test_checkpoint_of_other_parameters_is_refused(tiny, tmp_path):
         run_experiment(config, out_dir=tmp_path / "r", progress=kill_after(2))
     with pytest.raises(UserError, match=r"other parameters \(mu: 0.5 there, 0.1 here\)"):
         run_experiment(config.replace(mu=0.1), out_dir=tmp_path / "r")
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        {"algorithm": "fedlora"},
+        {"algorithm": "fedavg", "fedavg_model": "resnet8_w8"},
+        {"algorithm": "fedlora", "models": "vit", "adapter_placement": "attention"},
+    ],
+)
+def test_mixed_group_resumes_bit_identically_with_private_batchnorm(tiny, tmp_path, method):
+    """A ResNet's BatchNorm statistics and a ViT's attention adapter survive the checkpoint."""
+    flat = {**tiny, "models": "mixed", "num_clients": 3, "max_train_samples": 24, **method}
+    config = build_config({**flat, "rounds": 3, "checkpoint_every": 1, "fraction": 0.67})
+    whole = run_experiment(config, out_dir=tmp_path / "whole")
+    with pytest.raises(Killed):
+        run_experiment(config, out_dir=tmp_path / "resumed", progress=kill_after(2))
+    resumed = run_experiment(config, out_dir=tmp_path / "resumed")
+    pd.testing.assert_frame_equal(resumed.table, whole.table, check_exact=True)

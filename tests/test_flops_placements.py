@@ -14,6 +14,8 @@ from workbench.algorithms.fedlora.placements import PLACEMENTS, site_shapes
 from workbench.core.zoo import REPRESENTATION_DIM as D
 from workbench.core.zoo import ZOO
 
+CNN_PLACEMENTS = tuple(p for p in PLACEMENTS if p != "attention")  # attention: ViTs only (test_families)
+
 RANK, CLASSES, BATCH = 3, 10, 8
 
 
@@ -68,7 +70,7 @@ def counted(name: str, placement: str, mu: float, **extra) -> tuple[int, int]:
     return (algorithm.train_model(client, generator).flops, algorithm.train_adapter(client, generator).flops)
 
 
-@pytest.mark.parametrize("placement", PLACEMENTS)
+@pytest.mark.parametrize("placement", CNN_PLACEMENTS)
 @pytest.mark.parametrize("name", ["cnn1", "cnn2", "cnn5"])
 def test_counted_flops_match_the_analytic_count(placement, name):
     model, adapter = counted(name, placement, 0.5)
@@ -76,7 +78,7 @@ def test_counted_flops_match_the_analytic_count(placement, name):
     assert adapter == BATCH * adapter_phase(name, placement)
 
 
-@pytest.mark.parametrize("placement", PLACEMENTS)
+@pytest.mark.parametrize("placement", CNN_PLACEMENTS)
 @pytest.mark.parametrize("mu", [0.0, 1.0])
 def test_single_output_model_phase_matches_the_analytic_count(placement, mu):
     model, _ = counted("cnn3", placement, mu)

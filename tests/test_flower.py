@@ -445,3 +445,18 @@ def test_fedkd_on_flower_simulation_equals_the_in_process_run(tmp_path, no_telem
     assert len(details["round_seconds"]) == 2 and all(s > 0 for s in details["round_seconds"])
     assert len(list((tmp_path / "nodes").glob("run-*/client-*.pt"))) == 4  # state on the nodes
     assert all(any(key.endswith(".S") for key in m["keys"]) for m in ups)  # compressed, not dense
+
+
+@pytest.mark.flower
+@pytest.mark.parametrize(
+    "method",
+    [
+        {"algorithm": "fedlora"},
+        {"algorithm": "fml", "fml_shared_model": "resnet8_w8"},
+        {"algorithm": "fedlora", "models": "vit", "adapter_placement": "attention"},
+    ],
+)
+def test_a_mixed_group_runs_through_the_apps_as_in_process(method, tmp_path, task_identity, one_thread):
+    """CNN, ResNet (BatchNorm kept on the node) and ViT clients: identical tables."""
+    flat = {**FLOWER_TINY, "models": "mixed", "num_clients": 3, "fraction": 0.67, "seed": 2, **method}
+    assert_flower_equals_in_process(build_config(flat), tmp_path)

@@ -285,3 +285,24 @@ def test_the_settings_list_names_what_tells_settings_apart():
     assert distinguishing([a]) == [a]
     assert distinguishing([a, b, c]) == ["fedlora · rank=4", "fedlora · rank=3", "fedproto"]
     assert distinguishing([a, a.replace("mu=0.5", "mu=0.9")]) == ["fedlora · mu=0.5", "fedlora · mu=0.9"]
+
+
+def test_the_group_menu_picks_a_federation_of_the_zoo(base):
+    from workbench.core.zoo import GROUPS
+    from workbench.lab.tuner import Tuner
+    from workbench.lab.tuner.controls import setting_label
+
+    tuner = Tuner(base, run=Stepper())
+    assert [label for label, _ in tuner.group.options] == list(GROUPS)
+    assert tuner.group.value == GROUPS["cnn"]  # the notebook's models: today's five CNNs
+    tuner.runner.stop()
+    tuner.group.value = GROUPS["mixed"]
+    assert tuner.setting().federation.models == GROUPS["mixed"]
+    assert setting_label(tuner.setting(), base).endswith("models=mixed")
+    tuner.set_controls(base)
+    assert tuner.group.value == GROUPS["cnn"]
+    tuner.close()
+    odd = Tuner(base.replace(models="cnn1,vit48_l2_p4_h2"), run=Stepper())
+    assert odd.group.value == ("cnn1", "vit48_l2_p4_h2") and odd.group.options[-1][0] == "cnn1+vit48_l2_p4_h2"
+    odd.runner.stop()
+    odd.close()

@@ -32,7 +32,7 @@ from workbench.core.facts import (
     TOO_LONG,
 )
 from workbench.core.params import ConfigError, Section, check_range, coerce, param, unknown_names
-from workbench.core.zoo import ZOO
+from workbench.core.zoo import GROUPS, MODELS, expand_models
 
 __all__ = [
     "ConfigError",
@@ -91,7 +91,12 @@ class FederationConfig(Section):
     fraction: float = param(1.0, "share of clients sampled each round", gt=0, le=1)
     rounds: int = param(20, "communication rounds", ge=1, le=MAX_ROUNDS, why=TOO_LONG)
     eval_every: int = param(1, "evaluate all clients every N rounds (and after the last)", ge=1)
-    models: tuple[str, ...] = param(tuple(ZOO), "zoo assigned round-robin to clients", choices=tuple(ZOO))
+    models: tuple[str, ...] = param(
+        GROUPS["cnn"],
+        "zoo models assigned round-robin to clients, or a group: "
+        + "; ".join(f"{g} ({', '.join(m)})" for g, m in GROUPS.items()),
+        choices=tuple(MODELS) + tuple(GROUPS),
+    )
 
 
 @dataclass(frozen=True)
@@ -256,6 +261,8 @@ def build_config(flat: Mapping[str, Any]) -> ExperimentConfig:
         cls, f = table[name]
         value = coerce(name, raw, get_type_hints(cls)[f.name])
         check_range(name, value, f.metadata)
+        if cls is FederationConfig and f.name == "models":
+            value = expand_models(value)  # a group stands for its members
         values[section_of[cls]][f.name] = value
     built = {s: classes[s](**v) for s, v in values.items()}
     config = ExperimentConfig(**{s: built.pop(s) for s in RUN_SECTIONS}, methods=tuple(built.items()))

@@ -48,6 +48,8 @@ __all__ = [
     "Search",
     "derived_seed",
     "mirrors",
+    "load_shared",
+    "private_norm_names",
     "state_copy",
     "Seed",
 ]
@@ -86,9 +88,32 @@ class Environment:
         )
 
 
+def private_norm_names(model: nn.Module) -> frozenset[str]:
+    """State names of the model's BatchNorm layers (affine weights and running statistics):
+    they stay on the client, as FedBN keeps them; the CNNs have none."""
+    return frozenset(
+        f"{module}.{name}" if module else name
+        for module, m in model.named_modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        for name in m.state_dict()
+    )
+
+
 def state_copy(model: nn.Module) -> dict[str, Tensor]:
-    """Detached copies of every tensor of a model's state: a whole model as a payload."""
-    return {name: t.detach().clone() for name, t in model.state_dict().items()}
+    """Detached copies of every shared tensor of a model's state: a whole model as a payload,
+    less its normalisation layers (`private_norm_names`)."""
+    private = private_norm_names(model)
+    return {name: t.detach().clone() for name, t in model.state_dict().items() if name not in private}
+
+
+def load_shared(model: nn.Module, payload: Mapping[str, Tensor]) -> None:
+    """Load a `state_copy` payload: every shared tensor exactly, the private norms untouched."""
+    missing, unexpected = model.load_state_dict(dict(payload), strict=False)
+    if unexpected or not set(missing) <= private_norm_names(model):
+        raise ValueError(
+            f"payload does not match the model's shared state: missing "
+            f"{sorted(set(missing) - private_norm_names(model))}, unexpected {sorted(unexpected)}"
+        )
 
 
 def mirrors(upload: Payload, down: Payload) -> bool:

@@ -14,9 +14,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from workbench.algorithms.base import Algorithm, Client, Payload, Seed, derived_seed, state_copy
+from workbench.algorithms.base import (
+    Algorithm,
+    Client,
+    Payload,
+    Seed,
+    derived_seed,
+    load_shared,
+    state_copy,
+)
 from workbench.core.params import Section, param
-from workbench.core.zoo import ZOO
+from workbench.core.zoo import MODELS
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -27,7 +35,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class FedAvgParams(Section):
     prefix = "fedavg_"
-    model: str = param("cnn5", "the one architecture every FedAvg client uses", choices=tuple(ZOO))
+    model: str = param("cnn5", "the one architecture every FedAvg client uses", choices=tuple(MODELS))
 
 
 class FedAvg(Algorithm):
@@ -61,7 +69,7 @@ class FedAvg(Algorithm):
 
     def receive(self, client: Client, payload: Payload) -> None:
         """Overwrite the client's model with the global one (strict: every tensor, exactly)."""
-        client.state["model"].load_state_dict(dict(payload), strict=True)
+        load_shared(client.state["model"], payload)
 
     def upload(self, client: Client) -> Payload:
         return state_copy(client.state["model"])

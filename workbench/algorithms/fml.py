@@ -15,10 +15,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from workbench.algorithms.base import Algorithm, Client, Payload, Seed, derived_seed, state_copy
+from workbench.algorithms.base import (
+    Algorithm,
+    Client,
+    Payload,
+    Seed,
+    derived_seed,
+    load_shared,
+    state_copy,
+)
 from workbench.core.lazy import lazy
 from workbench.core.params import Search, Section, param
-from workbench.core.zoo import ZOO
+from workbench.core.zoo import MODELS
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -34,7 +42,7 @@ class FMLParams(Section):
     prefix = "fml_"
     alpha: float = param(0.5, "private model: weight of CE vs KL toward the shared model", ge=0, le=1)
     beta: float = param(0.5, "shared model: weight of CE vs KL toward the private model", ge=0, le=1)
-    shared_model: str = param("cnn5", "architecture of the shared model", choices=tuple(ZOO))
+    shared_model: str = param("cnn5", "architecture of the shared model", choices=tuple(MODELS))
 
 
 def distill_kl(student: Tensor, teacher: Tensor) -> Tensor:
@@ -68,7 +76,7 @@ class FML(Algorithm):
         return state_copy(self.build(self.params.shared_model, self.shared_seed()))
 
     def receive(self, client: Client, payload: Payload) -> None:
-        client.state["shared"].load_state_dict(payload, strict=True)
+        load_shared(client.state["shared"], payload)
 
     def local_update(self, client: Client, generator: torch.Generator) -> PhaseStats:
         modules = [client.state["model"], client.state["shared"]]

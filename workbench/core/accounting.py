@@ -3,8 +3,12 @@
 Conventions (docs/architecture.md, cost accounting):
 - FLOPs: matmul and convolution work of forward + backward of each training step as it actually
   runs, 2 FLOPs per multiply-add (FlopCounterMode's convention). Frozen layers still cost their
-  forward; a frozen weight costs no weight-gradient op. Elementwise ops (ReLU, pooling, loss,
-  optimizer update) are not counted. Evaluation is not training and is not counted.
+  forward; a frozen weight costs no weight-gradient op. Scaled dot-product attention is counted
+  with torch's own SDPA formulas (registered here for the CPU kernel, which FlopCounterMode
+  leaves out), and normalisation (BatchNorm, LayerNorm) by the convention `NORM_FLOPS`: two
+  multiply-adds per element forward (normalise, affine), twice that backward. Other elementwise
+  ops (ReLU, GELU, pooling, loss, optimizer update) are not counted. Evaluation is not training
+  and is not counted.
 - Bytes: numel × element size of every tensor in a payload; uplink and downlink separately.
 Beside the costs the ledger settles each client's training: rounds sampled, optimizer steps per
 phase and the L2 norm of its latest update (`update_l2`).
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 from workbench.core.facts import Payload
@@ -40,6 +45,45 @@ def payload_bytes(payload: Payload) -> int:
     return sum(t.numel() * t.element_size() for t in payload.values())
 
 
+NORM_FLOPS = {"forward": 4, "backward": 8}  # per element of the normalised input
+
+
+def _sdpa_cpu(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    """The CPU flash-attention kernel: QKᵀ and the weighted sum of V."""
+    return flop_counter.sdpa_flop_count(query, key, value)
+
+
+def _sdpa_cpu_backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    """Its backward: the four products torch counts for every SDPA backward."""
+    return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+def _norm(x, *args, out_shape=None, **kwargs) -> int:
+    return NORM_FLOPS["forward"] * math.prod(x)
+
+
+def _norm_backward(grad_out, *args, out_shape=None, **kwargs) -> int:
+    return NORM_FLOPS["backward"] * math.prod(grad_out)
+
+
+aten = torch.ops.aten
+EXTRA_FLOPS = {
+    aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu,
+    aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_cpu_backward,
+    aten.native_batch_norm: _norm,
+    aten._native_batch_norm_legit: _norm,
+    aten._native_batch_norm_legit_no_training: _norm,
+    aten.native_batch_norm_backward: _norm_backward,
+    aten.native_layer_norm: _norm,
+    aten.native_layer_norm_backward: _norm_backward,
+}
+
+
+def flop_counter_mode() -> FlopCounterMode:
+    """FlopCounterMode with attention on CPU and normalisation counted (`EXTRA_FLOPS`)."""
+    return FlopCounterMode(display=False, custom_mapping=EXTRA_FLOPS)
+
+
 class FlopMeter:
     """Counts a step's FLOPs once per distinct key (model, phase, batch shape) and reuses it.
 
@@ -54,7 +98,7 @@ class FlopMeter:
         """Run one training step; return its result and its FLOPs."""
         if key in self._per_step:
             return run(), self._per_step[key]
-        with FlopCounterMode(display=False) as counter:
+        with flop_counter_mode() as counter:
             result = run()
         self._per_step[key] = int(counter.get_total_flops())
         return result, self._per_step[key]

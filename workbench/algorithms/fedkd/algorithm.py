@@ -29,10 +29,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from workbench.algorithms.base import Algorithm, Client, Environment, Payload, Seed, derived_seed, state_copy
+from workbench.algorithms.base import (
+    Algorithm,
+    Client,
+    Environment,
+    Payload,
+    Seed,
+    derived_seed,
+    load_shared,
+    state_copy,
+)
 from workbench.core.lazy import lazy
 from workbench.core.params import ConfigError, Search, Section, param
-from workbench.core.zoo import ZOO
+from workbench.core.zoo import MODELS
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -50,7 +59,7 @@ compression = lazy("workbench.algorithms.fedkd.compression")
 @dataclass(frozen=True)
 class FedKDParams(Section):
     prefix = "fedkd_"
-    student_model: str = param("cnn5", "architecture of the shared student", choices=tuple(ZOO))
+    student_model: str = param("cnn5", "architecture of the shared student", choices=tuple(MODELS))
     energy_start: float = param(
         0.95, "SVD energy schedule start; round t of R keeps start + (end - start)·t/R", gt=0, le=1
     )
@@ -171,7 +180,7 @@ class FedKD(Algorithm):
             step = compression.decompress_state(payload, {n: t.shape for n, t in received.items()})
             received = {n: received[n] + step[n] for n in received}
         client.state["received"] = received
-        client.state["student"].load_state_dict(received)
+        load_shared(client.state["student"], received)
 
     def local_update(self, client: Client, generator: torch.Generator) -> PhaseStats:
         modules = [client.state["model"], client.state["student"]]
@@ -200,7 +209,7 @@ class FedKD(Algorithm):
 
     def upload(self, client: Client) -> Payload:
         received = client.state["received"]
-        student = client.state["student"].state_dict()
+        student = state_copy(client.state["student"])
         update = {n: t.detach() - received[n] for n, t in student.items()}
         return compression.compress_state(update, self.energy())
 

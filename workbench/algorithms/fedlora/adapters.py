@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from workbench.algorithms.fedlora.branch import LowRankBranch, ParallelAdapted
 from workbench.algorithms.fedlora.placements import INPUT_DIM, SHARED_FACTORS
 from workbench.core.lazy import lazy
+from workbench.core.zoo import ATTENTION_PROJECTIONS
 
 if TYPE_CHECKING:
     from peft.tuners.lora import LoraLayer
@@ -69,9 +70,9 @@ def attach_adapter(
         adapted: nn.Module = ParallelAdapted(
             model, branch, "representation" if placement == "parallel" else "logits"
         )
-    elif placement in ("head", "fc2"):
-        sites = targets if placement == "head" else ("fc2",)
-        adapted = inject_lora(model, sites, rank, alpha, seed, variant)
+    elif placement in ("head", "fc2", "attention"):
+        sites = {"head": targets, "fc2": ("fc2",), "attention": attention_projections(model)}
+        adapted = inject_lora(model, tuple(sites[placement]), rank, alpha, seed, variant)
     else:
         raise ValueError(f"unknown adapter placement {placement!r}")
     shared = SHARED_FACTORS[placement]
@@ -79,6 +80,12 @@ def attach_adapter(
         adapted, KEPT, frozenset(k for k in adapter_parameters(adapted) if k.rsplit(".", 1)[1] not in shared)
     )
     return adapted
+
+
+def attention_projections(model: nn.Module) -> tuple[str, ...]:
+    """Every transformer block's query and value Linear layers, by module name."""
+    ends = tuple(f".self_attention.{p}" for p in ATTENTION_PROJECTIONS)
+    return tuple(n for n, m in model.named_modules() if n.endswith(ends) and isinstance(m, nn.Linear))
 
 
 def small_b(weights: list[nn.Parameter], std: float, seed: int) -> None:

@@ -88,7 +88,8 @@ class FedLoRAParams(Section):
         "head",
         "where the homogeneous adapter sits: head (LoRA beside lora_targets), fc2 (LoRA "
         "on fc2 sharing B 500×r, A kept), parallel (low-rank x→500 branch added to the "
-        "representation), parallel_logits (x→C branch added to the logits)",
+        "representation), parallel_logits (x→C branch added to the logits), attention (LoRA "
+        "on every ViT block's query and value projections; ViTs of one width and depth)",
         choices=PLACEMENTS,
     )
     lora_targets: tuple[str, ...] = param(

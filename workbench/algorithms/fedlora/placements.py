@@ -13,6 +13,12 @@ client can be shared:
 - `parallel`: a low-rank adapter network from the input, x ↦ (α/r)·B·A·vec(x) with
   A (r×3·32·32) and B (500×r), added to the 500-d representation; both factors shared.
 - `parallel_logits`: the same network with B (C×r), added to the logits; both factors shared.
+- `attention`: LoRA beside the query and value projections of every transformer block (PEFT's
+  usual targets; ViTs only); A and B shared, so the clients' ViTs need one embedding width and
+  one depth.
+
+Every family ends in fc2 (trunk width → 500) and the 500→C head (`workbench.core.zoo`), so
+`head`, `fc2` and the parallel placements work across CNNs, ResNets and ViTs alike.
 
 `adapter_factors` is the one definition of every placement's tensors and which are shared;
 `workbench.algorithms.fedlora.adapters` builds them and tests check the two agree, byte for byte.
@@ -23,9 +29,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from workbench.core.params import ConfigError
-from workbench.core.zoo import IMAGE_SIZE, REPRESENTATION_DIM, linear_shapes
+from workbench.core.zoo import IMAGE_SIZE, REPRESENTATION_DIM, attention_sites, linear_shapes
 
-PLACEMENTS = ("head", "fc2", "parallel", "parallel_logits")
+PLACEMENTS = ("head", "fc2", "parallel", "parallel_logits", "attention")
 INPUT_DIM = 3 * IMAGE_SIZE * IMAGE_SIZE  # the parallel adapter reads the flattened image
 BRANCH = "adapter"  # module name of the parallel adapter network
 SHARED_FACTORS = {
@@ -33,12 +39,15 @@ SHARED_FACTORS = {
     "fc2": ("lora_B",),
     "parallel": ("lora_A", "lora_B"),
     "parallel_logits": ("lora_A", "lora_B"),
+    "attention": ("lora_A", "lora_B"),
 }
 Shapes = Mapping[str, Mapping[str, tuple[int, int]]]  # model → site → (d_in, d_out)
 
 
-def adapter_sites(placement: str, targets: tuple[str, ...]) -> tuple[str, ...]:
+def adapter_sites(placement: str, targets: tuple[str, ...], model: str = "cnn5") -> tuple[str, ...]:
     """Module names carrying the adapter's factors (`<site>.lora_A`, `<site>.lora_B`)."""
+    if placement == "attention":
+        return attention_sites(model)
     if placement == "head":
         return tuple(targets)
     if placement == "fc2":
@@ -55,7 +64,7 @@ def site_shapes(
     if placement == "parallel_logits":
         return {BRANCH: (INPUT_DIM, num_classes)}
     layers = linear_shapes(model, num_classes)
-    return {site: layers[site] for site in adapter_sites(placement, targets)}
+    return {site: layers[site] for site in adapter_sites(placement, targets, model)}
 
 
 def adapter_factors(
@@ -94,8 +103,38 @@ def check_placement(
             f"parameter lora_targets={','.join(targets)!r} applies only to "
             f"adapter_placement='head' (got {placement!r}); leave it at 'head'"
         )
+    for m in models:
+        sites = adapter_sites(placement, targets, m) if placement == "head" else ()
+        lacking = [t for t in sites if t not in linear_shapes(m, num_classes)]
+        if lacking:
+            raise ConfigError(
+                f"parameter lora_targets={','.join(targets)!r}: model {m} has no Linear layer "
+                f"{', '.join(lacking)} (its layers at the end: fc2, head)"
+            )
     shapes = {m: site_shapes(placement, targets, m, num_classes) for m in models}
+    if placement == "attention":
+        check_attention(shapes)
     check_shapes(placement, shapes, rank)
+
+
+def describe_attention(sites: Mapping[str, tuple[int, int]]) -> str:
+    """A model's attention sites in words: 'no attention' or 'B blocks of d→d query/value'."""
+    if not sites:
+        return "no attention layers"
+    (d_in, d_out), blocks = next(iter(sites.values())), len(sites) // 2
+    return f"{blocks} block{'s' * (blocks != 1)} of query/value {d_in}→{d_out}"
+
+
+def check_attention(shapes: Shapes) -> None:
+    """The attention placement shares one LoRA pair per block projection: every client's model
+    needs attention, the same number of blocks and one embedding width."""
+    if len({tuple(s.items()) for s in shapes.values()}) > 1 or not any(shapes.values()):
+        listed = ", ".join(f"{m}: {describe_attention(s)}" for m, s in shapes.items())
+        raise ConfigError(
+            f"parameter adapter_placement='attention' needs the same attention shapes on every "
+            f"client's model ({listed}); choose ViTs of one width and depth (models=vit) or "
+            f"another placement (head works on every family)"
+        )
 
 
 def check_shapes(placement: str, shapes: Shapes, rank: int) -> None:

@@ -13,6 +13,7 @@ import ipywidgets as widgets
 
 from workbench.algorithms import REGISTRY
 from workbench.config import ConfigError, ExperimentConfig, FederationConfig
+from workbench.core.zoo import GROUPS
 
 SIZE_KNOBS = ("num_clients", "rounds", "fraction")  # the preview's size, notebook values first
 _STYLE = {"description_width": "initial"}
@@ -54,7 +55,31 @@ def setting_label(config: ExperimentConfig, base: ExperimentConfig) -> str:
     ]
     flat, base_flat = config.to_flat(), base.to_flat()
     parts += [f"{name}={short(flat[name])}" for name in SIZE_KNOBS if flat[name] != base_flat[name]]
+    if flat["models"] != base_flat["models"]:
+        parts.append(f"models={group_name(tuple(flat['models']))}")
     return " · ".join(parts)
+
+
+def group_name(models: tuple[str, ...]) -> str:
+    """A federation's models as the group they form ('mixed'), else the models joined by '+'."""
+    return next((g for g, members in GROUPS.items() if members == models), short(models))
+
+
+def group_control(config: ExperimentConfig) -> widgets.Dropdown:
+    """The menu of model groups (the zoo's named federations), at the notebook's models; a
+    notebook whose models form no group keeps them as one more entry."""
+    models = tuple(config.federation.models)
+    options = [(name, members) for name, members in GROUPS.items()]
+    if models not in GROUPS.values():
+        options.append((short(models), models))
+    return widgets.Dropdown(
+        options=options,
+        value=models,
+        description="models",
+        tooltip="the federation's model group, assigned round-robin to clients",
+        style=_STYLE,
+        layout=widgets.Layout(width="190px"),
+    )
 
 
 def _valid(config: ExperimentConfig, name: str, value: Any) -> bool:

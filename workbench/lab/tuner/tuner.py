@@ -20,7 +20,7 @@ import ipywidgets as widgets
 import pandas as pd
 
 from workbench.config import ConfigError, ExperimentConfig
-from workbench.lab.tuner.controls import method_controls, setting_label, size_controls
+from workbench.lab.tuner.controls import group_control, method_controls, setting_label, size_controls
 from workbench.lab.tuner.figure import PALETTE, bundle, draw, make_figure
 from workbench.lab.tuner.runs import Curve, RunFn, Runner, run_preview
 
@@ -63,6 +63,7 @@ class Tuner:
             options=list(REGISTRY), value=config.run.algorithm, description="algorithm"
         )
         self.size = size_controls(config)
+        self.group = group_control(config)
         self.stop_button = widgets.Button(
             description="Stop", icon="stop", tooltip="stop the running setting at its next round"
         )
@@ -70,7 +71,7 @@ class Tuner:
         self.status = widgets.HTML().add_class("workbench-tuner-status")
         self.knob_box = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap"))
         self._knobs: dict[str, dict[str, widgets.Widget]] = {}
-        for control in (self.algorithm, *self.size.values()):
+        for control in (self.algorithm, self.group, *self.size.values()):
             control.observe(self._changed, names="value")
         self._show_knobs(config.run.algorithm)
 
@@ -100,13 +101,14 @@ class Tuner:
         """The config the controls describe: the notebook's, with this method, knobs and size."""
         flat: dict[str, Any] = {name: control.value for name, control in self.size.items()}
         flat.update({name: control.value for name, control in self.knobs().items()})
-        return self.base.replace(algorithm=self.algorithm.value, **flat)
+        return self.base.replace(algorithm=self.algorithm.value, models=self.group.value, **flat)
 
     def set_controls(self, config: ExperimentConfig) -> None:
         """Put the controls to a setting's values without starting anything."""
         flat, self._quiet = config.to_flat(), True
         try:
             self.algorithm.value = config.run.algorithm
+            self.group.value = tuple(flat["models"])
             self._show_knobs(config.run.algorithm)
             for name, control in [*self.size.items(), *self.knobs().items()]:
                 control.value = tuple(flat[name]) if isinstance(flat[name], list) else flat[name]
@@ -223,7 +225,7 @@ class Tuner:
 
     def widget(self) -> widgets.Widget:
         """The whole tuner as one displayable widget."""
-        size = widgets.HBox([self.algorithm, *self.size.values(), self.stop_button])
+        size = widgets.HBox([self.algorithm, self.group, *self.size.values(), self.stop_button])
         title = widgets.HTML(
             "<b>settings</b> (newest first; pin keeps one, ↺ sets the controls to it, ✕ removes it)"
         )
