@@ -173,10 +173,14 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_params(args: argparse.Namespace, extra: list[str]) -> int:
     """Print every parameter, its default and its help."""
     from workbench.config import defaults
+    from workbench.core.zoo import GROUPS
 
     values = defaults()
     for name, (_, f) in parameter_table().items():
         print(f"{name:24} {values[name]!r:34} {f.metadata['help']}")
+    print("\nmodel groups (models=GROUP):")
+    for group, members in GROUPS.items():
+        print(f"  {group:22} {', '.join(members)}")
     return 0
 
 

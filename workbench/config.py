@@ -93,8 +93,8 @@ class FederationConfig(Section):
     eval_every: int = param(1, "evaluate all clients every N rounds (and after the last)", ge=1)
     models: tuple[str, ...] = param(
         GROUPS["cnn"],
-        "zoo models assigned round-robin to clients, or a group: "
-        + "; ".join(f"{g} ({', '.join(m)})" for g, m in GROUPS.items()),
+        f"zoo models assigned round-robin to clients, or a group: {', '.join(GROUPS)} "
+        "(`python -m workbench params` lists their members)",
         choices=tuple(MODELS) + tuple(GROUPS),
     )
 
