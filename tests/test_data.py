@@ -11,6 +11,7 @@ import pytest
 import torch
 import torchvision
 
+from workbench.config import build_config
 from workbench.core.data import (
     NUM_CLASSES,
     DataUnavailableError,
@@ -21,6 +22,8 @@ from workbench.core.data import (
     train_batches,
 )
 from workbench.core.partition import partition
+from workbench.core.zoo import expand_models
+from workbench.loop.runner import run_experiment
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +65,11 @@ def _write_pickle(path: Path, obj: dict) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def _fake_cifar(root: Path, cls, label_key: str, names_key: str, num_classes: int, monkeypatch):
-    """Write a tiny CIFAR archive for cls, patch its md5s, return {file: (data, labels)}."""
+def _fake_cifar(
+    root: Path, cls, label_key: str, names_key: str, num_classes: int, monkeypatch, rows: int = 3
+):
+    """Write a tiny CIFAR archive for cls (rows, rows + 1, ... samples per file), patch its md5s,
+    return {file: (data, labels)}."""
     folder = root / cls.base_folder
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -71,8 +77,8 @@ def _fake_cifar(root: Path, cls, label_key: str, names_key: str, num_classes: in
     for which, entries in (("train_list", cls.train_list), ("test_list", cls.test_list)):
         patched = []
         for i, (filename, _) in enumerate(entries):
-            data = rng.integers(0, 256, size=(3 + i, 3072), dtype=np.uint8)  # (n, 3*32*32)
-            labels = rng.integers(0, num_classes, size=3 + i).tolist()
+            data = rng.integers(0, 256, size=(rows + i, 3072), dtype=np.uint8)  # (n, 3*32*32)
+            labels = rng.integers(0, num_classes, size=rows + i).tolist()
             # torchvision unpickles with encoding="latin1": keys must be str, as in the original.
             md5 = _write_pickle(folder / filename, {"data": data, label_key: labels})
             patched.append([filename, md5])
@@ -105,6 +111,18 @@ def test_cifar_round_trip(tmp_path, monkeypatch, name, cls, label_key, names_key
         assert np.array_equal(x.numpy(), data.reshape(-1, 3, 32, 32))
         assert y.dtype == torch.int64 and y.tolist() == labels
     assert ds.num_classes == NUM_CLASSES[name] and ds.flip and len(ds.mean) == 3
+
+
+def test_cifar_runs_a_mixed_family_federation(tmp_path, monkeypatch) -> None:
+    """The CIFAR loader feeds every family: one round of a CNN, a ResNet and a ViT client."""
+    cls = torchvision.datasets.CIFAR10
+    _fake_cifar(tmp_path, cls, "labels", "label_names", 10, monkeypatch, rows=24)
+    flat = {"dataset": "cifar10", "data_dir": str(tmp_path), "download": False, "models": "mixed"}
+    flat |= {"num_clients": 3, "rounds": 1, "partition": "dirichlet", "device": "cpu"}
+    result = run_experiment(build_config(flat | {"val_fraction": 0, "batch_size": 16}))
+    table = result.table
+    assert sorted(table["model"].unique()) == sorted(expand_models(("mixed",)))
+    assert (table["train_flops"] > 0).all() and table["accuracy"].between(0, 1).all()
 
 
 def test_cifar_missing_directory(tmp_path) -> None:
