@@ -81,3 +81,26 @@ def test_note_pairs_twins_matched_standalone_and_reports_spreads(sweep_dir, tmp_
     matched = [line for line in text.splitlines() if "| standalone · model_epochs=2 | 3 |" in line]
     assert any(line.startswith("| fedlora | ") and "-10.00" in line for line in matched)
     assert "Spread over `mu`" in text and "final accuracy 20.00 points (seed SD 5.00)" in text
+    assert "per zoo model" not in text  # every client of this sweep holds one model
+
+
+def test_twin_gaps_per_model_show_which_family_sharing_helps(sweep_dir, tmp_path):
+    """A second client per point holding another model: sharing helps it by 5 points on every
+    seed; the table names each model with its clients and the pooled note gains the section."""
+    table = pd.read_csv(sweep_dir / "results.csv")
+    points = json.loads((sweep_dir / "sweep.json").read_text())["points"]
+    shared = {
+        p["id"]
+        for p in points
+        if p["params"]["algorithm"] == "fedlora" and "share_adapter" not in p["params"]
+    }
+    second = table.assign(client=1, model="vit48_l2_p4_h2")
+    second["accuracy"] += second["point"].isin(shared) * 0.07  # +7 on top of cnn1's +2.33
+    pd.concat([table, second]).to_csv(sweep_dir / "results.csv", index=False)
+    out = tmp_path / "note.md"
+    assert main([str(sweep_dir), "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert any(line.startswith("The same, per zoo model") for line in lines)
+    per_model = [line for line in lines if line.startswith("| fedlora | ") and "| 1 | 3 |" in line]
+    assert any("| cnn1 | 1 | 3 | +2.33 |" in line for line in per_model)
+    assert any("| vit48_l2_p4_h2 | 1 | 3 | +9.33 |" in line for line in per_model)

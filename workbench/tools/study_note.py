@@ -5,10 +5,11 @@
 
 Per data regime (the values of `--split`, default `num_clients`): every configuration's final
 accuracy per seed with its mean ± 95% CI, its accuracy averaged over rounds, training FLOPs and
-bytes; each sharing FedLoRA configuration against its `share_adapter=false` twin; each FedLoRA
-configuration against Standalone with as many local epochs of optimizer steps per round, and
-with FedLoRA's own model epochs; the spread of accuracy over μ and over rank around the defaults
-beside the seed noise. Accuracies and gaps are in points (%). Unfinished points are listed.
+bytes; each sharing FedLoRA configuration against its `share_adapter=false` twin (per zoo model
+too, where the clients hold several); each FedLoRA configuration against Standalone with as many
+local epochs of optimizer steps per round, and with FedLoRA's own model epochs; the spread of
+accuracy over μ and over rank around the defaults beside the seed noise. Accuracies and gaps are
+in points (%). Unfinished points are listed.
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ import pandas as pd
 from workbench.algorithms.fedlora.params import FedLoRAParams
 from workbench.config import defaults
 from workbench.lab.report.protocol_table import KEY, interval, markdown
-from workbench.lab.report.study_table import relabel, spread, standalone_gaps, study_points, twin_gaps
+from workbench.lab.report.study_table import (
+    model_finals,
+    relabel,
+    spread,
+    standalone_gaps,
+    study_points,
+    twin_gaps,
+    twin_gaps_by_model,
+)
 from workbench.tools.protocol_note import finish_note, load
 
 SPREAD_KNOBS = ("mu", "rank")
@@ -119,8 +128,9 @@ def spread_lines(points: pd.DataFrame, value: object, split: str) -> list[str]:
     return lines
 
 
-def regime_section(points: pd.DataFrame, value: object, split: str) -> list[str]:
-    """One regime: every configuration, then the twin and Standalone comparisons, the spreads."""
+def regime_section(points: pd.DataFrame, finals: pd.DataFrame, value: object, split: str) -> list[str]:
+    """One regime: every configuration, then the twin comparisons (per model too, where the
+    clients hold several), the Standalone comparisons and the spreads."""
     part = points[points[split] == value]
     gaps = [
         (
@@ -137,6 +147,9 @@ def regime_section(points: pd.DataFrame, value: object, split: str) -> list[str]
             standalone_gaps(points, value, split, matched=False),
         ),
     ]
+    by_model = twin_gaps_by_model(points, finals, value, split)
+    if len(by_model):
+        gaps.insert(1, ("The same, per zoo model (its clients' final accuracy)", by_model))
     lines = [f"## Regime `{split}={value}`", "", markdown(configuration_table(part), FORMATS), ""]
     for title, frame in gaps:
         lines += [f"{title}; gap = FedLoRA − reference, points, paired by seed (95% CI):", ""]
@@ -156,9 +169,9 @@ def write_note(sweep_dir: Path, out: Path, spec: Path | None = None, split: str 
         f"client accuracy, *round_mean* its average over every evaluated round.",
         "",
     ]
-    sections = []
+    sections, finals = [], model_finals(sweep.table)
     for value in sorted(points[split].unique(), key=lambda v: (str(type(v)), v)):
-        sections += regime_section(points, value, split)
+        sections += regime_section(points, finals, value, split)
     return finish_note(out, sweep, lines, sections)
 
 

@@ -83,12 +83,13 @@ def _setting(row: pd.Series, ignore: Sequence[str]) -> tuple:
     return tuple((k, plain(row[k])) for k in sorted(row.index) if k not in skip)
 
 
-def compare(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, object]:
-    """Gaps a − b of both accuracies over the seeds both ran: mean, 95% half-width, beyond noise."""
+def compare(a: pd.DataFrame, b: pd.DataFrame, accuracies: Sequence[str] = ACCURACIES) -> dict[str, object]:
+    """Gaps a − b of the accuracies over the seeds both ran: mean, 95% half-width, beyond noise."""
     first, second = a.set_index("seed"), b.set_index("seed")
     seeds = sorted(set(first.index) & set(second.index))
     out: dict[str, object] = {"pairs": len(seeds)}
-    for column, name in zip(ACCURACIES, ("final", "round_mean")):
+    names = {"final_accuracy": "final", "round_mean": "round_mean"}
+    for column, name in ((c, names[c]) for c in accuracies):
         diffs = [float(first.loc[s, column] - second.loc[s, column]) for s in seeds]
         mean, half = interval(diffs) if diffs else (math.nan, math.nan)
         out |= {f"{name}_gap": mean, f"{name}_ci95": half, f"{name}_beyond": bool(abs(mean) > half)}
@@ -106,6 +107,44 @@ def twin_gaps(points: pd.DataFrame, split_value: object, split: str) -> pd.DataF
         if not twin.empty:
             rows.append({"configuration": config, "reference": twin[KEY].iloc[0], **compare(group, twin)})
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def model_finals(table: pd.DataFrame) -> pd.DataFrame:
+    """Per point and zoo model: the final mean accuracy of the clients holding that model (the
+    point's last evaluated round), with the model's clients counted; a `point` × `model` frame."""
+    last = table[table["round"] == table.groupby("point")["round"].transform("max")]
+    return (
+        last.groupby(["point", "model"], sort=True)
+        .agg(final_accuracy=("accuracy", "mean"), clients=("client", "nunique"))
+        .reset_index()
+    )
+
+
+MODEL_COLUMNS = ["configuration", "model", "clients", "pairs", "final_gap", "final_ci95", "final_beyond"]
+
+
+def twin_gaps_by_model(
+    points: pd.DataFrame, finals: pd.DataFrame, split_value: object, split: str
+) -> pd.DataFrame:
+    """`twin_gaps`' final-accuracy gap per zoo model (`finals`: `model_finals`): which family of
+    a heterogeneous federation the shared adapter helps; empty when every client has one model."""
+    if finals["model"].nunique() < 2:
+        return pd.DataFrame(columns=MODEL_COLUMNS)
+    part = points[(points[split] == split_value) & (points["algorithm"] == REFERENCE_METHOD)]
+    keys = part.apply(lambda r: _setting(r, TWIN_IGNORES), axis=1)
+    shared = part["share_adapter"].map(plain) == "true"
+    by_point = finals.merge(part[["point", "seed", KEY]], on="point")
+    rows = []
+    for config, group in part[shared].groupby(KEY, sort=True):
+        twin = part[~shared & (keys == keys[group.index[0]])]
+        for model, runs in by_point.groupby("model", sort=True):
+            mine, theirs = runs[runs["point"].isin(group["point"])], runs[runs["point"].isin(twin["point"])]
+            if mine.empty or theirs.empty:
+                continue
+            gaps = compare(mine, theirs, accuracies=("final_accuracy",))
+            clients = int(mine["clients"].iloc[0])
+            rows.append({"configuration": config, "model": model, "clients": clients, **gaps})
+    return pd.DataFrame(rows, columns=MODEL_COLUMNS)
 
 
 def standalone_gaps(points: pd.DataFrame, split_value: object, split: str, matched: bool) -> pd.DataFrame:
