@@ -22,7 +22,9 @@ from workbench.core.facts import (
     ATTACKS,
     CLIENTS_WHY,
     DATASET_CLASSES,
+    DEVICE_PROFILES,
     DEVICES,
+    LATE_UPLOADS,
     MAX_CLIENTS,
     MAX_EPOCHS,
     MAX_ROUNDS,
@@ -167,6 +169,44 @@ class AttackConfig(Section):
     )
 
 
+@dataclass(frozen=True)
+class DevicesConfig(Section):
+    dropout: float = param(
+        0.0,
+        "probability that a sampled client drops out of a round (seeded; 0: every client answers)",
+        ge=0,
+        lt=1,
+    )
+    device_flops: float = param(
+        0.0,
+        "median compute of a client's device in FLOP/s, which turns each client's exact FLOPs and "
+        "bytes into simulated seconds (0: no simulated clock)",
+        ge=0,
+    )
+    device_bandwidth: float = param(
+        1e6, "median bandwidth of a client's device in bytes/s, up and down (with device_flops)", gt=0
+    )
+    device_profile: str = param(
+        "same",
+        "how devices differ (with device_flops): same (all at the medians), lognormal (compute "
+        "and bandwidth each times exp(N(0, device_sigma²))) or tiers (slow 0.25×, medium 1×, "
+        "fast 4×, equally likely)",
+        choices=DEVICE_PROFILES,
+    )
+    device_sigma: float = param(1.0, "lognormal: spread of the log of device speeds", gt=0, le=5)
+    round_deadline: float = param(
+        0.0,
+        "simulated seconds after which a round closes without the uploads still missing "
+        "(needs device_flops; 0: wait for every upload)",
+        ge=0,
+    )
+    late_uploads: str = param(
+        "drop",
+        "an upload past the deadline: drop, or next_round (aggregated with the next round's)",
+        choices=LATE_UPLOADS,
+    )
+
+
 RUN_SECTIONS: dict[str, type[Section]] = {
     "run": RunConfig,
     "data": DataConfig,
@@ -174,6 +214,7 @@ RUN_SECTIONS: dict[str, type[Section]] = {
     "train": TrainConfig,
     "server": ServerConfig,
     "attack": AttackConfig,
+    "devices": DevicesConfig,
 }
 
 
@@ -187,6 +228,7 @@ class ExperimentConfig:
     train: TrainConfig
     server: ServerConfig
     attack: AttackConfig
+    devices: DevicesConfig
     methods: tuple[tuple[str, Section], ...] = ()  # (method name, its Params), registry order
 
     def __getattr__(self, name: str) -> Section:
@@ -308,7 +350,24 @@ def check_consistency(config: ExperimentConfig) -> None:
             f"must be <= rounds={config.federation.rounds}"
         )
     malicious_count(config.federation.num_clients, config.attack.malicious_clients)
+    check_devices(config.devices)
     REGISTRY[config.run.algorithm].check(config)
+
+
+def check_devices(devices: DevicesConfig) -> None:
+    """A deadline or a device profile means nothing without a clock to measure it by."""
+    if devices.device_flops > 0:
+        return
+    if devices.round_deadline > 0:
+        raise ConfigError(
+            f"parameter round_deadline={devices.round_deadline:g} needs a simulated clock: give "
+            "device_flops (a device's FLOP/s, e.g. 1e10) too, or round_deadline=0"
+        )
+    if devices.device_profile != "same":
+        raise ConfigError(
+            f"parameter device_profile={devices.device_profile!r} needs a simulated clock: give "
+            "device_flops (a device's FLOP/s, e.g. 1e10) too, or device_profile='same'"
+        )
 
 
 def malicious_count(num_clients: int, amount: float) -> int:

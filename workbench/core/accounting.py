@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -120,6 +121,14 @@ class Ledger:
     rounds: dict[int, int] = field(default_factory=dict)  # rounds the client was sampled in
     steps: dict[int, dict[str, int]] = field(default_factory=dict)  # optimizer steps by phase
     update_norm: dict[int, float] = field(default_factory=dict)  # of its latest upload
+    # the simulated clock (workbench.loop.devices), kept only when `timed`: each client's busy
+    # seconds and missed rounds since its last row, the run's clock, and the uploads that
+    # missed a deadline and wait for the next round (client → (upload, weight))
+    timed: bool = False
+    seconds: dict[int, float] = field(default_factory=dict)
+    missed: dict[int, int] = field(default_factory=dict)
+    clock: float = 0.0
+    late_uploads: dict[int, tuple[Any, float]] = field(default_factory=dict)
 
     def add(
         self,
@@ -141,6 +150,14 @@ class Ledger:
         for phase, count in (steps or {}).items():
             mine[phase] = mine.get(phase, 0) + int(count)
         self.update_norm[cid] = float(update_norm)
+
+    def spend(self, cid: int, seconds: float) -> None:
+        """Add a client's simulated seconds of one round."""
+        self.seconds[cid] = self.seconds.get(cid, 0.0) + seconds
+
+    def miss(self, cid: int) -> None:
+        """Count one round a client dropped out of or answered too late in."""
+        self.missed[cid] = self.missed.get(cid, 0) + 1
 
     def refuse(self, cid: int) -> None:
         """Count one refused upload of a client."""
@@ -189,6 +206,7 @@ class Ledger:
             num_val=num_val,
             phase_steps=steps,
             diagnostics=dict(diagnostics or {}),
+            timing=self.settle_timing(cid),
         )
 
     def settle(self, cid: int) -> tuple[bool, float, int, int, int, int]:
@@ -203,6 +221,14 @@ class Ledger:
             self.down.pop(cid, 0),
             self.refused.pop(cid, 0),
         )
+
+    def settle_timing(self, cid: int) -> dict[str, float]:
+        """With the clock on: the client's simulated seconds and missed rounds since the last
+        settlement and the clock now (then reset); else nothing."""
+        if not self.timed:
+            return {}
+        seconds, missed = self.seconds.pop(cid, 0.0), self.missed.pop(cid, 0)
+        return {"sim_seconds": seconds, "sim_time": self.clock, "missed": missed}
 
     def settle_training(self, cid: int) -> tuple[int, dict[str, int], float]:
         """(rounds sampled, optimizer steps by phase, latest update norm) since the last

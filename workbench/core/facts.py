@@ -17,6 +17,8 @@ PARTITIONS = ("pathological", "dirichlet")
 DEVICES = ("auto", "cpu", "cuda")
 AGGREGATORS = ("mean", "norm_bounded", "median", "trimmed_mean")  # workbench.core.aggregation
 ATTACKS = ("none", "scale", "sign_flip", "noise")  # workbench.loop.attacks
+DEVICE_PROFILES = ("same", "lognormal", "tiers")  # workbench.loop.devices
+LATE_UPLOADS = ("drop", "next_round")  # what becomes of an upload past the round's deadline
 
 # the method the report's verdict, the cost tables and the protocol note are about (the
 # workbench's subject), and the rival the verdict also compares it with; both are parameters
@@ -55,3 +57,5 @@ class Seed(IntEnum):
     SAMPLING = 7  # which clients a round samples (with the round)
     SUBSAMPLE = 8  # which training samples a client keeps under max_train_samples
     VALIDATION = 9  # which training samples a client holds out for validation
+    DROPOUT = 10  # which sampled clients drop out of a round (with the round)
+    DEVICES = 11  # each client's device speeds under device_profile

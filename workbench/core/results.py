@@ -94,9 +94,11 @@ class Row:
     num_val: int = 0
     phase_steps: Mapping[str, int] = field(default_factory=dict)  # → steps_<phase> columns
     diagnostics: Mapping[str, float] = field(default_factory=dict)  # → one column each
+    # with the simulated clock on (workbench.loop.devices): sim_seconds, sim_time, missed
+    timing: Mapping[str, float] = field(default_factory=dict)  # → one column each
 
 
-NESTED = ("phase_steps", "diagnostics")  # Row fields that become columns of their own
+NESTED = ("phase_steps", "diagnostics", "timing")  # Row fields that become columns of their own
 ROW_COLUMNS = tuple(f.name for f in fields(Row) if f.name not in NESTED)
 
 
@@ -106,7 +108,7 @@ class Event:
 
     round: int
     client: int
-    event: str  # "refused"
+    event: str  # "refused", "dropped" (out of the round) or "late" (past the round's deadline)
     tensor: str  # the offending tensor, "" when the whole upload was at fault
     reason: str
     action: str  # what became of the client's own state
@@ -128,6 +130,7 @@ def _record(row: Row) -> dict[str, Any]:
     record = {name: getattr(row, name) for name in ROW_COLUMNS}
     record.update({f"{STEPS_PREFIX}{phase}": count for phase, count in row.phase_steps.items()})
     record.update(row.diagnostics)
+    record.update(row.timing)
     return record
 
 
@@ -148,14 +151,20 @@ def to_frame(rows: list[Row]) -> pd.DataFrame:
     return frame
 
 
+SIM_TIME = "sim_time"  # the simulated clock when a round closed (workbench.loop.devices)
+
+
 def mean_accuracy(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per evaluated round: mean client accuracy and the cumulative costs of all clients."""
+    """Per evaluated round: mean client accuracy, the cumulative costs of all clients and, with
+    the simulated clock on, the clock when the round closed."""
     validation = {"val_accuracy": ("val_accuracy", "mean")} if has_validation(frame) else {}
+    clock = {SIM_TIME: (SIM_TIME, "max")} if SIM_TIME in frame else {}
     per_round = (
         frame.groupby("round")
         .agg(
             accuracy=("accuracy", "mean"),
             **validation,
+            **clock,
             train_flops=("train_flops", "sum"),
             bytes_up=("bytes_up", "sum"),
             bytes_down=("bytes_down", "sum"),
@@ -208,10 +217,29 @@ def summarize(
         "total_bytes_up": int(frame["bytes_up"].sum()),
         "total_bytes_down": int(frame["bytes_down"].sum()),
         "total_bytes": int(frame["bytes_up"].sum() + frame["bytes_down"].sum()),
-        "refused": int(len(events)) if events is not None else _settled_refusals(frame),
+        "refused": _refusals(events) if events is not None else _settled_refusals(frame),
         "stopped": stopped,
         "warnings": run_warnings(frame),
+        **_clock_summary(frame, events),
     }
+
+
+def _clock_summary(frame: pd.DataFrame, events: pd.DataFrame | None) -> dict[str, Any]:
+    """With the simulated clock on: its reading at the last round and the client-rounds that
+    dropped out or were late; nothing otherwise (a run without it summarizes as before)."""
+    if SIM_TIME not in frame:
+        return {}
+    counts = events["event"].value_counts() if events is not None and len(events) else {}
+    return {
+        "sim_time": float(frame[SIM_TIME].max()) if len(frame) else 0.0,
+        "dropped": int(counts.get("dropped", 0)),
+        "late": int(counts.get("late", 0)),
+    }
+
+
+def _refusals(events: pd.DataFrame) -> int:
+    """Refused uploads among a run's events (not the dropped or late clients)."""
+    return int((events["event"] == "refused").sum()) if len(events) else 0
 
 
 def _settled_refusals(frame: pd.DataFrame) -> int:
@@ -366,6 +394,11 @@ def format_summary(summary: dict[str, Any], warnings: bool = True) -> str:
     ]
     if summary.get("refused"):
         lines.append(f"refused uploads: {summary['refused']} (see events.csv)")
+    if summary.get("sim_time") is not None:
+        lines.append(
+            f"simulated time: {summary['sim_time']:.4g} s; dropped out {summary['dropped']}, "
+            f"late {summary['late']} (client-rounds, see events.csv)"
+        )
     if warnings:
         lines += format_warnings(summary.get("warnings") or [])
     return "\n".join(lines)
@@ -387,12 +420,13 @@ def cost_to_target(
     for label, frame in runs.items():
         per_round = mean_accuracy(frame)
         hit = per_round[per_round["accuracy"] >= target]
+        timed = (SIM_TIME,) if SIM_TIME in per_round else ()  # time to target on the clock
         rows.append(
             {
                 "run": label,
                 "target": target,
                 "reached": not hit.empty,
-                **{c: float(hit.iloc[0][c]) if not hit.empty else float("nan") for c in columns},
+                **{c: float(hit.iloc[0][c]) if not hit.empty else float("nan") for c in (*columns, *timed)},
             }
         )
     table = pd.DataFrame(rows)

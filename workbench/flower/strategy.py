@@ -49,7 +49,15 @@ from workbench.flower.messages import (
     VAL_LOSS,
 )
 from workbench.flower.records import decode_update, from_record, record_bytes, to_record
-from workbench.loop.rounds import RoundRefusedError, aggregate_accepting, evaluates, refusal, sample_clients
+from workbench.loop.devices import devices_for, dropouts, dropped_event
+from workbench.loop.rounds import (
+    RoundRefusedError,
+    aggregate_accepting,
+    close_timed_round,
+    evaluates,
+    refusal,
+    sample_clients,
+)
 
 log = logging.getLogger("flwr")
 
@@ -74,7 +82,9 @@ class WorkbenchStrategy(Strategy):
             cid: Client(cid=cid, model_name=name, data=None)  # type: ignore[arg-type]
             for cid, name in enumerate(config.client_models())
         }
-        self.ledger, self.rows = Ledger(), []
+        self.devices = devices_for(config.devices, config.run.seed, config.federation.num_clients)
+        self.ledger, self.rows = Ledger(timed=self.devices is not None), []
+        self.seconds: dict[int, float] = {}  # client → its simulated seconds this round
         self.refusals: list[dict[str, Any]] = []
         self.events: list[Event] = []  # the refusals as the run directory's events
         self.rolled_back: set[int] = set()  # clients whose reply says they rolled back this round
@@ -114,6 +124,11 @@ class WorkbenchStrategy(Strategy):
         self.state = from_record(arrays)
         self.algorithm.begin_round(server_round)
         sampled = sample_clients(fed.num_clients, fed.fraction, self.config.run.seed, server_round)
+        absent = dropouts(self.devices, self.config.run.seed, server_round, sampled)
+        for cid in absent:  # as run_round: they are sent nothing
+            self.events.append(dropped_event(server_round, cid, self.config.devices.dropout))
+            self.ledger.miss(cid)
+        sampled = [cid for cid in sampled if cid not in absent]
         settings = ConfigRecord({ROUND: server_round, EVALUATE: self._evaluates(server_round)})
         messages = []
         for cid in sampled:
@@ -150,7 +165,15 @@ class WorkbenchStrategy(Strategy):
                 weights[cid] = float(self.info[cid][NUM_TRAIN])
             except InvalidUpdateError as error:
                 self._refuse(server_round, error)
+        if self.devices is not None:
+            uploads, weights = close_timed_round(
+                self.devices, server_round, self.ledger, self.events, uploads, weights, self.seconds
+            )
+            self.seconds = {}
         if not uploads:
+            if any(e.event != "refused" for e in self._round_events(server_round)):
+                self.down, self.rolled_back = {}, set()  # as run_round: the state stays
+                return to_record(self.state), MetricRecord({"accepted": 0, "refused": 0})
             raise RoundRefusedError(server_round, self._round_events(server_round))
         new_state, refused = aggregate_accepting(self.algorithm, self.state, uploads, weights)
         for error in refused:
@@ -185,6 +208,9 @@ class WorkbenchStrategy(Strategy):
             {k.removeprefix(STEPS): int(v) for k, v in metrics.items() if k.startswith(STEPS)},
             float(metrics.get(UPDATE_NORM, math.nan)),
         )
+        if self.devices is not None:
+            flops = int(metrics.get(TRAIN_FLOPS, 0))
+            self.seconds[cid] = self.devices.seconds(cid, flops, up, self.down[cid])
         if metrics.get(ROLLED_BACK, 0):
             self.rolled_back.add(cid)
         update = decode_update(cid, record)

@@ -41,6 +41,7 @@ from workbench.core.partition import cap_train, partition, validation_splits
 from workbench.core.results import Evaluation, Event, Row
 from workbench.core.training import PhaseStats, evaluate
 from workbench.loop.attacks import is_malicious, poison_upload
+from workbench.loop.devices import Devices, close_round, dropouts, dropped_event, late_event
 
 
 def resolve_device(name: str) -> torch.device:
@@ -240,6 +241,31 @@ def account(
     )
 
 
+def close_timed_round(
+    devices: Devices,
+    round_: int,
+    ledger: Ledger,
+    events: list[Event],
+    uploads: dict[int, dict],
+    weights: dict[int, float],
+    seconds: dict[int, float],
+) -> tuple[dict[int, dict], dict[int, float]]:
+    """Close a round on the simulated clock (the in-process loop's and Flower's): spend each
+    trained client's seconds, advance the clock, record the late clients and keep their
+    uploads for the next round when asked; returns what the server aggregates now."""
+    closing = close_round(devices, round_, uploads, weights, seconds, ledger.late_uploads)
+    for cid, spent in seconds.items():
+        ledger.spend(cid, spent)
+    ledger.clock += closing.seconds
+    ledger.late_uploads = {}
+    for cid, spent in sorted(closing.late.items()):
+        events.append(late_event(round_, cid, spent, devices.deadline, devices.keep_late))
+        ledger.miss(cid)
+        if devices.keep_late and cid in uploads:
+            ledger.late_uploads[cid] = (uploads[cid], weights[cid])
+    return closing.uploads, closing.weights
+
+
 def run_round(
     algorithm: Algorithm,
     clients: list[Client],
@@ -247,16 +273,23 @@ def run_round(
     round_: int,
     ledger: Ledger,
     events: list[Event] | None = None,
+    devices: Devices | None = None,
 ) -> dict:
     """One communication round over the sampled clients; returns the new server state.
-    Refusals are appended to `events`; RoundRefusedError when every upload is refused."""
+    Refusals are appended to `events`; RoundRefusedError when every upload is refused. With
+    `devices` (workbench.loop.devices) some sampled clients drop out and the round closes at
+    its deadline; a round left with no upload keeps the server state."""
     cfg = algorithm.config
     events = events if events is not None else []
     first = len(events)
     algorithm.begin_round(round_)
     sampled = sample_clients(len(clients), cfg.federation.fraction, cfg.run.seed, round_)
-    uploads, weights = {}, {}
-    for cid in sampled:
+    absent = dropouts(devices, cfg.run.seed, round_, sampled)
+    for cid in absent:
+        events.append(dropped_event(round_, cid, cfg.devices.dropout))
+        ledger.miss(cid)
+    uploads, weights, seconds = {}, {}, {}
+    for cid in (c for c in sampled if c not in absent):
         client = clients[cid]
         materialize(algorithm, client)
         client.evaluation = None  # its state changes from here on
@@ -265,6 +298,8 @@ def run_round(
         if is_malicious(cfg, cid):
             upload = poison_upload(algorithm, client, upload, down, round_)
         account(ledger, algorithm, client, stats, upload, down)
+        if devices is not None:
+            seconds[cid] = devices.seconds(cid, stats.flops, payload_bytes(upload), payload_bytes(down))
         try:
             algorithm.validate_upload(cid, upload, server)  # as a Flower server screens it
         except InvalidUpdateError as error:
@@ -272,7 +307,11 @@ def run_round(
             ledger.refuse(cid)
             continue
         uploads[cid], weights[cid] = upload, float(client.data.num_train)
+    if devices is not None:
+        uploads, weights = close_timed_round(devices, round_, ledger, events, uploads, weights, seconds)
     if not uploads:
+        if any(e.event != "refused" for e in events[first:]):
+            return server  # clients dropped out or were late: nothing left to aggregate
         raise RoundRefusedError(round_, events[first:])
     new_state, refused = aggregate_accepting(algorithm, server, uploads, weights)
     for error in refused:

@@ -39,6 +39,7 @@ from workbench.core.results import (
 )
 from workbench.loop import checkpoint
 from workbench.loop.attacks import refusal_advice
+from workbench.loop.devices import devices_for
 from workbench.loop.rounds import RoundRefusedError, evaluate_all, evaluates, materialize, prepare, run_round
 
 # progress(round, rounds, metrics) after each evaluated round; metrics: "accuracy" (the round's
@@ -117,6 +118,7 @@ def run_loop(
 ) -> RunResult:
     """The rounds of one experiment over prepared clients (resuming from a checkpoint in run_dir)."""
     algorithm = REGISTRY[config.run.algorithm](config, env)
+    devices = devices_for(config.devices, config.run.seed, len(clients))
     server, ledger, rows, events, start = algorithm.initial_server_state(), Ledger(), [], [], 1
     ckpt = run_dir / checkpoint.CHECKPOINT_FILE if run_dir is not None else None
     if ckpt is not None and ckpt.exists():
@@ -124,11 +126,12 @@ def run_loop(
             ckpt, config.to_flat(), algorithm, clients, env.device, lambda c: materialize(algorithm, c)
         )
         ledger, start = Ledger(**ledger_fields), done_round + 1
+    ledger.timed = devices is not None
     rounds = config.federation.rounds
     every_ckpt = config.run.checkpoint_every if run_dir is not None else 0
     for round_ in range(start, rounds + 1):
         try:
-            server = run_round(algorithm, clients, server, round_, ledger, events)
+            server = run_round(algorithm, clients, server, round_, ledger, events, devices)
         except RoundRefusedError as error:
             _stop(config, run_dir, rows, events, error)
         if evaluates(config, round_):
