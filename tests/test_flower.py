@@ -460,3 +460,17 @@ def test_a_mixed_group_runs_through_the_apps_as_in_process(method, tmp_path, tas
     """CNN, ResNet (BatchNorm kept on the node) and ViT clients: identical tables."""
     flat = {**FLOWER_TINY, "models": "mixed", "num_clients": 3, "fraction": 0.67, "seed": 2, **method}
     assert_flower_equals_in_process(build_config(flat), tmp_path)
+
+
+@pytest.mark.flower
+@pytest.mark.parametrize("late_uploads", ["drop", "next_round"])
+def test_dropout_and_a_deadline_run_through_the_apps_as_in_process(
+    late_uploads, tmp_path, task_identity, one_thread
+):
+    """The same clients drop out and miss the same deadline: identical tables and events."""
+    flat = {**FLOWER_TINY, "rounds": 3, "num_clients": 4, "max_train_samples": 24, "seed": 1}
+    flat |= {"dropout": 0.3, "device_flops": 1e9, "device_profile": "tiers", "late_uploads": late_uploads}
+    table = assert_flower_equals_in_process(build_config({**flat, "round_deadline": 2.0}), tmp_path)
+    events = [(tmp_path / d / "events.csv").read_bytes() for d in ("run", "in-process")]
+    assert events[0] == events[1] and b",dropped," in events[0] and b",late," in events[0]
+    assert (table["missed"] > 0).any() and table["sim_time"].max() > 0

@@ -27,7 +27,7 @@ from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 from workbench.core.facts import Payload
-from workbench.core.results import NO_VALIDATION, Row
+from workbench.core.results import NO_VALIDATION, TIMING_COLUMNS, Row
 
 
 def update_l2(upload: Payload, reference: Payload) -> float:
@@ -227,8 +227,8 @@ class Ledger:
         settlement and the clock now (then reset); else nothing."""
         if not self.timed:
             return {}
-        seconds, missed = self.seconds.pop(cid, 0.0), self.missed.pop(cid, 0)
-        return {"sim_seconds": seconds, "sim_time": self.clock, "missed": missed}
+        values = (self.seconds.pop(cid, 0.0), self.clock, self.missed.pop(cid, 0))
+        return dict(zip(TIMING_COLUMNS, values))
 
     def settle_training(self, cid: int) -> tuple[int, dict[str, int], float]:
         """(rounds sampled, optimizer steps by phase, latest update norm) since the last

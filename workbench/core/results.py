@@ -152,6 +152,9 @@ def to_frame(rows: list[Row]) -> pd.DataFrame:
 
 
 SIM_TIME = "sim_time"  # the simulated clock when a round closed (workbench.loop.devices)
+# a row's timing columns, with the clock or dropout on: busy seconds and rounds dropped out of
+# or late in since the client's previous row, and the clock
+TIMING_COLUMNS = ("sim_seconds", SIM_TIME, "missed")
 
 
 def mean_accuracy(frame: pd.DataFrame) -> pd.DataFrame:

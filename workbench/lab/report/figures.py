@@ -34,11 +34,13 @@ from workbench.lab.report.sweep_tables import (
 )
 
 TEMPLATE = "plotly_white"
-Cost = Literal["flops", "bytes"]
+Cost = Literal["flops", "bytes", "time"]
 Stat = Literal["final", "best"]
 COST_AXIS = {
     "flops": ("cum_train_flops", "total_train_flops", "training GFLOP", 1e9, "GFLOP"),
     "bytes": ("cum_bytes", "total_bytes", "MB sent (up + down)", 1e6, "MB"),
+    # the simulated clock (device_flops): curves only; a run's total is its clock at the end
+    "time": ("sim_time", "sim_time", "simulated seconds", 1.0, "s"),
 }
 LOG_SPAN = 30  # a cost axis turns logarithmic only when its values span more than this factor
 PALETTE = list(dict.fromkeys(plotly.colors.qualitative.T10 + plotly.colors.qualitative.Alphabet))
@@ -306,7 +308,8 @@ def accuracy_vs_cost(
     configurations: Sequence[str] | None = None,
     palette: dict[str, str] | None = None,
 ) -> go.Figure:
-    """Mean accuracy (95% band) against cumulative cost of all clients, per configuration."""
+    """Mean accuracy (95% band) against cumulative cost of all clients (or the simulated clock),
+    per configuration."""
     column, _, unit, scale, short = COST_AXIS[cost]
     curves = per_round(table, by)
     names = list(configurations or dict.fromkeys(curves["configuration"]))
@@ -328,10 +331,17 @@ def accuracy_vs_cost(
         note(fig, f"zero {short} (not drawn on a log axis): " + ", ".join(skipped), y=0.02)
     log = " (log scale)" if kind == "log" else ""
     fig.update_xaxes(type=kind, rangemode="tozero")
+    if cost == "time":
+        title, x = f"Mean accuracy vs the simulated clock {_seeds_title(curves)}", f"{unit}{log}"
+    else:
+        title, x = (
+            f"Mean accuracy vs cumulative {unit} {_seeds_title(curves)}",
+            f"cumulative {unit}, all clients{log}",
+        )
     return _layout(
         fig,
-        f"Mean accuracy vs cumulative {unit} {_seeds_title(curves)}",
-        f"cumulative {unit}, all clients{log}",
+        title,
+        x,
         "mean accuracy",
     )
 

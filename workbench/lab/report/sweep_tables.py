@@ -22,12 +22,19 @@ import pandas as pd
 from workbench.core import files
 from workbench.core.diagnostics import DIAGNOSTICS, STEPS_PREFIX
 from workbench.core.facts import CONFIG_FILE, REFERENCE_METHOD, SWEEP_FILE, TABLE_FILE
-from workbench.core.results import ROW_COLUMNS, mean_accuracy, summarize
+from workbench.core.results import ROW_COLUMNS, SIM_TIME, TIMING_COLUMNS, mean_accuracy, summarize
 from workbench.lab.report.selection import VALIDATION, selection_column
 from workbench.lab.report.stats import interval_columns
 
 SPEC_FILE = SWEEP_FILE
-RESULT_COLUMNS = (*ROW_COLUMNS, "cum_train_flops", "cum_bytes_up", "cum_bytes_down", *DIAGNOSTICS)
+RESULT_COLUMNS = (
+    *ROW_COLUMNS,
+    "cum_train_flops",
+    "cum_bytes_up",
+    "cum_bytes_down",
+    *DIAGNOSTICS,
+    *TIMING_COLUMNS,
+)
 SUMMARY_VALUES = (
     "final_accuracy",
     "best_accuracy",
@@ -203,7 +210,8 @@ def seed_curves(table: pd.DataFrame, by: Sequence[str] | None = None) -> pd.Data
         )
         for point, rows in table.groupby("point", sort=True)
     ]
-    columns = ["point", "configuration", "algorithm", "round", *CURVE_VALUES]
+    timed = (SIM_TIME,) if SIM_TIME in table else ()  # the simulated clock, where it ran
+    columns = ["point", "configuration", "algorithm", "round", *CURVE_VALUES, *timed]
     if not frames:
         return pd.DataFrame(columns=columns)
     return pd.concat(frames, ignore_index=True)[columns]
@@ -214,7 +222,8 @@ def per_round(table: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataFr
     curves = seed_curves(table, by)
     keys = ["configuration", "algorithm", "round"]
     accuracy = interval_columns(curves, keys, "accuracy")
-    costs = curves.groupby(keys, sort=True)[list(CURVE_VALUES[1:])].mean().reset_index()
+    values = [*CURVE_VALUES[1:], *((SIM_TIME,) if SIM_TIME in curves else ())]
+    costs = curves.groupby(keys, sort=True)[values].mean().reset_index()
     return accuracy.merge(costs, on=keys, how="left")
 
 

@@ -15,7 +15,7 @@ from pandas.io.formats.style import Styler
 from workbench.algorithms import title
 from workbench.core.facts import REFERENCE_METHOD
 from workbench.lab.report.selection import VALIDATION
-from workbench.lab.report.verdict import TO_TARGET, Verdict, interval_text, p_text, ratios
+from workbench.lab.report.verdict import TIME, Verdict, interval_text, p_text, ratios
 
 STYLES = [
     {"selector": "", "props": "border-collapse: collapse; margin: 0.5em 0 1.2em; font-size: 13px;"},
@@ -85,11 +85,12 @@ def accuracy_rows(verdict: Verdict, configs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def cost_rows(verdict: Verdict) -> pd.DataFrame:
-    """Per compared configuration: where its seed-mean curve reaches the target, the rounds at
-    which single seeds reach it, and its costs per round."""
+def cost_rows(costs: Verdict | pd.DataFrame) -> pd.DataFrame:
+    """Per compared configuration (a verdict's, or any `verdict.to_target` frame): where its
+    seed-mean curve reaches the target, the rounds at which single seeds reach it, and its
+    costs per round."""
     rows = []
-    for _, r in verdict.costs.iterrows():
+    for _, r in (costs.costs if isinstance(costs, Verdict) else costs).iterrows():
         seeds = r["seed_rounds"]
         rows.append(
             {
@@ -97,6 +98,7 @@ def cost_rows(verdict: Verdict) -> pd.DataFrame:
                 "rounds to target": number(r["rounds"]),
                 "GFLOP to target": number(r["flops"] / 1e9),
                 "MB to target": number(r["bytes"] / 1e6),
+                **({"simulated s to target": number(r[TIME])} if TIME in r else {}),
                 "single seeds reaching it": f"{len(seeds)} of {r['seeds']}"
                 + (f" (rounds {', '.join(map(str, seeds))})" if seeds else ""),
                 "GFLOP per round": number(r["flops_per_round"] / 1e9),
@@ -112,6 +114,7 @@ def ratio_rows(verdict: Verdict) -> pd.DataFrame:
         "rounds": "rounds to target",
         "flops": "FLOPs to target",
         "bytes": "bytes to target",
+        TIME: "simulated time to target",
         "flops_per_round": "FLOPs per round",
         "bytes_per_round": "bytes per round",
     }
@@ -121,7 +124,7 @@ def ratio_rows(verdict: Verdict) -> pd.DataFrame:
         rows.append(
             {
                 f"{title(verdict.reference)} ÷": f"{c.role}: {c.other}",
-                **{names[k]: ratio(values[k]) for k in (*TO_TARGET, *list(names)[3:])},
+                **{names[k]: ratio(v) for k, v in values.items()},
             }
         )
     return pd.DataFrame(rows)

@@ -17,11 +17,13 @@ import pandas as pd
 
 from workbench.algorithms import title
 from workbench.core.facts import REFERENCE_METHOD, RIVAL_METHOD
+from workbench.core.results import SIM_TIME
 from workbench.lab.report.stats import POWER, Estimate, PairedTest, detectable, paired_test
 from workbench.lab.report.sweep_tables import best_configuration
 
 TARGET_FRACTION = 0.9
 TO_TARGET = {"rounds": "round", "flops": "cum_train_flops", "bytes": "cum_bytes"}
+TIME = "time"  # simulated seconds to target, where the sweep ran the clock (workbench.loop.devices)
 
 
 @dataclass(frozen=True)
@@ -115,17 +117,24 @@ def choose_target(configs: pd.DataFrame, fraction: float = TARGET_FRACTION, accu
     )
 
 
+def to_target_columns(frame: pd.DataFrame) -> dict[str, str]:
+    """What the cost to target is measured in: rounds, FLOPs, bytes and, where the runs had the
+    simulated clock, simulated seconds."""
+    return {**TO_TARGET, **({TIME: SIM_TIME} if SIM_TIME in frame else {})}
+
+
 def first_reach(curve: pd.DataFrame, target: float) -> dict[str, float]:
-    """Round, cumulative FLOPs and bytes at a curve's first round at or above target (NaN if
-    never)."""
+    """Round, cumulative FLOPs and bytes (and simulated time) at a curve's first round at or
+    above target (NaN if never)."""
     hit = curve[curve["accuracy"] >= target].sort_values("round")
-    return {k: float(hit.iloc[0][c]) if len(hit) else math.nan for k, c in TO_TARGET.items()}
+    return {k: float(hit.iloc[0][c]) if len(hit) else math.nan for k, c in to_target_columns(curve).items()}
 
 
 def mean_curve(curves: pd.DataFrame, configuration: str) -> pd.DataFrame:
     """A configuration's seed-mean accuracy and cumulative costs per round (the drawn curve)."""
     mine = curves[curves["configuration"] == configuration]
-    return mine.groupby("round", as_index=False)[["accuracy", "cum_train_flops", "cum_bytes"]].mean()
+    values = ["accuracy", *(c for c in to_target_columns(curves).values() if c != "round")]
+    return mine.groupby("round", as_index=False)[values].mean()
 
 
 def to_target(curves: pd.DataFrame, configs: pd.DataFrame, names: list[str], target: float) -> pd.DataFrame:
@@ -155,7 +164,7 @@ def ratios(costs: pd.DataFrame, comparison: Comparison) -> dict[str, float]:
     """Ours ÷ other: rounds, FLOPs and bytes for the seed-mean curves to reach the target
     (NaN when either never does), and FLOPs and bytes per round."""
     ours, other = (costs[costs["configuration"] == c].iloc[0] for c in (comparison.ours, comparison.other))
-    keys = [*TO_TARGET, "flops_per_round", "bytes_per_round"]
+    keys = [*TO_TARGET, *([TIME] if TIME in costs else []), "flops_per_round", "bytes_per_round"]
     return {k: ours[k] / other[k] if other[k] else math.nan for k in keys}
 
 
