@@ -696,3 +696,23 @@ def test_the_verdict_says_what_the_sweep_could_have_detected():
     text = verdict.sentence(verdict.Comparison("best baseline", "a", "b", within, within), "x", True)
     needed = int(stats.detectable(within).seeds_needed)
     assert needed == 309 and f"resolving the observed -0.7 points would take {needed} seeds" in text
+
+
+def test_a_sweep_on_the_simulated_clock_gets_time_to_target(summary, configs, sweep) -> None:
+    """Timing columns are results, never configuration keys; the clock's reading at the first
+    round on target is the time to target, in the tables and on the time axis."""
+    seconds = sweep.table["algorithm"].map(lambda a: 10.0 if a == "fedlora" else 30.0)
+    timed = sweep.table.assign(sim_time=sweep.table["round"] * seconds, sim_seconds=1.0, missed=0)
+    assert sweep_tables.config_keys(timed) == sweep_tables.config_keys(sweep.table)
+    curves = sweep_tables.seed_curves(timed)
+    found = verdict.decide(summary, configs, curves, "digits", target_accuracy=0.52)
+    costs = found.costs.set_index("configuration")
+    assert costs.loc[BEST, "time"] == 2 * 10.0 and costs.loc["lg_fedavg", "time"] == 3 * 30.0
+    assert cost_rows(found).iloc[0]["simulated s to target"] == "20"
+    assert ratio_rows(found).iloc[0]["simulated time to target"] == f"{20 / 90:.3g}×"
+    fig = figures.accuracy_vs_cost(timed, cost="time", configurations=[BEST])
+    assert list(fig.data[-1].x) == [10.0 * r for r in range(1, ROUNDS + 1)]
+    assert fig.layout.xaxis.title.text.startswith("simulated seconds")
+    assert (
+        "time" not in verdict.decide(summary, configs, sweep_tables.seed_curves(sweep.table), "digits").costs
+    )
