@@ -60,15 +60,15 @@ def test_the_deadline_drops_late_uploads_or_delivers_them_next_round():
     ups = {0: {"w": 0}, 1: {"w": 1}, 2: {"w": 2}}
     weights = {0: 1.0, 1: 2.0, 2: 3.0}
     seconds = {0: 1.0, 1: 9.0, 2: 3.0}
-    closing = close_round(devices(deadline=5.0), 4, ups, weights, seconds, pending={})
+    closing = close_round(devices(deadline=5.0), ups, weights, seconds, pending={})
     assert list(closing.uploads) == [0, 2] and closing.late == {1: 9.0} and closing.seconds == 5.0
     # last round's late upload of client 3 is delivered; client 0's fresh upload supersedes its own
     pending = {3: ({"w": 30}, 7.0), 0: ({"w": -1}, 1.0)}
-    closing = close_round(devices(deadline=5.0), 5, ups, weights, seconds, pending)
+    closing = close_round(devices(deadline=5.0), ups, weights, seconds, pending)
     assert closing.uploads == {0: {"w": 0}, 2: {"w": 2}, 3: {"w": 30}} and closing.delivered == [3]
     assert closing.weights == {0: 1.0, 2: 3.0, 3: 7.0}
     # without a deadline a round lasts as long as its slowest client
-    assert close_round(devices(), 1, ups, weights, seconds, {}).seconds == 9.0
+    assert close_round(devices(), ups, weights, seconds, {}).seconds == 9.0
 
 
 def test_a_deadline_or_a_profile_without_a_clock_is_refused():

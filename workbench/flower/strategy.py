@@ -55,6 +55,7 @@ from workbench.loop.rounds import (
     aggregate_accepting,
     close_timed_round,
     evaluates,
+    only_absent,
     refusal,
     sample_clients,
 )
@@ -171,7 +172,7 @@ class WorkbenchStrategy(Strategy):
             )
             self.seconds = {}
         if not uploads:
-            if any(e.event != "refused" for e in self._round_events(server_round)):
+            if only_absent(self._round_events(server_round)):
                 self.down, self.rolled_back = {}, set()  # as run_round: the state stays
                 return to_record(self.state), MetricRecord({"accepted": 0, "refused": 0})
             raise RoundRefusedError(server_round, self._round_events(server_round))

@@ -121,7 +121,6 @@ class Closing:
 
 def close_round(
     devices: Devices,
-    round_: int,
     uploads: Mapping[int, dict],
     weights: Mapping[int, float],
     seconds: Mapping[int, float],

@@ -253,7 +253,7 @@ def close_timed_round(
     """Close a round on the simulated clock (the in-process loop's and Flower's): spend each
     trained client's seconds, advance the clock, record the late clients and keep their
     uploads for the next round when asked; returns what the server aggregates now."""
-    closing = close_round(devices, round_, uploads, weights, seconds, ledger.late_uploads)
+    closing = close_round(devices, uploads, weights, seconds, ledger.late_uploads)
     for cid, spent in seconds.items():
         ledger.spend(cid, spent)
     ledger.clock += closing.seconds
@@ -264,6 +264,12 @@ def close_timed_round(
         if devices.keep_late and cid in uploads:
             ledger.late_uploads[cid] = (uploads[cid], weights[cid])
     return closing.uploads, closing.weights
+
+
+def only_absent(round_events: list[Event]) -> bool:
+    """Whether a round left with no upload lost them to dropout or its deadline, so it keeps
+    the server state (True), rather than to refusals alone (RoundRefusedError)."""
+    return any(e.event != "refused" for e in round_events)
 
 
 def run_round(
@@ -310,8 +316,8 @@ def run_round(
     if devices is not None:
         uploads, weights = close_timed_round(devices, round_, ledger, events, uploads, weights, seconds)
     if not uploads:
-        if any(e.event != "refused" for e in events[first:]):
-            return server  # clients dropped out or were late: nothing left to aggregate
+        if only_absent(events[first:]):
+            return server
         raise RoundRefusedError(round_, events[first:])
     new_state, refused = aggregate_accepting(algorithm, server, uploads, weights)
     for error in refused:

@@ -12,7 +12,7 @@ over the paired seeds excludes 0. Reads only tidy tables; never imports torch.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -96,16 +96,26 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, accuracies: Sequence[str] = ACCURA
     return out
 
 
-def twin_gaps(points: pd.DataFrame, split_value: object, split: str) -> pd.DataFrame:
-    """Every sharing FedLoRA configuration of a split against its `share_adapter=false` twin."""
+def twins(
+    points: pd.DataFrame, split_value: object, split: str
+) -> Iterator[tuple[str, pd.DataFrame, pd.DataFrame]]:
+    """Every sharing FedLoRA configuration of a split with its points and those of its
+    `share_adapter=false` twin (configurations without a finished twin are left out)."""
     part = points[(points[split] == split_value) & (points["algorithm"] == REFERENCE_METHOD)]
     keys = part.apply(lambda r: _setting(r, TWIN_IGNORES), axis=1)
     shared = part["share_adapter"].map(plain) == "true"
-    rows = []
     for config, group in part[shared].groupby(KEY, sort=True):
         twin = part[~shared & (keys == keys[group.index[0]])]
         if not twin.empty:
-            rows.append({"configuration": config, "reference": twin[KEY].iloc[0], **compare(group, twin)})
+            yield config, group, twin
+
+
+def twin_gaps(points: pd.DataFrame, split_value: object, split: str) -> pd.DataFrame:
+    """Every sharing FedLoRA configuration of a split against its `share_adapter=false` twin."""
+    rows = [
+        {"configuration": config, "reference": twin[KEY].iloc[0], **compare(group, twin)}
+        for config, group, twin in twins(points, split_value, split)
+    ]
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
@@ -130,13 +140,9 @@ def twin_gaps_by_model(
     a heterogeneous federation the shared adapter helps; empty when every client has one model."""
     if finals["model"].nunique() < 2:
         return pd.DataFrame(columns=MODEL_COLUMNS)
-    part = points[(points[split] == split_value) & (points["algorithm"] == REFERENCE_METHOD)]
-    keys = part.apply(lambda r: _setting(r, TWIN_IGNORES), axis=1)
-    shared = part["share_adapter"].map(plain) == "true"
-    by_point = finals.merge(part[["point", "seed", KEY]], on="point")
+    by_point = finals.merge(points[["point", "seed"]], on="point")
     rows = []
-    for config, group in part[shared].groupby(KEY, sort=True):
-        twin = part[~shared & (keys == keys[group.index[0]])]
+    for config, group, twin in twins(points, split_value, split):
         for model, runs in by_point.groupby("model", sort=True):
             mine, theirs = runs[runs["point"].isin(group["point"])], runs[runs["point"].isin(twin["point"])]
             if mine.empty or theirs.empty:
