@@ -196,7 +196,9 @@ def test_a_tiny_tune_resumes_after_being_killed_without_repeating_trials(tmp_pat
         process = subprocess.Popen(argv, start_new_session=True, stdout=sink, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + KILL_AFTER_S
-        while not ((out / "tune.db").exists() and _finished(url) >= 2):
+        # The points folder appears only after the tune has created its studies: opening the
+        # store before that would race the tune's own schema creation in a fresh tune.db.
+        while not ((out / "tuning" / "points").is_dir() and _finished(url) >= 2):
             if process.poll() is not None:
                 pytest.fail(
                     f"the tune exited ({process.returncode}) before two trials finished\n"
