@@ -30,6 +30,7 @@ from workbench.core.facts import (
     PARTITIONS,
     SEED_WHY,
     TOO_LONG,
+    TRACKERS,
 )
 from workbench.core.params import ConfigError, Section, check_range, coerce, param, unknown_names
 from workbench.core.zoo import GROUPS, MODELS, expand_models
@@ -54,6 +55,16 @@ class RunConfig(Section):
     device: str = param("auto", "torch device: auto picks cuda when available", choices=DEVICES)
     checkpoint_every: int = param(
         5, "with a run directory, save a resumable checkpoint every N rounds (0: never)", ge=0
+    )
+    track: str = param(
+        "none",
+        "send the finished run to an experiment tracker: tensorboard or mlflow (extra: tracking)",
+        choices=TRACKERS,
+    )
+    track_uri: str = param(
+        "auto",
+        "tracker store: a TensorBoard log folder or an MLflow tracking URI (auto: tracking/ in "
+        "the run directory, or in the sweep folder for a sweep point)",
     )
 
 

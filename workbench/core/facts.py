@@ -17,6 +17,7 @@ PARTITIONS = ("pathological", "dirichlet")
 DEVICES = ("auto", "cpu", "cuda")
 AGGREGATORS = ("mean", "norm_bounded", "median", "trimmed_mean")  # workbench.core.aggregation
 ATTACKS = ("none", "scale", "sign_flip", "noise")  # workbench.loop.attacks
+TRACKERS = ("none", "tensorboard", "mlflow")  # workbench.loop.tracking
 
 # the method the report's verdict, the cost tables and the protocol note are about (the
 # workbench's subject), and the rival the verdict also compares it with; both are parameters
@@ -39,6 +40,7 @@ EVENTS_FILE = "events.csv"  # refused uploads of a run, one row each
 CHECKPOINT_FILE = "checkpoint.pt"
 SWEEP_FILE, STATUS_FILE, REPORT_FILE = "sweep.json", "status.json", "report.html"
 LOCK_FILE = "owner.lock"  # the process that owns a sweep folder (workbench.core.folder_lock)
+TRACKING_DIR = "tracking"  # a run's or sweep's default TensorBoard/MLflow store
 TIMING_FILE = "timing.json"  # {"experiment_s": seconds the last run_experiment call computed}
 TUNE_FILE = "tune.json"  # a tune folder's record: storage, spec, per method its trials and best
 
