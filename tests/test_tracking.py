@@ -54,7 +54,8 @@ def test_cli_run_with_tensorboard_writes_the_per_round_mean_accuracy(tiny, tmp_p
 
 
 @pytest.mark.slow
-def test_mlflow_run_holds_parameters_tags_metrics_and_artifacts(tiny, tmp_path):
+def test_mlflow_run_holds_parameters_tags_metrics_and_artifacts(tiny, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MLflow's own default would put artifacts in ./mlruns
     config = build_config({**tiny, "algorithm": "fedavg", "models": ["cnn5"], "track": "mlflow"})
     result = run_experiment(config, out_dir=tmp_path / "run")
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'run' / 'tracking' / 'mlflow.db'}")
@@ -70,6 +71,8 @@ def test_mlflow_run_holds_parameters_tags_metrics_and_artifacts(tiny, tmp_path):
     assert client.get_metric_history(run.info.run_id, "client_0/loss")
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"results.csv", "config.json"}
     assert run.info.status == "FINISHED"
+    assert not (tmp_path / "mlruns").exists()
+    assert list((tmp_path / "run" / "tracking" / "artifacts").rglob("results.csv"))
 
 
 @pytest.mark.slow
@@ -98,6 +101,26 @@ def test_sweep_points_share_one_store_with_their_point_as_tag(tmp_path):
     assert tracking.tags(run_dir, flat)["sweep"] == "sweep"
     assert tracking.run_name(run_dir, flat) == "p001-abc"
     assert tracking.store_root(tmp_path / "r") == tmp_path / "r" / "tracking"
+    assert tracking.tags(run_dir, flat)["phase"] == "point"
+
+
+def test_a_tuning_trial_is_tracked_in_its_tune_folder_tagged_as_a_trial(tmp_path):
+    run_dir = tmp_path / "tune" / "tuning" / "points" / "fedlora-t003" / "run"
+    assert tracking.store_root(run_dir) == tmp_path / "tune" / "tracking"
+    found = tracking.tags(run_dir, {"algorithm": "fedlora", "dataset": "digits"})
+    assert found | {"run_dir": ""} == {
+        "method": "fedlora",
+        "dataset": "digits",
+        "run_dir": "",
+        "sweep": "tune",
+        "point": "fedlora-t003",
+        "phase": "trial",
+    }
+
+
+def test_tracked_stores_are_the_distinct_trackers_of_the_points():
+    flats = [{"track": "mlflow"}, {"track": "mlflow"}, {}, {"track": "tensorboard", "track_uri": "/x"}]
+    assert tracking.tracked_stores(flats) == [("mlflow", "auto"), ("tensorboard", "/x")]
 
 
 @pytest.mark.kernels
@@ -106,10 +129,14 @@ def test_a_sweep_gives_one_tracked_run_per_point(tmp_path):
 
     spec = tiny_spec({"algorithm": ["standalone", "fedproto"]})
     spec["parameters"].update(track="mlflow", rounds=1)
-    run_sweep(spec, tmp_path / "sweep", report=False)
+    run_sweep(spec, tmp_path / "sweep")
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'sweep' / 'tracking' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(tracking.EXPERIMENT)
-    runs = client.search_runs([experiment.experiment_id])
+    every = client.search_runs([experiment.experiment_id])
+    (report,) = [r for r in every if r.data.tags["phase"] == "report"]
+    assert report.data.tags["sweep"] == "sweep"
+    assert {a.path for a in client.list_artifacts(report.info.run_id)} >= {"report.html", "sweep.json"}
+    runs = [r for r in every if r.data.tags["phase"] == "point"]
     assert sorted(r.data.tags["method"] for r in runs) == ["fedproto", "standalone"]
     points = {p.name for p in (tmp_path / "sweep" / "points").iterdir()}
     assert {r.data.tags["point"] for r in runs} == points

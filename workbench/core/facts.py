@@ -41,6 +41,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 SWEEP_FILE, STATUS_FILE, REPORT_FILE = "sweep.json", "status.json", "report.html"
 LOCK_FILE = "owner.lock"  # the process that owns a sweep folder (workbench.core.folder_lock)
 TRACKING_DIR = "tracking"  # a run's or sweep's default TensorBoard/MLflow store
+TRIALS_DIR = "tuning"  # a tune folder's trials: <tune>/tuning/points/<id>/run
 TIMING_FILE = "timing.json"  # {"experiment_s": seconds the last run_experiment call computed}
 TUNE_FILE = "tune.json"  # a tune folder's record: storage, spec, per method its trials and best
 

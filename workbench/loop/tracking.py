@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,7 +30,7 @@ import pandas as pd
 
 from workbench.core.diagnostics import DIAGNOSTICS
 from workbench.core.errors import UserError
-from workbench.core.facts import TRACKERS, TRACKING_DIR
+from workbench.core.facts import REPORT_FILE, TRACKERS, TRACKING_DIR, TRIALS_DIR
 from workbench.core.results import COST_COLUMNS
 
 AUTO = "auto"  # track_uri's default: the store beside the results
@@ -38,6 +38,7 @@ EXTRA = "tracking"  # pyproject's optional extra holding both libraries
 LIBRARY = {"tensorboard": "tensorboard", "mlflow": "mlflow"}  # import name each sink needs
 EXPERIMENT = "workbench"  # the MLflow experiment runs are filed under
 MLFLOW_DB = "mlflow.db"  # the default MLflow store: a SQLite file in the tracking folder
+ARTIFACTS_DIR = "artifacts"  # the default store's artifact folder, beside mlflow.db
 POINT_LAYOUT = ("points", "run")  # a sweep point's run directory: <sweep>/points/<id>/run
 
 
@@ -64,10 +65,17 @@ def check_available(track: str) -> None:
 
 
 def sweep_point(run_dir: Path) -> tuple[Path, str] | None:
-    """(sweep folder, point id) when run_dir is a sweep point's run directory."""
+    """(sweep folder, point id) when run_dir is a sweep point's run directory; a tuning trial's
+    sweep folder is its tune folder (trials live in `<tune>/tuning/points/<id>/run`)."""
     if run_dir.name == POINT_LAYOUT[1] and run_dir.parent.parent.name == POINT_LAYOUT[0]:
-        return run_dir.parent.parent.parent, run_dir.parent.name
+        folder = run_dir.parent.parent.parent
+        return (folder.parent if folder.name == TRIALS_DIR else folder), run_dir.parent.name
     return None
+
+
+def is_trial(run_dir: Path | None) -> bool:
+    """Whether run_dir is a tuning trial's run directory."""
+    return run_dir is not None and sweep_point(run_dir) is not None and run_dir.parents[2].name == TRIALS_DIR
 
 
 def run_name(run_dir: Path | None, flat: Mapping[str, Any]) -> str:
@@ -94,7 +102,7 @@ def tags(run_dir: Path | None, flat: Mapping[str, Any]) -> dict[str, str]:
     if run_dir is not None:
         found["run_dir"] = str(run_dir)
         if (point := sweep_point(run_dir)) is not None:
-            found.update(sweep=point[0].name, point=point[1])
+            found.update(sweep=point[0].name, point=point[1], phase="trial" if is_trial(run_dir) else "point")
     return found
 
 
@@ -179,18 +187,9 @@ class MLflowSink:
     and the run directory's files as artifacts."""
 
     def __init__(self, uri: str, run_dir: Path | None, flat: Mapping[str, Any]) -> None:
-        from mlflow.tracking import MlflowClient
-
-        if uri == AUTO:  # MLflow 3.17 refuses its file store; SQLite is its default local store
-            root = store_root(run_dir).resolve()
-            root.mkdir(parents=True, exist_ok=True)
-            uri = f"sqlite:///{root / MLFLOW_DB}"
-        self.uri = uri
-        self.client = MlflowClient(tracking_uri=self.uri)
-        found = self.client.get_experiment_by_name(EXPERIMENT)
-        experiment = found.experiment_id if found else self.client.create_experiment(EXPERIMENT)
-        run = self.client.create_run(experiment, tags=tags(run_dir, flat), run_name=run_name(run_dir, flat))
-        self.run_id, self._metrics = run.info.run_id, []
+        self.uri = mlflow_uri(uri, store_root(run_dir) if uri == AUTO else Path())
+        self.client, self.run_id = open_mlflow_run(self.uri, tags(run_dir, flat), run_name(run_dir, flat))
+        self._metrics: list[Any] = []
 
     def params(self, flat: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -212,3 +211,61 @@ class MLflowSink:
         for start in range(0, len(self._metrics), 1000):  # MLflow's batch limit
             self.client.log_batch(self.run_id, metrics=self._metrics[start : start + 1000])
         self.client.set_terminated(self.run_id)
+
+
+def mlflow_uri(uri: str, root: Path) -> str:
+    """The tracking URI: at auto, the SQLite store in the tracking folder `root` (MLflow 3.17
+    refuses its old file store)."""
+    if uri != AUTO:
+        return uri
+    root = root.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / MLFLOW_DB}"
+
+
+def open_mlflow_run(uri: str, run_tags: Mapping[str, str], name: str) -> tuple[Any, str]:
+    """(client, run id) of a new run in the `workbench` experiment. A SQLite store keeps its
+    artifacts beside its database file (`artifacts/`); MLflow would put them in ./mlruns of the
+    current directory."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(EXPERIMENT)
+    if found is not None:
+        experiment = found.experiment_id
+    else:
+        database = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
+        location = (Path(database).parent / ARTIFACTS_DIR).as_uri() if database else None
+        experiment = client.create_experiment(EXPERIMENT, artifact_location=location)
+    return client, client.create_run(experiment, tags=dict(run_tags), run_name=name).info.run_id
+
+
+def tracked_stores(flats: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """The distinct (track, track_uri) of a sweep's points that track (in first-seen order)."""
+    found: dict[tuple[str, str], None] = {}
+    for flat in flats:
+        track, uri = str(flat.get("track", "none")), str(flat.get("track_uri", AUTO))
+        if track != "none":
+            found[(track, uri)] = None
+    return list(found)
+
+
+def track_report(folder: Path, report: Path, flats: Iterable[Mapping[str, Any]]) -> None:
+    """Send a sweep's (or tune's) HTML report to every store its points were tracked in: with
+    MLflow one run named `report` (tags sweep, phase=report) holding report.html and the sweep's
+    json/csv files as artifacts; TensorBoard holds no files, so its `report` run gets a text entry
+    with the report's path."""
+    for track, uri in tracked_stores(flats):
+        check_available(track)
+        run_tags = {"sweep": folder.name, "phase": "report", "run_dir": str(folder)}
+        if track == "mlflow":
+            client, run_id = open_mlflow_run(mlflow_uri(uri, folder / TRACKING_DIR), run_tags, "report")
+            for path in [report, *sorted(folder.glob("*.json")), *sorted(folder.glob("*.csv"))]:
+                client.log_artifact(run_id, str(path))
+            client.set_terminated(run_id)
+        else:
+            from torch.utils.tensorboard import SummaryWriter
+
+            root = Path(uri) if uri != AUTO else folder / TRACKING_DIR / "tensorboard"
+            with SummaryWriter(log_dir=str(root / "report")) as writer:
+                writer.add_text("report", f"{REPORT_FILE} of sweep {folder.name}: {report.resolve()}", 0)
