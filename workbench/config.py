@@ -14,7 +14,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, get_type_hints
+from typing import Any, ClassVar, get_type_hints
 
 from workbench.algorithms.registry import REGISTRY
 from workbench.core.facts import (
@@ -23,6 +23,7 @@ from workbench.core.facts import (
     CLIENTS_WHY,
     DATASET_CLASSES,
     DEVICES,
+    DP_MODES,
     MAX_CLIENTS,
     MAX_EPOCHS,
     MAX_ROUNDS,
@@ -178,6 +179,31 @@ class AttackConfig(Section):
     )
 
 
+@dataclass(frozen=True)
+class PrivacyConfig(Section):
+    """Client-level differential privacy on uploads (`workbench.loop.privacy`)."""
+
+    prefix: ClassVar[str] = "dp_"
+    noise_multiplier: float = param(
+        0.0,
+        "client-level DP: Gaussian noise std as a multiple of dp_clip, ε accounted per round "
+        "(0: no noise; needs dp_clip, extra: privacy)",
+        ge=0,
+        le=1e6,
+        why="larger noise overflows float32 uploads",
+    )
+    clip: float = param(
+        0.0, "client-level DP: the L2 norm each client's update is clipped to (0: no clipping)", ge=0
+    )
+    delta: float = param(1e-5, "client-level DP: the δ at which ε is reported", gt=0, lt=1)
+    mode: str = param(
+        "central",
+        "central: the server clips, averages uniformly and adds noise to the sum; local: each "
+        "client clips and adds noise to its own update before it leaves",
+        choices=DP_MODES,
+    )
+
+
 RUN_SECTIONS: dict[str, type[Section]] = {
     "run": RunConfig,
     "data": DataConfig,
@@ -185,6 +211,7 @@ RUN_SECTIONS: dict[str, type[Section]] = {
     "train": TrainConfig,
     "server": ServerConfig,
     "attack": AttackConfig,
+    "privacy": PrivacyConfig,
 }
 
 
@@ -198,6 +225,7 @@ class ExperimentConfig:
     train: TrainConfig
     server: ServerConfig
     attack: AttackConfig
+    privacy: PrivacyConfig
     methods: tuple[tuple[str, Section], ...] = ()  # (method name, its Params), registry order
 
     def __getattr__(self, name: str) -> Section:
@@ -319,7 +347,33 @@ def check_consistency(config: ExperimentConfig) -> None:
             f"must be <= rounds={config.federation.rounds}"
         )
     malicious_count(config.federation.num_clients, config.attack.malicious_clients)
+    check_privacy(config)
     REGISTRY[config.run.algorithm].check(config)
+
+
+def check_privacy(config: ExperimentConfig) -> None:
+    """Client-level DP: noise needs a clip bound, central noise a plain sum, and the method an
+    upload the mechanism can bound (`Algorithm.dp_refusal`)."""
+    dp = config.privacy
+    if dp.noise_multiplier > 0 and dp.clip == 0:
+        raise ConfigError(
+            f"parameter dp_noise_multiplier={dp.noise_multiplier:g} needs dp_clip > 0: the noise is "
+            "calibrated to the clip bound, and an unclipped update has no bound"
+        )
+    if dp.clip == 0:
+        return
+    why = REGISTRY[config.run.algorithm].dp_refusal
+    if why:
+        raise ConfigError(
+            f"parameter dp_clip={dp.clip:g} cannot be used with algorithm={config.run.algorithm!r}: "
+            f"{why}; client-level DP covers {', '.join(n for n, c in REGISTRY.items() if not c.dp_refusal)}"
+        )
+    if dp.mode == "central" and config.server.aggregator != "mean":
+        raise ConfigError(
+            f"parameter aggregator={config.server.aggregator!r} cannot be used with dp_mode='central': "
+            "the noise is calibrated to a sum of clipped updates; use aggregator='mean' or "
+            "dp_mode='local'"
+        )
 
 
 def malicious_count(num_clients: int, amount: float) -> int:

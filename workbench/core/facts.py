@@ -18,6 +18,8 @@ DEVICES = ("auto", "cpu", "cuda")
 AGGREGATORS = ("mean", "norm_bounded", "median", "trimmed_mean")  # workbench.core.aggregation
 ATTACKS = ("none", "scale", "sign_flip", "noise")  # workbench.loop.attacks
 TRACKERS = ("none", "tensorboard", "mlflow")  # workbench.loop.tracking
+DP_MODES = ("central", "local")  # workbench.loop.privacy
+EPSILON = "epsilon"  # the results column of a DP run: ε at dp_delta spent after the round
 
 # the method the report's verdict, the cost tables and the protocol note are about (the
 # workbench's subject), and the rival the verdict also compares it with; both are parameters
@@ -58,3 +60,4 @@ class Seed(IntEnum):
     SAMPLING = 7  # which clients a round samples (with the round)
     SUBSAMPLE = 8  # which training samples a client keeps under max_train_samples
     VALIDATION = 9  # which training samples a client holds out for validation
+    DP_NOISE = 11  # client-level DP noise (with the round; local mode also the client id)

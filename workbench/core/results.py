@@ -45,6 +45,7 @@ from workbench.core.errors import DamagedFileError, UserError
 from workbench.core.facts import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
+    EPSILON,
     EVENTS_FILE,
     REFERENCE_METHOD,
     SUMMARY_FILE,
@@ -211,6 +212,7 @@ def summarize(
         "refused": int(len(events)) if events is not None else _settled_refusals(frame),
         "stopped": stopped,
         "warnings": run_warnings(frame),
+        **({EPSILON: float(frame[EPSILON].iloc[-1])} if EPSILON in frame and len(frame) else {}),
     }
 
 

@@ -49,7 +49,8 @@ from workbench.flower.messages import (
     VAL_LOSS,
 )
 from workbench.flower.records import decode_update, from_record, record_bytes, to_record
-from workbench.loop.rounds import RoundRefusedError, aggregate_accepting, evaluates, refusal, sample_clients
+from workbench.loop import privacy
+from workbench.loop.rounds import RoundRefusedError, evaluates, refusal, sample_clients
 
 log = logging.getLogger("flwr")
 
@@ -152,7 +153,7 @@ class WorkbenchStrategy(Strategy):
                 self._refuse(server_round, error)
         if not uploads:
             raise RoundRefusedError(server_round, self._round_events(server_round))
-        new_state, refused = aggregate_accepting(self.algorithm, self.state, uploads, weights)
+        new_state, refused = privacy.aggregate(self.algorithm, self.state, uploads, weights, server_round)
         for error in refused:
             self._refuse(server_round, error)
         if len(refused) == len(uploads):

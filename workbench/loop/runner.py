@@ -37,7 +37,7 @@ from workbench.core.results import (
     to_frame,
     write_run,
 )
-from workbench.loop import checkpoint, tracking
+from workbench.loop import checkpoint, privacy, tracking
 from workbench.loop.attacks import refusal_advice
 from workbench.loop.rounds import RoundRefusedError, evaluate_all, evaluates, materialize, prepare, run_round
 
@@ -96,6 +96,7 @@ def run_experiment(
     (resuming from the last checkpoint, or returning the stored result if it already finished)."""
     run_dir = Path(out_dir) if out_dir is not None else None
     tracking.check_available(config.run.track)  # a missing library is named before data loads
+    privacy.check_available(config)
     if config.run.track != "none" and config.run.track_uri == tracking.AUTO:
         tracking.store_root(run_dir)  # refuses a tracked run with nowhere to write
     if run_dir is not None:
@@ -169,7 +170,7 @@ def _finish(
     stopped: str | None = None,
 ) -> RunResult:
     """The run's result, written to run_dir when there is one (the checkpoint is then removed)."""
-    table = to_frame(rows)
+    table = privacy.with_epsilon(to_frame(rows), config)
     if run_dir is not None:
         write_run(run_dir, config.to_flat(), table, events, stopped)
         (run_dir / checkpoint.CHECKPOINT_FILE).unlink(missing_ok=True)  # it has served its purpose
