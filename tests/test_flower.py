@@ -460,3 +460,26 @@ def test_a_mixed_group_runs_through_the_apps_as_in_process(method, tmp_path, tas
     """CNN, ResNet (BatchNorm kept on the node) and ViT clients: identical tables."""
     flat = {**FLOWER_TINY, "models": "mixed", "num_clients": 3, "fraction": 0.67, "seed": 2, **method}
     assert_flower_equals_in_process(build_config(flat), tmp_path)
+
+
+@pytest.mark.flower
+@pytest.mark.parametrize("mode", ["central", "local"])
+def test_client_level_dp_runs_through_the_apps_as_in_process(mode, tmp_path, task_identity, one_thread):
+    """DP's clipping and seeded noise (server-side or on each node) give Flower the in-process
+    table bit for bit, its epsilon column included."""
+    pytest.importorskip(
+        "dp_accounting", reason="the privacy extra is not installed: pip install -e .[privacy]"
+    )
+    config = build_config(
+        {
+            **FLOWER_TINY,
+            "algorithm": "fedlora",
+            "fraction": 0.5,
+            "seed": 2,
+            "dp_noise_multiplier": 0.8,
+            "dp_clip": 0.3,
+            "dp_mode": mode,
+        }
+    )
+    table = assert_flower_equals_in_process(config, tmp_path)
+    assert table["epsilon"].notna().all() and table["epsilon"].is_monotonic_increasing

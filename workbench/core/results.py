@@ -366,6 +366,8 @@ def format_summary(summary: dict[str, Any], warnings: bool = True) -> str:
         f"training FLOPs: {summary['total_train_flops']:.4g}",
         f"bytes: up {summary['total_bytes_up']:,}, down {summary['total_bytes_down']:,}",
     ]
+    if summary.get(EPSILON) is not None:
+        lines.append(f"client-level DP: ε {summary[EPSILON]:.4g} spent at dp_delta (column {EPSILON})")
     if summary.get("refused"):
         lines.append(f"refused uploads: {summary['refused']} (see events.csv)")
     if warnings:

@@ -21,13 +21,13 @@ import pandas as pd
 
 from workbench.core import files
 from workbench.core.diagnostics import DIAGNOSTICS, STEPS_PREFIX
-from workbench.core.facts import CONFIG_FILE, REFERENCE_METHOD, SWEEP_FILE, TABLE_FILE
+from workbench.core.facts import CONFIG_FILE, EPSILON, REFERENCE_METHOD, SWEEP_FILE, TABLE_FILE
 from workbench.core.results import ROW_COLUMNS, mean_accuracy, summarize
 from workbench.lab.report.selection import VALIDATION, selection_column
 from workbench.lab.report.stats import interval_columns
 
 SPEC_FILE = SWEEP_FILE
-RESULT_COLUMNS = (*ROW_COLUMNS, "cum_train_flops", "cum_bytes_up", "cum_bytes_down", *DIAGNOSTICS)
+RESULT_COLUMNS = (*ROW_COLUMNS, "cum_train_flops", "cum_bytes_up", "cum_bytes_down", *DIAGNOSTICS, EPSILON)
 SUMMARY_VALUES = (
     "final_accuracy",
     "best_accuracy",
