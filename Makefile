@@ -14,7 +14,7 @@ FAST := not (browser or jupyterlab or ray or flower or kernels or slow)
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,flower]'
+	$(PY) -m pip install --quiet -e '.[dev,flower,tracking,privacy]'
 	touch $(STAMP)
 
 # Tracked notebooks stay free of outputs: nbstripout cleans them on `git add` (filter named in

@@ -474,3 +474,25 @@ def test_dropout_and_a_deadline_run_through_the_apps_as_in_process(
     events = [(tmp_path / d / "events.csv").read_bytes() for d in ("run", "in-process")]
     assert events[0] == events[1] and b",dropped," in events[0] and b",late," in events[0]
     assert (table["missed"] > 0).any() and table["sim_time"].max() > 0
+
+
+@pytest.mark.parametrize("mode", ["central", "local"])
+def test_client_level_dp_runs_through_the_apps_as_in_process(mode, tmp_path, task_identity, one_thread):
+    """DP's clipping and seeded noise (server-side or on each node) give Flower the in-process
+    table bit for bit, its epsilon column included."""
+    pytest.importorskip(
+        "dp_accounting", reason="the privacy extra is not installed: pip install -e .[privacy]"
+    )
+    config = build_config(
+        {
+            **FLOWER_TINY,
+            "algorithm": "fedlora",
+            "fraction": 0.5,
+            "seed": 2,
+            "dp_noise_multiplier": 0.8,
+            "dp_clip": 0.3,
+            "dp_mode": mode,
+        }
+    )
+    table = assert_flower_equals_in_process(config, tmp_path)
+    assert table["epsilon"].notna().all() and table["epsilon"].is_monotonic_increasing

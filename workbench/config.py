@@ -14,7 +14,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, get_type_hints
+from typing import Any, ClassVar, get_type_hints
 
 from workbench.algorithms.registry import REGISTRY
 from workbench.core.facts import (
@@ -24,6 +24,7 @@ from workbench.core.facts import (
     DATASET_CLASSES,
     DEVICE_PROFILES,
     DEVICES,
+    DP_MODES,
     LATE_UPLOADS,
     MAX_CLIENTS,
     MAX_EPOCHS,
@@ -32,6 +33,7 @@ from workbench.core.facts import (
     PARTITIONS,
     SEED_WHY,
     TOO_LONG,
+    TRACKERS,
 )
 from workbench.core.params import ConfigError, Section, check_range, coerce, param, unknown_names
 from workbench.core.zoo import GROUPS, MODELS, expand_models
@@ -56,6 +58,16 @@ class RunConfig(Section):
     device: str = param("auto", "torch device: auto picks cuda when available", choices=DEVICES)
     checkpoint_every: int = param(
         5, "with a run directory, save a resumable checkpoint every N rounds (0: never)", ge=0
+    )
+    track: str = param(
+        "none",
+        "send the finished run to an experiment tracker: tensorboard or mlflow (extra: tracking)",
+        choices=TRACKERS,
+    )
+    track_uri: str = param(
+        "auto",
+        "tracker store: a TensorBoard log folder or an MLflow tracking URI (auto: tracking/ in "
+        "the run directory, or in the sweep folder for a sweep point)",
     )
 
 
@@ -207,6 +219,31 @@ class DevicesConfig(Section):
     )
 
 
+@dataclass(frozen=True)
+class PrivacyConfig(Section):
+    """Client-level differential privacy on uploads (`workbench.loop.privacy`)."""
+
+    prefix: ClassVar[str] = "dp_"
+    noise_multiplier: float = param(
+        0.0,
+        "client-level DP: Gaussian noise std as a multiple of dp_clip, ε accounted per round "
+        "(0: no noise; needs dp_clip, extra: privacy)",
+        ge=0,
+        le=1e6,
+        why="larger noise overflows float32 uploads",
+    )
+    clip: float = param(
+        0.0, "client-level DP: the L2 norm each client's update is clipped to (0: no clipping)", ge=0
+    )
+    delta: float = param(1e-5, "client-level DP: the δ at which ε is reported", gt=0, lt=1)
+    mode: str = param(
+        "central",
+        "central: the server clips, averages uniformly and adds noise to the sum; local: each "
+        "client clips and adds noise to its own update before it leaves",
+        choices=DP_MODES,
+    )
+
+
 RUN_SECTIONS: dict[str, type[Section]] = {
     "run": RunConfig,
     "data": DataConfig,
@@ -215,6 +252,7 @@ RUN_SECTIONS: dict[str, type[Section]] = {
     "server": ServerConfig,
     "attack": AttackConfig,
     "devices": DevicesConfig,
+    "privacy": PrivacyConfig,
 }
 
 
@@ -229,6 +267,7 @@ class ExperimentConfig:
     server: ServerConfig
     attack: AttackConfig
     devices: DevicesConfig
+    privacy: PrivacyConfig
     methods: tuple[tuple[str, Section], ...] = ()  # (method name, its Params), registry order
 
     def __getattr__(self, name: str) -> Section:
@@ -351,6 +390,7 @@ def check_consistency(config: ExperimentConfig) -> None:
         )
     malicious_count(config.federation.num_clients, config.attack.malicious_clients)
     check_devices(config.devices)
+    check_privacy(config)
     REGISTRY[config.run.algorithm].check(config)
 
 
@@ -367,6 +407,31 @@ def check_devices(devices: DevicesConfig) -> None:
         raise ConfigError(
             f"parameter device_profile={devices.device_profile!r} needs a simulated clock: give "
             "device_flops (a device's FLOP/s, e.g. 1e10) too, or device_profile='same'"
+        )
+
+
+def check_privacy(config: ExperimentConfig) -> None:
+    """Client-level DP: noise needs a clip bound, central noise a plain sum, and the method an
+    upload the mechanism can bound (`Algorithm.dp_refusal`)."""
+    dp = config.privacy
+    if dp.noise_multiplier > 0 and dp.clip == 0:
+        raise ConfigError(
+            f"parameter dp_noise_multiplier={dp.noise_multiplier:g} needs dp_clip > 0: the noise is "
+            "calibrated to the clip bound, and an unclipped update has no bound"
+        )
+    if dp.clip == 0:
+        return
+    why = REGISTRY[config.run.algorithm].dp_refusal
+    if why:
+        raise ConfigError(
+            f"parameter dp_clip={dp.clip:g} cannot be used with algorithm={config.run.algorithm!r}: "
+            f"{why}; client-level DP covers {', '.join(n for n, c in REGISTRY.items() if not c.dp_refusal)}"
+        )
+    if dp.mode == "central" and config.server.aggregator != "mean":
+        raise ConfigError(
+            f"parameter aggregator={config.server.aggregator!r} cannot be used with dp_mode='central': "
+            "the noise is calibrated to a sum of clipped updates; use aggregator='mean' or "
+            "dp_mode='local'"
         )
 
 

@@ -166,6 +166,9 @@ class Algorithm:
     heatmap: ClassVar[KnobGrid | None] = None  # the report's accuracy heatmap over two knobs
     # what `tune` searches by default: flat knob name → range (a tuning spec may override them)
     search: ClassVar[Mapping[str, Search]] = {}
+    # client-level DP (`workbench.loop.privacy`) clips upload − download, so it covers a method
+    # whose upload mirrors the global state it was sent; otherwise why not (refused by dp_clip)
+    dp_refusal: ClassVar[str] = "it uploads nothing, so no update leaves a client to privatize"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -51,6 +51,10 @@ def distillation_loss(logits: Tensor, y: Tensor, teacher: Tensor, mask: Tensor, 
 class FederatedDistillation(Algorithm):
     name = "fd"
     title = "FD"
+    dp_refusal = (
+        "its upload holds integer class counts and per-class mean logits, not an update of a "
+        "global state that clipping bounds (the counts would leak label frequencies)"
+    )
     search = {"fd_weight": Search(0.01, 10.0, log=True), "fd_temperature": Search(0.5, 4.0)}
     Params = FDParams
     evaluation_is_local = True

@@ -41,6 +41,7 @@ class FedAvgParams(Section):
 class FedAvg(Algorithm):
     name = "fedavg"
     title = "FedAvg"
+    dp_refusal = ""  # the upload mirrors the global state: the update is upload − download
     Params = FedAvgParams
     evaluation_is_local = True
 

@@ -60,6 +60,10 @@ def prototype_scores(z: Tensor, prototypes: Tensor, mask: Tensor) -> Tensor:
 class FedProto(Algorithm):
     name = "fedproto"
     title = "FedProto"
+    dp_refusal = (
+        "its upload holds integer class counts and per-class prototypes, not an update of a "
+        "global state that clipping bounds (the counts would leak label frequencies)"
+    )
     search = {"fedproto_weight": Search(0.01, 10.0, log=True)}
     Params = FedProtoParams
     evaluation_is_local = True

@@ -60,6 +60,7 @@ def mutual_losses(p: Tensor, m: Tensor, y: Tensor, alpha: float, beta: float) ->
 class FML(Algorithm):
     name = "fml"
     title = "FML"
+    dp_refusal = ""  # the upload mirrors the global state: the update is upload − download
     search = {"fml_alpha": Search(0.0, 1.0), "fml_beta": Search(0.0, 1.0)}
     Params = FMLParams
     evaluation_is_local = True

@@ -37,6 +37,7 @@ def load_head(model: nn.Module, payload: Payload) -> None:
 class LGFedAvg(Algorithm):
     name = "lg_fedavg"
     title = "LG-FedAvg"
+    dp_refusal = ""  # the upload mirrors the global state: the update is upload − download
     evaluation_is_local = True
 
     def setup_client(self, client: Client) -> None:

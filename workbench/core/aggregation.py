@@ -139,14 +139,17 @@ def norm_bounded(
         if t.is_floating_point()
     ):
         raise ValueError(f"center {sorted(center)} does not match the updates {sorted(reference)}")
-    clipped = {}
-    for client, update in updates.items():
-        factor = clip_factor(update_norm(update, center), max_norm)
-        clipped[client] = {
-            name: _moved(t, center[name] if center is not None else None, factor)
-            for name, t in update.items()
-        }
+    clipped = {client: clip_update(update, center, max_norm) for client, update in updates.items()}
     return weighted_average(clipped, weights, reference)
+
+
+def clip_update(update: Payload, center: Payload | None, max_norm: float) -> dict[str, Tensor]:
+    """The update moved back towards center so that ‖update − center‖₂ ≤ max_norm (norm over
+    all its floating tensors as one vector; center None: zeros); others unchanged."""
+    factor = clip_factor(update_norm(update, center), max_norm)
+    return {
+        name: _moved(t, center[name] if center is not None else None, factor) for name, t in update.items()
+    }
 
 
 def _moved(t: Tensor, center: Tensor | None, factor: float) -> Tensor:

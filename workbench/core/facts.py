@@ -19,6 +19,9 @@ AGGREGATORS = ("mean", "norm_bounded", "median", "trimmed_mean")  # workbench.co
 ATTACKS = ("none", "scale", "sign_flip", "noise")  # workbench.loop.attacks
 DEVICE_PROFILES = ("same", "lognormal", "tiers")  # workbench.loop.devices
 LATE_UPLOADS = ("drop", "next_round")  # what becomes of an upload past the round's deadline
+TRACKERS = ("none", "tensorboard", "mlflow")  # workbench.loop.tracking
+DP_MODES = ("central", "local")  # workbench.loop.privacy
+EPSILON = "epsilon"  # the results column of a DP run: ε at dp_delta spent after the round
 
 # the method the report's verdict, the cost tables and the protocol note are about (the
 # workbench's subject), and the rival the verdict also compares it with; both are parameters
@@ -41,6 +44,8 @@ EVENTS_FILE = "events.csv"  # refused uploads of a run, one row each
 CHECKPOINT_FILE = "checkpoint.pt"
 SWEEP_FILE, STATUS_FILE, REPORT_FILE = "sweep.json", "status.json", "report.html"
 LOCK_FILE = "owner.lock"  # the process that owns a sweep folder (workbench.core.folder_lock)
+TRACKING_DIR = "tracking"  # a run's or sweep's default TensorBoard/MLflow store
+TRIALS_DIR = "tuning"  # a tune folder's trials: <tune>/tuning/points/<id>/run
 TIMING_FILE = "timing.json"  # {"experiment_s": seconds the last run_experiment call computed}
 TUNE_FILE = "tune.json"  # a tune folder's record: storage, spec, per method its trials and best
 
@@ -59,3 +64,4 @@ class Seed(IntEnum):
     VALIDATION = 9  # which training samples a client holds out for validation
     DROPOUT = 10  # which sampled clients drop out of a round (with the round)
     DEVICES = 11  # each client's device speeds under device_profile
+    DP_NOISE = 12  # client-level DP noise (with the round; local mode also the client id)

@@ -45,6 +45,7 @@ from workbench.core.errors import DamagedFileError, UserError
 from workbench.core.facts import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
+    EPSILON,
     EVENTS_FILE,
     REFERENCE_METHOD,
     SUMMARY_FILE,
@@ -224,6 +225,7 @@ def summarize(
         "stopped": stopped,
         "warnings": run_warnings(frame),
         **_clock_summary(frame, events),
+        **({EPSILON: float(frame[EPSILON].iloc[-1])} if EPSILON in frame and len(frame) else {}),
     }
 
 
@@ -395,6 +397,8 @@ def format_summary(summary: dict[str, Any], warnings: bool = True) -> str:
         f"training FLOPs: {summary['total_train_flops']:.4g}",
         f"bytes: up {summary['total_bytes_up']:,}, down {summary['total_bytes_down']:,}",
     ]
+    if summary.get(EPSILON) is not None:
+        lines.append(f"client-level DP: ε {summary[EPSILON]:.4g} spent at dp_delta (column {EPSILON})")
     if summary.get("refused"):
         lines.append(f"refused uploads: {summary['refused']} (see events.csv)")
     if summary.get("sim_time") is not None:

@@ -22,6 +22,7 @@ from workbench.core.results import to_frame, write_run
 from workbench.flower.messages import CONFIG, INFO, PARTITION_ID
 from workbench.flower.settings import FlowerSettings, split_run_config
 from workbench.flower.strategy import WorkbenchStrategy
+from workbench.loop import privacy
 from workbench.loop.rounds import RoundRefusedError
 
 log = logging.getLogger("flwr")
@@ -77,7 +78,13 @@ def finish(
 ) -> dict[str, Any]:
     """Write the run directory and flower.json; return the summary."""
     run_dir = Path(settings.out_dir).expanduser()
-    summary = write_run(run_dir, strategy.config.to_flat(), to_frame(strategy.rows), strategy.events, stopped)
+    summary = write_run(
+        run_dir,
+        strategy.config.to_flat(),
+        privacy.with_epsilon(to_frame(strategy.rows), strategy.config),
+        strategy.events,
+        stopped,
+    )
     details = {
         "transport": "flower",
         "nodes": {str(c): n for c, n in strategy.nodes.items()},
@@ -100,6 +107,7 @@ def _checked(run_config: Mapping[str, Any]) -> tuple[ExperimentConfig, FlowerSet
             f"run config out-dir={settings.out_dir!r}: give an absolute path, e.g. "
             f"--run-config \"out-dir='/path/to/runs/flower-1'\""
         )
+    privacy.check_available(config)
     return config, settings
 
 

@@ -49,10 +49,10 @@ from workbench.flower.messages import (
     VAL_LOSS,
 )
 from workbench.flower.records import decode_update, from_record, record_bytes, to_record
+from workbench.loop import privacy
 from workbench.loop.devices import devices_for, dropouts, dropped_event
 from workbench.loop.rounds import (
     RoundRefusedError,
-    aggregate_accepting,
     close_timed_round,
     evaluates,
     only_absent,
@@ -176,7 +176,7 @@ class WorkbenchStrategy(Strategy):
                 self.down, self.rolled_back = {}, set()  # as run_round: the state stays
                 return to_record(self.state), MetricRecord({"accepted": 0, "refused": 0})
             raise RoundRefusedError(server_round, self._round_events(server_round))
-        new_state, refused = aggregate_accepting(self.algorithm, self.state, uploads, weights)
+        new_state, refused = privacy.aggregate(self.algorithm, self.state, uploads, weights, server_round)
         for error in refused:
             self._refuse(server_round, error)
         if len(refused) == len(uploads):

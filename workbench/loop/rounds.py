@@ -6,6 +6,9 @@ and the round itself. Algorithms plug in through the hooks of
 randomness is derived from (seed, round, client), so a run is reproducible and can resume from
 any round boundary.
 
+Client-level DP (`workbench.loop.privacy`) clips and noises a finite upload on the client
+(dp_mode=local) or clips the uploads and noises their aggregate on the server (central).
+
 A refused upload is an event, not a crash. A client whose own upload is not finite (its
 training diverged) rolls back: it is restored to its state from before the round and given the
 round's download again, i.e. it ends the round as if it had downloaded and not trained, so a
@@ -40,6 +43,7 @@ from workbench.core.facts import Payload
 from workbench.core.partition import cap_train, partition, validation_splits
 from workbench.core.results import Evaluation, Event, Row
 from workbench.core.training import PhaseStats, evaluate
+from workbench.loop import privacy
 from workbench.loop.attacks import is_malicious, poison_upload
 from workbench.loop.devices import Devices, close_round, dropouts, dropped_event, late_event
 
@@ -220,7 +224,7 @@ def client_round(
     stats = algorithm.local_update(client, round_generator(algorithm.config.run.seed, round_, client.cid))
     upload = dict(algorithm.upload(client))
     if all(torch.isfinite(t).all() for t in upload.values() if t.is_floating_point()):
-        return stats, upload, False
+        return stats, privacy.local_upload(algorithm.config, upload, down, round_, client.cid), False
     client.state = before
     algorithm.receive(client, down)
     return stats, upload, True
@@ -319,7 +323,7 @@ def run_round(
         if only_absent(events[first:]):
             return server
         raise RoundRefusedError(round_, events[first:])
-    new_state, refused = aggregate_accepting(algorithm, server, uploads, weights)
+    new_state, refused = privacy.aggregate(algorithm, server, uploads, weights, round_)
     for error in refused:
         events.append(refusal(round_, error, False))
         ledger.refuse(error.client)

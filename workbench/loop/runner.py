@@ -37,7 +37,7 @@ from workbench.core.results import (
     to_frame,
     write_run,
 )
-from workbench.loop import checkpoint
+from workbench.loop import checkpoint, privacy, tracking
 from workbench.loop.attacks import refusal_advice
 from workbench.loop.devices import devices_for
 from workbench.loop.rounds import RoundRefusedError, evaluate_all, evaluates, materialize, prepare, run_round
@@ -96,6 +96,10 @@ def run_experiment(
     """Run one experiment end to end; with out_dir, write its run directory and checkpoints
     (resuming from the last checkpoint, or returning the stored result if it already finished)."""
     run_dir = Path(out_dir) if out_dir is not None else None
+    tracking.check_available(config.run.track)  # a missing library is named before data loads
+    privacy.check_available(config)
+    if config.run.track != "none" and config.run.track_uri == tracking.AUTO:
+        tracking.store_root(run_dir)  # refuses a tracked run with nowhere to write
     if run_dir is not None:
         if (done := _finished(run_dir, config)) is not None:  # other parameters are named first
             return done
@@ -169,11 +173,12 @@ def _finish(
     stopped: str | None = None,
 ) -> RunResult:
     """The run's result, written to run_dir when there is one (the checkpoint is then removed)."""
-    table = to_frame(rows)
+    table = privacy.with_epsilon(to_frame(rows), config)
     if run_dir is not None:
         write_run(run_dir, config.to_flat(), table, events, stopped)
         (run_dir / checkpoint.CHECKPOINT_FILE).unlink(missing_ok=True)  # it has served its purpose
     summary = summarize(table, events_frame(events), stopped)
+    tracking.track_run(config.to_flat(), table, events_frame(events), summary, run_dir)
     return RunResult(config=config, table=table, summary=summary, run_dir=run_dir)
 
 

@@ -106,6 +106,10 @@ def fedkd_losses(
 class FedKD(Algorithm):
     name = "fedkd"
     title = "FedKD"
+    dp_refusal = (
+        "its upload is an SVD-compressed update whose energy schedule changes what is sent; "
+        "clipping and noise before the compression are not built"
+    )
     search = {"fedkd_temperature": Search(0.5, 4.0), "fedkd_hidden_weight": Search(0.01, 10.0, log=True)}
     Params = FedKDParams
     evaluation_is_local = True

@@ -58,6 +58,7 @@ def check_adapter(
 class FedLoRA(Algorithm):
     name = "fedlora"
     title = "FedLoRA"
+    dp_refusal = ""  # the upload mirrors the global state: the update is upload − download
     # what tune searches: the paper's two knobs and the adapter's own learning rate
     search = {
         "rank": Search(1, 16, log=True),

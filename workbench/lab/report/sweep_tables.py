@@ -21,7 +21,7 @@ import pandas as pd
 
 from workbench.core import files
 from workbench.core.diagnostics import DIAGNOSTICS, STEPS_PREFIX
-from workbench.core.facts import CONFIG_FILE, REFERENCE_METHOD, SWEEP_FILE, TABLE_FILE
+from workbench.core.facts import CONFIG_FILE, EPSILON, REFERENCE_METHOD, SWEEP_FILE, TABLE_FILE
 from workbench.core.results import ROW_COLUMNS, SIM_TIME, TIMING_COLUMNS, mean_accuracy, summarize
 from workbench.lab.report.selection import VALIDATION, selection_column
 from workbench.lab.report.stats import interval_columns
@@ -34,6 +34,7 @@ RESULT_COLUMNS = (
     "cum_bytes_down",
     *DIAGNOSTICS,
     *TIMING_COLUMNS,
+    EPSILON,
 )
 SUMMARY_VALUES = (
     "final_accuracy",

@@ -72,8 +72,11 @@ def run_sweep(
         if not report:
             return sweep_dir / TABLE_FILE
         from workbench.lab.report.export import build_report
+        from workbench.loop.tracking import track_report
 
-        return build_report(sweep_dir)
+        built = build_report(sweep_dir)
+        track_report(sweep_dir, built, [p.flat for p in points])
+        return built
 
 
 def run_owned(

@@ -24,7 +24,7 @@ from typing import Any
 
 from workbench.core import files
 from workbench.core.errors import DamagedFileError
-from workbench.core.facts import STATUS_FILE, TUNE_FILE
+from workbench.core.facts import STATUS_FILE, TRIALS_DIR, TUNE_FILE
 from workbench.core.results import read_summary
 from workbench.lab.pruning import PRUNED, pruner, ticket
 from workbench.lab.sweep.execution import Execution
@@ -33,7 +33,7 @@ from workbench.lab.sweep.folder import POINTS
 from workbench.lab.sweep.run import NOTEBOOK
 from workbench.lab.sweep.tune_spec import Space, distributions, tuning_seed
 
-TRIALS_DIR, DATABASE = "tuning", "tune.db"
+DATABASE = "tune.db"
 Job = tuple[str, int, dict[str, Any]]  # method, trial number, flat parameters
 
 
@@ -236,8 +236,11 @@ def run_tune(
         if not judge(folder, spec, studies, eval_seeds, timeout, execution) or not report:
             return folder / TUNE_FILE
         from workbench.lab.report.export import build_report
+        from workbench.loop.tracking import track_report
 
-        return build_report(folder)
+        built = build_report(folder)
+        track_report(folder, built, [spec["parameters"]])  # a tune's tracker is one of its fixed parameters
+        return built
 
 
 def judge_spec(
