@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
 from workbench.algorithms import REGISTRY, Client, Environment
 from workbench.config import build_config
 from workbench.core.data import ClientData
+
+if TYPE_CHECKING:
+    from workbench.algorithms.fedlora.placements import Placement
 
 # the smallest sweep that still trains: digits, 2 clients, 2 rounds (the sweep tests' fixed values)
 SWEEP_TINY = {
@@ -62,3 +66,11 @@ def make_algorithm(cls=None, **flat):
     for c in clients:
         algorithm.setup_client(c)
     return algorithm, clients
+
+
+def placed(placement: str = "head", rank: int = 4, **knobs: object) -> Placement:
+    """A FedLoRA placement bound to the parameters given here (the others at their defaults)."""
+    from workbench.algorithms.fedlora.params import FedLoRAParams
+    from workbench.algorithms.fedlora.placements import placement_for
+
+    return placement_for(FedLoRAParams(adapter_placement=placement, rank=rank, **knobs))

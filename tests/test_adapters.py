@@ -1,12 +1,12 @@
 import pytest
 import torch
+from helpers import placed
 from peft.tuners.lora import LoraLayer
 
 from workbench.algorithms.fedlora.adapters import (
     adapter_disabled,
     adapter_parameters,
     adapter_state,
-    check_homogeneous,
     inject_lora,
     load_adapter_state,
     private_parameters,
@@ -83,11 +83,17 @@ def test_shared_and_private_parameters_partition_the_model():
     assert len(shared) + len(private_parameters(model)) == len(list(model.parameters()))
 
 
+def built_shapes(models, target):
+    """(in, out) of one Linear layer of each built model: the shapes the placement's rule reads."""
+    layers = {key: dict(model.named_modules())[target] for key, model in models.items()}
+    return {key: {target: (layer.in_features, layer.out_features)} for key, layer in layers.items()}
+
+
 def test_injection_refuses_heterogeneous_targets_naming_shapes():
     models = {"client 0 (cnn1)": build_model("cnn1", 10, 0), "client 2 (cnn3)": build_model("cnn3", 10, 0)}
-    check_homogeneous(models, ("head",))
+    placed("head", lora_targets=("head",)).check_shapes(built_shapes(models, "head"))
     with pytest.raises(ValueError, match=r"'fc2'.*cnn1\): 2000→500.*cnn3\): 1000→500"):
-        check_homogeneous(models, ("fc2",))
+        placed("head", lora_targets=("fc2",)).check_shapes(built_shapes(models, "fc2"))
 
 
 def test_injection_fails_when_nothing_matches():

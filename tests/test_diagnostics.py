@@ -12,8 +12,8 @@ import pytest
 import torch
 from helpers import make_algorithm
 
-from workbench.algorithms.fedlora.adapters import adapter_parameters, adapter_state, lora_layers
-from workbench.algorithms.fedlora.probe import effective_weight_norm, site_outputs
+from workbench.algorithms.fedlora.adapters import adapter_parameters, adapter_sites, adapter_state
+from workbench.algorithms.fedlora.probe import effective_weight_norm
 from workbench.cli import main
 from workbench.config import build_config
 from workbench.core import diagnostics
@@ -148,7 +148,7 @@ def test_the_probe_returns_the_models_own_logits_and_measures_at_the_placements_
             for name, p in adapter_parameters(model).items():
                 if name.endswith("lora_B"):
                     p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-            logits, without, added = site_outputs(model, x)
+            logits, without, added = algorithm.placement.site_outputs(model, x)
             assert torch.equal(logits, model(x))  # evaluation results do not change
         assert float(added.norm()) > 0 and evaluate_client(algorithm, client)[2]["adapter_contribution"] > 0
 
@@ -158,7 +158,7 @@ def test_contribution_and_weight_norm_match_a_hand_computation_for_the_head():
         algorithm="fedlora", num_clients=1, rank=2, lora_alpha=6.0, use_rslora=False
     )
     model = client.state["model"].eval()
-    head = lora_layers(model)["head"]
+    head = adapter_sites(model)["head"].module
     a, b = head.lora_A["default"].weight, head.lora_B["default"].weight  # r×500, C×r
     with torch.no_grad():
         b.copy_(torch.randn(b.shape, generator=torch.Generator().manual_seed(3)))
@@ -171,7 +171,7 @@ def test_contribution_and_weight_norm_match_a_hand_computation_for_the_head():
         z = model.features(x)
         base = z @ head.base_layer.weight.T + head.base_layer.bias  # 5, C
         delta = scale * z @ a.T @ b.T  # 5, C
-        _, without, added = site_outputs(model, x)
+        _, without, added = algorithm.placement.site_outputs(model, x)
     assert float(added.norm() / without.norm()) == pytest.approx(float(delta.norm() / base.norm()), rel=1e-4)
 
 

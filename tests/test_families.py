@@ -3,10 +3,9 @@ exact FLOPs of attention and normalisation, and the attention placement's homoge
 
 import pytest
 import torch
-from helpers import make_algorithm
+from helpers import make_algorithm, placed
 
 from workbench.algorithms.base import load_shared, private_norm_names, state_copy
-from workbench.algorithms.fedlora.placements import adapter_factors, check_placement, shared_numel
 from workbench.config import ConfigError, build_config
 from workbench.core.accounting import NORM_FLOPS, flop_counter_mode
 from workbench.core.models import build_model, count_parameters
@@ -119,9 +118,9 @@ def test_a_vit_block_counts_attention_and_layernorm_exactly():
 def test_attention_sites_are_every_blocks_query_and_value():
     assert attention_sites("vit64_l3_p4_h4")[-1] == "vit.encoder.layers.encoder_layer_2.self_attention.value"
     assert len(attention_sites("vit64_l3_p4_h4")) == 6 and attention_sites("cnn5") == ()
-    factors = adapter_factors("attention", "vit48_l2_p4_h2", 10, 4)
+    factors = placed("attention", 4).factors("vit48_l2_p4_h2", 10)
     assert len(factors) == 8 and all(shared for _, shared in factors.values())
-    assert shared_numel("attention", "vit48_l2_p4_h2", 10, 4) == 4 * (4 * 48 + 48 * 4)
+    assert placed("attention", 4).shared_numel("vit48_l2_p4_h2", 10) == 4 * (4 * 48 + 48 * 4)
 
 
 @pytest.mark.parametrize(
@@ -139,16 +138,16 @@ def test_attention_sites_are_every_blocks_query_and_value():
 )
 def test_attention_placement_with_differing_shapes_is_refused_naming_them(models, shapes):
     with pytest.raises(ConfigError, match="adapter_placement='attention'") as refused:
-        check_placement("attention", models, 10, 4, ("head",))
+        placed("attention", 4).check(models, 10)
     assert shapes in str(refused.value)
     with pytest.raises(ConfigError, match="vit64_l3_p4_h4"):
         build_config({"models": "vit48_l2_p4_h2,vit64_l3_p4_h4", "adapter_placement": "attention"})
 
 
 def test_the_vit_group_shares_one_attention_adapter_and_fc1_targets_are_refused_off_the_cnns():
-    check_placement("attention", list(GROUPS["vit"]), 10, 8, ("head",))
+    placed("attention", 8).check(list(GROUPS["vit"]), 10)
     for placement in ("head", "fc2", "parallel", "parallel_logits"):
-        check_placement(placement, list(GROUPS["mixed"]), 10, 4, ("head",))
+        placed(placement, 4).check(list(GROUPS["mixed"]), 10)
     with pytest.raises(ConfigError, match="model resnet8_w16 has no Linear layer fc1"):
         build_config({"models": "mixed", "lora_targets": "fc1"})
 
@@ -161,5 +160,7 @@ def test_attention_adapter_is_what_crosses_the_wire():
     algorithm.local_update(clients[0], generator)
     upload = algorithm.upload(clients[0])
     assert upload.keys() == state.keys()
-    assert sum(t.numel() for t in upload.values()) == shared_numel("attention", "vit48_l2_p4_h2", 10, 2)
+    assert sum(t.numel() for t in upload.values()) == placed("attention", 2).shared_numel(
+        "vit48_l2_p4_h2", 10
+    )
     assert not all(torch.equal(upload[n], state[n]) for n in state)  # the adapter trained

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from helpers import make_algorithm
+from helpers import make_algorithm, placed
 
 from workbench.algorithms.fedlora.adapters import adapter_parameters, private_parameters, shared_parameters
 from workbench.algorithms.fedlora.algorithm import mu_at
-from workbench.algorithms.fedlora.placements import PLACEMENTS, shared_numel
+from workbench.algorithms.fedlora.placements import PLACEMENTS
 from workbench.cli import main
 from workbench.config import ConfigError, build_config
 from workbench.core.accounting import payload_bytes
@@ -78,7 +78,7 @@ def test_round_bytes_are_the_shared_factors_exactly(placement):
         algorithm.receive(client, algorithm.broadcast(server, client))
         up = algorithm.upload(client)
         assert set(up) == set(shared_parameters(client.state["model"])) == set(server)
-        assert payload_bytes(up) == 4 * shared_numel(placement, client.model_name, 10, 3)
+        assert payload_bytes(up) == 4 * placed(placement, 3).shared_numel(client.model_name, 10)
     # homogeneous: every architecture sends the same bytes, and the server can average them
     assert len({payload_bytes(algorithm.upload(c)) for c in clients}) == 1
     merged = algorithm.aggregate(
@@ -138,7 +138,7 @@ def test_the_cli_runs_each_placement(placement, tiny, tmp_path):
     assert main(["run", *args, "--adapter_placement", placement, "--quiet", "--out", str(out)]) == 0
     flat, table = read_run(out)
     assert flat["adapter_placement"] == placement
-    expected = sum(4 * shared_numel(placement, m, 10, flat["rank"]) for m in table["model"])
+    expected = sum(4 * placed(placement, flat["rank"]).shared_numel(m, 10) for m in table["model"])
     assert table["bytes_up"].sum() == expected == table["bytes_down"].sum()
 
 

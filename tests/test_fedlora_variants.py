@@ -5,13 +5,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import make_algorithm
+from helpers import make_algorithm, placed
 
 from workbench.algorithms.fedlora.adapters import (
     adapter_disabled,
     adapter_parameters,
+    adapter_sites,
     adapter_state,
-    attach_adapter,
     inject_lora,
     load_adapter_state,
 )
@@ -51,10 +51,9 @@ def randomized(model, seed=4):
 
 @pytest.mark.parametrize("placement", ["head", "parallel_logits"])
 def test_rslora_scales_the_branch_by_alpha_over_the_root_of_r(placement):
-    from workbench.algorithms.fedlora.adapters import Variant, lora_layers
-
-    model = attach_adapter(build_model("cnn2", 10, 0), placement, 4, 6.0, 1, variant=Variant(rslora=True))
-    layer = lora_layers(model)["head"] if placement == "head" else model.adapter
+    rslora = placed(placement, 4, lora_alpha=6.0, use_rslora=True, adapter_init="lora")
+    model = rslora.attach(build_model("cnn2", 10, 0), 1)
+    layer = adapter_sites(model)["head"].module if placement == "head" else model.adapter
     scale = layer.scaling["default"] if placement == "head" else layer.scaling
     assert scale == 6.0 / math.sqrt(4) == 3.0
     randomized(model)

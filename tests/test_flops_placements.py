@@ -8,9 +8,9 @@ cost 2·d_in·r and 2·r·d_out forward per sample, with (d_in, d_out) from the 
 
 import pytest
 import torch
-from helpers import make_algorithm
+from helpers import make_algorithm, placed
 
-from workbench.algorithms.fedlora.placements import PLACEMENTS, site_shapes
+from workbench.algorithms.fedlora.placements import PLACEMENTS
 from workbench.core.zoo import REPRESENTATION_DIM as D
 from workbench.core.zoo import ZOO
 
@@ -22,7 +22,7 @@ RANK, CLASSES, BATCH = 3, 10, 8
 def costs(name: str, placement: str) -> dict[str, int]:
     """Forward FLOPs per sample: the private body (conv1…fc2), the head, the adapter's A and B."""
     s = ZOO[name]
-    ((d_in, d_out),) = site_shapes(placement, ("head",), name, CLASSES).values()
+    ((d_in, d_out),) = placed(placement, RANK).site_shapes(name, CLASSES).values()
     return {
         "conv1": 2 * 3 * 25 * s.conv1 * 28 * 28,
         "body": 2 * 3 * 25 * s.conv1 * 28 * 28

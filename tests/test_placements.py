@@ -2,23 +2,16 @@
 
 import pytest
 import torch
+from helpers import placed
 
 from workbench.algorithms.fedlora.adapters import (
     adapter_disabled,
     adapter_parameters,
     adapter_state,
-    attach_adapter,
     load_adapter_state,
-    local_and_combined,
     private_parameters,
 )
-from workbench.algorithms.fedlora.placements import (
-    PLACEMENTS,
-    adapter_factors,
-    check_placement,
-    check_shapes,
-    shared_numel,
-)
+from workbench.algorithms.fedlora.placements import PLACEMENTS
 from workbench.core.accounting import payload_bytes
 from workbench.core.models import build_model
 from workbench.core.params import ConfigError
@@ -28,7 +21,9 @@ CNN_PLACEMENTS = tuple(p for p in PLACEMENTS if p != "attention")  # attention: 
 
 
 def adapted(placement, name="cnn3", rank=4, seed=1):
-    return attach_adapter(build_model(name, 10, seed=0), placement, rank, 8.0, seed)
+    """The placement's adapter as PEFT draws LoRA (B = 0), scaled α/r with α = 8."""
+    at = placed(placement, rank, lora_alpha=8.0, use_rslora=False, adapter_init="lora")
+    return at.attach(build_model(name, 10, seed=0), seed)
 
 
 def perturb(model, seed=3):
@@ -43,19 +38,19 @@ def perturb(model, seed=3):
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_built_adapter_matches_its_description_and_bytes(placement, name):
     model = adapted(placement, name, rank=3)
-    factors = adapter_factors(placement, name, 10, 3)
+    factors = placed(placement, 3).factors(name, 10)
     built = {k: tuple(p.shape) for k, p in adapter_parameters(model).items()}
     assert built == {k: shape for k, (shape, _) in factors.items()}
     assert set(adapter_state(model)) == {k for k, (_, shared) in factors.items() if shared}
-    assert payload_bytes(adapter_state(model)) == 4 * shared_numel(placement, name, 10, 3)
+    assert payload_bytes(adapter_state(model)) == 4 * placed(placement, 3).shared_numel(name, 10)
 
 
 def test_shared_bytes_per_placement_are_the_factor_sizes():
     r, c = 4, 10
-    assert shared_numel("head", "cnn1", c, r) == r * 500 + c * r
-    assert shared_numel("fc2", "cnn1", c, r) == 500 * r  # A (r×fc1) stays on the client
-    assert shared_numel("parallel", "cnn2", c, r) == r * 3072 + 500 * r
-    assert shared_numel("parallel_logits", "cnn5", c, r) == r * 3072 + c * r
+    assert placed("head", r).shared_numel("cnn1", c) == r * 500 + c * r
+    assert placed("fc2", r).shared_numel("cnn1", c) == 500 * r  # A (r×fc1) stays on the client
+    assert placed("parallel", r).shared_numel("cnn2", c) == r * 3072 + 500 * r
+    assert placed("parallel_logits", r).shared_numel("cnn5", c) == r * 3072 + c * r
 
 
 @pytest.mark.parametrize("placement", CNN_PLACEMENTS)
@@ -73,7 +68,7 @@ def test_local_and_combined_are_the_model_without_and_with_its_adapter(placement
     model = adapted(placement)
     perturb(model)
     x = torch.randn(5, 3, 32, 32)
-    local, combined = local_and_combined(model, x)
+    local, combined = placed(placement).local_and_combined(model, x)
     with adapter_disabled(model):
         torch.testing.assert_close(local, model(x))
     torch.testing.assert_close(combined, model(x))
@@ -120,20 +115,20 @@ def test_parallel_branch_is_added_where_its_placement_says():
 )
 def test_a_shared_factor_of_two_shapes_is_refused_naming_the_shapes(placement, site, shapes):
     with pytest.raises(ConfigError, match=rf"layer '{site}' is not homogeneous.*→.*→.*one"):
-        check_shapes(placement, shapes, rank=4)
+        placed(placement, rank=4).check_shapes(shapes)
 
 
 def test_fc2_shares_only_the_output_side_so_different_inputs_are_fine():
-    check_shapes("fc2", {"a": {"fc2": (2000, 500)}, "b": {"fc2": (1000, 500)}}, rank=4)
-    check_placement("fc2", sorted(ZOO), 10, 64, ("head",))
+    placed("fc2", rank=4).check_shapes({"a": {"fc2": (2000, 500)}, "b": {"fc2": (1000, 500)}})
+    placed("fc2", 64).check(sorted(ZOO), 10)
 
 
 def test_config_level_refusals_name_parameter_value_and_allowed():
     with pytest.raises(ConfigError, match=r"lora_targets='fc1'.*only to adapter_placement='head'"):
-        check_placement("parallel", ["cnn1"], 10, 4, ("fc1",))
+        placed("parallel", 4, lora_targets=("fc1",)).check(["cnn1"], 10)
     with pytest.raises(ConfigError, match=r"rank=11 .*'adapter'.*<= 10"):
-        check_placement("parallel_logits", ["cnn1"], 10, 11, ("head",))
+        placed("parallel_logits", 11).check(["cnn1"], 10)
     with pytest.raises(ConfigError, match=r"adapter_placement='conv1'.*choose from"):
-        check_placement("conv1", ["cnn1"], 10, 4, ("head",))
+        placed("conv1", 4).check(["cnn1"], 10)
     with pytest.raises(ConfigError, match=r"'fc2'.*cnn1: 2000→500.*cnn3: 1000→500"):
-        check_placement("head", ["cnn1", "cnn3"], 10, 4, ("fc2",))
+        placed("head", 4, lora_targets=("fc2",)).check(["cnn1", "cnn3"], 10)

@@ -1,5 +1,5 @@
 """FedLoRA as one unit: the method (`algorithm`), its knobs (`params`), where its adapter sits
-(`placements`, plain data), PEFT's LoRA layers and the parallel branch that carry it
+(`placements`: one class per placement), PEFT's LoRA layers and the parallel branch that carry it
 (`adapters`, `branch`). Importing this package does not import torch."""
 
 from workbench.algorithms.fedlora.algorithm import FedLoRA

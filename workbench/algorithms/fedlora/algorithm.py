@@ -31,7 +31,7 @@ from workbench.algorithms.base import (
     derived_seed,
 )
 from workbench.algorithms.fedlora.params import FedLoRAParams, adapter_epochs, mu_at
-from workbench.algorithms.fedlora.placements import check_placement, max_rank
+from workbench.algorithms.fedlora.placements import placement_for
 from workbench.core.lazy import lazy
 from workbench.core.params import Search
 
@@ -45,14 +45,6 @@ torch = lazy("torch")
 F = lazy("torch.nn.functional")
 adapters = lazy("workbench.algorithms.fedlora.adapters")
 probe = lazy("workbench.algorithms.fedlora.probe")
-
-
-def check_adapter(
-    placement: str, models: list[str], num_classes: int, targets: tuple[str, ...], rank: int
-) -> None:
-    """Refuse an adapter that cannot have one shape on every client, or a rank it cannot hold
-    (a target named twice is refused with the parameter itself: `unique`)."""
-    check_placement(placement, models, num_classes, rank, targets)
 
 
 class FedLoRA(Algorithm):
@@ -78,41 +70,25 @@ class FedLoRA(Algorithm):
 
     @classmethod
     def check(cls, config: ExperimentConfig) -> None:
-        """The adapter must have one shape on every client's model."""
-        lora = config.fedlora
-        check_adapter(
-            lora.adapter_placement,
-            sorted(set(config.client_models())),
-            config.num_classes,
-            lora.lora_targets,
-            lora.rank,
-        )
+        """The adapter must have one shape on every client's model, and a rank it can hold (a
+        target named twice is refused with the parameter itself: `unique`)."""
+        placement_for(config.fedlora).check(sorted(set(config.client_models())), config.num_classes)
 
     @classmethod
     def search_limits(cls, config: ExperimentConfig) -> dict[str, tuple[float, str]]:
         """The rank may not exceed the adapter site's width (the head's: the number of classes)."""
-        lora = config.fedlora
         models = sorted(set(config.client_models()))
-        return {"rank": max_rank(lora.adapter_placement, models, config.num_classes, lora.lora_targets)}
+        return {"rank": placement_for(config.fedlora).max_rank(models, config.num_classes)}
 
     def __init__(self, config: ExperimentConfig, env: Environment) -> None:
         super().__init__(config, env)
+        self.placement = placement_for(self.params)  # where the adapter sits: build, forward, probe
         self.round: int | None = None  # set by begin_round; drives the μ schedule
 
     def attach(self, model: nn.Module) -> nn.Module:
         """The model with the configured adapter; the same seed everywhere, so every client
         (sampled or not) and the server start from the same shared factors."""
-        lora = self.params
-        variant = adapters.Variant(lora.use_rslora, lora.adapter_init, lora.adapter_b_std)
-        return adapters.attach_adapter(
-            model,
-            lora.adapter_placement,
-            lora.rank,
-            lora.lora_alpha,
-            self.adapter_seed(),
-            lora.lora_targets,
-            variant,
-        )
+        return self.placement.attach(model, self.adapter_seed())
 
     def setup_client(self, client: Client) -> None:
         super().setup_client(client)
@@ -161,7 +137,7 @@ class FedLoRA(Algorithm):
         deployed = (
             None if self.params.adapter_inference == "combined" else (lambda x: self.predict(client, x))
         )
-        return probe.AdapterProbe(client.state["model"], deployed)
+        return probe.AdapterProbe(self.placement, client.state["model"], deployed)
 
     def local_update(self, client: Client, generator: torch.Generator) -> PhaseStats:
         first = self.train_model(client, generator)
@@ -221,7 +197,7 @@ class FedLoRA(Algorithm):
                     return F.cross_entropy(model(x), y)
             if mu == 1.0:
                 return F.cross_entropy(model(x), y)
-            local, combined = adapters.local_and_combined(model, x)  # B, C each
+            local, combined = self.placement.local_and_combined(model, x)  # B, C each
             return (1 - mu) * F.cross_entropy(local, y) + mu * F.cross_entropy(combined, y)
 
         return loss

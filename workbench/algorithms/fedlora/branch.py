@@ -3,9 +3,9 @@
 The branch is LoRA's update of a virtual zero weight from the flattened image to the
 representation (or the logits): Δ(x) = (α/r)·B·A·vec(x) (α/√r under rsLoRA), A (r×3072)
 initialised like PEFT's (Kaiming-uniform, or N(0, 1/r²) for `gaussian`), B = 0 (FedLoRA's
-`small_b` then draws B: `adapters.small_b`). Its shape
-depends only on the input and the target width, so it is the same on every client whatever the
-client's architecture.
+`small_b` then draws B: `adapters.small_b`). Its shape depends only on the input and the target
+width, so it is the same on every client whatever the client's architecture. The placements
+that use it, and their forwards, are `workbench.algorithms.fedlora.placements.parallel`.
 """
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ class LowRankBranch(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.lora_B(self.lora_A(x.flatten(1))) * self.scaling  # B, d_out
 
+    def enable_adapters(self, enabled: bool) -> None:
+        """Switch the branch on or off (the name of PEFT's own switch on its LoRA layers)."""
+        self.enabled = enabled
+
 
 class ParallelAdapted(nn.Module):
     """A private zoo model with a homogeneous branch added to its representation or logits."""
@@ -67,11 +71,3 @@ class ParallelAdapted(nn.Module):
         if self.output == "logits" and self.adapter.enabled:
             return logits + self.adapter(x)
         return logits
-
-    def local_and_combined(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Logits without and with the branch, computing the private features once."""
-        z = self.base.features(x)  # B, 500
-        local = self.base.head(z)  # B, C
-        if self.output == "representation":
-            return local, self.base.head(z + self.adapter(x))
-        return local, local + self.adapter(x)

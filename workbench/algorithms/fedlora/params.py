@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from workbench.algorithms.fedlora.placements import PLACEMENTS
+from workbench.algorithms.fedlora.placements import PLACEMENTS, placements_help
 from workbench.core.facts import MAX_EPOCHS, TOO_LONG
 from workbench.core.params import Section, param
 
@@ -84,14 +84,7 @@ class FedLoRAParams(Section):
         "(0: off; the authors' sister code clips at 50)",
         ge=0,
     )
-    adapter_placement: str = param(
-        "head",
-        "where the homogeneous adapter sits: head (LoRA beside lora_targets), fc2 (LoRA "
-        "on fc2 sharing B 500×r, A kept), parallel (low-rank x→500 branch added to the "
-        "representation), parallel_logits (x→C branch added to the logits), attention (LoRA "
-        "on every ViT block's query and value projections; ViTs of one width and depth)",
-        choices=PLACEMENTS,
-    )
+    adapter_placement: str = param("head", placements_help(), choices=lambda: tuple(PLACEMENTS))
     lora_targets: tuple[str, ...] = param(
         ("head",),
         "Linear layers carrying the adapter when adapter_placement is head",
