@@ -91,6 +91,12 @@ class FederationConfig(Section):
     fraction: float = param(1.0, "share of clients sampled each round", gt=0, le=1)
     rounds: int = param(20, "communication rounds", ge=1, le=MAX_ROUNDS, why=TOO_LONG)
     eval_every: int = param(1, "evaluate all clients every N rounds (and after the last)", ge=1)
+    hot_clients: int = param(
+        0,
+        "clients whose private state stays in memory; the least recently used beyond that "
+        "live on disk in the run folder, with identical results (0: all in memory)",
+        ge=0,
+    )
     models: tuple[str, ...] = param(
         GROUPS["cnn"],
         f"zoo models assigned round-robin to clients, or a group: {', '.join(GROUPS)} "

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -41,6 +42,9 @@ from workbench.core.partition import cap_train, partition, validation_splits
 from workbench.core.results import Evaluation, Event, Row
 from workbench.core.training import PhaseStats, evaluate
 from workbench.loop.attacks import is_malicious, poison_upload
+
+if TYPE_CHECKING:
+    from workbench.loop.store import ClientStore
 
 
 def resolve_device(name: str) -> torch.device:
@@ -134,16 +138,25 @@ def materialize(algorithm: Algorithm, client: Client) -> None:
         algorithm.setup_client(client)
 
 
-def evaluate_all(algorithm: Algorithm, clients: list[Client], ledger: Ledger, round_: int) -> list[Row]:
-    """Evaluate every client on its local test split and settle its costs into a row."""
+def evaluate_all(
+    algorithm: Algorithm, clients: list[Client], ledger: Ledger, round_: int, store: ClientStore | None = None
+) -> list[Row]:
+    """Evaluate every client on its local test split and settle its costs into a row; with a
+    store, clients not live are read back from disk for it and let go again."""
     rows = []
     for c in clients:
         if c.evaluation is None or not algorithm.evaluation_is_local:
-            transient = not c.state  # never trained: evaluate its initial state, then let it go
-            materialize(algorithm, c)
+            transient = not c.state  # never trained (or on disk): evaluate, then let it go
+            if store is None:
+                materialize(algorithm, c)
+            else:
+                store.materialize(c)
             c.evaluation = evaluate_client(algorithm, c)
             if transient:
-                c.state.clear()
+                if store is None:
+                    c.state.clear()
+                else:
+                    store.release(c)
         e = c.evaluation
         rows.append(
             ledger.row(
@@ -247,9 +260,11 @@ def run_round(
     round_: int,
     ledger: Ledger,
     events: list[Event] | None = None,
+    store: ClientStore | None = None,
 ) -> dict:
     """One communication round over the sampled clients; returns the new server state.
-    Refusals are appended to `events`; RoundRefusedError when every upload is refused."""
+    Refusals are appended to `events`; RoundRefusedError when every upload is refused. With a
+    store (`workbench.loop.store`), clients' state beyond its budget lives on disk."""
     cfg = algorithm.config
     events = events if events is not None else []
     first = len(events)
@@ -258,7 +273,10 @@ def run_round(
     uploads, weights = {}, {}
     for cid in sampled:
         client = clients[cid]
-        materialize(algorithm, client)
+        if store is None:
+            materialize(algorithm, client)
+        else:
+            store.materialize(client)
         client.evaluation = None  # its state changes from here on
         down = algorithm.broadcast(server, client)
         stats, upload, restored = client_round(algorithm, client, down, round_)
