@@ -2,14 +2,11 @@
 
 import pytest
 import torch
+from test_checkpoint import Killed, kill_after
 
 from workbench.config import build_config
 from workbench.loop.checkpoint import CHECKPOINT_FILE
 from workbench.loop.runner import run_experiment
-from workbench.loop.store import SPILL_FOLDER
-from tests.test_checkpoint import Killed, kill_after
-
-pytestmark = pytest.mark.slow  # each test runs the loop end to end, some twice
 
 
 def same(a, b) -> bool:
@@ -23,28 +20,30 @@ def same(a, b) -> bool:
     return a == b or (a != a and b != b)  # NaN equals NaN here
 
 
-@pytest.mark.parametrize("algorithm", ["fedlora", "fedkd", "fml", "fedproto"])
+# 6 clients, 3 sampled a round, 20 training images each in batches of 10: spilling starts in round 1
+SMALL = dict(num_clients=6, fraction=0.5, rounds=3, checkpoint_every=1, max_train_samples=20, batch_size=10)
+
+
+@pytest.mark.slow  # four runs of the loop end to end
+@pytest.mark.parametrize("algorithm", ["fedlora"])
 def test_two_hot_clients_give_what_all_in_memory_gives_and_resume_identically(tiny, tmp_path, algorithm):
-    flat = {**tiny, "algorithm": algorithm, "num_clients": 6, "fraction": 0.5, "rounds": 4}
-    flat.update(checkpoint_every=2, val_fraction=0.1, eval_every=1)
+    flat = {**tiny, **SMALL, "algorithm": algorithm, "model_epochs": 1, "adapter_epochs": 1}
+    flat["models"] = ("cnn1", "cnn2")  # two architectures: few FLOP counts
     plain, hot = build_config(flat), build_config({**flat, "hot_clients": 2})
-    whole = run_experiment(plain, out_dir=tmp_path / "plain")
-    spilled = run_experiment(hot, out_dir=tmp_path / "hot")
+    run_experiment(plain, out_dir=tmp_path / "plain")
     csv = (tmp_path / "plain" / "results.csv").read_bytes()
-    assert (tmp_path / "hot" / "results.csv").read_bytes() == csv
-    assert not (tmp_path / "hot" / SPILL_FOLDER).exists()  # removed with the checkpoint
-    assert spilled.table.equals(whole.table)
-    # the checkpoints after round 2: the same clients' states whether live or on disk
+    # killed after round 2's evaluation: the checkpoints of round 1, live or on disk, agree
     for name, config in (("p", plain), ("h", hot)):
         with pytest.raises(Killed):
-            run_experiment(config, out_dir=tmp_path / name, progress=kill_after(3))
+            run_experiment(config, out_dir=tmp_path / name, progress=kill_after(2))
     saved = [torch.load(tmp_path / n / CHECKPOINT_FILE, weights_only=True) for n in ("p", "h")]
-    assert saved[0]["config"] != saved[1]["config"]  # hot_clients differs, nothing else
-    assert same(saved[0]["clients"], saved[1]["clients"])
+    assert {k for k in saved[0]["config"] if saved[0]["config"][k] != saved[1]["config"][k]} == {
+        "hot_clients"
+    }
     assert sum(bool(s) for s in saved[1]["clients"].values()) > 2  # more trained than are hot
-    assert same(saved[0]["server"], saved[1]["server"])
-    assert same(saved[0]["algorithm"], saved[1]["algorithm"])
-    run_experiment(hot, out_dir=tmp_path / "h")
+    for key in ("clients", "server", "algorithm", "ledger", "rows"):
+        assert same(saved[0][key], saved[1][key]), key
+    run_experiment(hot, out_dir=tmp_path / "h")  # resumes from round 1 with 2 hot clients
     assert (tmp_path / "h" / "results.csv").read_bytes() == csv
 
 
