@@ -32,6 +32,8 @@ MAX_ROUNDS, MAX_EPOCHS = 100_000, 1_000
 TOO_LONG = "far beyond any federated schedule; a run this long would take days"
 MAX_CLIENTS = 10_000
 CLIENTS_WHY = "each client needs a local test split, and CIFAR holds 10,000 test images"
+# rounds before the last evaluate a seeded panel of this many clients by default (all up to it)
+EVAL_CLIENTS = 1_000
 
 # files of a run directory and of a sweep folder
 CONFIG_FILE, TABLE_FILE, SUMMARY_FILE = "config.json", "results.csv", "summary.json"
@@ -55,3 +57,4 @@ class Seed(IntEnum):
     SAMPLING = 7  # which clients a round samples (with the round)
     SUBSAMPLE = 8  # which training samples a client keeps under max_train_samples
     VALIDATION = 9  # which training samples a client holds out for validation
+    EVALUATION = 10  # which clients rounds before the last evaluate (eval_clients)

@@ -211,7 +211,18 @@ def summarize(
         "refused": int(len(events)) if events is not None else _settled_refusals(frame),
         "stopped": stopped,
         "warnings": run_warnings(frame),
+        **_panel_summary(frame),
     }
+
+
+def _panel_summary(frame: pd.DataFrame) -> dict[str, int]:
+    """With `eval_clients` below the federation's size, rounds before the last evaluate a panel:
+    how many clients those rounds and the last evaluated (nothing when every round evaluated
+    the same clients, as in every run of up to `eval_clients` clients)."""
+    counts = frame.groupby("round").size() if len(frame) else pd.Series(dtype=int)
+    if counts.nunique() < 2:
+        return {}
+    return {"panel_clients": int(counts.iloc[:-1].min()), "final_clients": int(counts.iloc[-1])}
 
 
 def _settled_refusals(frame: pd.DataFrame) -> int:
@@ -359,6 +370,11 @@ def format_summary(summary: dict[str, Any], warnings: bool = True) -> str:
         lines.append(
             f"mean validation accuracy: final {summary['final_val_accuracy']:.4f}, best "
             f"{summary['best_val_accuracy']:.4f} (round {summary['best_val_round']})"
+        )
+    if summary.get("panel_clients"):
+        lines.append(
+            f"evaluated: a seeded panel of {summary['panel_clients']:,} clients in rounds before "
+            f"the last, all {summary['final_clients']:,} in the last (the final accuracy's)"
         )
     lines += [
         f"training FLOPs: {summary['total_train_flops']:.4g}",

@@ -22,7 +22,6 @@ upload after honest training, before the screen.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -35,7 +34,7 @@ from workbench.algorithms.base import Seed, derived_seed
 from workbench.config import ExperimentConfig
 from workbench.core.accounting import Ledger, payload_bytes
 from workbench.core.aggregation import InvalidUpdateError
-from workbench.core.data import ClientData, Normalizer, client_datasets, load_dataset
+from workbench.core.data import Normalizer, client_datasets, load_dataset
 from workbench.core.errors import UserError
 from workbench.core.facts import Payload
 from workbench.core.partition import cap_train, partition, validation_splits
@@ -86,10 +85,7 @@ def make_clients(config: ExperimentConfig, device: torch.device) -> tuple[list[C
     except ValueError as error:  # e.g. a client left without samples: the parameters' fault
         raise UserError(f"cannot partition {d.dataset}: {error}") from None
     splits = [(train, test) for (train, _), (_, test) in zip(held, splits)]
-    datas = [
-        ClientData(*(t.to(device) for t in dataclasses.astuple(cd)))
-        for cd in client_datasets(ds, splits, [val for _, val in held])
-    ]
+    datas = client_datasets(ds, splits, [val for _, val in held], device)  # indices, no copies
     env = Environment(
         num_classes=ds.num_classes, device=device, normalize=Normalizer.for_dataset(ds, device), flip=ds.flip
     )
@@ -138,25 +134,37 @@ def materialize(algorithm: Algorithm, client: Client) -> None:
         algorithm.setup_client(client)
 
 
+def evaluation_panel(config: ExperimentConfig, round_: int) -> list[int] | None:
+    """The clients a round evaluates (None: every client): a seeded panel of `eval_clients`,
+    the same every round, when the federation is larger; every client in the last round."""
+    fed = config.federation
+    if fed.eval_clients == 0 or fed.eval_clients >= fed.num_clients or round_ == fed.rounds:
+        return None
+    rng = np.random.default_rng([config.run.seed, Seed.EVALUATION])
+    return sorted(int(c) for c in rng.choice(fed.num_clients, size=fed.eval_clients, replace=False))
+
+
 def evaluate_all(
-    algorithm: Algorithm, clients: list[Client], ledger: Ledger, round_: int, store: ClientStore | None = None
+    algorithm: Algorithm,
+    clients: list[Client],
+    ledger: Ledger,
+    round_: int,
+    store: ClientStore | None = None,
+    panel: list[int] | None = None,
 ) -> list[Row]:
-    """Evaluate every client on its local test split and settle its costs into a row; with a
-    store, clients not live are read back from disk for it and let go again."""
+    """Evaluate every client (or those of `panel`) on its local test split and settle its
+    costs into a row; with a store, clients on disk are read back for it and let go again."""
     rows = []
-    for c in clients:
+    for c in clients if panel is None else [clients[cid] for cid in panel]:
         if c.evaluation is None or not algorithm.evaluation_is_local:
-            transient = not c.state  # never trained (or on disk): evaluate, then let it go
+            transient = not c.state  # never trained, or on disk: evaluate, then let it go
             if store is None:
                 materialize(algorithm, c)
             else:
-                store.materialize(c)
+                store.materialize(c, keep=False)
             c.evaluation = evaluate_client(algorithm, c)
             if transient:
-                if store is None:
-                    c.state.clear()
-                else:
-                    store.release(c)
+                c.state.clear()
         e = c.evaluation
         rows.append(
             ledger.row(

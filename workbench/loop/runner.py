@@ -39,7 +39,15 @@ from workbench.core.results import (
 )
 from workbench.loop import checkpoint
 from workbench.loop.attacks import refusal_advice
-from workbench.loop.rounds import RoundRefusedError, evaluate_all, evaluates, materialize, prepare, run_round
+from workbench.loop.rounds import (
+    RoundRefusedError,
+    evaluate_all,
+    evaluates,
+    evaluation_panel,
+    materialize,
+    prepare,
+    run_round,
+)
 from workbench.loop.store import SPILL_FOLDER, ClientStore
 
 # progress(round, rounds, metrics) after each evaluated round; metrics: "accuracy" (the round's
@@ -160,7 +168,8 @@ def _rounds(
         except RoundRefusedError as error:
             _stop(config, run_dir, rows, events, error)
         if evaluates(config, round_):
-            new_rows = evaluate_all(algorithm, clients, ledger, round_, store)
+            panel = evaluation_panel(config, round_)
+            new_rows = evaluate_all(algorithm, clients, ledger, round_, store, panel)
             rows.extend(new_rows)
             try:
                 _report(progress, round_, rounds, new_rows, rows)

@@ -52,13 +52,19 @@ class ClientStore:
         saved = torch.load(self._path(cid), map_location=device, weights_only=True, mmap=True)
         return _copy(saved)
 
-    def materialize(self, client: Client) -> None:
+    def materialize(self, client: Client, keep: bool = True) -> None:
         """Give the client live state (set up on first use, or read back from disk), keeping
-        at most `hot` clients live; the least recently used beyond that go to disk."""
+        at most `hot` clients live; the least recently used beyond that go to disk. With
+        `keep` False (an evaluation that changes nothing) a client not live is given its
+        state without counting as used: the caller lets it go after."""
         if not client.state:
             self.algorithm.setup_client(client)
             if client.cid in self._saved:
                 load_client_state(client, self._read(client.cid))
+            if not keep:
+                return
+        if not keep:
+            return
         self._live[client.cid] = client
         self._live.move_to_end(client.cid)
         while len(self._live) > self.hot:
@@ -69,12 +75,6 @@ class ClientStore:
         with files.replacing(self._path(client.cid)) as tmp, open(tmp, "wb") as handle:
             torch.save(client_state(client), handle)
         self._saved.add(client.cid)
-        client.state.clear()
-
-    def release(self, client: Client) -> None:
-        """Drop a client's live state that has not changed since it was last saved or set up
-        (an evaluation of a client that was not live)."""
-        self._live.pop(client.cid, None)
         client.state.clear()
 
     def state_of(self, client: Client) -> dict[str, Any]:
