@@ -1,8 +1,10 @@
 """Cross-device scale: an evaluation panel (eval_clients) and data as indices into shared arrays."""
 
+import torch
+
 from workbench.config import build_config
 from workbench.core.results import format_summary
-from workbench.loop.rounds import evaluation_panel
+from workbench.loop.rounds import evaluation_panel, make_clients
 from workbench.loop.runner import run_experiment
 
 
@@ -33,3 +35,15 @@ def test_a_panel_changes_no_final_number_and_the_summary_says_who_was_evaluated(
     assert (panel.summary["panel_clients"], panel.summary["final_clients"]) == (2, 5)
     assert "panel_clients" not in whole.summary
     assert "a seeded panel of 2 clients in rounds before the last, all 5" in format_summary(panel.summary)
+
+
+def test_clients_hold_indices_into_one_shared_copy_of_the_dataset(tiny):
+    config = build_config({**tiny, "num_clients": 3, "val_fraction": 0.2})
+    clients, _ = make_clients(config, torch.device("cpu"))
+    shared = clients[0].data.images
+    for c in clients:
+        d = c.data
+        assert d.images is shared and d.test_images is clients[0].data.test_images  # no copies
+        assert torch.equal(d.train_x, shared[d.train_idx]) and d.num_train == len(d.train_idx) > 0
+        assert d.num_val == len(d.val_idx) > 0 and not set(d.val_idx.tolist()) & set(d.train_idx.tolist())
+        assert d.test_x.shape == (d.num_test, 3, 32, 32) and torch.equal(d.test_y, d.test_labels[d.test_idx])
