@@ -25,6 +25,7 @@ from workbench.core.facts import (
     DEVICE_PROFILES,
     DEVICES,
     DP_MODES,
+    EVAL_CLIENTS,
     LATE_UPLOADS,
     MAX_CLIENTS,
     MAX_EPOCHS,
@@ -105,6 +106,19 @@ class FederationConfig(Section):
     fraction: float = param(1.0, "share of clients sampled each round", gt=0, le=1)
     rounds: int = param(20, "communication rounds", ge=1, le=MAX_ROUNDS, why=TOO_LONG)
     eval_every: int = param(1, "evaluate all clients every N rounds (and after the last)", ge=1)
+    eval_clients: int = param(
+        EVAL_CLIENTS,
+        "clients evaluated in rounds before the last: a seeded panel of this many, the same "
+        "every round (all clients when the federation is no larger; 0: all); the last round "
+        "evaluates every client",
+        ge=0,
+    )
+    hot_clients: int = param(
+        0,
+        "clients whose private state stays in memory; the least recently used beyond that "
+        "live on disk in the run folder, with identical results (0: all in memory)",
+        ge=0,
+    )
     models: tuple[str, ...] = param(
         GROUPS["cnn"],
         f"zoo models assigned round-robin to clients, or a group: {', '.join(GROUPS)} "

@@ -169,27 +169,75 @@ def _targets(targets: list[int]) -> Tensor:
     return torch.as_tensor(np.asarray(targets), dtype=torch.int64)  # (N,)
 
 
+@dataclass(frozen=True, eq=False)
+class SharedClientData:
+    """One client's train, test and validation splits as indices into arrays every client
+    shares (no per-client copies): the same interface as ClientData, each split gathered when
+    it is read (a batch generator reads it once per epoch)."""
+
+    images: Tensor  # the dataset's training images, shared: (N_train, 3, 32, 32) uint8
+    labels: Tensor  # (N_train,) int64
+    test_images: Tensor  # (N_test, 3, 32, 32) uint8
+    test_labels: Tensor  # (N_test,) int64
+    train_idx: Tensor  # (n_train,) int64 into images
+    test_idx: Tensor  # (n_test,) int64 into test_images
+    val_idx: Tensor = field(default_factory=_no_labels)  # (n_val,) into images, not in train_idx
+
+    @property
+    def train_x(self) -> Tensor:
+        return self.images[self.train_idx]  # (n_train, 3, 32, 32)
+
+    @property
+    def train_y(self) -> Tensor:
+        return self.labels[self.train_idx]
+
+    @property
+    def test_x(self) -> Tensor:
+        return self.test_images[self.test_idx]  # (n_test, 3, 32, 32)
+
+    @property
+    def test_y(self) -> Tensor:
+        return self.test_labels[self.test_idx]
+
+    @property
+    def val_x(self) -> Tensor:
+        return self.images[self.val_idx]  # (n_val, 3, 32, 32)
+
+    @property
+    def val_y(self) -> Tensor:
+        return self.labels[self.val_idx]
+
+    @property
+    def num_train(self) -> int:
+        return int(self.train_idx.shape[0])
+
+    @property
+    def num_test(self) -> int:
+        return int(self.test_idx.shape[0])
+
+    @property
+    def num_val(self) -> int:
+        return int(self.val_idx.shape[0])
+
+
 def client_datasets(
-    ds: Dataset, splits: list[tuple[np.ndarray, np.ndarray]], validation: list[np.ndarray] | None = None
-) -> list[ClientData]:
-    """Materialise each client's (train_indices, test_indices) as its own tensors, and its
-    validation indices (into the training set, disjoint from its train indices) when given."""
-    clients = []
-    for k, (train_idx, test_idx) in enumerate(splits):
-        tr = torch.as_tensor(np.asarray(train_idx), dtype=torch.int64)
-        te = torch.as_tensor(np.asarray(test_idx), dtype=torch.int64)
-        va = torch.as_tensor(np.asarray(validation[k] if validation else []), dtype=torch.int64)
-        clients.append(
-            ClientData(
-                train_x=ds.train_x[tr].contiguous(),  # (n_train, 3, 32, 32)
-                train_y=ds.train_y[tr].contiguous(),
-                test_x=ds.test_x[te].contiguous(),  # (n_test, 3, 32, 32)
-                test_y=ds.test_y[te].contiguous(),
-                val_x=ds.train_x[va].contiguous(),  # (n_val, 3, 32, 32)
-                val_y=ds.train_y[va].contiguous(),
-            )
-        )
-    return clients
+    ds: Dataset,
+    splits: list[tuple[np.ndarray, np.ndarray]],
+    validation: list[np.ndarray] | None = None,
+    device: torch.device | str = "cpu",
+) -> list[SharedClientData]:
+    """Each client's (train_indices, test_indices), and its validation indices (into the
+    training set, disjoint from its train indices) when given, as indices into the dataset's
+    arrays, moved to the device once for all clients."""
+    arrays = tuple(t.to(device) for t in (ds.train_x, ds.train_y, ds.test_x, ds.test_y))
+
+    def indices(values: np.ndarray | list) -> Tensor:
+        return torch.as_tensor(np.asarray(values), dtype=torch.int64).to(device)
+
+    return [
+        SharedClientData(*arrays, indices(tr), indices(te), indices(validation[k] if validation else []))
+        for k, (tr, te) in enumerate(splits)
+    ]
 
 
 class Normalizer:

@@ -37,6 +37,8 @@ MAX_ROUNDS, MAX_EPOCHS = 100_000, 1_000
 TOO_LONG = "far beyond any federated schedule; a run this long would take days"
 MAX_CLIENTS = 10_000
 CLIENTS_WHY = "each client needs a local test split, and CIFAR holds 10,000 test images"
+# rounds before the last evaluate a seeded panel of this many clients by default (all up to it)
+EVAL_CLIENTS = 1_000
 
 # files of a run directory and of a sweep folder
 CONFIG_FILE, TABLE_FILE, SUMMARY_FILE = "config.json", "results.csv", "summary.json"
@@ -65,3 +67,4 @@ class Seed(IntEnum):
     DROPOUT = 10  # which sampled clients drop out of a round (with the round)
     DEVICES = 11  # each client's device speeds under device_profile
     DP_NOISE = 12  # client-level DP noise (with the round; local mode also the client id)
+    EVALUATION = 13  # which clients rounds before the last evaluate (eval_clients)

@@ -226,6 +226,7 @@ def summarize(
         "warnings": run_warnings(frame),
         **_clock_summary(frame, events),
         **({EPSILON: float(frame[EPSILON].iloc[-1])} if EPSILON in frame and len(frame) else {}),
+        **_panel_summary(frame),
     }
 
 
@@ -245,6 +246,16 @@ def _clock_summary(frame: pd.DataFrame, events: pd.DataFrame | None) -> dict[str
 def _refusals(events: pd.DataFrame) -> int:
     """Refused uploads among a run's events (not the dropped or late clients)."""
     return int((events["event"] == "refused").sum()) if len(events) else 0
+
+
+def _panel_summary(frame: pd.DataFrame) -> dict[str, int]:
+    """With `eval_clients` below the federation's size, rounds before the last evaluate a panel:
+    how many clients those rounds and the last evaluated (nothing when every round evaluated
+    the same clients, as in every run of up to `eval_clients` clients)."""
+    counts = frame.groupby("round").size() if len(frame) else pd.Series(dtype=int)
+    if counts.nunique() < 2:
+        return {}
+    return {"panel_clients": int(counts.iloc[:-1].min()), "final_clients": int(counts.iloc[-1])}
 
 
 def _settled_refusals(frame: pd.DataFrame) -> int:
@@ -392,6 +403,11 @@ def format_summary(summary: dict[str, Any], warnings: bool = True) -> str:
         lines.append(
             f"mean validation accuracy: final {summary['final_val_accuracy']:.4f}, best "
             f"{summary['best_val_accuracy']:.4f} (round {summary['best_val_round']})"
+        )
+    if summary.get("panel_clients"):
+        lines.append(
+            f"evaluated: a seeded panel of {summary['panel_clients']:,} clients in rounds before "
+            f"the last, all {summary['final_clients']:,} in the last (the final accuracy's)"
         )
     lines += [
         f"training FLOPs: {summary['total_train_flops']:.4g}",

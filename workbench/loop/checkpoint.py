@@ -57,14 +57,16 @@ def save(
     ledger: Any,
     rows: list[Row],
     events: list[Event] | None = None,
+    states: Callable[[Client], dict[str, Any]] = client_state,
 ) -> None:
-    """Write a checkpoint atomically (a crash mid-write leaves the previous one intact)."""
+    """Write a checkpoint atomically (a crash mid-write leaves the previous one intact);
+    `states` gives a client's state (a store's, for clients whose state is on disk)."""
     payload = {
         "round": round_,
         "config": config_flat,
         "server": server,
         "algorithm": algorithm.state_dict(),
-        "clients": {c.cid: client_state(c) for c in clients},
+        "clients": {c.cid: states(c) for c in clients},
         "ledger": dataclasses.asdict(ledger),
         "rows": [dataclasses.asdict(r) for r in rows],
         "events": [dataclasses.asdict(e) for e in events or []],

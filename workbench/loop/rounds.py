@@ -25,8 +25,8 @@ upload after honest training, before the screen.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ from workbench.algorithms.base import Seed, derived_seed
 from workbench.config import ExperimentConfig
 from workbench.core.accounting import Ledger, payload_bytes
 from workbench.core.aggregation import InvalidUpdateError
-from workbench.core.data import ClientData, Normalizer, client_datasets, load_dataset
+from workbench.core.data import Normalizer, client_datasets, load_dataset
 from workbench.core.errors import UserError
 from workbench.core.facts import Payload
 from workbench.core.partition import cap_train, partition, validation_splits
@@ -46,6 +46,9 @@ from workbench.core.training import PhaseStats, evaluate
 from workbench.loop import privacy
 from workbench.loop.attacks import is_malicious, poison_upload
 from workbench.loop.devices import Devices, close_round, dropouts, dropped_event, late_event
+
+if TYPE_CHECKING:
+    from workbench.loop.store import ClientStore
 
 
 def resolve_device(name: str) -> torch.device:
@@ -87,10 +90,7 @@ def make_clients(config: ExperimentConfig, device: torch.device) -> tuple[list[C
     except ValueError as error:  # e.g. a client left without samples: the parameters' fault
         raise UserError(f"cannot partition {d.dataset}: {error}") from None
     splits = [(train, test) for (train, _), (_, test) in zip(held, splits)]
-    datas = [
-        ClientData(*(t.to(device) for t in dataclasses.astuple(cd)))
-        for cd in client_datasets(ds, splits, [val for _, val in held])
-    ]
+    datas = client_datasets(ds, splits, [val for _, val in held], device)  # indices, no copies
     env = Environment(
         num_classes=ds.num_classes, device=device, normalize=Normalizer.for_dataset(ds, device), flip=ds.flip
     )
@@ -139,13 +139,34 @@ def materialize(algorithm: Algorithm, client: Client) -> None:
         algorithm.setup_client(client)
 
 
-def evaluate_all(algorithm: Algorithm, clients: list[Client], ledger: Ledger, round_: int) -> list[Row]:
-    """Evaluate every client on its local test split and settle its costs into a row."""
+def evaluation_panel(config: ExperimentConfig, round_: int) -> list[int] | None:
+    """The clients a round evaluates (None: every client): a seeded panel of `eval_clients`,
+    the same every round, when the federation is larger; every client in the last round."""
+    fed = config.federation
+    if fed.eval_clients == 0 or fed.eval_clients >= fed.num_clients or round_ == fed.rounds:
+        return None
+    rng = np.random.default_rng([config.run.seed, Seed.EVALUATION])
+    return sorted(int(c) for c in rng.choice(fed.num_clients, size=fed.eval_clients, replace=False))
+
+
+def evaluate_all(
+    algorithm: Algorithm,
+    clients: list[Client],
+    ledger: Ledger,
+    round_: int,
+    store: ClientStore | None = None,
+    panel: list[int] | None = None,
+) -> list[Row]:
+    """Evaluate every client (or those of `panel`) on its local test split and settle its
+    costs into a row; with a store, clients on disk are read back for it and let go again."""
     rows = []
-    for c in clients:
+    for c in clients if panel is None else [clients[cid] for cid in panel]:
         if c.evaluation is None or not algorithm.evaluation_is_local:
-            transient = not c.state  # never trained: evaluate its initial state, then let it go
-            materialize(algorithm, c)
+            transient = not c.state  # never trained, or on disk: evaluate, then let it go
+            if store is None:
+                materialize(algorithm, c)
+            else:
+                store.materialize(c, keep=False)
             c.evaluation = evaluate_client(algorithm, c)
             if transient:
                 c.state.clear()
@@ -284,11 +305,13 @@ def run_round(
     ledger: Ledger,
     events: list[Event] | None = None,
     devices: Devices | None = None,
+    store: ClientStore | None = None,
 ) -> dict:
     """One communication round over the sampled clients; returns the new server state.
     Refusals are appended to `events`; RoundRefusedError when every upload is refused. With
     `devices` (workbench.loop.devices) some sampled clients drop out and the round closes at
-    its deadline; a round left with no upload keeps the server state."""
+    its deadline; a round left with no upload keeps the server state. With a store
+    (`workbench.loop.store`), clients' state beyond its budget lives on disk."""
     cfg = algorithm.config
     events = events if events is not None else []
     first = len(events)
@@ -301,7 +324,10 @@ def run_round(
     uploads, weights, seconds = {}, {}, {}
     for cid in (c for c in sampled if c not in absent):
         client = clients[cid]
-        materialize(algorithm, client)
+        if store is None:
+            materialize(algorithm, client)
+        else:
+            store.materialize(client)
         client.evaluation = None  # its state changes from here on
         down = algorithm.broadcast(server, client)
         stats, upload, restored = client_round(algorithm, client, down, round_)

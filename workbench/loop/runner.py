@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench.algorithms import REGISTRY, Client, Environment
+from workbench.algorithms import REGISTRY, Algorithm, Client, Environment
 from workbench.config import ExperimentConfig, stored_config
 from workbench.core import files
 from workbench.core.accounting import Ledger
@@ -40,7 +40,16 @@ from workbench.core.results import (
 from workbench.loop import checkpoint, privacy, tracking
 from workbench.loop.attacks import refusal_advice
 from workbench.loop.devices import devices_for
-from workbench.loop.rounds import RoundRefusedError, evaluate_all, evaluates, materialize, prepare, run_round
+from workbench.loop.rounds import (
+    RoundRefusedError,
+    evaluate_all,
+    evaluates,
+    evaluation_panel,
+    materialize,
+    prepare,
+    run_round,
+)
+from workbench.loop.store import SPILL_FOLDER, ClientStore
 
 # progress(round, rounds, metrics) after each evaluated round; metrics: "accuracy" (the round's
 # mean), "cum_train_flops", "cum_bytes_up", "cum_bytes_down" (all clients, so far) and "rows"
@@ -122,24 +131,52 @@ def run_loop(
 ) -> RunResult:
     """The rounds of one experiment over prepared clients (resuming from a checkpoint in run_dir)."""
     algorithm = REGISTRY[config.run.algorithm](config, env)
-    devices = devices_for(config.devices, config.run.seed, len(clients))
-    server, ledger, rows, events, start = algorithm.initial_server_state(), Ledger(), [], [], 1
+    server, ledger = algorithm.initial_server_state(), Ledger()
     ckpt = run_dir / checkpoint.CHECKPOINT_FILE if run_dir is not None else None
+    hot = config.federation.hot_clients
+    store = (
+        ClientStore(algorithm, hot, run_dir / SPILL_FOLDER if run_dir is not None else None) if hot else None
+    )
+    try:
+        return _rounds(config, clients, algorithm, server, ledger, ckpt, run_dir, progress, store)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _rounds(
+    config: ExperimentConfig,
+    clients: list[Client],
+    algorithm: Algorithm,
+    server: dict,
+    ledger: Ledger,
+    ckpt: Path | None,
+    run_dir: Path | None,
+    progress: Progress | None,
+    store: ClientStore | None,
+) -> RunResult:
+    """run_loop's rounds, with client state in `store` when there is one."""
+    rows: list = []
+    events: list[Event] = []
+    start = 1
+    make_live = store.materialize if store is not None else (lambda c: materialize(algorithm, c))
     if ckpt is not None and ckpt.exists():
         done_round, server, ledger_fields, rows, events = checkpoint.load(
-            ckpt, config.to_flat(), algorithm, clients, env.device, lambda c: materialize(algorithm, c)
+            ckpt, config.to_flat(), algorithm, clients, algorithm.env.device, make_live
         )
         ledger, start = Ledger(**ledger_fields), done_round + 1
+    devices = devices_for(config.devices, config.run.seed, len(clients))
     ledger.timed = devices is not None
     rounds = config.federation.rounds
     every_ckpt = config.run.checkpoint_every if run_dir is not None else 0
     for round_ in range(start, rounds + 1):
         try:
-            server = run_round(algorithm, clients, server, round_, ledger, events, devices)
+            server = run_round(algorithm, clients, server, round_, ledger, events, devices, store)
         except RoundRefusedError as error:
             _stop(config, run_dir, rows, events, error)
         if evaluates(config, round_):
-            new_rows = evaluate_all(algorithm, clients, ledger, round_)
+            panel = evaluation_panel(config, round_)
+            new_rows = evaluate_all(algorithm, clients, ledger, round_, store, panel)
             rows.extend(new_rows)
             try:
                 _report(progress, round_, rounds, new_rows, rows)
@@ -147,7 +184,10 @@ def run_loop(
                 return _finish(config, run_dir, rows, events, stopped=str(stop))
         if every_ckpt and round_ % every_ckpt == 0 and round_ < rounds:
             run_dir.mkdir(parents=True, exist_ok=True)
-            checkpoint.save(ckpt, round_, config.to_flat(), algorithm, clients, server, ledger, rows, events)
+            states = store.state_of if store is not None else checkpoint.client_state
+            checkpoint.save(
+                ckpt, round_, config.to_flat(), algorithm, clients, server, ledger, rows, events, states
+            )
     return _finish(config, run_dir, rows, events)
 
 

@@ -16,6 +16,7 @@ data and all clients included).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing
 import resource
@@ -32,10 +33,11 @@ from workbench.algorithms import Client, Environment
 from workbench.algorithms.fedlora import FedLoRA
 from workbench.algorithms.fedlora.adapters import inject_lora, set_trainable
 from workbench.config import ExperimentConfig, build_config
-from workbench.core.data import ClientData
+from workbench.core.data import ClientData, SharedClientData
+from workbench.core.facts import MAX_CLIENTS
 from workbench.core.models import build_model
 from workbench.loop.rounds import sample_clients
-from workbench.loop.runner import run_loop
+from workbench.loop.runner import StopRun, run_loop
 from workbench.tools.bench_waits import WAITS, WAITS_DEFAULT, measure_wait, summary
 from workbench.tools.costs import synthetic_clients
 
@@ -52,6 +54,11 @@ class Workload:
     epochs: int = 1
     batch_size: int = 64
     bare: bool = True  # also time the same steps as a bare loop (`bare_steps`: FedLoRA's phases)
+    hot_clients: int = 0  # the memory budget (federation.hot_clients; 0: all in memory)
+    # cross-device workloads: data as indices into one shared synthetic set (`shared_environment`),
+    # evaluation of eval_clients' panel, and the run stopped after its timed rounds, before the
+    # last round's evaluation of every client (which set-up of never-trained clients dominates)
+    cross_device: bool = False
 
     def __post_init__(self) -> None:
         if self.bare and self.algorithm != FedLoRA.name:  # the bare loop would time another method
@@ -68,19 +75,29 @@ WORKLOADS: dict[str, Workload] = {
     "scale-10": Workload(clients=10, fraction=0.1, samples=50, rounds=5),
     "scale-100": Workload(clients=100, fraction=0.1, samples=50, rounds=5),
     "scale-1000": Workload(clients=1000, fraction=0.1, samples=50, rounds=5),
+    # cross-device: 100 clients of 20 images sampled a round, whatever the federation's size
+    **{
+        f"cross-{name}{'-hot' if hot else ''}": Workload(
+            clients=n, fraction=100 / n, samples=20, rounds=5, hot_clients=hot, cross_device=True
+        )
+        for name, n in (("1k", 1_000), ("10k", 10_000), ("100k", 100_000))
+        for hot in (0, 100)
+    },
 }
 DEFAULT = ("paper-10", "paper-100", "fedproto-10", "scale-10", "scale-100", "scale-1000")
 
 
 def workload_config(w: Workload, device: str) -> ExperimentConfig:
-    """The experiment config of a workload (CIFAR-10 shaped, timed rounds + 1 warm-up)."""
-    return build_config(
+    """The experiment config of a workload (CIFAR-10 shaped, timed rounds + 1 warm-up; a
+    cross-device one has one round more, which it never reaches)."""
+    config = build_config(
         {
             "algorithm": w.algorithm,
             "dataset": "cifar10",
-            "num_clients": w.clients,
-            "fraction": w.fraction,
-            "rounds": w.rounds + 1,
+            "num_clients": min(w.clients, MAX_CLIENTS),
+            "fraction": w.fraction if w.clients <= MAX_CLIENTS else 1.0,
+            "rounds": w.rounds + 1 + w.cross_device,
+            "hot_clients": w.hot_clients,
             "eval_every": 1,
             "model_epochs": w.epochs,
             "adapter_epochs": w.epochs,
@@ -89,6 +106,11 @@ def workload_config(w: Workload, device: str) -> ExperimentConfig:
             "augment": False,
         }
     )
+    if w.clients <= MAX_CLIENTS:
+        return config
+    # synthetic data lifts the limit CIFAR's 10,000 test images set (MAX_CLIENTS)
+    federation = dataclasses.replace(config.federation, num_clients=w.clients, fraction=w.fraction)
+    return dataclasses.replace(config, federation=federation)
 
 
 def make_environment(config: ExperimentConfig, samples: int) -> tuple[list[Client], Environment]:
@@ -102,11 +124,49 @@ def make_environment(config: ExperimentConfig, samples: int) -> tuple[list[Clien
     return clients, env
 
 
+POOL_TRAIN, POOL_TEST = 50_000, 10_000  # the shared synthetic set: CIFAR-10's sizes
+
+
+def shared_environment(config: ExperimentConfig, samples: int) -> tuple[list[Client], Environment]:
+    """Clients of a cross-device workload: each holds `samples` training and a fifth as many
+    test images as seeded indices (views of one index table) into one shared CIFAR-shaped
+    synthetic set, so a client costs a few hundred bytes however many there are."""
+    device, n = torch.device(config.run.device), config.federation.num_clients
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (POOL_TRAIN, 3, 32, 32), dtype=torch.uint8, generator=g).to(device)
+    test_images = torch.randint(0, 256, (POOL_TEST, 3, 32, 32), dtype=torch.uint8, generator=g).to(device)
+    labels = (torch.arange(POOL_TRAIN) % 10).to(device)
+    test_labels = (torch.arange(POOL_TEST) % 10).to(device)
+    train_idx = torch.randint(0, POOL_TRAIN, (n, samples), generator=g).to(device)  # (N, samples)
+    test_idx = torch.randint(0, POOL_TEST, (n, max(1, samples // 5)), generator=g).to(device)
+    clients = [
+        Client(
+            cid,
+            name,
+            SharedClientData(images, labels, test_images, test_labels, train_idx[cid], test_idx[cid]),
+        )
+        for cid, name in enumerate(config.client_models())
+    ]
+    return clients, Environment.without_data(10, device)
+
+
+def environment(config: ExperimentConfig, w: Workload, samples: int) -> tuple[list[Client], Environment]:
+    """The workload's clients and environment."""
+    return shared_environment(config, samples) if w.cross_device else make_environment(config, samples)
+
+
 def time_workbench(config: ExperimentConfig, w: Workload, samples: int) -> float:
-    """Seconds per round of run_loop, from the end of the warm-up round to the end of the last."""
-    clients, env = make_environment(config, samples)
+    """Seconds per round of run_loop, from the end of the warm-up round to the end of the last
+    timed one (a cross-device run is stopped there)."""
+    clients, env = environment(config, w, samples)
     marks: list[float] = []
-    run_loop(config, clients, env, progress=lambda r, *_: marks.append(time.perf_counter()))
+
+    def progress(round_: int, *_: Any) -> None:
+        marks.append(time.perf_counter())
+        if w.cross_device and round_ == w.rounds + 1:
+            raise StopRun("timed rounds done")
+
+    run_loop(config, clients, env, progress=progress)
     return (marks[-1] - marks[0]) / w.rounds
 
 
@@ -143,14 +203,16 @@ def bare_steps(
 
 def time_bare(config: ExperimentConfig, w: Workload, samples: int) -> float:
     """Seconds per round of the bare loop over the same sampled clients and steps."""
-    clients, env = make_environment(config, samples)
+    clients, env = environment(config, w, samples)
     lora, t = config.fedlora, config.train
     sgd = {"lr": t.lr, "momentum": t.momentum, "weight_decay": t.weight_decay}
     models: dict[int, torch.nn.Module] = {}
-    data = {c.cid: (env.normalize(c.data.train_x), c.data.train_y) for c in clients}
+    rounds = range(1, w.rounds + 2)
+    sampled = {cid for r in rounds for cid in sample_clients(w.clients, w.fraction, config.run.seed, r)}
+    data = {cid: (env.normalize(clients[cid].data.train_x), clients[cid].data.train_y) for cid in sampled}
     generator = torch.Generator().manual_seed(0)
     started = 0.0
-    for round_ in range(1, w.rounds + 2):
+    for round_ in rounds:
         if round_ == 2:
             started = time.perf_counter()
         for cid in sample_clients(w.clients, w.fraction, config.run.seed, round_):
