@@ -28,7 +28,9 @@ from typing import Any
 
 import yaml
 
-DEMO = Path(__file__).resolve().parents[2] / "notebooks" / "sweeps" / "demo.yaml"
+from workbench.lab.shipped import shipped
+
+DEMO = shipped("notebooks/sweeps/demo.yaml")
 RUN = [sys.executable, "-m", "workbench", "run"]
 SMALL_RUN = ["--dataset", "digits", "--num_clients", "10", "--rounds", "2", "--device", "cpu"]
 

@@ -19,12 +19,11 @@ from typing import Any
 import jinja2
 import nbformat
 
-import workbench
 from workbench.core import files
 from workbench.lab.report.sweep_tables import Sweep, load_sweep, sweep_methods
+from workbench.lab.shipped import shipped
 
-NOTEBOOKS = Path(workbench.__file__).resolve().parents[1] / "notebooks"
-REPORT_NOTEBOOK = NOTEBOOKS / "report.ipynb"
+REPORT_NOTEBOOK = shipped("notebooks/report.ipynb")
 KERNEL = "python3"
 REPORT_PARAMETERS = ("reference", "rival", "target_fraction", "target_accuracy")  # besides sweep_dir
 METHOD_PARAMETERS = ("reference", "rival")  # name a method of the sweep

@@ -57,7 +57,12 @@ def _run(*command: str) -> str | None:
 
 
 def git_state(root: Path = ROOT) -> dict[str, Any]:
-    """The checkout's commit and whether it differs from it (None/None outside a git checkout)."""
+    """The checkout's commit and whether it differs from it; None/None unless `root` is itself
+    the top of a git checkout (an installed wheel's site-packages inside someone's repository
+    is not this code's commit)."""
+    top = _run("git", "-C", str(root), "rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() != root.resolve():
+        return {"commit": None, "dirty": None}
     commit = _run("git", "-C", str(root), "rev-parse", "HEAD")
     status = _run("git", "-C", str(root), "status", "--porcelain") if commit else None
     return {"commit": commit, "dirty": bool(status) if status is not None else None}

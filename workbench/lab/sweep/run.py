@@ -25,12 +25,13 @@ from workbench.core.results import read_run
 from workbench.lab.report import provenance
 from workbench.lab.report.provenance import efficiency_line
 from workbench.lab.report.sweep_tables import REBUILD_RECORD
+from workbench.lab.shipped import shipped
 from workbench.lab.sweep.execution import Execution
 from workbench.lab.sweep.executors import run_points
 from workbench.lab.sweep.folder import ASIDE, POINTS, adopt, chosen, point_state, restart
 from workbench.lab.sweep.spec import Point, expand, load_spec, swept_values
 
-NOTEBOOK = Path(__file__).resolve().parents[3] / "notebooks" / "fedlora.ipynb"
+NOTEBOOK = shipped("notebooks/fedlora.ipynb")
 
 
 def collect(sweep_dir: Path, points: list[Point], names: list[str]) -> pd.DataFrame:
