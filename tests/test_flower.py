@@ -27,12 +27,12 @@ from workbench.algorithms import REGISTRY
 from workbench.config import ConfigError, build_config, defaults
 from workbench.core.accounting import payload_bytes
 from workbench.core.results import read_run
-from workbench.flower import local
+from workbench.flower import simulation
 from workbench.flower.client_app import make_client_app
-from workbench.flower.local import RAY_ENV, simulate, start_ray
 from workbench.flower.records import from_record, record_bytes, to_record
 from workbench.flower.server_app import run_server
 from workbench.flower.settings import FlowerSettings, partition_id, split_run_config, to_run_config
+from workbench.flower.simulation import RAY_ENV, simulate, start_ray
 from workbench.flower.strategy import WorkbenchStrategy
 from workbench.loop.rounds import KEPT, RESTORED, RoundRefusedError, sample_clients
 from workbench.loop.runner import run_experiment
@@ -391,7 +391,7 @@ def test_ray_environment_keeps_ray_on_loopback_and_restores_the_callers(monkeypa
     monkeypatch.setenv("RAY_raylet_start_wait_time_s", "7")
     monkeypatch.setenv("PYTHONPATH", "/callers/own")
     monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
-    with local.ray_environment():
+    with simulation.ray_environment():
         assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
         assert int(os.environ["RAY_raylet_start_wait_time_s"]) >= 60  # noqa: SIM112 (Ray's own spelling)
         assert set(RAY_ENV) <= set(os.environ)

@@ -17,7 +17,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "workbench"
 # layer → rank; a module may import a layer of lower rank, or its own layer. lab's rooms are
 # layers of their own: the notebook glue below them; the tuner and the report side by side (they
-# never import each other); sweeps above the report, which they build when they end.
+# never import each other); sweeps above the report, which they build when they end; tuning
+# above sweeps, whose points are its trials.
 LAYERS = {
     "core": 0,
     "algorithms": 1,
@@ -29,6 +30,7 @@ LAYERS = {
     "lab.tuner": 6,
     "lab.report": 6,
     "lab.sweep": 7,
+    "lab.tuning": 8,
     "tools": 8,
     "cli": 9,
     "__main__": 10,

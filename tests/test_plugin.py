@@ -181,9 +181,9 @@ def synthetic_sweep_table() -> pd.DataFrame:
 
 
 def test_its_declared_traits_get_the_built_in_treatment(smooth):
-    from workbench.lab.report import figures, sweep_tables, verdict
-    from workbench.lab.report.tables import accuracy_rows
-    from workbench.lab.sweep.kernels import BASE_IMPORTS, warm_imports
+    from workbench.lab.report import heatmaps, sweep_tables, verdict
+    from workbench.lab.report.html_tables import accuracy_rows
+    from workbench.lab.sweep.warm_kernels import BASE_IMPORTS, warm_imports
 
     assert warm_imports([{"algorithm": "smooth", "dataset": "cifar10"}]) == (*BASE_IMPORTS, "scipy.stats")
     both = warm_imports([{"algorithm": "standalone", "compare": "smooth,fedlora", "dataset": "cifar10"}])
@@ -192,11 +192,11 @@ def test_its_declared_traits_get_the_built_in_treatment(smooth):
     summary = sweep_tables.point_summary(table, ["algorithm", "smooth_eps", "lr", "seed"])
     configs = sweep_tables.configurations(summary, "smooth")
     assert configs["algorithm"].iloc[0] == "smooth"  # the reference method's configurations first
-    assert figures.knob_grids(summary) == {"smooth": SmoothStandalone.heatmap}
-    assert figures.knob_heading("smooth", SmoothStandalone.heatmap).startswith(
+    assert heatmaps.knob_grids(summary) == {"smooth": SmoothStandalone.heatmap}
+    assert heatmaps.knob_heading("smooth", SmoothStandalone.heatmap).startswith(
         "## Smoothed Standalone: ε × η"
     )
-    fig = figures.knob_heatmap(summary, "smooth")
+    fig = heatmaps.knob_heatmap(summary, "smooth")
     assert fig.layout.title.text.startswith(
         "Smoothed Standalone final mean accuracy over ε × η (mean of 2 seeds"
     )
@@ -213,12 +213,12 @@ def test_its_declared_traits_get_the_built_in_treatment(smooth):
     )
     assert accuracy_rows(found, configs).loc[0, "Smoothed Standalone configuration"] == best
     unregister("smooth")  # a report kernel that never registered it: no grid, with a note
-    assert figures.knob_grids(summary) == {}
-    assert figures.grid_note(summary).startswith("Not registered in this report's kernel: smooth;")
+    assert heatmaps.knob_grids(summary) == {}
+    assert heatmaps.grid_note(summary).startswith("Not registered in this report's kernel: smooth;")
 
 
 def test_tune_searches_its_declared_range_and_checks_overrides_against_its_bounds(smooth):
-    from workbench.lab.sweep.tune_spec import load_tune_spec, search_space
+    from workbench.lab.tuning.spec import load_tune_spec, search_space
 
     spec = {"parameters": {"dataset": "digits"}, "methods": ["smooth"]}
     assert search_space(load_tune_spec(spec))["smooth"] == {"smooth_eps": Search(0.0, 0.3)}

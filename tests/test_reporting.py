@@ -18,8 +18,18 @@ import pandas as pd
 import pytest
 
 from workbench.config import build_config
-from workbench.lab.report import diagnostics, export, figures, provenance, stats, sweep_tables, verdict
-from workbench.lab.report.tables import configuration_rows, cost_rows, ratio_rows
+from workbench.lab.report import (
+    cost_figures,
+    diagnostics_view,
+    export,
+    figures,
+    heatmaps,
+    provenance,
+    stats,
+    sweep_tables,
+    verdict,
+)
+from workbench.lab.report.html_tables import configuration_rows, cost_rows, ratio_rows
 
 ROUNDS, CLIENTS, MODELS = 3, 3, ("cnn1", "cnn2", "cnn3")
 FEDLORA = {"algorithm": ["fedlora"], "rank": [1, 4], "mu": [0.2, 0.8]}
@@ -328,7 +338,7 @@ def test_per_client_accuracy_with_seed_interval(sweep, summary) -> None:
 
 @pytest.mark.parametrize("cost, kind, unit", [("flops", "linear", "GFLOP"), ("bytes", "log", "MB")])
 def test_accuracy_vs_cost_units_and_axes(sweep, cost: str, kind: str, unit: str) -> None:
-    fig = figures.accuracy_vs_cost(sweep.table, cost=cost)
+    fig = cost_figures.accuracy_vs_cost(sweep.table, cost=cost)
     assert fig.layout.xaxis.type == kind and unit in fig.layout.xaxis.title.text
     assert ("log scale" in fig.layout.xaxis.title.text) == (kind == "log")
     line = next(t for t in fig.data if t.name == "fedlora · rank=4 · mu=0.2")
@@ -338,7 +348,7 @@ def test_accuracy_vs_cost_units_and_axes(sweep, cost: str, kind: str, unit: str)
 
 @pytest.mark.parametrize("cost", ["flops", "bytes"])
 def test_pareto_per_configuration(configs: pd.DataFrame, cost: str) -> None:
-    fig = figures.pareto(configs, cost=cost)
+    fig = cost_figures.pareto(configs, cost=cost)
     assert [t.name for t in fig.data][:-1] == configs["configuration"].tolist()
     assert fig.data[-1].name == "Pareto front"
     assert fig.layout.xaxis.type == ("linear" if cost == "flops" else "log")
@@ -350,7 +360,7 @@ def test_pareto_per_configuration(configs: pd.DataFrame, cost: str) -> None:
 
 
 def test_an_accuracy_interval_is_shown_within_0_and_100_percent() -> None:
-    from workbench.lab.report.tables import percent
+    from workbench.lab.report.html_tables import percent
 
     assert percent(0.78, 0.478, 1.082) == "78.0% [47.8%, 100.0%]"
     assert percent(0.05, -0.02, 0.12) == "5.0% [0.0%, 12.0%]"
@@ -367,7 +377,7 @@ def test_axis_type_and_percent_ticks() -> None:
 
 @pytest.mark.parametrize("stat", ["final", "best"])
 def test_rank_mu_heatmap_by_hand(summary: pd.DataFrame, stat: str) -> None:
-    (heat,) = figures.knob_heatmap(summary, "fedlora", stat=stat).data
+    (heat,) = heatmaps.knob_heatmap(summary, "fedlora", stat=stat).data
     assert list(heat.y) == ["1", "4"] and list(heat.x) == ["0.2", "0.8"]
     assert heat.z[1][1] == pytest.approx(0.72)
     assert heat.text[1][1] == f"72.0%<br>± {T975[2] * 0.02 / math.sqrt(3):.1%}"
@@ -382,7 +392,7 @@ def test_rank_mu_heatmap_by_hand(summary: pd.DataFrame, stat: str) -> None:
 
 def test_rank_mu_heatmap_without_grid(summary: pd.DataFrame) -> None:
     for frame in (summary.drop(columns=["mu"]), summary[summary["algorithm"] != "fedlora"]):
-        fig = figures.knob_heatmap(frame, "fedlora")
+        fig = heatmaps.knob_heatmap(frame, "fedlora")
         assert len(fig.data) == 0 and "No rank × μ grid" in fig.layout.annotations[0].text
 
 
@@ -390,21 +400,23 @@ def test_heatmaps_follow_each_methods_declared_knob_grid(summary: pd.DataFrame) 
     from workbench.algorithms import REGISTRY
 
     grid = REGISTRY["fedlora"].heatmap
-    assert figures.knob_grids(summary) == {"fedlora": grid} and figures.grid_note(summary) == ""
-    assert figures.knob_heading("fedlora", grid).startswith(
+    assert heatmaps.knob_grids(summary) == {"fedlora": grid} and heatmaps.grid_note(summary) == ""
+    assert heatmaps.knob_heading("fedlora", grid).startswith(
         "## FedLoRA: adapter rank × μ\n\nμ weighs the adapter branch in the private model's loss"
     )
-    fig = figures.knob_heatmap(summary, "fedlora", stat="best")
+    fig = heatmaps.knob_heatmap(summary, "fedlora", stat="best")
     assert fig.layout.title.text.startswith("FedLoRA best mean accuracy over rank × μ (mean of 3 seeds")
     assert (fig.layout.xaxis.title.text, fig.layout.yaxis.title.text) == ("μ", "LoRA rank r")
     assert fig.data[0].hovertemplate.startswith("rank %{y}, μ %{x}<br>")
     unswept = summary.drop(columns=["mu"])
-    assert figures.knob_grids(unswept) == {}
-    assert figures.grid_note(unswept) == "No FedLoRA heatmap: it needs fedlora points with swept rank and mu."
+    assert heatmaps.knob_grids(unswept) == {}
+    assert (
+        heatmaps.grid_note(unswept) == "No FedLoRA heatmap: it needs fedlora points with swept rank and mu."
+    )
     ghost = summary.assign(algorithm=summary["algorithm"].replace("fedproto", "ghost"))
-    assert figures.grid_note(ghost).startswith("Not registered in this report's kernel: ghost;")
+    assert heatmaps.grid_note(ghost).startswith("Not registered in this report's kernel: ghost;")
     with pytest.raises(ValueError, match=r"'fedproto' declares no knob grid .* those that do: \['fedlora'\]"):
-        figures.knob_heatmap(summary, "fedproto")
+        heatmaps.knob_heatmap(summary, "fedproto")
 
 
 def test_the_report_parameters_default_to_the_facts() -> None:
@@ -442,7 +454,7 @@ def test_configuration_table(configs: pd.DataFrame) -> None:
 
 
 def test_diagnostics_per_configuration_by_hand(sweep) -> None:
-    found = diagnostics.configuration_diagnostics(sweep.table).set_index("configuration")
+    found = diagnostics_view.configuration_diagnostics(sweep.table).set_index("configuration")
     assert "rank" not in found.columns and "steps_model" not in sweep.swept  # results, not knobs
     inert = found.loc["fedlora · rank=1 · mu=0.8"]
     assert inert["seeds"] == 3 and inert["contribution_final"] == pytest.approx(0.002)
@@ -459,17 +471,17 @@ def test_diagnostics_per_configuration_by_hand(sweep) -> None:
     assert pd.isna(found.loc["fedproto", "contribution_final"]) and pd.isna(
         found.loc["fedproto", "steps_per_round_adapter"]
     )
-    text = diagnostics.diagnostics_rows(found.reset_index()).set_index("configuration")
+    text = diagnostics_view.diagnostics_rows(found.reset_index()).set_index("configuration")
     assert text.loc["fedlora · rank=4 · mu=0.8", "adapter contribution, final (peak)"] == "5.00% (5.00%)"
     assert text.loc["fedlora · rank=4 · mu=0.8", "steps per round (median client)"] == "model 12 · adapter 12"
     assert text.loc["fedproto", "adapter contribution, final (peak)"] == "—"
-    box = diagnostics.warnings_html(found.reset_index())
+    box = diagnostics_view.warnings_html(found.reset_index())
     assert "3 of 6 configurations" in box and "fedproto" not in box
 
 
 def test_diagnostics_figure_draws_thresholds_and_names_warnings(sweep, configs) -> None:
     names = ["fedlora · rank=1 · mu=0.8", "lg_fedavg", "fedproto"]
-    fig = diagnostics.diagnostics_figure(sweep.table, configurations=names)
+    fig = diagnostics_view.diagnostics_figure(sweep.table, configurations=names)
     assert fig.layout.title.text.startswith(
         "Diagnostics per round — ⚠ fedlora · rank=1 · mu=0.8: adapter inert"
     )
@@ -480,7 +492,7 @@ def test_diagnostics_figure_draws_thresholds_and_names_warnings(sweep, configs) 
     steps = {t.name: list(t.y) for t in fig.data if t.xaxis == "x2"}
     assert steps["lg_fedavg · model"] == [3] * ROUNDS and "fedproto · adapter" not in steps
     lines = {(s.yref, s.y0) for s in fig.layout.shapes}
-    assert lines >= {("y", diagnostics.MIN_CONTRIBUTION), ("y2", diagnostics.MIN_STEPS)}
+    assert lines >= {("y", diagnostics_view.MIN_CONTRIBUTION), ("y2", diagnostics_view.MIN_STEPS)}
 
 
 def test_provenance_tables(sweep) -> None:
@@ -526,8 +538,9 @@ def test_empty_sweep(tmp_path: Path) -> None:
 
 def test_reporting_never_imports_torch() -> None:
     code = (
-        "import sys, workbench.lab.report.figures, workbench.lab.report.export, "
-        "workbench.lab.report.verdict, workbench.lab.report.tables, workbench.lab.report.provenance; "
+        "import sys, workbench.lab.report.figures, workbench.lab.report.cost_figures, "
+        "workbench.lab.report.heatmaps, workbench.lab.report.export, "
+        "workbench.lab.report.verdict, workbench.lab.report.html_tables, workbench.lab.report.provenance; "
         "assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -710,7 +723,7 @@ def test_a_sweep_on_the_simulated_clock_gets_time_to_target(summary, configs, sw
     assert costs.loc[BEST, "time"] == 2 * 10.0 and costs.loc["lg_fedavg", "time"] == 3 * 30.0
     assert cost_rows(found).iloc[0]["simulated s to target"] == "20"
     assert ratio_rows(found).iloc[0]["simulated time to target"] == f"{20 / 90:.3g}×"
-    fig = figures.accuracy_vs_cost(timed, cost="time", configurations=[BEST])
+    fig = cost_figures.accuracy_vs_cost(timed, cost="time", configurations=[BEST])
     assert list(fig.data[-1].x) == [10.0 * r for r in range(1, ROUNDS + 1)]
     assert fig.layout.xaxis.title.text.startswith("simulated seconds")
     assert (

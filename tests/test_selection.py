@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from workbench.lab.report import export, selection, sweep_tables, verdict
+from workbench.lab.report.html_tables import configuration_rows
 from workbench.lab.report.protocol_table import best_baseline, protocol_table
-from workbench.lab.report.tables import configuration_rows
 from workbench.tools.protocol_note import write_note
 
 ROUNDS, CLIENTS, SEEDS = 2, 2, (0, 1)

@@ -9,7 +9,7 @@ import pytest
 from helpers import tiny_spec
 
 from workbench.lab.report.provenance import efficiency_line
-from workbench.lab.sweep.execution import Execution
+from workbench.lab.sweep.executor_base import Execution
 from workbench.lab.sweep.run import run_sweep
 
 pytestmark = pytest.mark.kernels
@@ -64,7 +64,7 @@ def test_a_warm_kernel_outlives_the_folder_of_its_previous_point(tmp_path):
     """Ray removes each point's scratch folder; the next point's prologue must still run."""
     from jupyter_core.utils import run_sync
 
-    from workbench.lab.sweep.kernels import WarmKernel
+    from workbench.lab.sweep.warm_kernels import WarmKernel
 
     kernel = WarmKernel(threads=1, imports=("json",))
     kernel.ensure_started()
@@ -81,7 +81,7 @@ def test_a_warm_kernel_outlives_the_folder_of_its_previous_point(tmp_path):
 
 
 def test_a_kernel_whose_warm_imports_fail_is_refused_naming_the_module():
-    from workbench.lab.sweep.kernels import KernelSetupError, WarmKernel
+    from workbench.lab.sweep.warm_kernels import KernelSetupError, WarmKernel
 
     kernel = WarmKernel(threads=1, imports=("json", "no_such_module_for_the_workbench"))
     kernel.ensure_started()  # returns at once: the imports run in the kernel meanwhile

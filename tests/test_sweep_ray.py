@@ -13,8 +13,8 @@ psutil = pytest.importorskip("psutil")
 from helpers import tiny_spec  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from workbench.flower.local import RAY_ENV  # noqa: E402
-from workbench.lab.sweep.execution import Execution  # noqa: E402
+from workbench.flower.simulation import RAY_ENV  # noqa: E402
+from workbench.lab.sweep.executor_base import Execution  # noqa: E402
 from workbench.lab.sweep.run import run_sweep  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.kernels]

@@ -63,7 +63,7 @@ def test_gitattributes_route_notebooks_through_nbstripout():
 
 @pytest.mark.kernels
 def test_a_sweep_point_runs_a_clean_copy_on_a_quiet_kernel(tmp_path, capfd):
-    from workbench.lab.sweep.kernels import WarmKernel, run_point
+    from workbench.lab.sweep.warm_kernels import WarmKernel, run_point
 
     template = tmp_path / "template.ipynb"
     nb = dirty_notebook()

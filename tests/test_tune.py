@@ -20,8 +20,8 @@ from workbench.config import ConfigError, build_config
 from workbench.core import files
 from workbench.core.facts import STATUS_FILE
 from workbench.lab.pruning import PRUNED, TrialReporter, ticket
-from workbench.lab.sweep.tune import best_trial, judge_spec, open_studies, run_tune, storage_url, tell
-from workbench.lab.sweep.tune_spec import distributions, load_tune_spec, search_space
+from workbench.lab.tuning.run import best_trial, judge_spec, open_studies, run_tune, storage_url, tell
+from workbench.lab.tuning.spec import distributions, load_tune_spec, search_space
 from workbench.loop.runner import run_experiment
 
 TINY = {**SWEEP_TINY, "models": "cnn5"}

@@ -108,7 +108,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _add_executor(sweep: argparse.ArgumentParser) -> None:
     """Where the points run: local warm kernels or Ray tasks (see docs/ray.md)."""
-    from workbench.lab.sweep.execution import EXECUTORS
+    from workbench.lab.sweep.executor_base import EXECUTORS
 
     group = sweep.add_argument_group("executor")
     group.add_argument(
@@ -265,7 +265,7 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_tune(args: argparse.Namespace, extra: list[str]) -> int:
     """Tune (or continue tuning) every method of a spec, judge and report; the report's path is
     the last line printed."""
-    from workbench.lab.sweep.tune import run_tune
+    from workbench.lab.tuning.run import run_tune
 
     try:
         seeds = [int(s) for s in str(args.eval_seeds).split(",") if s.strip()]
@@ -279,7 +279,7 @@ def cmd_tune(args: argparse.Namespace, extra: list[str]) -> int:
 
 def _execution(args: argparse.Namespace) -> Any:
     """The executor settings of a sweep or tune command."""
-    from workbench.lab.sweep.execution import Execution
+    from workbench.lab.sweep.executor_base import Execution
 
     return Execution(
         executor=args.executor,

@@ -48,7 +48,7 @@ def cmd_simulate(args: argparse.Namespace, extra: list[str]) -> int:
     """Run, write the run directory, print its summary."""
     from workbench.core.diagnostics import format_warnings
     from workbench.core.results import format_summary
-    from workbench.flower.local import simulate
+    from workbench.flower.simulation import simulate
 
     config = build_config(flat_parameters(args, extra))
     result = simulate(

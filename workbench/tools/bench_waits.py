@@ -133,7 +133,7 @@ def sweep_efficiency(
 ) -> dict[str, Any]:
     """The efficiency record of the sweep on warm kernels (and on fresh kernels per point): one
     run each whatever `repeat` says (a sweep runs for minutes; its record sums many points)."""
-    from workbench.lab.sweep.execution import Execution
+    from workbench.lab.sweep.executor_base import Execution
     from workbench.lab.sweep.run import run_sweep
 
     result: dict[str, Any] = {"points": None}
@@ -156,8 +156,8 @@ def flower_path(clients: int, fraction: float, rounds: int, repeat: int) -> dict
     """Wall seconds of one LG-FedAvg run on Flower's simulation engine and in-process, in all
     and per round in steady state (median of rounds 2.., training to evaluation)."""
     from workbench.config import build_config
-    from workbench.flower.local import simulate
     from workbench.flower.server_app import FLOWER_FILE
+    from workbench.flower.simulation import simulate
     from workbench.loop.runner import run_experiment
 
     flat = {

@@ -277,6 +277,7 @@ def reconstruct(
     try:
         update = compression.decompress_state(payload, shapes)
     except (ValueError, RuntimeError, KeyError, TypeError) as error:
-        raise aggregation.InvalidUpdateError(cid, None, f"cannot reconstruct: {error}") from None
+        tensor = getattr(error, "tensor", None)  # compression.TensorPayloadError names it
+        raise aggregation.InvalidUpdateError(cid, tensor, f"cannot reconstruct: {error}") from None
     aggregation.validate_update(cid, update, reference)
     return update

@@ -104,17 +104,25 @@ def parts_of(payload: Payload, name: str) -> dict[str, Tensor]:
     return {s: payload[name + s] for s in (DENSE, *FACTORS) if name + s in payload}
 
 
+class TensorPayloadError(ValueError):
+    """A compressed payload that does not rebuild the named tensor (`tensor`)."""
+
+    def __init__(self, tensor: str, message: str) -> None:
+        super().__init__(message)
+        self.tensor = tensor
+
+
 def decompress_state(payload: Payload, shapes: Mapping[str, Sequence[int]]) -> dict[str, Tensor]:
     """The tensors a payload describes, one per name in `shapes`; missing or stray keys: errors."""
     state, used = {}, set()
     for name, shape in shapes.items():
         parts = parts_of(payload, name)
         if not parts:
-            raise ValueError(f"payload holds nothing for tensor {name!r}")
+            raise TensorPayloadError(name, f"payload holds nothing for tensor {name!r}")
         try:
             state[name] = svd_decompress(parts, shape)
         except ValueError as error:
-            raise ValueError(f"tensor {name!r}: {error}") from None
+            raise TensorPayloadError(name, f"tensor {name!r}: {error}") from None
         used.update(name + s for s in parts)
     stray = sorted(set(payload) - used)
     if stray:

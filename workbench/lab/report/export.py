@@ -59,7 +59,7 @@ def execute_notebook(template: Path, output: Path, parameters: dict[str, Any], t
     import papermill
     from jupyter_core.utils import run_sync
 
-    from workbench.lab.kernels import ipc_kernel_manager
+    from workbench.lab.ipc_kernels import ipc_kernel_manager
 
     check_kernel(KERNEL)
     output = Path(output)

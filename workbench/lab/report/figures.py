@@ -1,7 +1,7 @@
-"""Plotly figures of runs and sweeps: curves with seed bands, small multiples, heatmaps, costs.
-
-A method's heatmap is drawn over the two knobs it declares (`Algorithm.heatmap`), for every
-method of the sweep that declares them and has both swept.
+"""Plotly figures of runs and sweeps: accuracy curves with seed bands, small multiples, per-client
+accuracy, and the look every report figure shares (template, colours, bands, notes, axes).
+Accuracy against cost: `workbench.lab.report.cost_figures`; knob heatmaps:
+`workbench.lab.report.heatmaps`.
 
 Every figure reads the tidy tables of `workbench.lab.report.sweep_tables` (pandas + plotly; never torch).
 Curves show each configuration's mean over its seeds with a 95% Student-t band; a configuration
@@ -21,27 +21,17 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from workbench.algorithms import REGISTRY, KnobGrid, title
 from workbench.core.facts import REFERENCE_METHOD
 from workbench.lab.report.stats import interval_columns, seed_phrase
 from workbench.lab.report.sweep_tables import (
     algorithm_order,
     best_per_algorithm,
-    pareto_front,
     per_round,
-    tick,
     with_points,
 )
 
 TEMPLATE = "plotly_white"
-Cost = Literal["flops", "bytes", "time"]
 Stat = Literal["final", "best"]
-COST_AXIS = {
-    "flops": ("cum_train_flops", "total_train_flops", "training GFLOP", 1e9, "GFLOP"),
-    "bytes": ("cum_bytes", "total_bytes", "MB sent (up + down)", 1e6, "MB"),
-    # the simulated clock (device_flops): curves only; a run's total is its clock at the end
-    "time": ("sim_time", "sim_time", "simulated seconds", 1.0, "s"),
-}
 LOG_SPAN = 30  # a cost axis turns logarithmic only when its values span more than this factor
 PALETTE = list(dict.fromkeys(plotly.colors.qualitative.T10 + plotly.colors.qualitative.Alphabet))
 
@@ -77,7 +67,7 @@ def axis_type(values: Sequence[float]) -> str:
     return "log" if positive and max(positive) / min(positive) > LOG_SPAN else "linear"
 
 
-def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
+def layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
     """Shared look: white template, titles, accuracy as a percentage on y."""
     fig.update_layout(
         template=TEMPLATE,
@@ -97,7 +87,7 @@ def note(fig: go.Figure, text: str, y: float = 0.5) -> go.Figure:
     return fig
 
 
-def _band_traces(
+def band_traces(
     x: pd.Series,
     rows: pd.DataFrame,
     name: str,
@@ -145,7 +135,7 @@ def _band_traces(
     return traces
 
 
-def _opacity(names: Sequence[str]) -> float:
+def opacity(names: Sequence[str]) -> float:
     """Band opacity: fainter when many bands overlap in one chart."""
     return 0.18 if len(names) <= 3 else 0.07
 
@@ -156,7 +146,7 @@ def _round_axis(fig: go.Figure, curves: pd.DataFrame) -> go.Figure:
     return fig.update_xaxes(tickformat="d", tick0=0, dtick=max(1, math.ceil(last / 10)))
 
 
-def _seeds_title(curves: pd.DataFrame) -> str:
+def seeds_title(curves: pd.DataFrame) -> str:
     """'(mean of 3 seeds, 95% Student-t interval)' from the most seeds any configuration has."""
     most = int(curves["seeds"].max()) if len(curves) else 1
     fewest = int(curves["seeds"].min()) if len(curves) else 1
@@ -183,11 +173,11 @@ def accuracy_curves(
         rows = curves[curves["configuration"] == name].reset_index(drop=True)
         if len(rows):
             fig.add_traces(
-                _band_traces(rows["round"], rows, name, palette[name], hover, rows["seeds"], _opacity(names))
+                band_traces(rows["round"], rows, name, palette[name], hover, rows["seeds"], opacity(names))
             )
     _round_axis(fig, curves)
     title = title or "Mean client accuracy per round"
-    return _layout(fig, f"{title} {_seeds_title(curves)}", "round", "mean accuracy")
+    return layout(fig, f"{title} {seeds_title(curves)}", "round", "mean accuracy")
 
 
 def best_per_method(
@@ -233,12 +223,12 @@ def small_multiples(
         mine = curves[curves["algorithm"] == method]
         for name in dict.fromkeys(mine["configuration"]):
             one = mine[mine["configuration"] == name].reset_index(drop=True)
-            for trace in _band_traces(one["round"], one, name, palette[name], hover, one["seeds"]):
+            for trace in band_traces(one["round"], one, name, palette[name], hover, one["seeds"]):
                 fig.add_trace(trace, row=i // columns + 1, col=i % columns + 1)
         _reference_line(fig, curves, reference, method, i // columns + 1, i % columns + 1)
     _round_axis(fig, curves).update_xaxes(title_text="round")
     fig.update_yaxes(tickformat=".0%", autorangeoptions={"clipmin": 0, "clipmax": 1})
-    title = f"Every configuration, one panel per method {_seeds_title(curves)}"
+    title = f"Every configuration, one panel per method {seeds_title(curves)}"
     return fig.update_layout(
         template=TEMPLATE, title=title, height=280 * rows + 140, legend_title_text="configuration"
     )
@@ -297,216 +287,5 @@ def per_client_accuracy(table: pd.DataFrame) -> go.Figure:
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=[str(c) for c in clients])
     seeds = 1 if several else int(stats["seeds"].max()) if len(stats) else 1
     title = "Final-round accuracy per client" + ("" if several else f" ({seed_phrase(seeds)})")
-    fig = _layout(fig, title, "client", "test accuracy").update_layout(legend_title_text=colour_by)
+    fig = layout(fig, title, "client", "test accuracy").update_layout(legend_title_text=colour_by)
     return fig.update_yaxes(rangemode="tozero")
-
-
-def accuracy_vs_cost(
-    table: pd.DataFrame,
-    by: Sequence[str] | None = None,
-    cost: Cost = "flops",
-    configurations: Sequence[str] | None = None,
-    palette: dict[str, str] | None = None,
-) -> go.Figure:
-    """Mean accuracy (95% band) against cumulative cost of all clients (or the simulated clock),
-    per configuration."""
-    column, _, unit, scale, short = COST_AXIS[cost]
-    curves = per_round(table, by)
-    names = list(configurations or dict.fromkeys(curves["configuration"]))
-    palette, fig, skipped = palette or colours(names), go.Figure(), []
-    kind = axis_type(curves.loc[curves["configuration"].isin(names), column])
-    hover = f"%{{x:,.4g}} {short}<br>accuracy %{{y:.2%}}<br>round %{{customdata}}"
-    for name in names:
-        rows = curves[curves["configuration"] == name]
-        rows = (rows[rows[column] > 0] if kind == "log" else rows).reset_index(drop=True)
-        if rows.empty:
-            skipped.append(name)
-            continue
-        fig.add_traces(
-            _band_traces(
-                rows[column] / scale, rows, name, palette[name], hover, rows["round"], _opacity(names)
-            )
-        )
-    if skipped:
-        note(fig, f"zero {short} (not drawn on a log axis): " + ", ".join(skipped), y=0.02)
-    log = " (log scale)" if kind == "log" else ""
-    fig.update_xaxes(type=kind, rangemode="tozero")
-    if cost == "time":
-        title, x = f"Mean accuracy vs the simulated clock {_seeds_title(curves)}", f"{unit}{log}"
-    else:
-        title, x = (
-            f"Mean accuracy vs cumulative {unit} {_seeds_title(curves)}",
-            f"cumulative {unit}, all clients{log}",
-        )
-    return _layout(
-        fig,
-        title,
-        x,
-        "mean accuracy",
-    )
-
-
-def pareto(
-    configs: pd.DataFrame, cost: Cost = "flops", stat: Stat = "final", palette: dict[str, str] | None = None
-) -> go.Figure:
-    """Mean accuracy (95% error bar) vs total cost per configuration, with the Pareto front."""
-    _, x, unit, scale, short = COST_AXIS[cost]
-    y, palette = f"{stat}_accuracy", palette or colours(list(configs["configuration"]))
-    kind = axis_type(configs[x])
-    drawn = configs[configs[x] > 0] if kind == "log" else configs
-    fig = go.Figure()
-    for _, row in drawn.iterrows():
-        error = (
-            None
-            if pd.isna(row[f"{y}_low"])
-            else {
-                "type": "data",
-                "symmetric": False,
-                "array": [row[f"{y}_high"] - row[y]],
-                "arrayminus": [row[y] - row[f"{y}_low"]],
-            }
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=[row[x] / scale],
-                y=[row[y]],
-                mode="markers",
-                name=row["configuration"],
-                marker={"size": 11, "color": palette[row["configuration"]]},
-                error_y=error,
-                hovertemplate=f"%{{x:,.4g}} {short}<br>accuracy %{{y:.2%}}",
-            )
-        )
-    front = pareto_front(drawn, x, y)
-    if not front.empty:
-        fig.add_trace(
-            go.Scatter(
-                x=front[x] / scale,
-                y=front[y],
-                mode="lines+markers",
-                name="Pareto front",
-                line={"dash": "dash", "color": "black"},
-                marker={"symbol": "circle-open", "size": 18, "color": "black"},
-                hoverinfo="skip",
-            )
-        )
-    if len(drawn) < len(configs):
-        zero = configs.loc[configs[x] <= 0, "configuration"]
-        note(fig, f"zero {short} (not drawn on a log axis): " + ", ".join(zero), y=0.02)
-    seeds = int(configs["seeds"].max()) if len(configs) else 1
-    fig.update_xaxes(type=kind, rangemode="tozero")
-    log = " (log scale)" if kind == "log" else ""
-    return _layout(
-        fig,
-        f"{stat.capitalize()} accuracy vs total {unit} per configuration ({seed_phrase(seeds)})",
-        f"total {unit}, all clients and rounds{log}",
-        f"{stat} mean accuracy",
-    )
-
-
-def knob_grids(summary: pd.DataFrame) -> dict[str, KnobGrid]:
-    """The sweep's methods whose declared `heatmap` has both knobs swept (FedLoRA first)."""
-    names = algorithm_order(summary["algorithm"]) if "algorithm" in summary else []
-    grids = {n: REGISTRY[n].heatmap for n in names if n in REGISTRY and REGISTRY[n].heatmap}
-    return {n: g for n, g in grids.items() if not _grid_cells(summary, n, g).empty}
-
-
-def _grid_cells(summary: pd.DataFrame, name: str, grid: KnobGrid) -> pd.DataFrame:
-    """A method's points that set both knobs of its grid (none when a knob was not swept)."""
-    knobs = [grid.rows.name, grid.columns.name]
-    if not {"algorithm", *knobs} <= set(summary.columns):
-        return summary.iloc[:0]
-    return summary[summary["algorithm"] == name].dropna(subset=knobs)
-
-
-def knob_heading(name: str, grid: KnobGrid) -> str:
-    """The report section of a method's heatmaps: heading and what its knobs do (markdown)."""
-    about = f"{grid.about} " if grid.about else ""
-    return (
-        f"## {title(name)}: {grid.heading}\n\n{about}Cells show the mean over seeds ± the "
-        "half-width of its 95% interval."
-    )
-
-
-def grid_note(summary: pd.DataFrame) -> str:
-    """Why a method of the sweep has no heatmap: its grid is not swept, or it is not registered
-    in this process (so what it declares is unknown here); '' when nothing is missing."""
-    names = algorithm_order(summary["algorithm"]) if "algorithm" in summary else []
-    drawn = knob_grids(summary)
-    notes = [
-        f"No {title(n)} heatmap: it needs {n} points with swept {g.rows.name} and {g.columns.name}."
-        for n in names
-        if n in REGISTRY and (g := REGISTRY[n].heatmap) and n not in drawn
-    ]
-    unknown = [n for n in names if n not in REGISTRY]
-    if unknown:
-        notes.append(
-            f"Not registered in this report's kernel: {', '.join(unknown)}; a parameter grid such a "
-            "method declares is unknown here (register it in the report notebook to draw one)."
-        )
-    return " ".join(notes)
-
-
-def _declared_grid(name: str) -> KnobGrid:
-    """The knob grid a registered method declares (ValueError naming those that declare one)."""
-    grid = REGISTRY[name].heatmap if name in REGISTRY else None
-    if grid is None:
-        having = [n for n, m in REGISTRY.items() if m.heatmap]
-        raise ValueError(
-            f"method {name!r} declares no knob grid (Algorithm.heatmap); those that do: {having}"
-        )
-    return grid
-
-
-def _grid_table(mine: pd.DataFrame, grid: KnobGrid, value: str) -> dict[str, pd.DataFrame]:
-    """Rows × columns tables of the mean `value`, its text (mean ± half-width) and seed counts."""
-    cells = interval_columns(mine, [grid.rows.name, grid.columns.name], value)
-    bounds = zip(cells[value], cells[f"{value}_low"], cells[f"{value}_high"])
-    cells["text"] = [
-        f"{m:.1%}" + ("" if pd.isna(lo) else f"<br>± {(hi - lo) / 2:.1%}") for m, lo, hi in bounds
-    ]
-    return {
-        k: cells.pivot(index=grid.rows.name, columns=grid.columns.name, values=k)
-        for k in (value, "text", "seeds")
-    }
-
-
-def knob_heatmap(summary: pd.DataFrame, name: str, stat: Stat = "final") -> go.Figure:
-    """A method's accuracy over its two declared knobs (`Algorithm.heatmap`): mean over seeds
-    (and any other swept value), ± 95% CI."""
-    grid = _declared_grid(name)
-    rows, columns = grid.rows, grid.columns
-    heading = f"{title(name)} {stat} mean accuracy over {rows.symbol} × {columns.symbol}"
-    mine, value = _grid_cells(summary, name, grid), f"{stat}_accuracy"
-    if mine.empty:
-        why = f"needs {name} points with swept {rows.name} and {columns.name}"
-        fig = note(go.Figure(), f"No {rows.symbol} × {columns.symbol} grid in this sweep ({why})")
-        fig.update_xaxes(visible=False).update_yaxes(visible=False)
-        return fig.update_layout(template=TEMPLATE, title=heading)
-    table = _grid_table(mine, grid, value)
-    # colours span every configuration of the sweep, so the method's small differences look small
-    span = [pd.Series(table[value].to_numpy().ravel())]  # missing cells are NaN: skipped
-    if "configuration" in summary:
-        span.append(summary.groupby("configuration")[value].mean())
-    low, high = float(pd.concat(span).min()), float(pd.concat(span).max())
-    ticks, labels = percent_ticks(low, high)
-    fig = go.Figure(
-        go.Heatmap(
-            z=table[value].to_numpy(),
-            x=[tick(m) for m in table[value].columns],
-            y=[tick(r) for r in table[value].index],
-            text=table["text"].to_numpy(),
-            customdata=table["seeds"].to_numpy(),
-            colorscale="Viridis",
-            texttemplate="%{text}",
-            zmin=low,
-            zmax=high,
-            colorbar={"title": {"text": "accuracy"}, "tickvals": ticks, "ticktext": labels},
-            hovertemplate=f"{rows.symbol} %{{y}}, {columns.symbol} %{{x}}<br>accuracy %{{z:.2%}}<br>"
-            "%{customdata} seed(s)",
-        )
-    )
-    seeds = int(np.nanmax(table["seeds"].to_numpy(dtype=float)))
-    heading = f"{heading} ({seed_phrase(seeds)}; colour scale: all configurations of the sweep)"
-    fig.update_layout(template=TEMPLATE, title=heading, xaxis_title=columns.axis, yaxis_title=rows.axis)
-    return fig.update_xaxes(type="category").update_yaxes(type="category")

@@ -1,5 +1,5 @@
 """The local executor: `workers` threads in the sweep process, each driving its own warm kernel
-(`workbench.lab.sweep.kernels`). The experiments run in the kernel processes, so a point that
+(`workbench.lab.sweep.warm_kernels`). The experiments run in the kernel processes, so a point that
 crashes takes down at most its own kernel, which is replaced."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import os
 import threading
 from pathlib import Path
 
-from workbench.lab.sweep.execution import Done
+from workbench.lab.sweep.executor_base import Done
 from workbench.lab.sweep.schedule import PointQueue
 
 
@@ -29,7 +29,7 @@ def run_local(
 ) -> int:
     """Run the queued points on `workers` warm kernels (a new kernel per point with fresh=True);
     return the number of workers started."""
-    from workbench.lab.sweep.kernels import WarmKernel, run_point
+    from workbench.lab.sweep.warm_kernels import WarmKernel, run_point
 
     errors: list[BaseException] = []
 

@@ -22,7 +22,7 @@ import workbench
 from workbench.config import ConfigError
 from workbench.core.facts import STATUS_FILE
 from workbench.core.files import write_bytes as replace_bytes
-from workbench.lab.sweep.execution import Done, Execution
+from workbench.lab.sweep.executor_base import Done, Execution
 from workbench.lab.sweep.schedule import Job, PointQueue
 
 Files = dict[str, bytes]  # a point folder's files by relative path
@@ -46,7 +46,7 @@ def write_files(folder: Path, files: Files) -> None:
 
 def _kernel(threads: int, imports: tuple[str, ...]) -> Any:
     """This worker process's warm kernel, replaced when threads, imports or GPUs differ."""
-    from workbench.lab.sweep.kernels import WarmKernel
+    from workbench.lab.sweep.warm_kernels import WarmKernel
 
     key = (threads, imports, os.environ.get("CUDA_VISIBLE_DEVICES"))
     if _KERNEL.get("key") != key:
@@ -68,7 +68,7 @@ def run_point_task(
     """A Ray task body: run one point in a scratch folder; return its status and files."""
     import ray
 
-    from workbench.lab.sweep.kernels import run_point
+    from workbench.lab.sweep.warm_kernels import run_point
 
     # the kernel is a child process: let it import the same workbench this worker runs
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]

@@ -5,7 +5,7 @@ The spec and its points come from `workbench.lab.sweep.spec`. Each point lives i
 rerunning skips finished points and re-runs missing or failed ones (a killed point resumes from
 its run's checkpoint; a damaged point restarts from scratch: `workbench.lab.sweep.folder`).
 The sweep owns its folder while it runs, report included (`workbench.core.folder_lock`), and
-replaces its files whole. Points run through `workbench.lab.sweep.executors`; the report is
+replaces its files whole. Points run through `workbench.lab.sweep.dispatch`; the report is
 built at the end (`workbench.lab.report.export`).
 """
 
@@ -26,8 +26,8 @@ from workbench.lab.report import provenance
 from workbench.lab.report.provenance import efficiency_line
 from workbench.lab.report.sweep_tables import REBUILD_RECORD
 from workbench.lab.shipped import shipped
-from workbench.lab.sweep.execution import Execution
-from workbench.lab.sweep.executors import run_points
+from workbench.lab.sweep.dispatch import run_points
+from workbench.lab.sweep.executor_base import Execution
 from workbench.lab.sweep.folder import ASIDE, POINTS, adopt, chosen, point_state, restart
 from workbench.lab.sweep.spec import Point, expand, load_spec, swept_values
 

@@ -16,7 +16,7 @@ from papermill.engines import NBClientEngine, papermill_engines
 from papermill.log import logger
 from traitlets import Unicode
 
-from workbench.lab.sweep.execution import KernelSetupError
+from workbench.lab.sweep.executor_base import KernelSetupError
 
 ENGINE = "workbench-warm"
 

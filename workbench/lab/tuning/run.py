@@ -27,11 +27,11 @@ from workbench.core.errors import DamagedFileError
 from workbench.core.facts import STATUS_FILE, TRIALS_DIR, TUNE_FILE
 from workbench.core.results import read_summary
 from workbench.lab.pruning import PRUNED, pruner, ticket
-from workbench.lab.sweep.execution import Execution
-from workbench.lab.sweep.executors import run_points
+from workbench.lab.sweep.dispatch import run_points
+from workbench.lab.sweep.executor_base import Execution
 from workbench.lab.sweep.folder import POINTS
 from workbench.lab.sweep.run import NOTEBOOK
-from workbench.lab.sweep.tune_spec import Space, distributions, tuning_seed
+from workbench.lab.tuning.spec import Space, distributions, tuning_seed
 
 DATABASE = "tune.db"
 Job = tuple[str, int, dict[str, Any]]  # method, trial number, flat parameters
@@ -218,7 +218,7 @@ def run_tune(
     without `report`). The spec, the trial count and the eval seeds are checked before anything
     runs."""
     from workbench.core.folder_lock import owned
-    from workbench.lab.sweep.tune_spec import check_eval_seeds, load_tune_spec, search_space
+    from workbench.lab.tuning.spec import check_eval_seeds, load_tune_spec, search_space
 
     execution = execution or Execution()
     execution.check()

@@ -25,8 +25,8 @@ from typing import Any
 from workbench.algorithms import REGISTRY
 from workbench.core import files
 from workbench.core.facts import STATUS_FILE, TIMING_FILE
-from workbench.lab.kernels import ipc_kernel_manager
-from workbench.lab.sweep.execution import KernelSetupError
+from workbench.lab.ipc_kernels import ipc_kernel_manager
+from workbench.lab.sweep.executor_base import KernelSetupError
 
 START_TIMEOUT = 300  # seconds for a kernel to answer at start: a busy machine is slow
 BASE_IMPORTS = (

@@ -1,7 +1,7 @@
 """Where a sweep's points run, and how well the machine was used: its efficiency.
 
 - local (default): `workers` threads in the sweep process, each driving its own warm kernel
-  (`workbench.lab.sweep.kernels`). The experiments run in the kernel processes, so a point that
+  (`workbench.lab.sweep.warm_kernels`). The experiments run in the kernel processes, so a point that
   crashes takes down at most its own kernel, which is replaced. Points come from one queue
   (`workbench.lab.sweep.schedule`: longest configuration first), so a free worker starts the next
   point at once.
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.lab.report.provenance import efficiency_record
-from workbench.lab.sweep.execution import Execution
+from workbench.lab.sweep.executor_base import Execution
 from workbench.lab.sweep.local import run_local
 from workbench.lab.sweep.schedule import PointQueue
 
@@ -38,7 +38,7 @@ def run_points(
     record."""
     from tqdm.auto import tqdm
 
-    from workbench.lab.sweep.kernels import warm_imports
+    from workbench.lab.sweep.warm_kernels import warm_imports
 
     jobs = [(point_id, str(sweep_dir / "points" / point_id), flat) for point_id, flat in todo]
     points, imports = PointQueue(jobs, measured), warm_imports(flat for _, flat in todo)
