@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import math
 import operator
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -34,7 +34,7 @@ def param(
     default: Any,
     help: str,
     *,
-    choices: tuple | None = None,
+    choices: tuple | Callable[[], tuple] | None = None,  # a callable: choices known late (the registry)
     ge: float | None = None,
     gt: float | None = None,
     le: float | None = None,

@@ -12,7 +12,7 @@ message returns who the node is, so the server can map client ids to Flower node
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -58,7 +58,8 @@ def _node(
     """The run's config and this node's client with its persisted state."""
     config, _ = split_run_config(run_config if run_config is not None else context.run_config)
     cid = partition_id(context.node_config, config.federation.num_clients)
-    root = state_root(state_dir or context.node_config.get("state-dir"), message.metadata.run_id)
+    configured = cast("str | None", context.node_config.get("state-dir"))
+    root = state_root(state_dir or configured, message.metadata.run_id)
     return config, open_client(config, cid, root)
 
 
@@ -68,12 +69,12 @@ Tamper = Callable[[int, dict[str, torch.Tensor]], dict[str, torch.Tensor]]  # (c
 def _train(message: Message, config: ExperimentConfig, node: NodeClient, tamper: Tamper | None) -> RecordDict:
     """Receive, train, upload, persist: one participation in a round."""
     algorithm, client = node.algorithm, node.client
-    round_ = int(message.content.config_records[CONFIG][ROUND])
+    round_ = int(cast(int, message.content.config_records[CONFIG][ROUND]))
     algorithm.begin_round(round_)
     down = from_record(message.content.array_records[ARRAYS], algorithm.env.device)
     stats, upload, rolled_back = client_round(algorithm, client, down, round_)
     if is_malicious(config, client.cid):
-        upload = poison_upload(algorithm, client, upload, down, round_)
+        upload = dict(poison_upload(algorithm, client, upload, down, round_))
     norm = algorithm.update_norm(client, upload, down)  # of what it sends, as in-process
     save_client(node)  # after upload: some algorithms move the payload out of the client state
     if tamper is not None:

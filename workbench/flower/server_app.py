@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
@@ -60,7 +60,7 @@ def discover(
         if reply.has_error():
             raise RuntimeError(f"SuperNode {node} cannot serve this run: {reply.error.reason}")
         found = dict(reply.content.config_records[INFO])
-        cid = int(found[PARTITION_ID])
+        cid = int(cast(int, found[PARTITION_ID]))
         if cid in nodes:
             raise RuntimeError(
                 f"SuperNodes {nodes[cid]} and {node} both have partition-id={cid}; "

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from workbench.algorithms import Client, Environment
 from workbench.algorithms.fedlora import FedLoRA
 from workbench.algorithms.fedlora.adapters import inject_lora, set_trainable
+from workbench.algorithms.fedlora.placements.lora import injected
 from workbench.config import ExperimentConfig, build_config
 from workbench.core.data import ClientData, SharedClientData
 from workbench.core.facts import MAX_CLIENTS
@@ -177,10 +178,11 @@ def bare_steps(
     mu: float,
     epochs: int,
     batch: int,
-    sgd: dict[str, float],
+    sgd: dict[str, Any],
     generator: torch.Generator,
 ) -> None:
     """FedLoRA's two phases as a plain loop: same loss, same optimizer steps, no machinery."""
+    built = injected(model)  # the same model, typed as PEFT left it
     for phase in ("model", "adapter"):
         set_trainable(model, private=phase == "model", adapter=phase == "adapter")
         params = [p for p in model.parameters() if p.requires_grad]
@@ -191,10 +193,10 @@ def bare_steps(
                 xb, yb = x[order[start : start + batch]], y[order[start : start + batch]]
                 optimizer.zero_grad(set_to_none=True)
                 if phase == "model":
-                    z = model.features(xb)
+                    z = built.features(xb)
                     loss = (1 - mu) * F.cross_entropy(
-                        model.head.get_base_layer()(z), yb
-                    ) + mu * F.cross_entropy(model.head(z), yb)
+                        built.head.get_base_layer()(z), yb
+                    ) + mu * F.cross_entropy(built.head(z), yb)
                 else:
                     loss = F.cross_entropy(model(xb), yb)
                 loss.backward()

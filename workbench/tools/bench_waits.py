@@ -53,8 +53,9 @@ def first_round(algorithm: str, repeat: int) -> dict[str, Any]:
             process = subprocess.Popen(
                 [*RUN, *SMALL_RUN, "--algorithm", algorithm, "--out", out], stdout=subprocess.PIPE, text=True
             )
-            first = None
-            for line in process.stdout:  # read to the end: the run finishes its second round
+            first, lines = None, process.stdout
+            assert lines is not None  # stdout=PIPE
+            for line in lines:  # read to the end: the run finishes its second round
                 if first is None and line.startswith("round 1/"):
                     first = time.perf_counter() - started
                     cpus.append(cpu_seconds(process.pid))

@@ -33,6 +33,7 @@ from workbench.lab.report.study_table import (
     twin_gaps,
     twin_gaps_by_model,
 )
+from workbench.lab.report.sweep_tables import Sweep
 from workbench.tools.protocol_note import finish_note, load
 
 SPREAD_KNOBS = ("mu", "rank")
@@ -47,7 +48,7 @@ FEDLORA_DEFAULTS = (
 )
 
 
-def points_frame(sweep_dir: Path, spec: Path | None, split: str) -> tuple[pd.DataFrame, object]:
+def points_frame(sweep_dir: Path, spec: Path | None, split: str) -> tuple[pd.DataFrame, Sweep]:
     """Every finished point with its label, accuracies and resolved parameters, and the sweep."""
     sweep = load(sweep_dir, spec)
     table, swept = sweep.table, list(sweep.swept)

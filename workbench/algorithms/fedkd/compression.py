@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -114,7 +115,8 @@ class TensorPayloadError(ValueError):
 
 def decompress_state(payload: Payload, shapes: Mapping[str, Sequence[int]]) -> dict[str, Tensor]:
     """The tensors a payload describes, one per name in `shapes`; missing or stray keys: errors."""
-    state, used = {}, set()
+    state: dict[str, Tensor] = {}
+    used: set[str] = set()
     for name, shape in shapes.items():
         parts = parts_of(payload, name)
         if not parts:
@@ -152,5 +154,5 @@ def merge_payloads(payloads: Sequence[Payload], shapes: Mapping[str, Sequence[in
             if stacked[".S"].numel() * (m + n + 1) < m * n:
                 merged.update({name + s: t for s, t in stacked.items()})
                 continue
-        merged[name] = sum(svd_decompress(q, shape) for q in parts)
+        merged[name] = cast(Tensor, sum(svd_decompress(q, shape) for q in parts))
     return merged

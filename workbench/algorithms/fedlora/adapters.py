@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -33,21 +33,28 @@ KEPT = "kept_adapter_factors"  # model attribute: adapter factors that never lea
 class Site(NamedTuple):
     """One adapter site of a built model: a LoRA layer or a branch, its factors and its scale."""
 
-    module: nn.Module
+    module: LoraLayer | LowRankBranch
     a: nn.Parameter  # r, d_in
     b: nn.Parameter  # d_out, r
     scale: float
 
 
+def parameter(weight: Tensor | nn.Module) -> nn.Parameter:
+    """A layer's weight as what it is, a Parameter (torch types module attributes loosely)."""
+    return cast(nn.Parameter, weight)
+
+
 def adapter_sites(model: nn.Module) -> dict[str, Site]:
     """The one walk over a model's modules: every LoRA layer and low-rank branch, by module name."""
-    sites = {}
+    sites: dict[str, Site] = {}
     for name, module in model.named_modules():
         if isinstance(module, peft_lora.LoraLayer):
             a, b = module.lora_A[ADAPTER].weight, module.lora_B[ADAPTER].weight
-            sites[name] = Site(module, a, b, module.scaling[ADAPTER])
+            sites[name] = Site(module, parameter(a), parameter(b), module.scaling[ADAPTER])
         elif isinstance(module, LowRankBranch):
-            sites[name] = Site(module, module.lora_A.weight, module.lora_B.weight, module.scaling)
+            sites[name] = Site(
+                module, parameter(module.lora_A.weight), parameter(module.lora_B.weight), module.scaling
+            )
     return sites
 
 
@@ -82,12 +89,12 @@ def inject_lora(
 
     config = LoraConfig(
         r=rank,
-        lora_alpha=alpha,
+        lora_alpha=alpha,  # type: ignore[arg-type]  # PEFT declares int; it scales by any float
         lora_dropout=0.0,
         bias="none",
         target_modules=list(targets),
         use_rslora=rslora,
-        init_lora_weights=init,
+        init_lora_weights=init,  # type: ignore[arg-type]  # True or "gaussian", both PEFT's values
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -110,7 +117,7 @@ def adapter_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
 
 def shared_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     """The adapter parameters that are sent: all but the ones the placement keeps."""
-    kept = getattr(model, KEPT, frozenset())
+    kept: frozenset[str] = getattr(model, KEPT, frozenset())
     return {k: p for k, p in adapter_parameters(model).items() if k not in kept}
 
 

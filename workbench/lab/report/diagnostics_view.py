@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -135,7 +136,8 @@ def round_diagnostics(table: pd.DataFrame, by: Sequence[str] | None = None) -> p
     """Per configuration and evaluated round: contribution, steps per round by phase and update
     norm (each over clients as in `point_diagnostics`, then the mean over seeds)."""
     table = with_points(table)
-    keys, frames = config_keys(table, by), []
+    keys = config_keys(table, by)
+    frames: list[dict[str, Any]] = []
     for point, frame in table.groupby("point", sort=True):
         name = label({k: frame[k].iloc[0] for k in keys})
         for round_, rows in frame.groupby("round", sort=True):
@@ -155,8 +157,8 @@ def round_diagnostics(table: pd.DataFrame, by: Sequence[str] | None = None) -> p
     if not frames:
         return pd.DataFrame(columns=["configuration", "round"])
     per_point = pd.DataFrame(frames)
-    values = [c for c in per_point.columns if c not in ("configuration", "point", "round")]
-    return per_point.groupby(["configuration", "round"], sort=False)[values].mean().reset_index()
+    measured = [c for c in per_point.columns if c not in ("configuration", "point", "round")]
+    return per_point.groupby(["configuration", "round"], sort=False)[measured].mean().reset_index()
 
 
 def diagnostics_figure(

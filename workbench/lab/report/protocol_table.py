@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -73,7 +74,7 @@ def _to_target(table: pd.DataFrame, points: pd.DataFrame, target: float) -> pd.D
 
 
 def protocol_table(
-    table: pd.DataFrame, swept: Sequence[str], targets: Mapping[object, float], split: str = SPLIT
+    table: pd.DataFrame, swept: Sequence[str], targets: Mapping[Any, float], split: str = SPLIT
 ) -> pd.DataFrame:
     """Per split value and configuration: seeds, accuracy mean ± 95% CI, costs, cost to target."""
     points = configurations(table, swept, split)

@@ -150,7 +150,7 @@ def environment_table(
             {"item": ["provenance"], "value": ["not recorded (the sweep predates provenance records)"]}
         )
     commit = provenance.get("commit") or "unknown (not a git checkout)"
-    flags = {True: " (dirty: uncommitted changes)", False: " (clean)"}
+    flags: dict[Any, str] = {True: " (dirty: uncommitted changes)", False: " (clean)"}
     dirty = flags.get(provenance.get("dirty"), "")
     rows = [
         ("workbench version", provenance.get("workbench")),

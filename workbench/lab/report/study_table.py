@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -56,7 +57,7 @@ def relabel(points: pd.DataFrame, base: Mapping[str, object]) -> pd.DataFrame:
     return points
 
 
-def local_epochs(row: Mapping[str, object]) -> int:
+def local_epochs(row: Mapping[str, Any]) -> int:
     """Epochs of local optimizer steps per round: FedLoRA's model plus adapter phases (the
     adapter's by its schedule), any other method's model epochs."""
     model = int(row["model_epochs"])

@@ -271,7 +271,8 @@ def best_configuration(
 def best_per_algorithm(configs: pd.DataFrame, reference: str = REFERENCE_METHOD) -> list[str]:
     """The best configuration (`best_configuration`) of each algorithm, the reference's first."""
     order = algorithm_order(configs["algorithm"], reference)
-    return [best_configuration(configs, [a])["configuration"] for a in order]
+    best = [best_configuration(configs, [a]) for a in order]  # each algorithm has rows: never None
+    return [row["configuration"] for row in best if row is not None]
 
 
 def cost_table(configs: pd.DataFrame, reference: str = REFERENCE_METHOD) -> pd.DataFrame:

@@ -132,7 +132,7 @@ def adopt(sweep_dir: Path, points: Sequence[Point], record: Mapping[str, Any]) -
         return []
     entries = record.get("points", []) if isinstance(record.get("points"), list) else []
     recorded = {e["id"]: e.get("resolved") for e in entries if isinstance(e, dict) and "id" in e}
-    candidates: dict[str, tuple[Path, dict[str, Any]]] = {}
+    candidates: dict[str, tuple[Path | None, dict[str, Any]]] = {}
     for folder in sorted(root.iterdir()):
         if folder.is_dir() and folder.name not in ids and not folder.name.endswith(ASIDE):
             stored = _stored(folder, recorded)
@@ -140,9 +140,9 @@ def adopt(sweep_dir: Path, points: Sequence[Point], record: Mapping[str, Any]) -
                 candidates.setdefault(_key(stored_config(stored)), (folder, stored))
     notes = []
     for point in homeless:
-        folder, stored = candidates.pop(_key(point.flat), (None, {}))
-        if folder is not None:
-            os.replace(folder, root / point.id)
+        found, stored = candidates.pop(_key(point.flat), (None, {}))
+        if found is not None:
+            os.replace(found, root / point.id)
             added = ", ".join(sorted(set(point.flat) - set(stored))) or "a change of the ids"
-            notes.append(f"point {point.id}: found as {folder.name} (made before {added}); renamed")
+            notes.append(f"point {point.id}: found as {found.name} (made before {added}); renamed")
     return notes

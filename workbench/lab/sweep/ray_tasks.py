@@ -11,6 +11,7 @@ with its next attempt, so a rerun resumes it like the local executor does.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
@@ -98,7 +99,7 @@ def connect(address: str | None) -> None:
         ray.init(
             address=target,
             runtime_env={"py_modules": [str(PACKAGE)], "excludes": ["__pycache__"]},
-            logging_level="error",
+            logging_level=logging.ERROR,
             log_to_driver=False,
         )
     except (ConnectionError, RuntimeError, ValueError) as error:

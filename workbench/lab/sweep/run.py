@@ -118,7 +118,7 @@ def run_owned(
     for s in states:
         if s["state"] != "done":
             print(f"point {s['id']} {s['params']} failed: {s['error']}", flush=True)
-    if todo:
+    if efficiency is not None and todo:
         print(efficiency_line(efficiency), flush=True)
     return record
 

@@ -218,7 +218,7 @@ def run_point(
     started, wall = time.perf_counter(), time.time() - 1  # mtimes have coarse resolution
     try:
         _execute(kernel, notebook, folder, parameters, timeout)
-        status = {"state": "done", "error": None}
+        status: dict[str, Any] = {"state": "done", "error": None}
     except Exception as error:  # the point failed; the sweep records it and goes on
         name = getattr(error, "ename", type(error).__name__)
         status = {"state": "failed", "error": f"{name}: {getattr(error, 'evalue', error)}"}

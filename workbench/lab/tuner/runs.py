@@ -199,7 +199,9 @@ class Runner:
                 self._cond.wait()
             if self._closed:
                 return None
-            (key, config), self._pending = self._pending, None
+            pending, self._pending = self._pending, None
+            assert pending is not None  # the wait ends on a request or on close
+            key, config = pending
             self._running, self._cancel = key, None
             return key, config
 

@@ -50,6 +50,7 @@ class Tuner:
         self.view = widgets.Output(layout=widgets.Layout(min_height="430px"))
         self.settings = widgets.VBox()
         for name in sorted(set(table["algorithm"])) if table is not None else []:
+            assert table is not None
             done = config if name == config.run.algorithm else config.replace(algorithm=name)
             self._show(self.runner.add_finished(done, table[table["algorithm"] == name]), done)
         self.request()

@@ -190,13 +190,14 @@ def distributions(space: Mapping[str, Search]) -> dict[str, Any]:
     """Optuna distributions of one method's space."""
     import optuna
 
-    out = {}
+    out: dict[str, Any] = {}
     for name, s in space.items():
         if s.choices:
             out[name] = optuna.distributions.CategoricalDistribution(list(s.choices))
         elif isinstance(s.low, int) and isinstance(s.high, int):
             out[name] = optuna.distributions.IntDistribution(s.low, s.high, log=s.log)
         else:
+            assert s.low is not None and s.high is not None  # a range without choices has both
             out[name] = optuna.distributions.FloatDistribution(float(s.low), float(s.high), log=s.log)
     return out
 

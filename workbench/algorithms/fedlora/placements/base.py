@@ -79,6 +79,7 @@ class Placement:
     def check_targets(self, models: list[str], num_classes: int) -> None:
         """A placement that does not read lora_targets leaves it at its default."""
         targets, default = self.params.lora_targets, declared_default(self.params, "lora_targets")
+        assert isinstance(default, tuple)  # a tuple of layer names, as FedLoRAParams declares
         if tuple(targets) != default:
             raise ConfigError(
                 f"parameter lora_targets={','.join(targets)!r} applies only to "

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, cast
 
 from workbench.algorithms.fedlora.placements.base import Outputs, Placement
 from workbench.core.lazy import lazy
@@ -11,11 +11,29 @@ from workbench.core.params import ConfigError
 from workbench.core.zoo import linear_shapes
 
 if TYPE_CHECKING:
+    from peft.tuners.lora import Linear as LoraLinear
     from torch import Tensor, nn
 
 torch = lazy("torch")
 
-PEFT_INIT = {"lora": True, "gaussian": "gaussian", "small_b": True}  # adapter_init → init_lora_weights
+# adapter_init → PEFT's init_lora_weights
+PEFT_INIT: dict[str, bool | str] = {"lora": True, "gaussian": "gaussian", "small_b": True}
+
+
+class Injected(Protocol):
+    """A zoo model with PEFT's LoRA beside its head or fc2 (`LoraPlacement.build`)."""
+
+    head: LoraLinear
+    fc2: LoraLinear
+
+    def trunk(self, x: Tensor) -> Tensor: ...
+
+    def features(self, x: Tensor) -> Tensor: ...
+
+
+def injected(model: nn.Module) -> Injected:
+    """A model this placement built, as its type."""
+    return cast("Injected", model)
 
 
 class LoraPlacement(Placement):
@@ -80,8 +98,9 @@ class Head(LoraPlacement):
 
 def beside_head(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     """The head's output without and with its LoRA, on features computed once."""
-    z = model.features(x)  # B, 500
-    return model.head.get_base_layer()(z), model.head(z)  # B, C each
+    built = injected(model)
+    z = built.features(x)  # B, 500
+    return built.head.get_base_layer()(z), built.head(z)  # B, C each
 
 
 class Fc2(LoraPlacement):
@@ -102,14 +121,15 @@ class Fc2(LoraPlacement):
         """fc2's pre-activation without its LoRA, and what its LoRA adds."""
         from workbench.algorithms.fedlora.adapters import lora_delta
 
-        h = model.trunk(x)  # B, fc1
-        return model.fc2.get_base_layer()(h), lora_delta(model.fc2, h)  # B, 500 each
+        built = injected(model)
+        h = built.trunk(x)  # B, fc1
+        return built.fc2.get_base_layer()(h), lora_delta(built.fc2, h)  # B, 500 each
 
     def local_and_combined(self, model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-        pre, delta = self._pre(model, x)
-        return model.head(torch.relu(pre)), model.head(torch.relu(pre + delta))  # B, C each
+        pre, delta, head = *self._pre(model, x), injected(model).head
+        return head(torch.relu(pre)), head(torch.relu(pre + delta))  # B, C each
 
     def site_outputs(self, model: nn.Module, x: Tensor) -> Outputs:
         """Measured at fc2's pre-activation."""
         pre, delta = self._pre(model, x)
-        return model.head(torch.relu(pre + delta)), pre, delta
+        return injected(model).head(torch.relu(pre + delta)), pre, delta

@@ -5,7 +5,7 @@ the same on every client, whatever the client's architecture."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from workbench.algorithms.fedlora.placements.base import Outputs, Placement
 from workbench.core.lazy import lazy
@@ -14,10 +14,18 @@ from workbench.core.zoo import IMAGE_SIZE, REPRESENTATION_DIM
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
+    from workbench.algorithms.fedlora.branch import ParallelAdapted
+    from workbench.core.models import ZooCNN
+
 torch = lazy("torch")
 
 INPUT_DIM = 3 * IMAGE_SIZE * IMAGE_SIZE  # the branch reads the flattened image
 BRANCH = "adapter"  # module name of the branch
+
+
+def adapted(model: nn.Module) -> ParallelAdapted:
+    """A model this placement built (`Branch.build`), as its type."""
+    return cast("ParallelAdapted", model)
 
 
 class Branch(Placement):
@@ -38,12 +46,12 @@ class Branch(Placement):
     def build(self, model: nn.Module, seed: int) -> nn.Module:
         from workbench.algorithms.fedlora.branch import LowRankBranch, ParallelAdapted
 
-        p, gaussian = self.params, self.params.adapter_init == "gaussian"
+        p, gaussian, base = self.params, self.params.adapter_init == "gaussian", cast("ZooCNN", model)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            width = self.width(model.head.out_features)
+            width = self.width(base.head.out_features)
             branch = LowRankBranch(INPUT_DIM, width, p.rank, p.lora_alpha, p.use_rslora, gaussian)
-        return ParallelAdapted(model, branch.to(model.head.weight.device), self.output)
+        return ParallelAdapted(base, branch.to(base.head.weight.device), self.output)
 
 
 class Parallel(Branch):
@@ -57,12 +65,14 @@ class Parallel(Branch):
         return REPRESENTATION_DIM
 
     def local_and_combined(self, model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-        z = model.base.features(x)  # B, 500
-        return model.base.head(z), model.base.head(z + model.adapter(x))  # B, C each
+        built = adapted(model)
+        z = built.base.features(x)  # B, 500
+        return built.base.head(z), built.base.head(z + built.adapter(x))  # B, C each
 
     def site_outputs(self, model: nn.Module, x: Tensor) -> Outputs:
-        z, delta = model.base.features(x), model.adapter(x)  # B, 500 each
-        return model.base.head(z + delta), z, delta
+        built = adapted(model)
+        z, delta = built.base.features(x), built.adapter(x)  # B, 500 each
+        return built.base.head(z + delta), z, delta
 
 
 class ParallelLogits(Branch):
@@ -76,11 +86,13 @@ class ParallelLogits(Branch):
         return num_classes
 
     def local_and_combined(self, model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-        local = model.base.head(model.base.features(x))  # B, C
-        return local, local + model.adapter(x)
+        built = adapted(model)
+        local = built.base.head(built.base.features(x))  # B, C
+        return local, local + built.adapter(x)
 
     def site_outputs(self, model: nn.Module, x: Tensor) -> Outputs:
-        z = model.base.features(x)  # B, 500
-        delta = model.adapter(x)  # B, C
-        local = model.base.head(z)  # B, C
+        built = adapted(model)
+        z = built.base.features(x)  # B, 500
+        delta = built.adapter(x)  # B, C
+        local = built.base.head(z)  # B, C
         return local + delta, local, delta
