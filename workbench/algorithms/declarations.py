@@ -48,7 +48,7 @@ def seed_purposes(methods: Iterable[type[Algorithm]]) -> dict[str, int]:
 
 def next_free(methods: Iterable[type[Algorithm]]) -> int:
     """The smallest purpose number no generic purpose and no method uses."""
-    used = set(seed_purposes(methods).values())
+    used = {*generic_purposes().values(), *(int(n) for m in methods for n in m.seed_purposes.values())}
     return next(n for n in range(1, len(used) + 2) if n not in used)
 
 

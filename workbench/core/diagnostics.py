@@ -122,13 +122,13 @@ DIAGNOSTICS: Mapping[str, str] = _Declared()
 # A run is unstable when its mean training loss in the last evaluated round is more than
 # LOSS_RISE times its lowest *and* has given back more than LOSS_GIVEBACK of its fall from the
 # first round, or when its last round's mean accuracy fell more than COLLAPSE below its best.
-# In the stability study the 73 finished runs whose adapter did not dominate rose at most 1.58x
-# and fell at most 9.9 points; the unstable ones rose to non-finite losses and fell up to 67
-# points. The factor alone flagged healthy runs near zero loss: in the demo (issue 27) one
-# client's adapter phase going from 0.24 to 0.75 lifted the mean from 0.08 to 0.17 (2.1-2.3x) on
-# all four FedLoRA settings of one seed, which ended at 97-98.5%; over 458 runs of the demo's and
-# the stability study's sweeps, runs that rose 2-2.8x had given back at most 14% of their fall,
-# the diverging ones 470% or more (up to non-finite).
+# In issue 27's stability study of the reference method, the 73 finished runs its own warning
+# did not flag rose at most 1.58x and fell at most 9.9 points; the unstable ones rose to
+# non-finite losses and fell up to 67 points. The factor alone flagged healthy runs near zero
+# loss: in the issue's demo one client's second phase going from 0.24 to 0.75 lifted the mean from
+# 0.08 to 0.17 (2.1-2.3x) on all four settings of one seed, which ended at 97-98.5%; over 458
+# runs of the demo's and the stability study's sweeps, runs that rose 2-2.8x had given back at
+# most 14% of their fall, the diverging ones 470% or more (up to non-finite).
 LOSS_RISE = 2.0
 LOSS_GIVEBACK = 0.5
 COLLAPSE = 0.2
@@ -217,8 +217,8 @@ def instability(frame: pd.DataFrame) -> str:
 
 
 def run_warnings(frame: pd.DataFrame) -> list[str]:
-    """The warnings a results table raises: its method's own (FedLoRA's: an inert or dominating
-    adapter), an unstable run, clients starved of steps; serious ones first."""
+    """The warnings a results table raises: its method's own (`MethodDiagnostics.findings`), an
+    unstable run, clients starved of steps; serious ones first."""
     methods = [d for d in declared() if d.reads(frame)]
     found = [f for d in methods if d.findings is not None for f in d.findings(frame)]
     unstable = instability(frame)
@@ -248,9 +248,9 @@ def format_warnings(warnings: list[str]) -> list[str]:
 
 
 def brief(frame: pd.DataFrame) -> str:
-    """A compact line of the last evaluated round's diagnostics, e.g. 'adapter 0.3% of the
-    output · steps/round model 3, adapter 3 · update norm 0.12' ('' for an empty table): the
-    declared diagnostics that have a `brief`, then the generic ones."""
+    """A compact line of the last evaluated round's diagnostics, e.g. '<a declared diagnostic's
+    brief> · steps/round model 3 · update norm 0.12' ('' for an empty table): the declared
+    diagnostics that have a `brief`, then the generic ones."""
     if frame.empty:
         return ""
     parts = []
