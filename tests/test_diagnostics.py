@@ -293,3 +293,18 @@ def test_the_cli_prints_the_new_warning_for_a_run_made_to_go_wrong(tmp_path, cap
     warned = [line for line in lines if line.startswith("WARNING: ")]
     assert any(w.startswith(("WARNING: unstable", "WARNING: adapter dominates")) for w in warned), lines
     assert code in (0, 2)
+
+
+def test_core_reads_methods_diagnostics_only_from_the_registry_and_says_so_without_it():
+    import subprocess
+    import sys
+
+    code = (
+        "from workbench.core import diagnostics\n"
+        "try:\n    diagnostics.declared()\nexcept RuntimeError as e:\n    print(e)\n"
+        "import workbench.algorithms\n"
+        "print(sorted(diagnostics.DIAGNOSTICS))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "import workbench.algorithms (the registry)" in out.splitlines()[0]
+    assert out.splitlines()[1] == "['adapter_contribution', 'adapter_weight_norm']"
