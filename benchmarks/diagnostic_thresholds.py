@@ -1,4 +1,5 @@
-"""Where the warning thresholds of `workbench.core.diagnostics` come from: prints the figures.
+"""Where the warning thresholds come from (`MIN_CONTRIBUTION`: FedLoRA's, in
+`workbench.algorithms.fedlora.advice`; `MIN_STEPS`: `workbench.core.diagnostics`): prints the figures.
 
 1. MIN_CONTRIBUTION. FedLoRA on digits in settings from an inert to a dominating adapter; after
    every 2nd round each client is evaluated with its adapter on and off. Per bin of the
@@ -21,9 +22,10 @@ import pandas as pd
 import torch
 
 from workbench.algorithms.fedlora.adapters import adapter_disabled
+from workbench.algorithms.fedlora.advice import MIN_CONTRIBUTION
 from workbench.config import build_config
 from workbench.core.data import eval_batches
-from workbench.core.diagnostics import MIN_CONTRIBUTION, steps_per_round
+from workbench.core.diagnostics import steps_per_round
 from workbench.loop.rounds import make_clients, resolve_device
 from workbench.loop.runner import RunStoppedError, run_loop
 

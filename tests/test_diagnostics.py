@@ -12,6 +12,7 @@ import pytest
 import torch
 from helpers import make_algorithm
 
+from workbench.algorithms.fedlora import advice
 from workbench.algorithms.fedlora.adapters import adapter_parameters, adapter_sites, adapter_state
 from workbench.algorithms.fedlora.probe import effective_weight_norm
 from workbench.cli import main
@@ -82,7 +83,7 @@ def test_the_cli_ends_with_both_warnings_naming_what_to_change(starved):
     inert, starving = lines[-2:]
     assert inert.startswith("WARNING: adapter inert") and "adapter_lr" in inert and "adapter_epochs" in inert
     assert "adapter_init=small_b" in inert and "lora_plus_ratio" in inert
-    assert f"below {diagnostics.MIN_CONTRIBUTION:.0%}" in inert
+    assert f"below {advice.MIN_CONTRIBUTION:.0%}" in inert
     assert starving.startswith("WARNING: undertrained") and "model_epochs" in starving
     assert "model: 2, adapter: 1" in starving and "batch_size" in starving
     assert any(line.startswith("round 2/2: mean accuracy") and "steps/round" in line for line in lines)
@@ -207,7 +208,7 @@ def row(round_: int, cid: int, contribution: float | None, steps: int, rounds: i
 
 
 def test_warnings_follow_the_thresholds_defined_once():
-    low, steps = diagnostics.MIN_CONTRIBUTION, diagnostics.MIN_STEPS
+    low, steps = advice.MIN_CONTRIBUTION, diagnostics.MIN_STEPS
     alive = to_frame([row(1, 0, 0.0, steps), row(2, 0, low, steps), row(2, 1, low, steps, rounds=0)])
     assert diagnostics.run_warnings(alive) == []
     inert = to_frame([row(1, 0, low / 2, steps), row(2, 0, low * 0.9, steps)])
@@ -245,7 +246,7 @@ def names(table: pd.DataFrame) -> list[str]:
 
 
 def test_an_adapter_above_the_threshold_dominates_and_the_warning_names_the_knobs():
-    top = diagnostics.MAX_CONTRIBUTION
+    top = advice.MAX_CONTRIBUTION
     assert names(frame_of([{"contribution": top * 0.9}, {"contribution": top}])) == []
     assert names(frame_of([{"contribution": top * 50}, {"contribution": 0.2}])) == []  # an early spike
     (warning,) = diagnostics.run_warnings(frame_of([{"contribution": 0.2}, {"contribution": top * 1.5}]))
@@ -292,3 +293,18 @@ def test_the_cli_prints_the_new_warning_for_a_run_made_to_go_wrong(tmp_path, cap
     warned = [line for line in lines if line.startswith("WARNING: ")]
     assert any(w.startswith(("WARNING: unstable", "WARNING: adapter dominates")) for w in warned), lines
     assert code in (0, 2)
+
+
+def test_core_reads_methods_diagnostics_only_from_the_registry_and_says_so_without_it():
+    import subprocess
+    import sys
+
+    code = (
+        "from workbench.core import diagnostics\n"
+        "try:\n    diagnostics.declared()\nexcept RuntimeError as e:\n    print(e)\n"
+        "import workbench.algorithms\n"
+        "print(sorted(diagnostics.DIAGNOSTICS))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "import workbench.algorithms (the registry)" in out.splitlines()[0]
+    assert out.splitlines()[1] == "['adapter_contribution', 'adapter_weight_norm']"

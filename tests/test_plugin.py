@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +15,10 @@ from workbench.algorithms import REGISTRY, Client, Knob, KnobGrid, method_parame
 from workbench.algorithms.standalone import Standalone
 from workbench.cli import main
 from workbench.config import ConfigError, build_config, defaults, parameter_table
+from workbench.core.diagnostics import Diagnostic, Finding, MethodDiagnostics, per_round
 from workbench.core.params import Search, Section, param
-from workbench.core.results import ROW_COLUMNS, read_run
+from workbench.core.results import ROW_COLUMNS, Row, read_run, to_frame
+from workbench.core.training import Probe
 from workbench.lab import notebook
 from workbench.loop.runner import run_experiment
 
@@ -225,3 +228,160 @@ def test_tune_searches_its_declared_range_and_checks_overrides_against_its_bound
     bad = {**spec, "ranges": {"smooth": {"smooth_eps": {"low": 0.1, "high": 1.0}}}}
     with pytest.raises(ConfigError, match=r"method smooth: knob 'smooth_eps'.*must be < 1"):
         search_space(load_tune_spec(bad))
+
+
+# ---- facts a method owns: its seed purposes and its diagnostics, declared in its own module ----
+CONFIDENCE = "smooth_confidence"
+
+
+class ConfidenceProbe(Probe):
+    """The deployed logits; on the way, the mean top-class probability over the test split."""
+
+    def __init__(self, predict) -> None:
+        super().__init__(predict)
+        self.total, self.count = 0.0, 0
+
+    def __call__(self, x):
+        logits = self.predict(x)
+        self.total += float(logits.softmax(1).max(1).values.sum())
+        self.count += len(x)
+        return logits
+
+    def values(self) -> dict[str, float]:
+        return {CONFIDENCE: self.total / self.count}
+
+
+def overconfident(frame: pd.DataFrame) -> list[Finding]:
+    """Its own warning: the mean confidence of the last evaluated round above 0.99."""
+    last = per_round(frame, CONFIDENCE)
+    if len(last) and 0.99 < last.iloc[-1] < math.inf:
+        return [Finding(f"overconfident: {last.iloc[-1]:.1%}; raise smooth_eps", serious=False)]
+    return []
+
+
+class ConfidentSmooth(SmoothStandalone):
+    """The smoothed method measuring its own diagnostic and drawing its own seed."""
+
+    name = "confident"
+    seed_purposes = {"smooth_shuffle": 40}
+    diagnostics = MethodDiagnostics(
+        columns=(Diagnostic(CONFIDENCE, "mean top-class probability", finite=True, brief="conf {:.0%}"),),
+        findings=overconfident,
+        phase_knobs={"model": "smooth_eps (or model_epochs)"},
+        step_knobs="smooth_eps",
+    )
+
+    def evaluation_probe(self, client: Client) -> Probe:
+        return ConfidenceProbe(lambda x: self.predict(client, x))
+
+
+@pytest.fixture
+def confident():
+    register(ConfidentSmooth)
+    yield ConfidentSmooth
+    unregister("confident")
+
+
+def test_the_built_in_seed_purposes_keep_their_numbers():
+    from workbench.algorithms import seed_purposes
+    from workbench.core.facts import Seed
+
+    generic = {"client_model": 1, "batches": 3, "attack": 6, "sampling": 7, "subsample": 8}
+    generic |= {"validation": 9, "dropout": 10, "devices": 11, "dp_noise": 12, "evaluation": 13}
+    assert {p.name.lower(): int(p) for p in Seed} == generic  # results depend on every number
+    assert seed_purposes() == {**generic, "adapter": 2, "shared_model": 4, "server_head": 5}
+    assert REGISTRY["fml"].seed_purposes == REGISTRY["fedkd"].seed_purposes == {"shared_model": 4}
+
+
+@pytest.mark.parametrize(
+    ("purposes", "message"),
+    [
+        ({"init": 2}, r"confident's seed purpose 'init' = 2 clashes with fedlora's 'adapter' = 2"),
+        ({"shared_model": 70}, r"'shared_model' = 70 clashes with fedavg's 'shared_model' = 4"),
+        ({"shuffle": 3}, r"'shuffle' = 3 clashes with the generic purpose Seed.BATCHES = 3"),
+        ({"batches": 30}, r"'batches' = 30 clashes with the generic purpose Seed.BATCHES = 3"),
+        ({"a": 30, "b": 30}, r"declares seed purpose 30 twice \('a' and 'b'\); the next free number is 14"),
+        ({"a": 0}, r"'a' = 0 must be an int >= 1"),
+        ({"A": 30}, r"seed purpose 'A' must be a lower_snake_case name"),
+    ],
+)
+def test_a_seed_purpose_that_clashes_is_refused_at_registration_naming_both(purposes, message):
+    clashing = type("Clashing", (ConfidentSmooth,), {"seed_purposes": purposes})
+    with pytest.raises(ValueError, match=message):
+        register(clashing)
+    assert "confident" not in REGISTRY
+
+
+def test_a_plugin_may_share_a_purpose_and_adds_its_own(confident):
+    from workbench.algorithms import seed_purposes
+
+    assert seed_purposes()["smooth_shuffle"] == 40
+    sharing = type("Sharing", (Standalone,), {"name": "sharing", "seed_purposes": {"shared_model": 4}})
+    register(sharing)  # the same name and number: FedAvg's purpose, shared as FML's is
+    unregister("sharing")
+    later = type("Later", (Standalone,), {"name": "later", "seed_purposes": {"later_init": 40}})
+    with pytest.raises(ValueError, match=r"clashes with confident's 'smooth_shuffle' = 40 \(.*test_plugin\)"):
+        register(later)
+
+
+def test_a_diagnostic_declared_otherwise_elsewhere_is_refused_naming_both(confident):
+    from workbench.algorithms.fedlora.advice import ADAPTER_CONTRIBUTION
+
+    other = MethodDiagnostics(columns=(Diagnostic(ADAPTER_CONTRIBUTION, "something else"),))
+    clashing = type("Clashing", (Standalone,), {"name": "clashing", "diagnostics": other})
+    with pytest.raises(ValueError, match=r"'adapter_contribution' is declared otherwise by fedlora"):
+        register(clashing)
+    knobs = MethodDiagnostics(phase_knobs={"model": "lr"})
+    clashing = type("Clashing", (Standalone,), {"name": "clashing", "diagnostics": knobs})
+    with pytest.raises(ValueError, match=r"knobs for phase 'model' \('lr'\) differ from confident's"):
+        register(clashing)
+    generic = MethodDiagnostics(columns=(Diagnostic("update_norm", "mine"),))
+    clashing = type("Clashing", (Standalone,), {"name": "clashing", "diagnostics": generic})
+    with pytest.raises(ValueError, match=r"'update_norm' is a generic column"):
+        register(clashing)
+    assert "clashing" not in REGISTRY
+
+
+def confident_table(confidence: list[float], steps: int = 20) -> pd.DataFrame:
+    rows = [
+        Row(
+            **{
+                **dict.fromkeys(ROW_COLUMNS, 0),
+                **{"model": "cnn1", "algorithm": "confident", "round": r, "participated": True},
+                **{"accuracy": 0.5, "loss": 1.0, "train_loss": 1.0, "num_train": 100},
+                **{"local_rounds": 1, "local_steps": steps, "update_norm": 1.0},
+            },
+            phase_steps={"model": steps},
+            diagnostics={CONFIDENCE: c},
+        )
+        for r, c in enumerate(confidence, start=1)
+    ]
+    return to_frame(rows)
+
+
+def test_its_diagnostic_is_a_column_with_its_warnings_knobs_and_brief_line(confident):
+    from workbench.algorithms import DIAGNOSTICS
+    from workbench.core.diagnostics import brief, run_warnings
+    from workbench.lab.report.sweep_tables import result_columns, swept_columns
+
+    assert DIAGNOSTICS[CONFIDENCE] == "mean top-class probability" and CONFIDENCE in result_columns()
+    table = confident_table([0.5, 0.995], steps=2)
+    assert swept_columns(table) == []  # its column is a result, not a swept parameter
+    assert brief(table) == "conf 100% · steps/round model 2 · update norm 1"
+    found = run_warnings(table)
+    assert [w.split(":")[0] for w in found] == ["overconfident", "undertrained"]
+    assert "raise smooth_eps (or model_epochs), or lower batch_size" in found[1]
+    (unstable,) = run_warnings(confident_table([0.5, math.inf]))  # declared finite: unstable
+    assert unstable.startswith("unstable: smooth_confidence is not finite from round 2")
+    assert unstable.endswith("lower smooth_eps, or lr (or max_grad_norm > 0 to clip each step)")
+    unregister("confident")  # undeclared again: its rows are refused, its knobs gone
+    with pytest.raises(ValueError, match=r"\['smooth_confidence'\] are not declared"):
+        confident_table([0.5])
+    register(ConfidentSmooth)
+
+
+@pytest.mark.slow
+def test_a_plugins_probe_fills_its_declared_column_through_a_run(confident, tiny):
+    result = run_experiment(build_config({**tiny, "algorithm": "confident"}))
+    values = result.table[CONFIDENCE]
+    assert values.notna().all() and ((values > 0.1) & (values <= 1.0)).all()

@@ -2,7 +2,8 @@
 
 An algorithm is one module: a subclass of `Algorithm` with its `name`, its parameter section
 (`Params`), the traits the workbench asks it instead of branching on its name (`title`,
-`kernel_imports`, `heatmap`), its config checks, its client-model choice, how an upload is
+`kernel_imports`, `heatmap`, ...), the facts it owns (`seed_purposes`, `diagnostics`: its
+evaluation columns and their warnings), its config checks, its client-model choice, how an upload is
 validated, and the round hooks where it differs from the defaults (a private model per client,
 CE training, nothing sent). Register it with `workbench.algorithms.register`. Method modules are imported to
 read their parameters before any work starts, so heavy modules are bound with `lazy(...)`.
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from workbench.core.diagnostics import MethodDiagnostics
 from workbench.core.facts import Payload, Seed
 from workbench.core.lazy import lazy
 from workbench.core.params import Search, Section
@@ -169,6 +171,11 @@ class Algorithm:
     # client-level DP (`workbench.loop.privacy`) clips upload − download, so it covers a method
     # whose upload mirrors the global state it was sent; otherwise why not (refused by dp_clip)
     dp_refusal: ClassVar[str] = "it uploads nothing, so no update leaves a client to privatize"
+    # seeds of its own beside the generic `Seed` purposes: name → purpose number, passed to
+    # `derived_seed` (the registry refuses a number or name that means something else elsewhere)
+    seed_purposes: ClassVar[Mapping[str, int]] = {}
+    # the columns its `evaluation_probe` reports, with their meanings, and the warnings they raise
+    diagnostics: ClassVar[MethodDiagnostics] = MethodDiagnostics()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -18,7 +18,6 @@ from workbench.algorithms.base import (
     Algorithm,
     Client,
     Payload,
-    Seed,
     derived_seed,
     load_shared,
     state_copy,
@@ -44,6 +43,9 @@ class FedAvg(Algorithm):
     dp_refusal = ""  # the upload mirrors the global state: the update is upload − download
     Params = FedAvgParams
     evaluation_is_local = True
+    # θ⁰ of the shared model, identical on server and clients; FML's and FedKD's shared models
+    # use the same purpose, so the three start from the same draw
+    seed_purposes = {"shared_model": 4}
 
     @classmethod
     def client_models(cls, config: ExperimentConfig) -> list[str]:
@@ -62,7 +64,7 @@ class FedAvg(Algorithm):
 
     def global_seed(self) -> int:
         """Seed of θ⁰."""
-        return derived_seed(self.config.run.seed, 0, Seed.SHARED_MODEL)
+        return derived_seed(self.config.run.seed, 0, self.seed_purposes["shared_model"])
 
     def initial_server_state(self) -> dict[str, Tensor]:
         """θ⁰: all parameters of one freshly built `fedavg_model`."""

@@ -19,11 +19,11 @@ from workbench.algorithms.base import (
     Algorithm,
     Client,
     Payload,
-    Seed,
     derived_seed,
     load_shared,
     state_copy,
 )
+from workbench.algorithms.fedavg import FedAvg
 from workbench.core.lazy import lazy
 from workbench.core.params import Search, Section, param
 from workbench.core.zoo import MODELS
@@ -64,10 +64,11 @@ class FML(Algorithm):
     search = {"fml_alpha": Search(0.0, 1.0), "fml_beta": Search(0.0, 1.0)}
     Params = FMLParams
     evaluation_is_local = True
+    seed_purposes = FedAvg.seed_purposes  # the initial shared model: FedAvg's θ⁰ purpose
 
     def shared_seed(self) -> int:
         """Seed of the initial shared model (identical on server and clients)."""
-        return derived_seed(self.config.run.seed, 0, Seed.SHARED_MODEL)
+        return derived_seed(self.config.run.seed, 0, self.seed_purposes["shared_model"])
 
     def setup_client(self, client: Client) -> None:
         super().setup_client(client)

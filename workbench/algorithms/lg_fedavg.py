@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from workbench.algorithms.base import Algorithm, Client, Payload, Seed, derived_seed
+from workbench.algorithms.base import Algorithm, Client, Payload, derived_seed
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -39,6 +39,7 @@ class LGFedAvg(Algorithm):
     title = "LG-FedAvg"
     dp_refusal = ""  # the upload mirrors the global state: the update is upload − download
     evaluation_is_local = True
+    seed_purposes = {"server_head": 5}  # the initial global head
 
     def setup_client(self, client: Client) -> None:
         """A private model whose head starts as the global head."""
@@ -48,7 +49,8 @@ class LGFedAvg(Algorithm):
     def initial_server_state(self) -> dict[str, Tensor]:
         """The initial global head, from a model built under a server-side seed."""
         model = self.build(
-            self.config.client_models()[0], derived_seed(self.config.run.seed, 0, Seed.SERVER_HEAD)
+            self.config.client_models()[0],
+            derived_seed(self.config.run.seed, 0, self.seed_purposes["server_head"]),
         )
         return head_state(model)
 

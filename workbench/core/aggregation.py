@@ -127,7 +127,7 @@ def norm_bounded(
     """Weighted mean after clipping each client's update u_k = θ_k − center to ‖u_k‖₂ ≤ max_norm.
 
     The norm is taken over all floating tensors of a payload as one vector. center is the state
-    the clients started from (the previous global model or adapter); None means zeros, for
+    the clients started from (the previous global state); None means zeros, for
     payloads that are updates already. Non-floating tensors are averaged unclipped.
     """
     if not max_norm > 0:

@@ -2,86 +2,157 @@
 
 Every row records how the client trained since its previous row (`local_rounds`,
 `local_steps`, `steps_<phase>`), how far its latest upload moved (`update_norm`), and what its
-method measured on the evaluation pass (FedLoRA: `adapter_contribution`, the adapter's share of
-the output at the placement's output, ‖with − without‖ ÷ ‖without‖ over the client's test split,
-and `adapter_weight_norm`, the Frobenius norm of its effective weight scale·B·A). Four warnings
-follow from them, each with the parameters to change; the thresholds are defined here once:
+method measured on the evaluation pass. Those last columns, and the warnings they raise, are the
+method's own: a method declares them in its module (`Algorithm.diagnostics`, a
+`MethodDiagnostics`: its columns with their meanings, its findings, the knobs of its phases and
+what to lower when its steps are too large), and the algorithms registry hands this module the
+declarations of every registered method (`use_declarations`), so core names no method.
+The generic warnings and their thresholds are defined here once:
 
-- `MIN_CONTRIBUTION`: the adapter is inert when the clients' mean contribution stayed below it
-  in every evaluated round (see the constant for why that value);
-- `MAX_CONTRIBUTION`: the adapter dominates when the clients' mean contribution in the last
-  evaluated round is above it;
 - `MIN_STEPS`: a run is undertrained when the median client took fewer optimizer steps per
   round than this in some phase;
-- a run is unstable when a loss, an update or the adapter's contribution stopped being finite
-  (uploads refused as non-finite), when the clients' mean training loss of the last evaluated
-  round is more than `LOSS_RISE` times its lowest, or when the last round's mean accuracy fell
-  more than `COLLAPSE` below the run's best.
+- a run is unstable when a loss, an update or a diagnostic its method declared `finite`
+  stopped being finite (uploads refused as non-finite), when the clients' mean training loss
+  of the last evaluated round is more than `LOSS_RISE` times its lowest, or when the last
+  round's mean accuracy fell more than `COLLAPSE` below the run's best.
 
+Warnings are listed serious first (a run whose results cannot be trusted before one whose knobs
+were wasted), a method's own before the generic ones at each level.
 Pure pandas on tidy tables: the CLI, the tuner, the notebook and the report all call these.
-This module never imports torch.
+This module never imports torch, and imports pandas only when a table is read.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import pandas as pd
+from workbench.core.lazy import lazy
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # method modules import the declarations below; pandas loads when a table is read
+    pd = lazy("pandas")
 
 LOCAL_ROUNDS, LOCAL_STEPS, UPDATE_NORM = "local_rounds", "local_steps", "update_norm"
 STEPS_PREFIX = "steps_"  # steps_<phase>: optimizer steps of one training phase
-ADAPTER_CONTRIBUTION = "adapter_contribution"
-ADAPTER_WEIGHT_NORM = "adapter_weight_norm"
-# every diagnostic a method may report from its evaluation probe, with its meaning (a method
-# adding one declares it here, so each results.csv column is documented once)
-DIAGNOSTICS = {
-    ADAPTER_CONTRIBUTION: "FedLoRA: ‖output with adapter − without‖ ÷ ‖without‖ on the client's "
-    "test split, at the output the adapter adds to (0 while B = 0)",
-    ADAPTER_WEIGHT_NORM: "FedLoRA: Frobenius norm of the adapter's effective weight scale·B·A "
-    "(the client's own A where the placement keeps it)",
-}
 
-# Below this share of the output the adapter changes nothing a user can see. Measured on digits
-# (benchmarks/diagnostic_thresholds.py: 10 and 100 clients, adapter_lr 0.01-0.1, adapter_epochs
-# 1-5, 1,250 client evaluations), switching the adapter off changed on average 0.02% of the test
-# predictions of clients below 1% (accuracy: 0.01 points), but 2.4% of those between 1% and 3%
-# (accuracy: 2.0 points); runs whose mean stayed below 1% moved mean accuracy by at most 0.42
-# points, within seed noise, so rank, μ and the adapter's other knobs cannot matter there.
-MIN_CONTRIBUTION = 0.01
-# Above this share of the output, at the end of a run, the adapter outweighs the private model it
-# was meant to adjust. Measured on digits (the stability study, docs/fedlora-stability-tables.md:
-# 96 runs, 3 candidates, ranks 1-10, mu 0-1): every run that ended at 97% accuracy or more ended
-# with a contribution of at most 38%; every run that ended above 50% ended at 47% accuracy or
-# less (615% -> 47%, non-finite -> 14-81%), and issue 21's demo ended rank 2 at 85% with 22-39%.
-# A spike in the first rounds (up to 6900% in round 1 at rank 1) settled by itself in runs that
-# ended at 97.5-98.4%, so the warning reads the last evaluated round, not the peak.
-MAX_CONTRIBUTION = 0.5
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """A column a method reports from its evaluation probe (`Probe.values`), one per client row."""
+
+    name: str  # the results.csv column
+    meaning: str  # what it measures, documented once here
+    finite: bool = False  # a value that stops being finite makes the run unstable
+    brief: str = ""  # its last-round mean in `brief`'s line, a format ("... {:.2%} ..."); "": none
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One warning a table raises, and whether it says the results cannot be trusted."""
+
+    text: str  # "<short name>: <figures>; <what to change>"
+    serious: bool  # True: listed before the warnings that only say knobs were wasted
+
+
+@dataclass(frozen=True)
+class MethodDiagnostics:
+    """What a method declares about its diagnostics (`Algorithm.diagnostics`)."""
+
+    columns: tuple[Diagnostic, ...] = ()
+    # the method's own warnings from a table holding one of its columns
+    findings: Callable[[pd.DataFrame], list[Finding]] | None = None
+    phase_knobs: Mapping[str, str] = field(default_factory=dict)  # phase → what to raise when starved
+    step_knobs: str = ""  # what to lower, before the shared rates, when its run is unstable
+
+    def reads(self, frame: pd.DataFrame) -> bool:
+        """Whether the table holds one of its columns (a table of its method)."""
+        return any(c.name in frame for c in self.columns)
+
+
+# The declarations of every registered method, handed in by the registry (core imports no method).
+_source: Callable[[], Iterable[MethodDiagnostics]] | None = None
+
+
+def use_declarations(source: Callable[[], Iterable[MethodDiagnostics]]) -> None:
+    """Read methods' declarations from `source` (called on every use, so a method registered or
+    unregistered later counts); `workbench.algorithms` installs its registry's."""
+    global _source
+    _source = source
+
+
+def declared() -> list[MethodDiagnostics]:
+    """Every registered method's declaration, each once (a subclass may inherit its parent's),
+    in registration order."""
+    if _source is None:
+        raise RuntimeError(
+            "no method has declared its diagnostics: import workbench.algorithms (the registry) "
+            "before reading a results table"
+        )
+    found: list[MethodDiagnostics] = []
+    for declaration in _source():
+        if declaration not in found:
+            found.append(declaration)
+    return found
+
+
+class _Declared(Mapping[str, str]):
+    """Every diagnostic column a registered method declares → its meaning (a live view)."""
+
+    def _columns(self) -> dict[str, str]:
+        return {c.name: c.meaning for d in declared() for c in d.columns}
+
+    def __getitem__(self, name: str) -> str:
+        return self._columns()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._columns())
+
+    def __len__(self) -> int:
+        return len(self._columns())
+
+
+# every diagnostic a method may report from its evaluation probe, with its meaning, so each
+# results.csv column is documented once (a row carrying an undeclared one is refused)
+DIAGNOSTICS: Mapping[str, str] = _Declared()
+
 # A run is unstable when its mean training loss in the last evaluated round is more than
 # LOSS_RISE times its lowest *and* has given back more than LOSS_GIVEBACK of its fall from the
 # first round, or when its last round's mean accuracy fell more than COLLAPSE below its best.
-# In the stability study the 73 finished runs whose adapter did not dominate rose at most 1.58x
-# and fell at most 9.9 points; the unstable ones rose to non-finite losses and fell up to 67
-# points. The factor alone flagged healthy runs near zero loss: in the demo (issue 27) one
-# client's adapter phase going from 0.24 to 0.75 lifted the mean from 0.08 to 0.17 (2.1-2.3x) on
-# all four FedLoRA settings of one seed, which ended at 97-98.5%; over 458 runs of the demo's and
-# the stability study's sweeps, runs that rose 2-2.8x had given back at most 14% of their fall,
-# the diverging ones 470% or more (up to non-finite).
+# In issue 27's stability study of the reference method, the 73 finished runs its own warning
+# did not flag rose at most 1.58x and fell at most 9.9 points; the unstable ones rose to
+# non-finite losses and fell up to 67 points. The factor alone flagged healthy runs near zero
+# loss: in the issue's demo one client's second phase going from 0.24 to 0.75 lifted the mean from
+# 0.08 to 0.17 (2.1-2.3x) on all four settings of one seed, which ended at 97-98.5%; over 458
+# runs of the demo's and the stability study's sweeps, runs that rose 2-2.8x had given back at
+# most 14% of their fall, the diverging ones 470% or more (up to non-finite).
 LOSS_RISE = 2.0
 LOSS_GIVEBACK = 0.5
 COLLAPSE = 0.2
-FINITE_COLUMNS = ("loss", "train_loss", UPDATE_NORM, ADAPTER_CONTRIBUTION)
+FINITE_COLUMNS = ("loss", "train_loss", UPDATE_NORM)  # and each declared `finite` diagnostic
 # Optimizer steps per round and phase of the median client. Each phase starts a fresh SGD
 # optimizer with momentum 0.9, whose step reaches its full size only after about
 # 1 / (1 − 0.9) = 10 steps; a phase shorter than that never trains at full speed.
 MIN_STEPS = 10
 
-# what to change when a phase is starved of steps (a phase not listed: the private model's)
-PHASE_KNOBS = {"adapter": "adapter_epochs (or adapter_lr)"}
+# what to change when a phase is starved of steps (a phase no method declares knobs for: the
+# private model's)
 MODEL_KNOBS = "model_epochs (or lr)"
-# what to lower when steps grow too large: the shared rates, and FedLoRA's adapter knobs when the
-# table is FedLoRA's (it measures the adapter's contribution)
+# what to lower when steps grow too large: the shared rates (after the method's own step_knobs)
 STEP_KNOBS = "lr (or max_grad_norm > 0 to clip each step)"
-ADAPTER_STEP_KNOBS = "lora_plus_ratio, adapter_lr or lora_alpha"
+
+
+def finite_columns() -> tuple[str, ...]:
+    """The columns whose non-finite values make a run unstable, generic ones first."""
+    return (*FINITE_COLUMNS, *(c.name for d in declared() for c in d.columns if c.finite))
+
+
+def phase_knobs() -> dict[str, str]:
+    """Per training phase a method declared knobs for: what to raise when it is starved."""
+    return {phase: knobs for d in declared() for phase, knobs in d.phase_knobs.items()}
 
 
 def step_columns(frame: pd.DataFrame) -> list[str]:
@@ -121,7 +192,7 @@ def loss_rose(loss: pd.Series) -> bool:
 def instability(frame: pd.DataFrame) -> str:
     """Why the run is unstable ('' when it is not): a value that stopped being finite, a rising
     training loss, or a collapsed accuracy, each with its figures."""
-    for column in (c for c in FINITE_COLUMNS if c in frame):
+    for column in (c for c in finite_columns() if c in frame):
         infinite = frame[column].isin([math.inf, -math.inf])
         if infinite.any():
             first = int(frame.loc[infinite, "round"].min())
@@ -146,41 +217,29 @@ def instability(frame: pd.DataFrame) -> str:
 
 
 def run_warnings(frame: pd.DataFrame) -> list[str]:
-    """The warnings a results table raises: an inert or dominating adapter, an unstable run,
-    clients starved of steps."""
-    found = []
-    contribution = per_round(frame, ADAPTER_CONTRIBUTION)
-    last = contribution.iloc[-1] if len(contribution) else math.nan
-    if math.isfinite(last) and last > MAX_CONTRIBUTION:
-        found.append(
-            f"adapter dominates: its contribution to the output (mean over clients) ended at "
-            f"{last:.0%} in round {int(contribution.index[-1])}, above {MAX_CONTRIBUTION:.0%}, so the "
-            f"adapter outweighs the private model it should adjust; lower lora_plus_ratio or "
-            f"lora_alpha (or adapter_lr)"
-        )
+    """The warnings a results table raises: its method's own (`MethodDiagnostics.findings`), an
+    unstable run, clients starved of steps; serious ones first."""
+    methods = [d for d in declared() if d.reads(frame)]
+    found = [f for d in methods if d.findings is not None for f in d.findings(frame)]
     unstable = instability(frame)
     if unstable:
-        knobs = f"{ADAPTER_STEP_KNOBS}, or {STEP_KNOBS}" if ADAPTER_CONTRIBUTION in frame else STEP_KNOBS
-        found.append(f"unstable: {unstable}; lower {knobs}")
-    if len(contribution) and contribution.max() < MIN_CONTRIBUTION:
-        found.append(
-            f"adapter inert: its contribution to the output (mean over clients) stayed below "
-            f"{MIN_CONTRIBUTION:.0%} in every evaluated round (at most {contribution.max():.2%}), "
-            f"so rank, mu and the other adapter knobs cannot change the results; start B small "
-            f"and random with LoRA+ (adapter_init=small_b, lora_plus_ratio 16: the defaults), or "
-            f"raise adapter_lr or adapter_epochs (or lora_alpha) to let the adapter learn"
-        )
+        knobs = ", or ".join([*(d.step_knobs for d in methods if d.step_knobs), STEP_KNOBS])
+        found.append(Finding(f"unstable: {unstable}; lower {knobs}", serious=True))
     steps = {p: s for p, s in steps_per_round(frame).items() if s < MIN_STEPS}
     if steps:
         samples = int(frame.loc[frame[LOCAL_ROUNDS] > 0, "num_train"].median())
         listed = ", ".join(f"{p}: {s:g}" for p, s in steps.items())
-        knobs = list(dict.fromkeys(PHASE_KNOBS.get(p, MODEL_KNOBS) for p in steps))
+        named = phase_knobs()
+        knobs = list(dict.fromkeys(named.get(p, MODEL_KNOBS) for p in steps))
         found.append(
-            f"undertrained: the median client took fewer than {MIN_STEPS} optimizer steps per "
-            f"round ({listed}; it holds {samples} training samples); raise "
-            f"{' and '.join(knobs)}, or lower batch_size"
+            Finding(
+                f"undertrained: the median client took fewer than {MIN_STEPS} optimizer steps per "
+                f"round ({listed}; it holds {samples} training samples); raise "
+                f"{' and '.join(knobs)}, or lower batch_size",
+                serious=False,
+            )
         )
-    return found
+    return [f.text for f in sorted(found, key=lambda f: not f.serious)]  # stable: methods' first
 
 
 def format_warnings(warnings: list[str]) -> list[str]:
@@ -189,15 +248,17 @@ def format_warnings(warnings: list[str]) -> list[str]:
 
 
 def brief(frame: pd.DataFrame) -> str:
-    """A compact line of the last evaluated round's diagnostics, e.g. 'adapter 0.3% of the
-    output · steps/round model 3, adapter 3 · update norm 0.12' ('' for an empty table)."""
+    """A compact line of the last evaluated round's diagnostics, e.g. '<a declared diagnostic's
+    brief> · steps/round model 3 · update norm 0.12' ('' for an empty table): the declared
+    diagnostics that have a `brief`, then the generic ones."""
     if frame.empty:
         return ""
     parts = []
     last = frame[frame["round"] == frame["round"].max()]
-    contribution = last[ADAPTER_CONTRIBUTION].mean() if ADAPTER_CONTRIBUTION in last else math.nan
-    if not math.isnan(contribution):
-        parts.append(f"adapter {contribution:.2%} of the output")
+    for column in (c for d in declared() for c in d.columns if c.brief and c.name in last):
+        value = last[column.name].mean()
+        if not math.isnan(value):
+            parts.append(column.brief.format(value))
     steps = steps_per_round(frame)
     if steps:
         parts.append("steps/round " + ", ".join(f"{p} {s:g}" for p, s in steps.items()))

@@ -1,5 +1,6 @@
 """Facts used across the package, each defined once: datasets, partitions, devices, the default
-reference methods of reports, file names and the purposes that seeds are derived for."""
+reference methods of reports (parameters' defaults, by name), file names and the generic
+purposes that seeds are derived for (a method declares its own)."""
 
 from __future__ import annotations
 
@@ -53,13 +54,13 @@ TUNE_FILE = "tune.json"  # a tune folder's record: storage, spec, per method its
 
 
 class Seed(IntEnum):
-    """What a derived seed is for: `derived_seed(run seed, round or client, …, Seed.X)`."""
+    """What a derived seed is for: `derived_seed(run seed, round or client, …, Seed.X)`. These
+    are the purposes every method shares; a method's own (the missing numbers) are declared in
+    its module (`Algorithm.seed_purposes`), and the registry refuses one that clashes with these
+    or with another method's."""
 
     CLIENT_MODEL = 1  # a client's private model (with the client id)
-    ADAPTER = 2  # FedLoRA's θ⁰, identical on server and clients
     BATCHES = 3  # a client's batch order in a round (with round and client id)
-    SHARED_MODEL = 4  # the shared model of FedAvg, FML and FedKD (identical everywhere)
-    SERVER_HEAD = 5  # LG-FedAvg's initial global head
     ATTACK = 6  # a malicious client's noise (with round and client id) and who is malicious
     SAMPLING = 7  # which clients a round samples (with the round)
     SUBSAMPLE = 8  # which training samples a client keeps under max_train_samples

@@ -13,7 +13,9 @@ from workbench.core.accounting import FlopMeter
 
 Batches = Callable[[], Iterator[tuple[Tensor, Tensor]]]
 LossFn = Callable[[Tensor, Tensor], Tensor]
-LrOf = Callable[[nn.Parameter], float]  # a parameter's own learning rate (e.g. LoRA+'s for B)
+LrOf = Callable[
+    [nn.Parameter], float
+]  # a parameter's own learning rate (e.g. a second rate for some of a phase's parameters)
 
 
 @dataclass(frozen=True)

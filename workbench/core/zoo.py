@@ -2,7 +2,7 @@
 (`ZOO`), small ResNets (`RESNETS`) and small ViTs (`VITS`), all on 3×32×32, and the named groups
 a federation is chosen by (`GROUPS`).
 
-Config validation reads it to check adapter targets and ranks before anything is built;
+Config validation reads it to check layer shapes before anything is built;
 `workbench.core.models` builds the torch modules from the same tables, so the two cannot drift.
 Every model ends the same way: a family-specific trunk, `fc2` (trunk width → 500, ReLU: the CNNs'
 own second FC layer, the declared projection on the other families) and the 500→C `head`.
@@ -96,24 +96,11 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "vit": ("vit48_l2_p4_h2", "vit48_l2_p4_h4", "vit48_l2_p8_h6"),  # one embedding width
     "mixed": ("cnn5", "resnet8_w16", "vit48_l2_p4_h4"),  # one of each family
 }
-ATTENTION_PROJECTIONS = ("query", "value")  # PEFT's usual LoRA targets in attention
 
 
 def expand_models(names: tuple[str, ...]) -> tuple[str, ...]:
     """Group names replaced by their members, in order (`models=mixed` → its three models)."""
     return tuple(m for name in names for m in GROUPS.get(name, (name,)))
-
-
-def attention_sites(model: str) -> tuple[str, ...]:
-    """Module names of every block's query and value projections (empty off the ViTs)."""
-    spec = MODELS[model]
-    if not isinstance(spec, ViTSpec):
-        return ()
-    return tuple(
-        f"vit.encoder.layers.encoder_layer_{i}.self_attention.{p}"
-        for i in range(spec.depth)
-        for p in ATTENTION_PROJECTIONS
-    )
 
 
 def linear_shapes(model: str, num_classes: int) -> dict[str, tuple[int, int]]:

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from workbench.core.diagnostics import DIAGNOSTICS
+from workbench.algorithms import DIAGNOSTICS
 from workbench.core.errors import UserError
 from workbench.core.facts import REPORT_FILE, TRACKERS, TRACKING_DIR, TRIALS_DIR
 from workbench.core.results import COST_COLUMNS

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from workbench.algorithms.fedlora import advice
 from workbench.core import diagnostics
 from workbench.core.facts import STATUS_FILE, TABLE_FILE
 from workbench.lab.report.protocol_table import markdown
@@ -53,7 +54,7 @@ def point_rows(sweep_dir: Path, spec: Path) -> pd.DataFrame:
         table = pd.read_csv(folder / "run" / TABLE_FILE)
         accuracy = diagnostics.per_round(table, "accuracy")
         loss = diagnostics.per_round(table[table["participated"]], "train_loss")
-        contribution = diagnostics.per_round(table, diagnostics.ADAPTER_CONTRIBUTION)
+        contribution = diagnostics.per_round(table, advice.ADAPTER_CONTRIBUTION)
         finite = contribution[contribution.abs() < math.inf]
         last = float(contribution.iloc[-1]) if len(contribution) else math.nan
         warnings = [w.split(":", 1)[0] for w in diagnostics.run_warnings(table)]
@@ -150,7 +151,7 @@ def healthy_bounds(points: pd.DataFrame) -> pd.DataFrame:
     """The largest train-loss rise and accuracy drop among finished runs the adapter never
     dominated, beside the same among diverged runs (what LOSS_RISE and COLLAPSE must separate)."""
     healthy = points[(points["state"] == "done") & ~points["non_finite"]]
-    healthy = healthy[healthy["final_contribution"].fillna(0) <= diagnostics.MAX_CONTRIBUTION]
+    healthy = healthy[healthy["final_contribution"].fillna(0) <= advice.MAX_CONTRIBUTION]
     bad = points[points["diverged"]]
     return pd.DataFrame(
         [
@@ -243,7 +244,7 @@ def note(sweep_dir: Path, spec: Path, reference: str) -> str:
             "half-width over the seeds that finished. *Diverged*: the run stopped (every upload "
             "refused as non-finite) or raised the *unstable* warning; *dominated*: the *adapter "
             "dominates* warning (mean contribution of the last evaluated round above "
-            f"{diagnostics.MAX_CONTRIBUTION:.0%}).",
+            f"{advice.MAX_CONTRIBUTION:.0%}).",
             "",
             "## Rank × μ × candidate",
             "",

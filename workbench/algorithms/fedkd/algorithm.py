@@ -34,11 +34,11 @@ from workbench.algorithms.base import (
     Client,
     Environment,
     Payload,
-    Seed,
     derived_seed,
     load_shared,
     state_copy,
 )
+from workbench.algorithms.fedavg import FedAvg
 from workbench.core.lazy import lazy
 from workbench.core.params import ConfigError, Search, Section, param
 from workbench.core.zoo import MODELS
@@ -113,6 +113,7 @@ class FedKD(Algorithm):
     search = {"fedkd_temperature": Search(0.5, 4.0), "fedkd_hidden_weight": Search(0.01, 10.0, log=True)}
     Params = FedKDParams
     evaluation_is_local = True
+    seed_purposes = FedAvg.seed_purposes  # the initial student: FedAvg's θ⁰ purpose
 
     @classmethod
     def check(cls, config: ExperimentConfig) -> None:
@@ -138,7 +139,7 @@ class FedKD(Algorithm):
 
     def student_seed(self) -> int:
         """Seed of the initial student (identical on server and clients)."""
-        return derived_seed(self.config.run.seed, 0, Seed.SHARED_MODEL)
+        return derived_seed(self.config.run.seed, 0, self.seed_purposes["shared_model"])
 
     def setup_client(self, client: Client) -> None:
         super().setup_client(client)

@@ -27,9 +27,9 @@ from workbench.algorithms.base import (
     Knob,
     KnobGrid,
     Payload,
-    Seed,
     derived_seed,
 )
+from workbench.algorithms.fedlora import advice
 from workbench.algorithms.fedlora.params import FedLoRAParams, adapter_epochs, mu_at
 from workbench.algorithms.fedlora.placements import placement_for
 from workbench.core.lazy import lazy
@@ -59,6 +59,8 @@ class FedLoRA(Algorithm):
     }
     Params = FedLoRAParams
     evaluation_is_local = True
+    seed_purposes = {"adapter": 2}  # θ⁰, identical on server and clients
+    diagnostics = advice.DIAGNOSTICS  # the adapter's contribution and weight norm, and their warnings
     kernel_imports = ("peft",)  # PEFT's LoRA layers import transformers: seconds per kernel
     heatmap = KnobGrid(
         Knob("rank", axis="LoRA rank r"),
@@ -106,7 +108,7 @@ class FedLoRA(Algorithm):
 
     def adapter_seed(self) -> int:
         """Seed of the adapter's initialisation (identical on server and clients)."""
-        return derived_seed(self.config.run.seed, 0, Seed.ADAPTER)
+        return derived_seed(self.config.run.seed, 0, self.seed_purposes["adapter"])
 
     def receive(self, client: Client, payload: Payload) -> None:
         if self.params.share_adapter:

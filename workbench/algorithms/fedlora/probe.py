@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from workbench.algorithms.fedlora.adapters import adapter_sites
-from workbench.core.diagnostics import ADAPTER_CONTRIBUTION, ADAPTER_WEIGHT_NORM
+from workbench.algorithms.fedlora.advice import ADAPTER_CONTRIBUTION, ADAPTER_WEIGHT_NORM
 from workbench.core.training import Probe
 
 if TYPE_CHECKING:

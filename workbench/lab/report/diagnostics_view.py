@@ -2,9 +2,9 @@
 
 How much FedLoRA's adapter contributes to the output, how many optimizer steps the clients took
 per round and phase, and how far their uploads moved (`workbench.core.diagnostics` defines the
-columns, the thresholds and the warnings). Reads the tidy tables of
-`workbench.lab.report.sweep_tables` (pandas + plotly; never torch); a configuration's value is
-the mean over its seeds.
+generic columns, thresholds and warnings, `workbench.algorithms.fedlora.advice` the adapter's).
+Reads the tidy tables of `workbench.lab.report.sweep_tables` (pandas + plotly; never torch); a
+configuration's value is the mean over its seeds.
 """
 
 from __future__ import annotations
@@ -17,14 +17,16 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from workbench.core.diagnostics import (
+from workbench.algorithms.fedlora.advice import (
     ADAPTER_CONTRIBUTION,
     ADAPTER_WEIGHT_NORM,
+    MAX_CONTRIBUTION,
+    MIN_CONTRIBUTION,
+)
+from workbench.core.diagnostics import (
     COLLAPSE,
     LOSS_GIVEBACK,
     LOSS_RISE,
-    MAX_CONTRIBUTION,
-    MIN_CONTRIBUTION,
     MIN_STEPS,
     UPDATE_NORM,
     per_round,

@@ -19,23 +19,30 @@ from typing import Any
 
 import pandas as pd
 
+from workbench.algorithms import DIAGNOSTICS
 from workbench.core import files
-from workbench.core.diagnostics import DIAGNOSTICS, STEPS_PREFIX
+from workbench.core.diagnostics import STEPS_PREFIX
 from workbench.core.facts import CONFIG_FILE, EPSILON, REFERENCE_METHOD, SWEEP_FILE, TABLE_FILE
 from workbench.core.results import ROW_COLUMNS, SIM_TIME, TIMING_COLUMNS, mean_accuracy, summarize
 from workbench.lab.report.selection import VALIDATION, selection_column
 from workbench.lab.report.stats import interval_columns
 
 SPEC_FILE = SWEEP_FILE
-RESULT_COLUMNS = (
-    *ROW_COLUMNS,
-    "cum_train_flops",
-    "cum_bytes_up",
-    "cum_bytes_down",
-    *DIAGNOSTICS,
-    *TIMING_COLUMNS,
-    EPSILON,
-)
+
+
+def result_columns() -> tuple[str, ...]:
+    """The columns of a run's results table (every registered method's diagnostics included)."""
+    return (
+        *ROW_COLUMNS,
+        "cum_train_flops",
+        "cum_bytes_up",
+        "cum_bytes_down",
+        *DIAGNOSTICS,
+        *TIMING_COLUMNS,
+        EPSILON,
+    )
+
+
 SUMMARY_VALUES = (
     "final_accuracy",
     "best_accuracy",
@@ -125,17 +132,14 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
     if any(p.get("state") == "done" for p in spec["points"]):
         table = files.read_table(sweep_dir / TABLE_FILE, REBUILD_TABLE)
     else:  # no point finished: the sweep wrote an empty table
-        table = pd.DataFrame(columns=[*RESULT_COLUMNS, "point", *grid])
+        table = pd.DataFrame(columns=[*result_columns(), "point", *grid])
     return Sweep(spec=spec, points=points, table=table, resolved=resolved)
 
 
 def swept_columns(table: pd.DataFrame) -> list[str]:
     """Columns a sweep added to the results table (besides `point`; steps_<phase> are results)."""
-    return [
-        c
-        for c in table.columns
-        if c not in RESULT_COLUMNS and c != "point" and not c.startswith(STEPS_PREFIX)
-    ]
+    results = result_columns()
+    return [c for c in table.columns if c not in results and c != "point" and not c.startswith(STEPS_PREFIX)]
 
 
 def config_keys(table: pd.DataFrame, by: Sequence[str] | None = None) -> list[str]:

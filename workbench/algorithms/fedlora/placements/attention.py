@@ -9,12 +9,26 @@ from workbench.algorithms.fedlora.placements.base import Shapes
 from workbench.algorithms.fedlora.placements.lora import LoraPlacement
 from workbench.core.lazy import lazy
 from workbench.core.params import ConfigError
-from workbench.core.zoo import ATTENTION_PROJECTIONS, attention_sites
+from workbench.core.zoo import MODELS, ViTSpec
 
 if TYPE_CHECKING:
     from torch import nn
 
 torch = lazy("torch")
+
+ATTENTION_PROJECTIONS = ("query", "value")  # PEFT's usual LoRA targets in attention
+
+
+def attention_sites(model: str) -> tuple[str, ...]:
+    """Module names of every block's query and value projections (empty off the ViTs)."""
+    spec = MODELS[model]
+    if not isinstance(spec, ViTSpec):
+        return ()
+    return tuple(
+        f"vit.encoder.layers.encoder_layer_{i}.self_attention.{p}"
+        for i in range(spec.depth)
+        for p in ATTENTION_PROJECTIONS
+    )
 
 
 class Attention(LoraPlacement):
