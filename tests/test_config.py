@@ -54,16 +54,16 @@ def test_heterogeneous_adapter_target_is_refused_naming_layer_and_shapes():
 
 def test_strings_from_the_command_line_are_coerced():
     config = build_config({"rank": "8", "mu": "0.25", "download": "false", "models": "cnn1,cnn5"})
-    assert (config.fedlora.rank, config.fedlora.mu) == (8, 0.25)
+    assert (config.params_of("fedlora").rank, config.params_of("fedlora").mu) == (8, 0.25)
     assert config.data.download is False and config.federation.models == ("cnn1", "cnn5")
 
 
 def test_flat_round_trip_and_frozen():
     config = build_config({"rank": 6, "fd_weight": 0.3, "algorithm": "fd"})
     assert build_config(config.to_flat()) == config
-    assert config.fd.weight == 0.3
+    assert config.params_of("fd").weight == 0.3
     with pytest.raises(AttributeError):
-        config.fedlora.rank = 3
+        config.params_of("fedlora").rank = 3
     assert set(defaults()) == set(config.to_flat())
 
 

@@ -83,7 +83,9 @@ def test_the_notebook_can_be_edited_and_rerun_cell_by_cell(tmp_path):
     index = next(i for i, c in enumerate(nb.cells) if c.source == params.source)
     small = {**TINY, "rounds": 1, "interactive": False, "compare": "standalone"}
     nb.cells[index].source += "".join(f"\n{k} = {v!r}" for k, v in small.items())
-    nb.cells.append(nbformat.v4.new_code_cell("print(config.fedlora.rank, sorted(set(table.algorithm)))"))
+    nb.cells.append(
+        nbformat.v4.new_code_cell("print(config.params_of('fedlora').rank, sorted(set(table.algorithm)))")
+    )
     client = NotebookClient(
         nb, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(tmp_path)}}
     )

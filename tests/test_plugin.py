@@ -57,7 +57,7 @@ def smooth():
 @pytest.mark.slow
 def test_a_registered_method_runs_through_run_experiment(smooth, tiny):
     config = build_config({**tiny, "algorithm": "smooth", "smooth_eps": 0.2})
-    assert config.smooth.eps == 0.2 and method_parameters("smooth") == ["smooth_eps"]
+    assert config.params_of("smooth").eps == 0.2 and method_parameters("smooth") == ["smooth_eps"]
     result = run_experiment(config)
     assert set(result.table["algorithm"]) == {"smooth"}
     assert (result.table["bytes_up"] == 0).all() and (result.table["train_flops"] > 0).all()
@@ -105,7 +105,7 @@ def test_the_cli_parses_and_refuses_its_knob(smooth, tiny, tmp_path, capsys):
 def test_the_notebook_collects_it_strictly(smooth, tiny):
     namespace = {**tiny, "algorithm": "smooth", "smooth_eps": 0.3, "interactive": False}
     config, _ = notebook.collect(namespace, set())
-    assert config.smooth.eps == 0.3
+    assert config.params_of("smooth").eps == 0.3
     with pytest.raises(ConfigError, match="smooth_eps"):
         notebook.collect({**namespace, "smooth_eps": -1.0}, set())
 

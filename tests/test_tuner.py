@@ -39,7 +39,7 @@ class Stepper:
                         model="cnn1",
                         algorithm=config.run.algorithm,
                         participated=True,
-                        accuracy=0.1 * r + 0.01 * config.fedlora.rank,
+                        accuracy=0.1 * r + 0.01 * config.params_of("fedlora").rank,
                         loss=1.0,
                         train_loss=1.0,
                         train_flops=10**9,
@@ -109,7 +109,7 @@ def test_a_new_setting_cancels_the_stale_one_at_the_next_round(base):
     run.allow(4)
     assert events.until("superseded") == (stale, [1])
     assert events.until("done")[0] == fresh
-    assert [c.fedlora.rank for c in run.calls] == [4, 5]
+    assert [c.params_of("fedlora").rank for c in run.calls] == [4, 5]
     assert not runner.cached(stale) and runner.cached(fresh)
     runner.close(WAIT)
 

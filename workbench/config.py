@@ -272,7 +272,8 @@ RUN_SECTIONS: dict[str, type[Section]] = {
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """The run's sections plus every registered method's section (`config.fedlora.rank`)."""
+    """The run's sections plus every registered method's section: `config.params_of("fedlora")`
+    (`Algorithm.params`, typed by the method: `FedLoRA.params_in(config).rank`)."""
 
     run: RunConfig
     data: DataConfig
@@ -284,11 +285,13 @@ class ExperimentConfig:
     privacy: PrivacyConfig
     methods: tuple[tuple[str, Section], ...] = ()  # (method name, its Params), registry order
 
-    def __getattr__(self, name: str) -> Section:
-        for method, section in self.__dict__.get("methods", ()):
-            if method == name:
+    def params_of(self, method: str) -> Section:
+        """A registered method's own section (its `Params`); KeyError naming those there are."""
+        for name, section in self.methods:
+            if name == method:
                 return section
-        raise AttributeError(f"ExperimentConfig has no section {name!r}")
+        having = [name for name, _ in self.methods]
+        raise KeyError(f"this config holds no section of method {method!r}; it holds {having}")
 
     @property
     def num_classes(self) -> int:

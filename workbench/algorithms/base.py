@@ -15,7 +15,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 from workbench.core.diagnostics import MethodDiagnostics
 from workbench.core.facts import Payload, Seed
@@ -154,8 +154,13 @@ class KnobGrid:
         object.__setattr__(self, "heading", self.heading or f"{self.rows.symbol} × {self.columns.symbol}")
 
 
-class Algorithm:
-    """Base algorithm: a private model per client, CE training, no communication."""
+P = TypeVar("P", bound="Section | None")  # a method's own section type (None: it has no knobs)
+
+
+class Algorithm(Generic[P]):
+    """Base algorithm: a private model per client, CE training, no communication. A method
+    names its section type, `class FedLoRA(Algorithm[FedLoRAParams])`, so `self.params.rank`
+    is typed and leads to its declaration."""
 
     name: ClassVar[str] = "base"
     Params: ClassVar[type[Section] | None] = None  # the method's own knobs, if it has any
@@ -187,9 +192,14 @@ class Algorithm:
         self.meter = accounting.FlopMeter()
 
     @property
-    def params(self) -> Any:
+    def params(self) -> P:
         """This method's own section of the config (None for a method without knobs)."""
-        return getattr(self.config, self.name) if self.Params is not None else None
+        return self.params_in(self.config)
+
+    @classmethod
+    def params_in(cls, config: ExperimentConfig) -> P:
+        """This method's section of `config`, for the class-level checks that have no instance."""
+        return cast(P, config.params_of(cls.name) if cls.Params is not None else None)
 
     # ---- configuration (class-level: no data, no torch) ---------------------------------
     @classmethod

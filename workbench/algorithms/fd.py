@@ -48,7 +48,7 @@ def distillation_loss(logits: Tensor, y: Tensor, teacher: Tensor, mask: Tensor, 
     return temperature**2 * (kl * mask[y]).mean()
 
 
-class FederatedDistillation(Algorithm):
+class FederatedDistillation(Algorithm[FDParams]):
     name = "fd"
     title = "FD"
     dp_refusal = (

@@ -37,7 +37,7 @@ class FedAvgParams(Section):
     model: str = param("cnn5", "the one architecture every FedAvg client uses", choices=tuple(MODELS))
 
 
-class FedAvg(Algorithm):
+class FedAvg(Algorithm[FedAvgParams]):
     name = "fedavg"
     title = "FedAvg"
     dp_refusal = ""  # the upload mirrors the global state: the update is upload − download
@@ -50,7 +50,7 @@ class FedAvg(Algorithm):
     @classmethod
     def client_models(cls, config: ExperimentConfig) -> list[str]:
         """Every client trains the one architecture `fedavg_model`."""
-        return [config.fedavg.model] * config.federation.num_clients
+        return [cls.params_in(config).model] * config.federation.num_clients
 
     def setup_client(self, client: Client) -> None:
         """The client's copy of θ⁰ (same seed as the server's)."""

@@ -57,7 +57,7 @@ def prototype_scores(z: Tensor, prototypes: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mask[None, :], scores, floor)  # B, C
 
 
-class FedProto(Algorithm):
+class FedProto(Algorithm[FedProtoParams]):
     name = "fedproto"
     title = "FedProto"
     dp_refusal = (

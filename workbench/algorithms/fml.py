@@ -57,7 +57,7 @@ def mutual_losses(p: Tensor, m: Tensor, y: Tensor, alpha: float, beta: float) ->
     return private, shared
 
 
-class FML(Algorithm):
+class FML(Algorithm[FMLParams]):
     name = "fml"
     title = "FML"
     dp_refusal = ""  # the upload mirrors the global state: the update is upload − download

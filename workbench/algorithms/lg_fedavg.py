@@ -34,7 +34,7 @@ def load_head(model: nn.Module, payload: Payload) -> None:
     model.head.load_state_dict({name[len(HEAD) :]: t for name, t in payload.items()}, strict=True)
 
 
-class LGFedAvg(Algorithm):
+class LGFedAvg(Algorithm[None]):
     name = "lg_fedavg"
     title = "LG-FedAvg"
     dp_refusal = ""  # the upload mirrors the global state: the update is upload − download

@@ -8,4 +8,9 @@ registers the built-in methods (and offers `register` for a researcher's own).
 
 from __future__ import annotations
 
-REGISTRY: dict[str, type] = {}  # method name → its Algorithm subclass, in registration order
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from workbench.algorithms.base import Algorithm
+
+REGISTRY: dict[str, type[Algorithm[Any]]] = {}  # method name → its Algorithm subclass, in registration order

@@ -13,7 +13,7 @@ from __future__ import annotations
 from workbench.algorithms.base import Algorithm, Client, Payload
 
 
-class Standalone(Algorithm):
+class Standalone(Algorithm[None]):
     name = "standalone"
     title = "Standalone"
     evaluation_is_local = True

@@ -206,7 +206,7 @@ def bare_steps(
 def time_bare(config: ExperimentConfig, w: Workload, samples: int) -> float:
     """Seconds per round of the bare loop over the same sampled clients and steps."""
     clients, env = environment(config, w, samples)
-    lora, t = config.fedlora, config.train
+    lora, t = FedLoRA.params_in(config), config.train
     sgd = {"lr": t.lr, "momentum": t.momentum, "weight_decay": t.weight_decay}
     models: dict[int, torch.nn.Module] = {}
     rounds = range(1, w.rounds + 2)

@@ -103,7 +103,7 @@ def fedkd_losses(
     )
 
 
-class FedKD(Algorithm):
+class FedKD(Algorithm[FedKDParams]):
     name = "fedkd"
     title = "FedKD"
     dp_refusal = (
@@ -118,7 +118,7 @@ class FedKD(Algorithm):
     @classmethod
     def check(cls, config: ExperimentConfig) -> None:
         """The energy schedule runs from start to end, never down."""
-        kd = config.fedkd
+        kd = cls.params_in(config)
         if kd.energy_end < kd.energy_start:
             raise ConfigError(
                 f"parameter fedkd_energy_end={kd.energy_end} is out of range: must be "

@@ -47,7 +47,7 @@ adapters = lazy("workbench.algorithms.fedlora.adapters")
 probe = lazy("workbench.algorithms.fedlora.probe")
 
 
-class FedLoRA(Algorithm):
+class FedLoRA(Algorithm[FedLoRAParams]):
     name = "fedlora"
     title = "FedLoRA"
     dp_refusal = ""  # the upload mirrors the global state: the update is upload − download
@@ -74,13 +74,13 @@ class FedLoRA(Algorithm):
     def check(cls, config: ExperimentConfig) -> None:
         """The adapter must have one shape on every client's model, and a rank it can hold (a
         target named twice is refused with the parameter itself: `unique`)."""
-        placement_for(config.fedlora).check(sorted(set(config.client_models())), config.num_classes)
+        placement_for(cls.params_in(config)).check(sorted(set(config.client_models())), config.num_classes)
 
     @classmethod
     def search_limits(cls, config: ExperimentConfig) -> dict[str, tuple[float, str]]:
         """The rank may not exceed the adapter site's width (the head's: the number of classes)."""
         models = sorted(set(config.client_models()))
-        return {"rank": placement_for(config.fedlora).max_rank(models, config.num_classes)}
+        return {"rank": placement_for(cls.params_in(config)).max_rank(models, config.num_classes)}
 
     def __init__(self, config: ExperimentConfig, env: Environment) -> None:
         super().__init__(config, env)
