@@ -363,7 +363,8 @@ def build_config(flat: Mapping[str, Any]) -> ExperimentConfig:
             value = expand_models(value)  # a group stands for its members
         values[section_of[cls]][f.name] = value
     built = {s: classes[s](**v) for s, v in values.items()}
-    config = ExperimentConfig(**{s: built.pop(s) for s in RUN_SECTIONS}, methods=tuple(built.items()))
+    run_sections: dict[str, Any] = {s: built.pop(s) for s in RUN_SECTIONS}  # each its own class
+    config = ExperimentConfig(**run_sections, methods=tuple(built.items()))
     check_consistency(config)
     return config
 

@@ -27,18 +27,25 @@ if TYPE_CHECKING:
     from torch import Tensor, nn
 
     from workbench.config import ExperimentConfig
-    from workbench.core.data import ClientData, Normalizer
+    from workbench.core.data import ClientData, Normalizer, SharedClientData
     from workbench.core.results import Evaluation
     from workbench.core.training import Batches, LossFn, LrOf, PhaseStats, Probe, SGDSpec
 
-np = lazy("numpy")
-torch = lazy("torch")
-F = lazy("torch.nn.functional")
-accounting = lazy("workbench.core.accounting")
-aggregation = lazy("workbench.core.aggregation")
-data = lazy("workbench.core.data")
-models = lazy("workbench.core.models")
-training = lazy("workbench.core.training")
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from workbench.core import accounting, aggregation, data, models, training
+else:
+    np = lazy("numpy")
+    torch = lazy("torch")
+    F = lazy("torch.nn.functional")
+    accounting = lazy("workbench.core.accounting")
+    aggregation = lazy("workbench.core.aggregation")
+    data = lazy("workbench.core.data")
+    models = lazy("workbench.core.models")
+    training = lazy("workbench.core.training")
 
 __all__ = [
     "Algorithm",
@@ -63,7 +70,7 @@ class Client:
 
     cid: int
     model_name: str
-    data: ClientData
+    data: ClientData | SharedClientData  # its own tensors, or indices into shared ones
     state: dict[str, Any] = field(default_factory=dict)
     # test accuracy and loss, diagnostics, validation accuracy and loss of the current state;
     # None once it trains again

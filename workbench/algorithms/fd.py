@@ -28,9 +28,15 @@ if TYPE_CHECKING:
 
     from workbench.core.training import LossFn, PhaseStats
 
-torch = lazy("torch")
-F = lazy("torch.nn.functional")
-aggregation = lazy("workbench.core.aggregation")
+if TYPE_CHECKING:
+    import torch
+    import torch.nn.functional as F
+
+    from workbench.core import aggregation
+else:
+    torch = lazy("torch")
+    F = lazy("torch.nn.functional")
+    aggregation = lazy("workbench.core.aggregation")
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,20 @@ from workbench.core.params import Search, Section, param
 from workbench.core.zoo import REPRESENTATION_DIM
 
 if TYPE_CHECKING:
-    from torch import Tensor, nn
+    from torch import Tensor
 
+    from workbench.core.models import ZooModel
     from workbench.core.training import LossFn, PhaseStats
 
-torch = lazy("torch")
-F = lazy("torch.nn.functional")
-aggregation = lazy("workbench.core.aggregation")
+if TYPE_CHECKING:
+    import torch
+    import torch.nn.functional as F
+
+    from workbench.core import aggregation
+else:
+    torch = lazy("torch")
+    F = lazy("torch.nn.functional")
+    aggregation = lazy("workbench.core.aggregation")
 
 
 @dataclass(frozen=True)
@@ -104,7 +111,7 @@ class FedProto(Algorithm[FedProtoParams]):
         def loss(x: Tensor, y: Tensor) -> Tensor:
             z = model.features(x)  # B, 500
             ce = F.cross_entropy(model.head(z), y)
-            if prototypes is None or weight == 0.0:
+            if prototypes is None or mask is None or weight == 0.0:  # they arrive together
                 return ce
             return ce + weight * prototype_penalty(z, y, prototypes, mask)
 
@@ -130,7 +137,7 @@ class FedProto(Algorithm[FedProtoParams]):
         return aggregation.aggregate_classwise_by(self.rule(), uploads, center=server_state.get("values"))
 
     def predict(self, client: Client, x: Tensor) -> Tensor:
-        model: nn.Module = client.state["model"]
+        model: ZooModel = client.state["model"]
         mask = client.state.get("mask")
         if self.params.predict == "head" or mask is None or not mask.any():
             return model(x)

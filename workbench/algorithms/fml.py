@@ -33,8 +33,12 @@ if TYPE_CHECKING:
 
     from workbench.core.training import LossFn, PhaseStats
 
-torch = lazy("torch")
-F = lazy("torch.nn.functional")
+if TYPE_CHECKING:
+    import torch
+    import torch.nn.functional as F
+else:
+    torch = lazy("torch")
+    F = lazy("torch.nn.functional")
 
 
 @dataclass(frozen=True)

@@ -12,22 +12,24 @@ every client starts from the server's initial head.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from workbench.algorithms.base import Algorithm, Client, Payload, derived_seed
 
 if TYPE_CHECKING:
-    from torch import Tensor, nn
+    from torch import Tensor
+
+    from workbench.core.models import ZooModel
 
 HEAD = "head."
 
 
-def head_state(model: nn.Module) -> dict[str, Tensor]:
+def head_state(model: ZooModel) -> dict[str, Tensor]:
     """The head's tensors under their model names (head.weight: C×500, head.bias: C)."""
     return {HEAD + name: t.detach().clone() for name, t in model.head.state_dict().items()}
 
 
-def load_head(model: nn.Module, payload: Payload) -> None:
+def load_head(model: ZooModel, payload: Payload) -> None:
     """Copy a head payload into the model's head; refuse anything that is not exactly the head."""
     if not payload or any(not name.startswith(HEAD) for name in payload):
         raise ValueError(f"a head payload holds only {HEAD}* tensors, got {sorted(payload)}")
@@ -52,7 +54,7 @@ class LGFedAvg(Algorithm[None]):
             self.config.client_models()[0],
             derived_seed(self.config.run.seed, 0, self.seed_purposes["server_head"]),
         )
-        return head_state(model)
+        return head_state(cast("ZooModel", model))
 
     def receive(self, client: Client, payload: Payload) -> None:
         load_head(client.state["model"], payload)

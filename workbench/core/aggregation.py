@@ -15,13 +15,19 @@ pick one by name; a `Rule` carries the name and its knobs.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor
 
 Payload = Mapping[str, Tensor]
+
+
+def summed(tensors: Iterable[Tensor]) -> Tensor:
+    """Python's sum of one or more tensors (0 + t₁ + t₂ …, in that order, as before)."""
+    return cast(Tensor, sum(tensors))
 
 
 class InvalidUpdateError(ValueError):
@@ -84,9 +90,9 @@ def weighted_average(
     reference = checked_reference(updates, weights, reference)
     total = float(sum(weights.values()))
     return {
-        name: sum(update[name].to(torch.float64) * (weights[c] / total) for c, update in updates.items()).to(
-            ref.dtype
-        )
+        name: summed(
+            update[name].to(torch.float64) * (weights[c] / total) for c, update in updates.items()
+        ).to(ref.dtype)
         for name, ref in reference.items()
     }
 
@@ -233,8 +239,8 @@ def classwise_average(
     means and (C,) total counts; a class no client holds gets zeros and count 0.
     """
     reference = checked_classwise(updates, counts)
-    total = sum(u[counts].to(torch.float64) for u in updates.values())  # C
-    weighted = sum(
+    total = summed(u[counts].to(torch.float64) for u in updates.values())  # C
+    weighted = summed(
         u[values].to(torch.float64) * u[counts].to(torch.float64)[:, None] for u in updates.values()
     )  # C, d
     means = weighted / total.clamp(min=1)[:, None]  # C, d

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -24,6 +25,8 @@ _CIFAR_STATS = {
 _CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 _CROP_PAD = 4
 _SIDE = 32
+
+RGB = tuple[float, float, float]  # per-channel statistics of a dataset's pixels
 
 
 class DataUnavailableError(UserError, RuntimeError):
@@ -113,8 +116,8 @@ def _load_digits(test_fraction: float, seed: int) -> Dataset:
     train_idx, test_idx = torch.as_tensor(np.sort(train_idx)), torch.as_tensor(np.sort(test_idx))
     train_x = x[train_idx]  # (N_train, 3, 32, 32)
     pixels = train_x.float().div(255.0)  # (N_train, 3, 32, 32)
-    mean = tuple(float(v) for v in pixels.mean(dim=(0, 2, 3)))
-    std = tuple(float(v) for v in pixels.std(dim=(0, 2, 3)))
+    mean = cast(RGB, tuple(float(v) for v in pixels.mean(dim=(0, 2, 3))))
+    std = cast(RGB, tuple(float(v) for v in pixels.std(dim=(0, 2, 3))))
     return Dataset(
         name="digits",
         train_x=train_x,
@@ -229,13 +232,23 @@ def client_datasets(
     """Each client's (train_indices, test_indices), and its validation indices (into the
     training set, disjoint from its train indices) when given, as indices into the dataset's
     arrays, moved to the device once for all clients."""
-    arrays = tuple(t.to(device) for t in (ds.train_x, ds.train_y, ds.test_x, ds.test_y))
+    images, labels, test_images, test_labels = (
+        t.to(device) for t in (ds.train_x, ds.train_y, ds.test_x, ds.test_y)
+    )
 
     def indices(values: np.ndarray | list) -> Tensor:
         return torch.as_tensor(np.asarray(values), dtype=torch.int64).to(device)
 
     return [
-        SharedClientData(*arrays, indices(tr), indices(te), indices(validation[k] if validation else []))
+        SharedClientData(
+            images,
+            labels,
+            test_images,
+            test_labels,
+            indices(tr),
+            indices(te),
+            indices(validation[k] if validation else []),
+        )
         for k, (tr, te) in enumerate(splits)
     ]
 

@@ -230,12 +230,12 @@ def run_warnings(frame: pd.DataFrame) -> list[str]:
         samples = int(frame.loc[frame[LOCAL_ROUNDS] > 0, "num_train"].median())
         listed = ", ".join(f"{p}: {s:g}" for p, s in steps.items())
         named = phase_knobs()
-        knobs = list(dict.fromkeys(named.get(p, MODEL_KNOBS) for p in steps))
+        raise_ = list(dict.fromkeys(named.get(p, MODEL_KNOBS) for p in steps))
         found.append(
             Finding(
                 f"undertrained: the median client took fewer than {MIN_STEPS} optimizer steps per "
                 f"round ({listed}; it holds {samples} training samples); raise "
-                f"{' and '.join(knobs)}, or lower batch_size",
+                f"{' and '.join(raise_)}, or lower batch_size",
                 serious=False,
             )
         )

@@ -7,6 +7,8 @@ and `head(z) -> (B, C)`; forward is head∘features.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -39,6 +41,20 @@ class ZooCNN(nn.Module):
         return self.head(self.features(x))  # B, C
 
 
+class ZooModel(Protocol):
+    """What every zoo model offers the methods: the 500-d representation, the projection fc2
+    into it, the private head reading it, and the logits."""
+
+    fc2: nn.Linear
+    head: nn.Linear
+
+    def trunk(self, x: Tensor) -> Tensor: ...
+
+    def features(self, x: Tensor) -> Tensor: ...
+
+    def __call__(self, x: Tensor) -> Tensor: ...
+
+
 class Projected(nn.Module):
     """A trunk of another family, the declared projection fc2 (trunk width → 500) and the head."""
 
@@ -46,6 +62,10 @@ class Projected(nn.Module):
         super().__init__()
         self.fc2 = nn.Linear(trunk_dim, REPRESENTATION_DIM)
         self.head = nn.Linear(REPRESENTATION_DIM, num_classes)
+
+    def trunk(self, x: Tensor) -> Tensor:
+        """The family's own layers before fc2 (each subclass defines them)."""
+        raise NotImplementedError
 
     def features(self, x: Tensor) -> Tensor:
         """The 500-d representation of a batch of 3×32×32 images."""

@@ -135,7 +135,7 @@ def evaluate(
     for x, y in batches:
         logits = predict(x)  # B, C
         loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
+        correct += int((logits.argmax(1) == y).sum().item())
         total += y.numel()
     if total == 0:
         raise ValueError("evaluation on an empty test split")

@@ -21,7 +21,7 @@ import torch
 from workbench.algorithms import REGISTRY, Algorithm, Client, Environment
 from workbench.config import ExperimentConfig, build_config
 from workbench.core import files
-from workbench.core.data import ClientData
+from workbench.core.data import ClientData, SharedClientData
 from workbench.loop.checkpoint import client_state, load_client_state
 from workbench.loop.rounds import make_clients, resolve_device
 
@@ -38,7 +38,7 @@ class NodeClient:
 
 
 @functools.lru_cache(maxsize=2)
-def _partitioned(flat_json: str) -> tuple[list[tuple[str, ClientData]], Environment]:
+def _partitioned(flat_json: str) -> tuple[list[tuple[str, ClientData | SharedClientData]], Environment]:
     """Every client's (model name, data), loaded and partitioned once per process and run: a
     simulation worker serves many clients of one run."""
     config = build_config(json.loads(flat_json))
@@ -46,7 +46,7 @@ def _partitioned(flat_json: str) -> tuple[list[tuple[str, ClientData]], Environm
     return [(c.model_name, c.data) for c in clients], env
 
 
-def client_data(config: ExperimentConfig, cid: int) -> tuple[str, ClientData, Environment]:
+def client_data(config: ExperimentConfig, cid: int) -> tuple[str, ClientData | SharedClientData, Environment]:
     """(model name, data, environment) of one client: the whole dataset is partitioned exactly
     as in-process, and this client's part is served."""
     clients, env = _partitioned(json.dumps(config.to_flat(), sort_keys=True))

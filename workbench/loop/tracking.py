@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -134,7 +134,11 @@ def track_run(
     if flat["track"] == "none":
         return
     check_available(flat["track"])
-    open_sink = {"tensorboard": TensorBoardSink, "mlflow": MLflowSink}[flat["track"]]
+    sinks: dict[str, Callable[..., Sink]] = {
+        "tensorboard": TensorBoardSink,
+        "mlflow": MLflowSink,
+    }
+    open_sink = sinks[flat["track"]]
     sink = open_sink(str(flat["track_uri"]), run_dir, flat)
     try:
         sink.params(flat)

@@ -49,11 +49,18 @@ if TYPE_CHECKING:
     from workbench.config import ExperimentConfig
     from workbench.core.training import LossFn, PhaseStats
 
-torch = lazy("torch")
-F = lazy("torch.nn.functional")
-accounting = lazy("workbench.core.accounting")
-aggregation = lazy("workbench.core.aggregation")
-compression = lazy("workbench.algorithms.fedkd.compression")
+if TYPE_CHECKING:
+    import torch
+    import torch.nn.functional as F
+
+    from workbench.algorithms.fedkd import compression
+    from workbench.core import accounting, aggregation
+else:
+    torch = lazy("torch")
+    F = lazy("torch.nn.functional")
+    accounting = lazy("workbench.core.accounting")
+    aggregation = lazy("workbench.core.aggregation")
+    compression = lazy("workbench.algorithms.fedkd.compression")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,10 @@ from workbench.core.lazy import lazy
 if TYPE_CHECKING:
     from peft.tuners.lora import LoraLayer
 
-peft_lora = lazy("peft.tuners.lora")  # PEFT (and transformers) load when an adapter is first used
+if TYPE_CHECKING:
+    import peft.tuners.lora as peft_lora
+else:
+    peft_lora = lazy("peft.tuners.lora")  # PEFT (and transformers) load when an adapter is first used
 
 ADAPTER = "default"  # PEFT's adapter name; the workbench uses one adapter per model
 KEPT = "kept_adapter_factors"  # model attribute: adapter factors that never leave the client

@@ -41,10 +41,16 @@ if TYPE_CHECKING:
     from workbench.config import ExperimentConfig
     from workbench.core.training import LossFn, LrOf, PhaseStats, Probe, SGDSpec
 
-torch = lazy("torch")
-F = lazy("torch.nn.functional")
-adapters = lazy("workbench.algorithms.fedlora.adapters")
-probe = lazy("workbench.algorithms.fedlora.probe")
+if TYPE_CHECKING:
+    import torch
+    import torch.nn.functional as F
+
+    from workbench.algorithms.fedlora import adapters, probe
+else:
+    torch = lazy("torch")
+    F = lazy("torch.nn.functional")
+    adapters = lazy("workbench.algorithms.fedlora.adapters")
+    probe = lazy("workbench.algorithms.fedlora.probe")
 
 
 class FedLoRA(Algorithm[FedLoRAParams]):

@@ -18,7 +18,7 @@ from workbench.lab.report.sweep_tables import algorithm_order, tick
 def knob_grids(summary: pd.DataFrame) -> dict[str, KnobGrid]:
     """The sweep's methods whose declared `heatmap` has both knobs swept (FedLoRA first)."""
     names = algorithm_order(summary["algorithm"]) if "algorithm" in summary else []
-    grids = {n: REGISTRY[n].heatmap for n in names if n in REGISTRY and REGISTRY[n].heatmap}
+    grids = {n: g for n in names if n in REGISTRY and (g := REGISTRY[n].heatmap) is not None}
     return {n: g for n, g in grids.items() if not _grid_cells(summary, n, g).empty}
 
 

@@ -12,14 +12,19 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from workbench.core.lazy import lazy
 
-stats = lazy("scipy.stats")  # a second per process: the point notebooks' figures never need it
-power = lazy("statsmodels.stats.power")  # only the report's verdict asks what seeds could detect
+if TYPE_CHECKING:
+    from scipy import stats
+    from statsmodels.stats import power
+else:
+    stats = lazy("scipy.stats")  # a second per process: the point notebooks' figures never need it
+    power = lazy("statsmodels.stats.power")  # only the report's verdict asks what seeds could detect
 
 CONFIDENCE = 0.95
 INTERVAL = (

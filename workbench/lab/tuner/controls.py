@@ -13,13 +13,14 @@ import ipywidgets as widgets
 
 from workbench.algorithms import REGISTRY
 from workbench.config import ConfigError, ExperimentConfig, FederationConfig
+from workbench.core.params import Section
 from workbench.core.zoo import GROUPS
 
 SIZE_KNOBS = ("num_clients", "rounds", "fraction")  # the preview's size, notebook values first
 _STYLE = {"description_width": "initial"}
 
 
-def method_section(algorithm: str) -> type | None:
+def method_section(algorithm: str) -> type[Section] | None:
     """The frozen dataclass of a method's own knobs, or None when it has none."""
     return REGISTRY[algorithm].Params
 

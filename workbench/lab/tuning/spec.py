@@ -158,7 +158,11 @@ def _within_limits(spec: Mapping[str, Any], method: str, space: dict[str, Search
         s = space.get(name)
         if s is None:
             continue
-        above = [v for v in s.choices if v > top] if s.choices else ([s.high] if s.high > top else [])
+        above = (
+            [v for v in s.choices if v > top]
+            if s.choices
+            else [h for h in (s.high,) if h is not None and h > top]
+        )
         if not above:
             continue
         if name in given:
@@ -166,7 +170,9 @@ def _within_limits(spec: Mapping[str, Any], method: str, space: dict[str, Search
                 f"tuning spec, method {method}: knob {name!r}: {above} above {top:g}, the largest "
                 f"{name} this setting allows ({why})"
             )
-        narrowed[name] = Search(s.low, top, s.log) if s.low < top else Search(choices=(top,))
+        narrowed[name] = (
+            Search(s.low, top, s.log) if s.low is not None and s.low < top else Search(choices=(top,))
+        )
     return narrowed
 
 

@@ -14,7 +14,10 @@ from workbench.core.zoo import MODELS, ViTSpec
 if TYPE_CHECKING:
     from torch import nn
 
-torch = lazy("torch")
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy("torch")
 
 ATTENTION_PROJECTIONS = ("query", "value")  # PEFT's usual LoRA targets in attention
 

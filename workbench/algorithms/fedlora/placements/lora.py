@@ -14,7 +14,10 @@ if TYPE_CHECKING:
     from peft.tuners.lora import Linear as LoraLinear
     from torch import Tensor, nn
 
-torch = lazy("torch")
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy("torch")
 
 # adapter_init → PEFT's init_lora_weights
 PEFT_INIT: dict[str, bool | str] = {"lora": True, "gaussian": "gaussian", "small_b": True}

@@ -17,7 +17,10 @@ if TYPE_CHECKING:
     from workbench.algorithms.fedlora.branch import ParallelAdapted
     from workbench.core.models import ZooCNN
 
-torch = lazy("torch")
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy("torch")
 
 INPUT_DIM = 3 * IMAGE_SIZE * IMAGE_SIZE  # the branch reads the flattened image
 BRANCH = "adapter"  # module name of the branch
