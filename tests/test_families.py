@@ -6,10 +6,11 @@ import torch
 from helpers import make_algorithm, placed
 
 from workbench.algorithms.base import load_shared, private_norm_names, state_copy
+from workbench.algorithms.fedlora.placements.attention import attention_sites
 from workbench.config import ConfigError, build_config
 from workbench.core.accounting import NORM_FLOPS, flop_counter_mode
 from workbench.core.models import build_model, count_parameters
-from workbench.core.zoo import FAMILIES, GROUPS, MODELS, RESNETS, VITS, ZOO, attention_sites, linear_shapes
+from workbench.core.zoo import FAMILIES, GROUPS, MODELS, RESNETS, VITS, ZOO, linear_shapes
 
 
 @pytest.mark.parametrize(
