@@ -18,8 +18,8 @@ from workbench.algorithms.fedlora.probe import effective_weight_norm
 from workbench.cli import main
 from workbench.config import build_config
 from workbench.core import diagnostics
-from workbench.core.accounting import Ledger
-from workbench.core.results import Row, read_run, to_frame
+from workbench.core.accounting import EvaluationRecord, Ledger
+from workbench.core.results import Evaluation, Row, read_run, to_frame
 from workbench.core.training import PhaseStats
 from workbench.lab.tuner.runs import Curve
 from workbench.lab.tuner.tuner import describe, diagnostics_html
@@ -106,7 +106,8 @@ def test_update_norm_is_the_distance_the_upload_moved_from_the_download():
     for client in clients:
         upload = adapter_state(client.state["model"])
         expected = math.sqrt(sum(float(((upload[n].double() - theta[n].double()) ** 2).sum()) for n in theta))
-        row = ledger.row(1, client.cid, client.model_name, "fedlora", 0.0, 0.0, 1, 1)
+        evaluated = EvaluationRecord(client.cid, client.model_name, "fedlora", Evaluation(0.0, 0.0, {}), 1, 1)
+        row = ledger.row(1, evaluated)
         assert row.update_norm == pytest.approx(expected, rel=1e-12) and expected > 0
         assert row.phase_steps == {"model": 3, "adapter": 3} and row.local_rounds == 1  # 40 samples, batch 16
 

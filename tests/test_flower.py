@@ -34,8 +34,8 @@ from workbench.flower.server_app import run_server
 from workbench.flower.settings import FlowerSettings, partition_id, split_run_config, to_run_config
 from workbench.flower.simulation import RAY_ENV, simulate, start_ray
 from workbench.flower.strategy import WorkbenchStrategy
-from workbench.loop.rounds import KEPT, RESTORED, RoundRefusedError, sample_clients
 from workbench.loop.runner import run_experiment
+from workbench.loop.server_round import KEPT, RESTORED, RoundRefusedError, sample_clients
 
 APP = Path(__file__).resolve().parents[1] / "workbench" / "flower" / "app"
 FLOWER_TINY = dict(dataset="digits", num_clients=4, rounds=2, batch_size=64, seed=0, device="cpu")

@@ -15,11 +15,13 @@ from workbench.algorithms.fedlora import FedLoRA
 from workbench.algorithms.fedlora.adapters import adapter_state, private_parameters
 from workbench.algorithms.fedproto import FedProto
 from workbench.config import build_config
-from workbench.core.accounting import Ledger
+from workbench.core.accounting import EvaluationRecord, Ledger
 from workbench.core.facts import CHECKPOINT_FILE
+from workbench.core.results import Evaluation
 from workbench.core.training import PhaseStats
-from workbench.loop.rounds import KEPT, RESTORED, RoundRefusedError, run_round
+from workbench.loop.rounds import run_round
 from workbench.loop.runner import RunStoppedError, run_loop
+from workbench.loop.server_round import KEPT, RESTORED, RoundRefusedError
 
 
 class Diverging(FedLoRA):
@@ -69,7 +71,7 @@ def test_a_diverged_client_is_refused_rolled_back_and_the_round_goes_on():
     for name in theta:
         torch.testing.assert_close(new[name], expected[name])
     assert ledger.refused == {1: 1} and ledger.flops[1] == 7  # it trained: its costs count
-    assert ledger.row(1, 1, "m", "fedlora", 0.5, 1.0, 40, 20).refused == 1
+    assert ledger.row(1, EvaluationRecord(1, "m", "fedlora", Evaluation(0.5, 1.0, {}), 40, 20)).refused == 1
 
 
 def test_a_round_with_every_upload_refused_raises_naming_the_round():

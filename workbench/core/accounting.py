@@ -11,7 +11,9 @@ Conventions (docs/architecture.md, cost accounting):
   and is not counted.
 - Bytes: numel × element size of every tensor in a payload; uplink and downlink separately.
 Beside the costs the ledger settles each client's training: rounds sampled, optimizer steps per
-phase and the L2 norm of its latest update (`update_l2`).
+phase and the L2 norm of its latest update (`update_l2`). What a client's round produced reaches
+the ledger as one `TrainingRecord` and its evaluation as one `EvaluationRecord`, whoever ran it
+(the in-process loop or Flower).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 from workbench.core.facts import Payload
-from workbench.core.results import NO_VALIDATION, TIMING_COLUMNS, Row
+from workbench.core.results import TIMING_COLUMNS, Evaluation, Row
 
 
 def update_l2(upload: Payload, reference: Payload) -> float:
@@ -109,6 +111,34 @@ class FlopMeter:
         return dict(self._per_step)
 
 
+@dataclass(frozen=True)
+class TrainingRecord:
+    """What one sampled client's round cost and did, as the server learns it: training FLOPs,
+    bytes up and down, its last training loss, optimizer steps per phase and the norm of the
+    update it sent (a client whose upload never arrived: only the bytes sent to it)."""
+
+    flops: int = 0
+    up: int = 0
+    down: int = 0
+    loss: float = math.nan
+    steps: Mapping[str, int] = field(default_factory=dict)
+    update_norm: float = math.nan
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    """A client's evaluation as its row states it: who it is, what its deployed model scored
+    (with the diagnostics measured in the same pass) and the sizes of its splits."""
+
+    client: int
+    model: str
+    algorithm: str
+    evaluation: Evaluation
+    num_train: int
+    num_test: int
+    num_val: int = 0
+
+
 @dataclass
 class Ledger:
     """Costs per client accumulated since that client's last evaluated row."""
@@ -130,26 +160,17 @@ class Ledger:
     clock: float = 0.0
     late_uploads: dict[int, tuple[Any, float]] = field(default_factory=dict)
 
-    def add(
-        self,
-        cid: int,
-        flops: int,
-        up: int,
-        down: int,
-        loss: float,
-        steps: Mapping[str, int] | None = None,
-        update_norm: float = math.nan,
-    ) -> None:
+    def add(self, cid: int, training: TrainingRecord) -> None:
         """Record one client's costs, optimizer steps per phase and update norm for one round."""
-        self.flops[cid] = self.flops.get(cid, 0) + flops
-        self.up[cid] = self.up.get(cid, 0) + up
-        self.down[cid] = self.down.get(cid, 0) + down
-        self.train_loss[cid] = loss
+        self.flops[cid] = self.flops.get(cid, 0) + training.flops
+        self.up[cid] = self.up.get(cid, 0) + training.up
+        self.down[cid] = self.down.get(cid, 0) + training.down
+        self.train_loss[cid] = training.loss
         self.rounds[cid] = self.rounds.get(cid, 0) + 1
         mine = self.steps.setdefault(cid, {})
-        for phase, count in (steps or {}).items():
+        for phase, count in training.steps.items():
             mine[phase] = mine.get(phase, 0) + int(count)
-        self.update_norm[cid] = float(update_norm)
+        self.update_norm[cid] = float(training.update_norm)
 
     def spend(self, cid: int, seconds: float) -> None:
         """Add a client's simulated seconds of one round."""
@@ -163,49 +184,35 @@ class Ledger:
         """Count one refused upload of a client."""
         self.refused[cid] = self.refused.get(cid, 0) + 1
 
-    def row(
-        self,
-        round_: int,
-        cid: int,
-        model: str,
-        algorithm: str,
-        accuracy: float,
-        loss: float,
-        num_train: int,
-        num_test: int,
-        diagnostics: Mapping[str, float] | None = None,
-        *,
-        val_accuracy: float = NO_VALIDATION,
-        val_loss: float = NO_VALIDATION,
-        num_val: int = 0,
-    ) -> Row:
+    def row(self, round_: int, record: EvaluationRecord) -> Row:
         """A client's table row: its evaluation (and the diagnostics measured with it) and its
         costs and training settled since its previous row."""
+        cid, evaluation = record.client, record.evaluation
         took_part, train_loss, flops, up, down, refused = self.settle(cid)
         rounds, steps, update_norm = self.settle_training(cid)
         return Row(
             round=round_,
             client=cid,
-            model=model,
-            algorithm=algorithm,
+            model=record.model,
+            algorithm=record.algorithm,
             participated=took_part,
-            accuracy=accuracy,
-            loss=loss,
+            accuracy=evaluation.accuracy,
+            loss=evaluation.loss,
             train_loss=train_loss,
             train_flops=flops,
             bytes_up=up,
             bytes_down=down,
-            num_train=num_train,
-            num_test=num_test,
+            num_train=record.num_train,
+            num_test=record.num_test,
             refused=refused,
             local_rounds=rounds,
             local_steps=sum(steps.values()),
             update_norm=update_norm,
-            val_accuracy=val_accuracy,
-            val_loss=val_loss,
-            num_val=num_val,
+            val_accuracy=evaluation.val_accuracy,
+            val_loss=evaluation.val_loss,
+            num_val=record.num_val,
             phase_steps=steps,
-            diagnostics=dict(diagnostics or {}),
+            diagnostics=dict(evaluation.diagnostics or {}),
             timing=self.settle_timing(cid),
         )
 

@@ -59,6 +59,24 @@ def validate_update(client: int, update: Payload, reference: Payload) -> None:
             raise InvalidUpdateError(client, name, "contains NaN or infinity")
 
 
+def aggregate_accepting(
+    aggregate: Callable[[Mapping[int, Payload], Mapping[int, float]], dict],
+    uploads: Mapping[int, Payload],
+    weights: Mapping[int, float],
+) -> tuple[dict, list[InvalidUpdateError]]:
+    """`aggregate(uploads, weights)` over the uploads it accepts: a client it refuses
+    (InvalidUpdateError naming one of them) is dropped and it reruns; (result, the refusals)."""
+    uploads, weights, refused = dict(uploads), dict(weights), []
+    while True:
+        try:
+            return aggregate(uploads, weights), refused
+        except InvalidUpdateError as error:
+            if error.client not in uploads:
+                raise
+            refused.append(error)
+            del uploads[error.client], weights[error.client]
+
+
 def class_table(num_classes: int, width: int, values: str) -> dict[str, Tensor]:
     """The reference of a per-class upload: C × width float means and C int64 counts."""
     return {

@@ -23,7 +23,7 @@ from workbench.flower.messages import CONFIG, INFO, PARTITION_ID
 from workbench.flower.settings import FlowerSettings, split_run_config
 from workbench.flower.strategy import WorkbenchStrategy
 from workbench.loop import privacy
-from workbench.loop.rounds import RoundRefusedError
+from workbench.loop.server_round import RoundRefusedError
 
 log = logging.getLogger("flwr")
 FLOWER_FILE = "flower.json"

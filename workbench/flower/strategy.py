@@ -1,10 +1,11 @@
-"""The Flower Strategy that drives a workbench algorithm: the server half of `run_round`.
+"""The Flower Strategy that drives a workbench algorithm: Flower carries `ServerRound`.
 
-Sampling (`sample_clients`), broadcast, aggregation and accounting (`Ledger`, `Row`) are the
-in-process loop's own; Flower only carries the messages. Before aggregating, every upload is
-checked by the algorithm's own `validate_upload` (against the round's global state);
-a malformed or failed upload is refused with an error naming
-the client and the tensor, and the round completes with the others.
+The server's side of a round is the in-process loop's own `workbench.loop.server_round.ServerRound`
+(sampling, dropouts, broadcast, screening and refusing uploads, aggregation, the Ledger, the
+events); this strategy only turns its broadcasts into messages and the replies back into
+`TrainingRecord`s and uploads (an upload that cannot be decoded, a failed ClientApp or no reply
+is refused, naming the client and the tensor, and the round completes with the others). Rows
+are settled from each client's `EvaluationRecord` by the same `Ledger.row` as in-process.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from torch import Tensor
 
 from workbench.algorithms import REGISTRY, Client, Environment
 from workbench.config import ExperimentConfig
-from workbench.core.accounting import Ledger
+from workbench.core.accounting import EvaluationRecord, Ledger, TrainingRecord
 from workbench.core.aggregation import InvalidUpdateError
-from workbench.core.results import NO_VALIDATION, Event, Row
+from workbench.core.results import NO_VALIDATION, Evaluation, Event, Row
 from workbench.flower.messages import (
     ACCURACY,
     ARRAYS,
@@ -49,16 +50,9 @@ from workbench.flower.messages import (
     VAL_LOSS,
 )
 from workbench.flower.records import decode_update, from_record, record_bytes, to_record
-from workbench.loop import privacy
-from workbench.loop.devices import devices_for, dropouts, dropped_event
-from workbench.loop.rounds import (
-    RoundRefusedError,
-    close_timed_round,
-    evaluates,
-    only_absent,
-    refusal,
-    sample_clients,
-)
+from workbench.loop.devices import devices_for
+from workbench.loop.rounds import evaluates
+from workbench.loop.server_round import ServerRound
 
 log = logging.getLogger("flwr")
 
@@ -85,12 +79,10 @@ class WorkbenchStrategy(Strategy):
         }
         self.devices = devices_for(config.devices, config.run.seed, config.federation.num_clients)
         self.ledger, self.rows = Ledger(timed=self.devices is not None), []
-        self.seconds: dict[int, float] = {}  # client → its simulated seconds this round
         self.refusals: list[dict[str, Any]] = []
-        self.events: list[Event] = []  # the refusals as the run directory's events
-        self.rolled_back: set[int] = set()  # clients whose reply says they rolled back this round
+        self.events: list[Event] = []  # the run directory's events (refusals, dropouts, late)
         self.traffic: list[dict[str, Any]] = []
-        self.state: dict[str, Tensor] = {}
+        self.step: ServerRound | None = None  # the round between configure_train and aggregate_train
         self.down: dict[int, int] = {}  # client → tensor bytes sent to it this round
         self.evaluated: dict[int, MetricRecord] = {}  # evaluations that came with an upload
         # each client's last evaluation while it stays valid (until the client trains again),
@@ -119,22 +111,23 @@ class WorkbenchStrategy(Strategy):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """One message per sampled client with its broadcast payload."""
+        """One message per participant of the round with its broadcast payload."""
         self._round_started = time.perf_counter()
-        fed = self.config.federation
-        self.state = from_record(arrays)
-        self.algorithm.begin_round(server_round)
-        sampled = sample_clients(fed.num_clients, fed.fraction, self.config.run.seed, server_round)
-        absent = dropouts(self.devices, self.config.run.seed, server_round, sampled)
-        for cid in absent:  # as run_round: they are sent nothing
-            self.events.append(dropped_event(server_round, cid, self.config.devices.dropout))
-            self.ledger.miss(cid)
-        sampled = [cid for cid in sampled if cid not in absent]
+        self.step = ServerRound(
+            self.algorithm,
+            from_record(arrays),
+            server_round,
+            self.config.federation.num_clients,
+            self.ledger,
+            self.events,
+            self.devices,
+            on_refusal=self._log_refusal,
+        )
         settings = ConfigRecord({ROUND: server_round, EVALUATE: self._evaluates(server_round)})
-        messages = []
-        for cid in sampled:
+        messages, self.down = [], {}
+        for cid in self.step.participants:
             self.latest.pop(cid, None)  # it trains: its last evaluation goes stale
-            record = to_record(self.algorithm.broadcast(self.state, self.handles[cid]))
+            record = to_record(self.step.broadcast(self.handles[cid]))
             self.down[cid] = self._count(server_round, cid, "down", record)
             content = RecordDict({ARRAYS: record, CONFIG: settings})
             messages.append(
@@ -150,7 +143,9 @@ class WorkbenchStrategy(Strategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Account every reply, refuse the malformed ones, aggregate the rest."""
+        """Hand every participant's reply to the round, which accepts or refuses it, and close it."""
+        step = self.step
+        assert step is not None, "Flower calls configure_train before aggregate_train"
         answered = self._by_client(replies)
         self.evaluated.update(
             {
@@ -159,77 +154,49 @@ class WorkbenchStrategy(Strategy):
                 if r.has_content() and EVALUATION in r.content.metric_records
             }
         )
-        uploads, weights = {}, {}
-        for cid in sorted(self.down):  # sorted: the in-process loop sums clients in this order
-            try:
-                uploads[cid] = self._accept(server_round, cid, answered.get(cid))
-                weights[cid] = float(self.info[cid][NUM_TRAIN])
-            except InvalidUpdateError as error:
-                self._refuse(server_round, error)
-        if self.devices is not None:
-            uploads, weights = close_timed_round(
-                self.devices, server_round, self.ledger, self.events, uploads, weights, self.seconds
-            )
-            self.seconds = {}
-        if not uploads:
-            if only_absent(self._round_events(server_round)):
-                self.down, self.rolled_back = {}, set()  # as run_round: the state stays
-                return to_record(self.state), MetricRecord({"accepted": 0, "refused": 0})
-            raise RoundRefusedError(server_round, self._round_events(server_round))
-        new_state, refused = privacy.aggregate(self.algorithm, self.state, uploads, weights, server_round)
-        for error in refused:
-            self._refuse(server_round, error)
-        if len(refused) == len(uploads):
-            raise RoundRefusedError(server_round, self._round_events(server_round))
-        accepted = len(uploads) - len(refused)
-        metrics = MetricRecord({"accepted": accepted, "refused": len(self.down) - accepted})
-        self.down, self.rolled_back = {}, set()
-        return to_record(new_state), metrics
+        for cid in step.participants:  # in id order: the in-process loop sums clients so
+            self._take(step, cid, answered.get(cid))
+        new_state = step.close()
+        # a round that kept the state for want of uploads (dropouts, deadline) reports none refused
+        refused = len(step.participants) - step.accepted if step.accepted else 0
+        return to_record(new_state), MetricRecord({"accepted": step.accepted, "refused": refused})
 
-    def _accept(self, round_: int, cid: int, reply: Message | None) -> dict[str, Tensor]:
-        """Record one client's costs and return its validated upload (or refuse it)."""
+    def _take(self, step: ServerRound, cid: int, reply: Message | None) -> None:
+        """A participant's reply as the round takes it: its costs and its upload."""
         if reply is None:
-            self.ledger.add(cid, 0, 0, self.down[cid], math.nan)
-            raise InvalidUpdateError(cid, None, "no reply before the round's timeout")
+            step.lost(cid, self.down[cid], "no reply before the round's timeout")
+            return
         if reply.has_error():
-            self.ledger.add(cid, 0, 0, self.down[cid], math.nan)
-            raise InvalidUpdateError(cid, None, f"the ClientApp failed: {reply.error.reason}")
+            step.lost(cid, self.down[cid], f"the ClientApp failed: {reply.error.reason}")
+            return
         record = reply.content.array_records.get(ARRAYS)
         metrics = reply.content.metric_records.get(METRICS, MetricRecord())
         try:
-            up = self._count(round_, cid, "up", record) if record is not None else 0
+            up = self._count(step.round, cid, "up", record) if record is not None else 0
         except (TypeError, ValueError):  # arrays of no known dtype: decode_update refuses them
             up = 0
-        self.ledger.add(
-            cid,
-            int(metrics.get(TRAIN_FLOPS, 0)),
-            up,
-            self.down[cid],
-            float(metrics.get(TRAIN_LOSS, math.nan)),
-            {k.removeprefix(STEPS): int(v) for k, v in metrics.items() if k.startswith(STEPS)},
-            float(metrics.get(UPDATE_NORM, math.nan)),
+        training = TrainingRecord(
+            flops=int(metrics.get(TRAIN_FLOPS, 0)),
+            up=up,
+            down=self.down[cid],
+            loss=float(metrics.get(TRAIN_LOSS, math.nan)),
+            steps={k.removeprefix(STEPS): int(v) for k, v in metrics.items() if k.startswith(STEPS)},
+            update_norm=float(metrics.get(UPDATE_NORM, math.nan)),
         )
-        if self.devices is not None:
-            flops = int(metrics.get(TRAIN_FLOPS, 0))
-            self.seconds[cid] = self.devices.seconds(cid, flops, up, self.down[cid])
-        if metrics.get(ROLLED_BACK, 0):
-            self.rolled_back.add(cid)
-        update = decode_update(cid, record)
-        self.algorithm.validate_upload(cid, update, self.state)
-        return update
+        upload: dict[str, Tensor] | InvalidUpdateError
+        try:
+            upload = decode_update(cid, record)
+        except InvalidUpdateError as error:
+            upload = error
+        weight = float(self.info[cid][NUM_TRAIN])
+        step.take(cid, training, upload, weight, rolled_back=bool(metrics.get(ROLLED_BACK, 0)))
 
-    def _refuse(self, round_: int, error: InvalidUpdateError) -> None:
-        """Log and record a refused upload; the round goes on without it."""
+    def _log_refusal(self, round_: int, error: InvalidUpdateError) -> None:
+        """Log a refused upload and list it for flower.json; the round goes on without it."""
         log.error("round %d: %s", round_, error)
         self.refusals.append(
             {"round": round_, "client": error.client, "tensor": error.tensor, "error": str(error)}
         )
-        self.events.append(refusal(round_, error, error.client in self.rolled_back))
-        self.ledger.refuse(error.client)
-
-    def _round_events(self, round_: int) -> list[Event]:
-        """This round's refusals."""
-        return [e for e in self.events if e.round == round_]
 
     # ---- evaluation ----------------------------------------------------------------------
     def configure_evaluate(
@@ -287,26 +254,27 @@ class WorkbenchStrategy(Strategy):
 
     def _row(self, round_: int, cid: int, metrics: MetricRecord) -> Row:
         """A client's table row from its evaluation metrics and its settled costs."""
-        accuracy, loss = float(metrics[ACCURACY]), float(metrics[LOSS])
-        num_train, num_test = int(metrics[NUM_TRAIN]), int(metrics[NUM_TEST])
         diagnostics = {
             k.removeprefix(DIAGNOSTIC): float(v) for k, v in metrics.items() if k.startswith(DIAGNOSTIC)
         }
-        # settled only once the metrics were readable: unsettled costs go into the next row
-        return self.ledger.row(
-            round_,
+        evaluation = Evaluation(
+            float(metrics[ACCURACY]),
+            float(metrics[LOSS]),
+            diagnostics,
+            float(metrics.get(VAL_ACCURACY, NO_VALIDATION)),
+            float(metrics.get(VAL_LOSS, NO_VALIDATION)),
+        )
+        record = EvaluationRecord(
             cid,
             self.handles[cid].model_name,
             self.algorithm.name,
-            accuracy,
-            loss,
-            num_train,
-            num_test,
-            diagnostics,
-            val_accuracy=float(metrics.get(VAL_ACCURACY, NO_VALIDATION)),
-            val_loss=float(metrics.get(VAL_LOSS, NO_VALIDATION)),
-            num_val=int(metrics.get(NUM_VAL, 0)),
+            evaluation,
+            int(metrics[NUM_TRAIN]),
+            int(metrics[NUM_TEST]),
+            int(metrics.get(NUM_VAL, 0)),
         )
+        # settled only once the metrics were readable: unsettled costs go into the next row
+        return self.ledger.row(round_, record)
 
     # ---- helpers -------------------------------------------------------------------------
     def _evaluates(self, round_: int) -> bool:

@@ -1,8 +1,9 @@
 """Unreliable clients and a simulated clock: who drops out of a round, how long each client's
 round takes on its device, and which uploads miss the round's deadline (issue 29).
 
-Shared by the in-process round (`workbench.loop.rounds.run_round`) and the Flower strategy, so
-both drop the same clients and close each round at the same simulated second.
+Applied by the server's side of a round (`workbench.loop.server_round.ServerRound`), which the
+in-process round and the Flower strategy share, so both drop the same clients and close each
+round at the same simulated second.
 
 - **Dropout**: each sampled client drops out of a round with probability `dropout`, drawn from
   (seed, round, `Seed.DROPOUT`): it receives nothing, trains nothing, sends nothing, and the

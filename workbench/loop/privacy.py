@@ -39,7 +39,7 @@ from torch import Tensor
 from workbench.algorithms import Algorithm
 from workbench.algorithms.base import Seed, derived_seed
 from workbench.config import ExperimentConfig
-from workbench.core.aggregation import InvalidUpdateError, clip_update
+from workbench.core.aggregation import InvalidUpdateError, aggregate_accepting, clip_update
 from workbench.core.errors import UserError
 from workbench.core.facts import EPSILON, Payload
 
@@ -102,17 +102,16 @@ def aggregate(
     weights: Mapping[int, float],
     round_: int,
 ) -> tuple[dict, list[InvalidUpdateError]]:
-    """The round's aggregate over the uploads the method accepts (`rounds.aggregate_accepting`);
+    """The round's aggregate over the uploads the method accepts (`aggregate_accepting`);
     dp_mode=central: of the updates clipped to dp_clip, uniformly weighted, with N(0, (σC)²)
     added to their sum (σC/m on the mean of the m aggregated)."""
-    from workbench.loop.rounds import aggregate_accepting  # rounds imports this module
-
     config = algorithm.config
     dp = config.privacy
+    method = functools.partial(algorithm.aggregate, server)
     if not clips(config) or dp.mode != "central":
-        return aggregate_accepting(algorithm, server, uploads, weights)
+        return aggregate_accepting(method, uploads, weights)
     clipped = {cid: clip_update(u, server, dp.clip) for cid, u in uploads.items()}
-    state, refused = aggregate_accepting(algorithm, server, clipped, dict.fromkeys(clipped, 1.0))
+    state, refused = aggregate_accepting(method, clipped, dict.fromkeys(clipped, 1.0))
     aggregated = len(clipped) - len(refused)
     if not accounts(config) or aggregated == 0:
         return state, refused
@@ -123,7 +122,7 @@ def aggregate(
 
 
 def sampling_rate(config: ExperimentConfig) -> float:
-    """q = m/N: the share of clients a round samples (`rounds.sample_clients` draws m of N)."""
+    """q = m/N: the share of clients a round samples (`server_round.sample_clients` draws m of N)."""
     fed = config.federation
     return max(1, int(round(fed.fraction * fed.num_clients))) / fed.num_clients
 

@@ -1,32 +1,29 @@
-"""The pieces of one communication round, shared by the in-process runner and Flower.
+"""The pieces of one communication round that the in-process runner and Flower share.
 
-Sampling, the per-client batch generator, the evaluation rule, client set-up and evaluation,
-and the round itself. Algorithms plug in through the hooks of
-`workbench.algorithms.base.Algorithm`; nothing here depends on which algorithm runs. All
-randomness is derived from (seed, round, client), so a run is reproducible and can resume from
-any round boundary.
+The device, the clients and their data, the per-client batch generator, the evaluation rule,
+client set-up and evaluation, a sampled client's part of a round (`client_round`) and the
+in-process round itself (`run_round`), which drives the server's side,
+`workbench.loop.server_round.ServerRound`, with local client training. Algorithms plug in
+through the hooks of `workbench.algorithms.base.Algorithm`; nothing here depends on which
+algorithm runs. All randomness is derived from (seed, round, client), so a run is reproducible
+and can resume from any round boundary.
 
 Client-level DP (`workbench.loop.privacy`) clips and noises a finite upload on the client
 (dp_mode=local) or clips the uploads and noises their aggregate on the server (central).
 
-A refused upload is an event, not a crash. A client whose own upload is not finite (its
-training diverged) rolls back: it is restored to its state from before the round and given the
-round's download again, i.e. it ends the round as if it had downloaded and not trained, so a
-diverged private model never lingers (and server and client stay in step: FedKD's record of
-what the client received still holds). The server screens every upload
-(`Algorithm.validate_upload`: well-formed, finite) and refuses the bad ones; one that passes the
-screen but that the algorithm's own aggregation refuses (a malformed payload, e.g. negative
-class counts) is dropped and the aggregation reruns without it; that client keeps its state.
-Every refusal is an Event saying what became of the client; a round whose every upload is
-refused raises RoundRefusedError. Malicious clients (`workbench.loop.attacks`) poison their
-upload after honest training, before the screen.
+A client whose own upload is not finite (its training diverged) rolls back: it is restored to
+its state from before the round and given the round's download again, i.e. it ends the round
+as if it had downloaded and not trained, so a diverged private model never lingers (and server
+and client stay in step: FedKD's record of what the client received still holds); the server
+then refuses its upload (`ServerRound`). Malicious clients (`workbench.loop.attacks`) poison
+their upload after honest training, before the server's screen.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+import functools
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -35,8 +32,7 @@ from torch import Tensor
 from workbench.algorithms import Algorithm, Client, Environment
 from workbench.algorithms.base import Seed, derived_seed
 from workbench.config import ExperimentConfig
-from workbench.core.accounting import Ledger, payload_bytes
-from workbench.core.aggregation import InvalidUpdateError
+from workbench.core.accounting import EvaluationRecord, Ledger, TrainingRecord, payload_bytes
 from workbench.core.data import Normalizer, client_datasets, load_dataset
 from workbench.core.errors import UserError
 from workbench.core.facts import Payload
@@ -45,7 +41,8 @@ from workbench.core.results import Evaluation, Event, Row
 from workbench.core.training import PhaseStats, evaluate
 from workbench.loop import privacy
 from workbench.loop.attacks import is_malicious, poison_upload
-from workbench.loop.devices import Devices, close_round, dropouts, dropped_event, late_event
+from workbench.loop.devices import Devices
+from workbench.loop.server_round import ServerRound
 
 if TYPE_CHECKING:
     from workbench.loop.store import ClientStore
@@ -58,13 +55,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("device='cuda' was asked for but torch sees no GPU; use device='auto' or 'cpu'")
     return torch.device(name)
-
-
-def sample_clients(num_clients: int, fraction: float, seed: int, round_: int) -> list[int]:
-    """The clients taking part in a round: max(1, round(C·N)) drawn without replacement."""
-    count = max(1, int(round(fraction * num_clients)))
-    rng = np.random.default_rng([seed, round_, Seed.SAMPLING])
-    return sorted(int(c) for c in rng.choice(num_clients, size=count, replace=False))
 
 
 def make_clients(config: ExperimentConfig, device: torch.device) -> tuple[list[Client], Environment]:
@@ -132,11 +122,27 @@ def evaluate_client(algorithm: Algorithm, client: Client) -> Evaluation:
     return Evaluation(accuracy, loss, diagnostics, *val)
 
 
-def materialize(algorithm: Algorithm, client: Client) -> None:
+def materialize(algorithm: Algorithm, client: Client, keep: bool = True) -> None:
     """Set a client up on first use: a client that never trained holds only what its seed gives,
-    so it needs no live state until it is sampled (memory grows with participants, not clients)."""
+    so it needs no live state until it is sampled (memory grows with participants, not clients).
+    `keep` is the store's (`ClientStore.materialize`): in memory every client stays live."""
     if not client.state:
         algorithm.setup_client(client)
+
+
+class MakeLive(Protocol):
+    """Gives a client live state before it trains (`keep`) or is only evaluated (not `keep`:
+    the caller lets a client it found without state go again)."""
+
+    def __call__(self, client: Client, keep: bool = True) -> None: ...
+
+
+def live_maker(algorithm: Algorithm, store: ClientStore | None) -> MakeLive:
+    """How clients get live state: from the store, when clients beyond a budget live on disk;
+    else set up in memory on first use (`materialize`)."""
+    if store is not None:
+        return store.materialize
+    return functools.partial(materialize, algorithm)
 
 
 def evaluation_panel(config: ExperimentConfig, round_: int) -> list[int] | None:
@@ -154,85 +160,32 @@ def evaluate_all(
     clients: list[Client],
     ledger: Ledger,
     round_: int,
-    store: ClientStore | None = None,
+    make_live: MakeLive | None = None,
     panel: list[int] | None = None,
 ) -> list[Row]:
     """Evaluate every client (or those of `panel`) on its local test split and settle its
-    costs into a row; with a store, clients on disk are read back for it and let go again."""
+    costs into a row; a client found without live state (never trained, or on disk) is given
+    it by `make_live` (default: set up in memory) and let go again."""
+    make_live = make_live if make_live is not None else live_maker(algorithm, None)
     rows = []
     for c in clients if panel is None else [clients[cid] for cid in panel]:
         if c.evaluation is None or not algorithm.evaluation_is_local:
             transient = not c.state  # never trained, or on disk: evaluate, then let it go
-            if store is None:
-                materialize(algorithm, c)
-            else:
-                store.materialize(c, keep=False)
+            make_live(c, keep=False)
             c.evaluation = evaluate_client(algorithm, c)
             if transient:
                 c.state.clear()
-        e = c.evaluation
-        rows.append(
-            ledger.row(
-                round_,
-                c.cid,
-                c.model_name,
-                algorithm.name,
-                e.accuracy,
-                e.loss,
-                c.data.num_train,
-                c.data.num_test,
-                e.diagnostics,
-                val_accuracy=e.val_accuracy,
-                val_loss=e.val_loss,
-                num_val=c.data.num_val,
-            )
+        record = EvaluationRecord(
+            c.cid,
+            c.model_name,
+            algorithm.name,
+            c.evaluation,
+            c.data.num_train,
+            c.data.num_test,
+            c.data.num_val,
         )
+        rows.append(ledger.row(round_, record))
     return rows
-
-
-RESTORED = "rolled back to its state before the round, then given the round's download"
-KEPT = "kept its trained state"
-
-
-class RoundRefusedError(RuntimeError):
-    """Every upload of a round was refused: nothing is left to aggregate."""
-
-    def __init__(self, round_: int, refusals: list[Event]) -> None:
-        first = refusals[0] if refusals else None
-        example = f"; e.g. client {first.client}: {first.reason}" if first else ""
-        super().__init__(
-            f"round {round_}: the server refused the upload of every sampled client "
-            f"({len(refusals)}){example}"
-        )
-        self.round, self.refusals = round_, refusals
-
-
-def refusal(round_: int, error: InvalidUpdateError, rolled_back: bool) -> Event:
-    """The event recording a refused upload."""
-    return Event(
-        round=round_,
-        client=error.client,
-        event="refused",
-        tensor=error.tensor or "",
-        reason=error.reason,
-        action=RESTORED if rolled_back else KEPT,
-    )
-
-
-def aggregate_accepting(
-    algorithm: Algorithm, server: Payload, uploads: Mapping[int, Payload], weights: Mapping[int, float]
-) -> tuple[dict, list[InvalidUpdateError]]:
-    """The algorithm's aggregate over the uploads it accepts: a client its own checks refuse
-    is dropped and the aggregation reruns; returns (new state, the refusals)."""
-    uploads, weights, refused = dict(uploads), dict(weights), []
-    while True:
-        try:
-            return algorithm.aggregate(server, uploads, weights), refused
-        except InvalidUpdateError as error:
-            if error.client not in uploads:
-                raise
-            refused.append(error)
-            del uploads[error.client], weights[error.client]
 
 
 def client_round(
@@ -251,50 +204,19 @@ def client_round(
     return stats, upload, True
 
 
-def account(
-    ledger: Ledger, algorithm: Algorithm, client: Client, stats: PhaseStats, upload: Payload, down: Payload
-) -> None:
-    """Record a sampled client's round: its costs, optimizer steps per phase and update norm."""
-    ledger.add(
-        client.cid,
-        stats.flops,
-        payload_bytes(upload),
-        payload_bytes(down),
-        stats.mean_loss,
-        stats.phase_steps,
-        algorithm.update_norm(client, upload, down),
+def training_record(
+    algorithm: Algorithm, client: Client, stats: PhaseStats, upload: Payload, down: Payload
+) -> TrainingRecord:
+    """What a sampled client's round cost and did: FLOPs, bytes up and down, its last training
+    loss, optimizer steps per phase and the norm of the update it sends."""
+    return TrainingRecord(
+        flops=stats.flops,
+        up=payload_bytes(upload),
+        down=payload_bytes(down),
+        loss=stats.mean_loss,
+        steps=stats.phase_steps,
+        update_norm=algorithm.update_norm(client, upload, down),
     )
-
-
-def close_timed_round(
-    devices: Devices,
-    round_: int,
-    ledger: Ledger,
-    events: list[Event],
-    uploads: dict[int, dict],
-    weights: dict[int, float],
-    seconds: dict[int, float],
-) -> tuple[dict[int, dict], dict[int, float]]:
-    """Close a round on the simulated clock (the in-process loop's and Flower's): spend each
-    trained client's seconds, advance the clock, record the late clients and keep their
-    uploads for the next round when asked; returns what the server aggregates now."""
-    closing = close_round(devices, uploads, weights, seconds, ledger.late_uploads)
-    for cid, spent in seconds.items():
-        ledger.spend(cid, spent)
-    ledger.clock += closing.seconds
-    ledger.late_uploads = {}
-    for cid, spent in sorted(closing.late.items()):
-        events.append(late_event(round_, cid, spent, devices.deadline, devices.keep_late))
-        ledger.miss(cid)
-        if devices.keep_late and cid in uploads:
-            ledger.late_uploads[cid] = (uploads[cid], weights[cid])
-    return closing.uploads, closing.weights
-
-
-def only_absent(round_events: list[Event]) -> bool:
-    """Whether a round left with no upload lost them to dropout or its deadline, so it keeps
-    the server state (True), rather than to refusals alone (RoundRefusedError)."""
-    return any(e.event != "refused" for e in round_events)
 
 
 def run_round(
@@ -305,54 +227,25 @@ def run_round(
     ledger: Ledger,
     events: list[Event] | None = None,
     devices: Devices | None = None,
-    store: ClientStore | None = None,
+    make_live: MakeLive | None = None,
 ) -> dict:
-    """One communication round over the sampled clients; returns the new server state.
-    Refusals are appended to `events`; RoundRefusedError when every upload is refused. With
-    `devices` (workbench.loop.devices) some sampled clients drop out and the round closes at
-    its deadline; a round left with no upload keeps the server state. With a store
-    (`workbench.loop.store`), clients' state beyond its budget lives on disk."""
+    """One communication round over the sampled clients, trained here; returns the new server
+    state. Events are appended to `events`; RoundRefusedError when every upload is refused
+    (`ServerRound`). With `devices` (workbench.loop.devices) some sampled clients drop out and
+    the round closes at its deadline. `make_live` gives a client live state (`live_maker`;
+    default: set up in memory on first use)."""
     cfg = algorithm.config
+    make_live = make_live if make_live is not None else live_maker(algorithm, None)
     events = events if events is not None else []
-    first = len(events)
-    algorithm.begin_round(round_)
-    sampled = sample_clients(len(clients), cfg.federation.fraction, cfg.run.seed, round_)
-    absent = dropouts(devices, cfg.run.seed, round_, sampled)
-    for cid in absent:
-        events.append(dropped_event(round_, cid, cfg.devices.dropout))
-        ledger.miss(cid)
-    uploads, weights, seconds = {}, {}, {}
-    for cid in (c for c in sampled if c not in absent):
+    step = ServerRound(algorithm, server, round_, len(clients), ledger, events, devices)
+    for cid in step.participants:
         client = clients[cid]
-        if store is None:
-            materialize(algorithm, client)
-        else:
-            store.materialize(client)
+        make_live(client)
         client.evaluation = None  # its state changes from here on
-        down = algorithm.broadcast(server, client)
+        down = step.broadcast(client)
         stats, upload, restored = client_round(algorithm, client, down, round_)
         if is_malicious(cfg, cid):
             upload = poison_upload(algorithm, client, upload, down, round_)
-        account(ledger, algorithm, client, stats, upload, down)
-        if devices is not None:
-            seconds[cid] = devices.seconds(cid, stats.flops, payload_bytes(upload), payload_bytes(down))
-        try:
-            algorithm.validate_upload(cid, upload, server)  # as a Flower server screens it
-        except InvalidUpdateError as error:
-            events.append(refusal(round_, error, restored))
-            ledger.refuse(cid)
-            continue
-        uploads[cid], weights[cid] = upload, float(client.data.num_train)
-    if devices is not None:
-        uploads, weights = close_timed_round(devices, round_, ledger, events, uploads, weights, seconds)
-    if not uploads:
-        if only_absent(events[first:]):
-            return server
-        raise RoundRefusedError(round_, events[first:])
-    new_state, refused = privacy.aggregate(algorithm, server, uploads, weights, round_)
-    for error in refused:
-        events.append(refusal(round_, error, False))
-        ledger.refuse(error.client)
-    if len(refused) == len(uploads):
-        raise RoundRefusedError(round_, events[first:])
-    return new_state
+        record = training_record(algorithm, client, stats, upload, down)
+        step.take(cid, record, upload, float(client.data.num_train), restored)
+    return step.close()

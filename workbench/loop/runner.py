@@ -39,16 +39,17 @@ from workbench.core.results import (
 )
 from workbench.loop import checkpoint, privacy, tracking
 from workbench.loop.attacks import refusal_advice
-from workbench.loop.devices import devices_for
+from workbench.loop.devices import Devices, devices_for
 from workbench.loop.rounds import (
-    RoundRefusedError,
+    MakeLive,
     evaluate_all,
     evaluates,
     evaluation_panel,
-    materialize,
+    live_maker,
     prepare,
     run_round,
 )
+from workbench.loop.server_round import RoundRefusedError
 from workbench.loop.store import SPILL_FOLDER, ClientStore
 
 # progress(round, rounds, metrics) after each evaluated round; metrics: "accuracy" (the round's
@@ -137,8 +138,12 @@ def run_loop(
     store = (
         ClientStore(algorithm, hot, run_dir / SPILL_FOLDER if run_dir is not None else None) if hot else None
     )
+    make_live = live_maker(algorithm, store)
+    devices = devices_for(config.devices, config.run.seed, len(clients))
     try:
-        return _rounds(config, clients, algorithm, server, ledger, ckpt, run_dir, progress, store)
+        return _rounds(
+            config, clients, algorithm, server, ledger, ckpt, run_dir, progress, store, make_live, devices
+        )
     finally:
         if store is not None:
             store.close()
@@ -154,29 +159,30 @@ def _rounds(
     run_dir: Path | None,
     progress: Progress | None,
     store: ClientStore | None,
+    make_live: MakeLive,
+    devices: Devices | None,
 ) -> RunResult:
-    """run_loop's rounds, with client state in `store` when there is one."""
+    """run_loop's rounds, with client state in `store` when there is one (given live state by
+    `make_live`) and the simulated devices when the config has them."""
     rows: list = []
     events: list[Event] = []
     start = 1
-    make_live = store.materialize if store is not None else (lambda c: materialize(algorithm, c))
     if ckpt is not None and ckpt.exists():
         done_round, server, ledger_fields, rows, events = checkpoint.load(
             ckpt, config.to_flat(), algorithm, clients, algorithm.env.device, make_live
         )
         ledger, start = Ledger(**ledger_fields), done_round + 1
-    devices = devices_for(config.devices, config.run.seed, len(clients))
     ledger.timed = devices is not None
     rounds = config.federation.rounds
     every_ckpt = config.run.checkpoint_every if run_dir is not None else 0
     for round_ in range(start, rounds + 1):
         try:
-            server = run_round(algorithm, clients, server, round_, ledger, events, devices, store)
+            server = run_round(algorithm, clients, server, round_, ledger, events, devices, make_live)
         except RoundRefusedError as error:
             _stop(config, run_dir, rows, events, error)
         if evaluates(config, round_):
             panel = evaluation_panel(config, round_)
-            new_rows = evaluate_all(algorithm, clients, ledger, round_, store, panel)
+            new_rows = evaluate_all(algorithm, clients, ledger, round_, make_live, panel)
             rows.extend(new_rows)
             try:
                 _report(progress, round_, rounds, new_rows, rows)

@@ -37,8 +37,8 @@ from workbench.config import ExperimentConfig, build_config
 from workbench.core.data import ClientData, SharedClientData
 from workbench.core.facts import MAX_CLIENTS
 from workbench.core.models import build_model
-from workbench.loop.rounds import sample_clients
 from workbench.loop.runner import StopRun, run_loop
+from workbench.loop.server_round import sample_clients
 from workbench.tools.bench_waits import WAITS, WAITS_DEFAULT, measure_wait, summary
 from workbench.tools.costs import synthetic_clients
 
