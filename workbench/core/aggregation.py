@@ -66,7 +66,8 @@ def aggregate_accepting(
 ) -> tuple[dict, list[InvalidUpdateError]]:
     """`aggregate(uploads, weights)` over the uploads it accepts: a client it refuses
     (InvalidUpdateError naming one of them) is dropped and it reruns; (result, the refusals)."""
-    uploads, weights, refused = dict(uploads), dict(weights), []
+    uploads, weights = dict(uploads), dict(weights)
+    refused: list[InvalidUpdateError] = []
     while True:
         try:
             return aggregate(uploads, weights), refused

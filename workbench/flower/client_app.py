@@ -19,6 +19,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from workbench.config import ExperimentConfig
+from workbench.core.facts import Payload
 from workbench.flower.messages import (
     ACCURACY,
     ARRAYS,
@@ -63,7 +64,7 @@ def _node(
     return config, open_client(config, cid, root)
 
 
-Tamper = Callable[[int, dict[str, torch.Tensor]], dict[str, torch.Tensor]]  # (client id, upload) → upload
+Tamper = Callable[[int, Payload], Payload]  # (client id, upload) → upload
 
 
 def _train(message: Message, config: ExperimentConfig, node: NodeClient, tamper: Tamper | None) -> RecordDict:
@@ -74,7 +75,7 @@ def _train(message: Message, config: ExperimentConfig, node: NodeClient, tamper:
     down = from_record(message.content.array_records[ARRAYS], algorithm.env.device)
     stats, upload, rolled_back = client_round(algorithm, client, down, round_)
     if is_malicious(config, client.cid):
-        upload = dict(poison_upload(algorithm, client, upload, down, round_))
+        upload = poison_upload(algorithm, client, upload, down, round_)
     norm = algorithm.update_norm(client, upload, down)  # of what it sends, as in-process
     save_client(node)  # after upload: some algorithms move the payload out of the client state
     if tamper is not None:

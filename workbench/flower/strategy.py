@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -78,7 +78,8 @@ class WorkbenchStrategy(Strategy):
             for cid, name in enumerate(config.client_models())
         }
         self.devices = devices_for(config.devices, config.run.seed, config.federation.num_clients)
-        self.ledger, self.rows = Ledger(timed=self.devices is not None), []
+        self.ledger = Ledger(timed=self.devices is not None)
+        self.rows: list[Row] = []
         self.refusals: list[dict[str, Any]] = []
         self.events: list[Event] = []  # the run directory's events (refusals, dropouts, late)
         self.traffic: list[dict[str, Any]] = []
@@ -176,12 +177,14 @@ class WorkbenchStrategy(Strategy):
         except (TypeError, ValueError):  # arrays of no known dtype: decode_update refuses them
             up = 0
         training = TrainingRecord(
-            flops=int(metrics.get(TRAIN_FLOPS, 0)),
+            flops=int(cast(int, metrics.get(TRAIN_FLOPS, 0))),
             up=up,
             down=self.down[cid],
-            loss=float(metrics.get(TRAIN_LOSS, math.nan)),
-            steps={k.removeprefix(STEPS): int(v) for k, v in metrics.items() if k.startswith(STEPS)},
-            update_norm=float(metrics.get(UPDATE_NORM, math.nan)),
+            loss=float(cast(float, metrics.get(TRAIN_LOSS, math.nan))),
+            steps={
+                k.removeprefix(STEPS): int(cast(int, v)) for k, v in metrics.items() if k.startswith(STEPS)
+            },
+            update_norm=float(cast(float, metrics.get(UPDATE_NORM, math.nan))),
         )
         upload: dict[str, Tensor] | InvalidUpdateError
         try:
@@ -255,23 +258,25 @@ class WorkbenchStrategy(Strategy):
     def _row(self, round_: int, cid: int, metrics: MetricRecord) -> Row:
         """A client's table row from its evaluation metrics and its settled costs."""
         diagnostics = {
-            k.removeprefix(DIAGNOSTIC): float(v) for k, v in metrics.items() if k.startswith(DIAGNOSTIC)
+            k.removeprefix(DIAGNOSTIC): float(cast(float, v))
+            for k, v in metrics.items()
+            if k.startswith(DIAGNOSTIC)
         }
         evaluation = Evaluation(
-            float(metrics[ACCURACY]),
-            float(metrics[LOSS]),
+            float(cast(float, metrics[ACCURACY])),
+            float(cast(float, metrics[LOSS])),
             diagnostics,
-            float(metrics.get(VAL_ACCURACY, NO_VALIDATION)),
-            float(metrics.get(VAL_LOSS, NO_VALIDATION)),
+            float(cast(float, metrics.get(VAL_ACCURACY, NO_VALIDATION))),
+            float(cast(float, metrics.get(VAL_LOSS, NO_VALIDATION))),
         )
         record = EvaluationRecord(
             cid,
             self.handles[cid].model_name,
             self.algorithm.name,
             evaluation,
-            int(metrics[NUM_TRAIN]),
-            int(metrics[NUM_TEST]),
-            int(metrics.get(NUM_VAL, 0)),
+            int(cast(int, metrics[NUM_TRAIN])),
+            int(cast(int, metrics[NUM_TEST])),
+            int(cast(int, metrics.get(NUM_VAL, 0))),
         )
         # settled only once the metrics were readable: unsettled costs go into the next row
         return self.ledger.row(round_, record)

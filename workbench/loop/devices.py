@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from workbench.config import DevicesConfig
-from workbench.core.facts import DEVICE_PROFILES, LATE_UPLOADS, Seed
+from workbench.core.facts import DEVICE_PROFILES, LATE_UPLOADS, Payload, Seed
 from workbench.core.results import Event
 
 TIERS = (0.25, 1.0, 4.0)  # `tiers`: slow, medium and fast devices, drawn with equal probability
@@ -113,7 +113,7 @@ def dropped_event(round_: int, cid: int, dropout: float) -> Event:
 class Closing:
     """What the server aggregates when a round closes, and what the closing decided."""
 
-    uploads: dict[int, dict]
+    uploads: dict[int, Payload]
     weights: dict[int, float]
     seconds: float  # the round's simulated duration
     late: dict[int, float]  # client → its seconds, for those that missed the deadline
@@ -122,10 +122,10 @@ class Closing:
 
 def close_round(
     devices: Devices,
-    uploads: Mapping[int, dict],
+    uploads: Mapping[int, Payload],
     weights: Mapping[int, float],
     seconds: Mapping[int, float],
-    pending: Mapping[int, tuple[dict, float]],
+    pending: Mapping[int, tuple[Payload, float]],
 ) -> Closing:
     """Apply the deadline to a round's accepted uploads (`seconds`: each trained client's round)
     and add last round's late uploads (`pending`) that no fresh upload supersedes; clients in

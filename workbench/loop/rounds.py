@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from workbench.algorithms import Algorithm, Client, Environment
 from workbench.algorithms.base import Seed, derived_seed
@@ -190,7 +189,7 @@ def evaluate_all(
 
 def client_round(
     algorithm: Algorithm, client: Client, down: Payload, round_: int
-) -> tuple[PhaseStats, dict[str, Tensor], bool]:
+) -> tuple[PhaseStats, Payload, bool]:
     """A sampled client's part of a round: receive, train, upload; (stats, upload, rolled back).
     A client whose upload is not finite rolls back (see the module doc) and still sends it."""
     before = copy.deepcopy(client.state)  # one client at a time: memory for one extra state

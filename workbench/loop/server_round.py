@@ -75,10 +75,10 @@ def close_timed_round(
     round_: int,
     ledger: Ledger,
     events: list[Event],
-    uploads: dict[int, dict],
+    uploads: dict[int, Payload],
     weights: dict[int, float],
     seconds: dict[int, float],
-) -> tuple[dict[int, dict], dict[int, float]]:
+) -> tuple[dict[int, Payload], dict[int, float]]:
     """Close a round on the simulated clock: spend each trained client's seconds, advance the
     clock, record the late clients and keep their uploads for the next round when asked;
     returns what the server aggregates now."""
