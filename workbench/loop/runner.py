@@ -140,8 +140,8 @@ def run_loop(
     try:
         return _rounds(config, clients, algorithm, server, ledger, ckpt, run_dir, progress, store)
     finally:
-        if store is not None:
-            store.close()
+        if store is not None:  # an unfinished run's checkpoint keeps the files it refers to
+            store.close(checkpoint_kept=ckpt is not None and ckpt.exists())
 
 
 def _rounds(
@@ -162,9 +162,11 @@ def _rounds(
     make_live = store.materialize if store is not None else (lambda c: materialize(algorithm, c))
     if ckpt is not None and ckpt.exists():
         done_round, server, ledger_fields, rows, events = checkpoint.load(
-            ckpt, config.to_flat(), algorithm, clients, algorithm.env.device, make_live
+            ckpt, config.to_flat(), algorithm, clients, algorithm.env.device, make_live, store
         )
         ledger, start = Ledger(**ledger_fields), done_round + 1
+    if store is not None:
+        store.tidy()  # files an interrupted run wrote after its last checkpoint are never read
     devices = devices_for(config.devices, config.run.seed, len(clients))
     ledger.timed = devices is not None
     rounds = config.federation.rounds
@@ -184,9 +186,8 @@ def _rounds(
                 return _finish(config, run_dir, rows, events, stopped=str(stop))
         if every_ckpt and round_ % every_ckpt == 0 and round_ < rounds:
             run_dir.mkdir(parents=True, exist_ok=True)
-            states = store.state_of if store is not None else checkpoint.client_state
             checkpoint.save(
-                ckpt, round_, config.to_flat(), algorithm, clients, server, ledger, rows, events, states
+                ckpt, round_, config.to_flat(), algorithm, clients, server, ledger, rows, events, store
             )
     return _finish(config, run_dir, rows, events)
 
