@@ -3,9 +3,9 @@
 import torch
 
 from workbench.config import build_config
-from workbench.core.results import format_summary
+from workbench.core.results import format_summary, read_summary
 from workbench.loop.rounds import evaluation_panel, make_clients
-from workbench.loop.runner import run_experiment
+from workbench.loop.runner import StopRun, run_experiment
 
 
 def test_the_panel_is_seeded_the_same_every_round_and_the_last_round_evaluates_everyone(tiny):
@@ -35,6 +35,29 @@ def test_a_panel_changes_no_final_number_and_the_summary_says_who_was_evaluated(
     assert (panel.summary["panel_clients"], panel.summary["final_clients"]) == (2, 5)
     assert "panel_clients" not in whole.summary
     assert "a seeded panel of 2 clients in rounds before the last, all 5" in format_summary(panel.summary)
+    for run in (whole, panel):  # the last round evaluated everyone: the final accuracy is all clients'
+        assert (run.summary["final_round_clients"], run.summary["federation_clients"]) == (5, 5)
+        assert "over a panel" not in format_summary(run.summary)
+
+
+def test_a_run_stopped_before_its_last_round_says_its_final_accuracy_is_the_panels(tiny, tmp_path):
+    flat = {**tiny, "algorithm": "fedavg", "num_clients": 5, "rounds": 3, "max_train_samples": 20}
+    flat.update(batch_size=10, models=("cnn1",), eval_clients=2)
+
+    def stop(round_, rounds, metrics):
+        raise StopRun("hopeless")
+
+    stopped = run_experiment(build_config(flat), out_dir=tmp_path / "r", progress=stop)
+    assert set(stopped.table["round"]) == {1}
+    assert (stopped.summary["final_round_clients"], stopped.summary["federation_clients"]) == (2, 5)
+    text = format_summary(stopped.summary)
+    assert "mean accuracy: final" in text and "over a panel of 2 of 5 clients" in text
+    assert read_summary(tmp_path / "r") == stopped.summary  # written so, and read back so
+    again = run_experiment(build_config(flat), out_dir=tmp_path / "r")  # the stored result
+    assert again.summary == stopped.summary
+    # a summary written before the keys existed says nothing of a panel
+    old = {k: v for k, v in stopped.summary.items() if k not in ("final_round_clients", "federation_clients")}
+    assert "over a panel" not in format_summary(old)
 
 
 def test_clients_hold_indices_into_one_shared_copy_of_the_dataset(tiny):

@@ -199,11 +199,15 @@ def _validation_summary(per_round: pd.DataFrame) -> dict[str, Any]:
 
 
 def summarize(
-    frame: pd.DataFrame, events: pd.DataFrame | None = None, stopped: str | None = None
+    frame: pd.DataFrame,
+    events: pd.DataFrame | None = None,
+    stopped: str | None = None,
+    num_clients: int | None = None,
 ) -> dict[str, Any]:
     """Headline numbers: final and best (over evaluated rounds) mean accuracy, total costs,
-    refused uploads, why the run stopped early (None: it ran every round), and the warnings
-    its diagnostics raise (`workbench.core.diagnostics`)."""
+    refused uploads, why the run stopped early (None: it ran every round), the warnings its
+    diagnostics raise (`workbench.core.diagnostics`), and how many of the federation's clients
+    (`num_clients`; without it, those the table holds) the final accuracy is over."""
     per_round = mean_accuracy(frame)
     accuracy = None
     if not per_round.empty:  # a run stopped in its first rounds has no evaluated round
@@ -227,6 +231,7 @@ def summarize(
         **_clock_summary(frame, events),
         **({EPSILON: float(frame[EPSILON].iloc[-1])} if EPSILON in frame and len(frame) else {}),
         **_panel_summary(frame),
+        **_final_clients(frame, num_clients),
     }
 
 
@@ -258,6 +263,17 @@ def _panel_summary(frame: pd.DataFrame) -> dict[str, int]:
     return {"panel_clients": int(counts.iloc[:-1].min()), "final_clients": int(counts.iloc[-1])}
 
 
+def _final_clients(frame: pd.DataFrame, num_clients: int | None) -> dict[str, int]:
+    """The distinct clients the last evaluated round covered (`final_round_clients`) and the
+    federation's (`federation_clients`): fewer when a run evaluating a panel (`eval_clients`)
+    stopped before its last round, whose final accuracy is then the panel's."""
+    if not len(frame):
+        return {"final_round_clients": 0, "federation_clients": num_clients or 0}
+    last = frame.loc[frame["round"] == frame["round"].max(), "client"].nunique()
+    total = num_clients if num_clients is not None else frame["client"].nunique()
+    return {"final_round_clients": int(last), "federation_clients": int(total)}
+
+
 def _settled_refusals(frame: pd.DataFrame) -> int:
     """Refusals counted in a table's rows (0 for tables written before the column existed)."""
     return int(frame["refused"].sum()) if "refused" in frame else 0
@@ -273,7 +289,7 @@ def write_run(
     """Write config, table, events and summary into run_dir; return the summary."""
     run_dir.mkdir(parents=True, exist_ok=True)
     table = events_frame(events or [])
-    summary = summarize(frame, table, stopped)
+    summary = summarize(frame, table, stopped, config_flat.get("num_clients"))
     files.write_json(run_dir / CONFIG_FILE, config_flat, indent=2, sort_keys=True)
     files.write_table(run_dir / EVENTS_FILE, table)
     files.write_json(run_dir / SUMMARY_FILE, summary, indent=2)
@@ -394,8 +410,10 @@ def format_summary(summary: dict[str, Any], warnings: bool = True) -> str:
     if summary.get("stopped"):
         lines.append(f"stopped early: {summary['stopped']}")
     if summary["final_accuracy"] is not None:
+        covered, total = summary.get("final_round_clients", 0), summary.get("federation_clients", 0)
+        over = f" over a panel of {covered:,} of {total:,} clients" if covered < total else ""
         lines.append(
-            f"mean accuracy: final {summary['final_accuracy']:.4f}, best "
+            f"mean accuracy: final {summary['final_accuracy']:.4f}{over}, best "
             f"{summary['best_accuracy']:.4f} (round {summary['best_round']} of "
             f"{summary['rounds']})"
         )

@@ -5,6 +5,12 @@ run resumed after round t computes exactly what the uninterrupted run computes. 
 hold only tensors and plain containers and are loaded with `weights_only=True`. A checkpoint
 that cannot be read (cut short, bytes changed) is a DamagedFileError saying to delete it; one
 written before a parameter was added is read with that parameter at its default.
+
+With a client store (`federation.hot_clients`, workbench.loop.store) a client whose state is on
+disk is not copied: the checkpoint's `spilled` maps it to its file's name and SHA-256 (the file
+is never rewritten, and the store keeps it while the latest checkpoint refers to it), and a
+resume checks every such file against its hash before the first round; live clients' state is
+copied under `clients` as without a store.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -23,6 +29,9 @@ from workbench.core import files
 from workbench.core.errors import DamagedFileError, UserError
 from workbench.core.facts import CHECKPOINT_FILE
 from workbench.core.results import Event, Row, config_differences, restart_remedy
+
+if TYPE_CHECKING:
+    from workbench.loop.store import ClientStore
 
 KEYS = ("round", "config", "server", "algorithm", "clients", "ledger", "rows")
 
@@ -57,22 +66,29 @@ def save(
     ledger: Any,
     rows: list[Row],
     events: list[Event] | None = None,
-    states: Callable[[Client], dict[str, Any]] = client_state,
+    store: ClientStore | None = None,
 ) -> None:
-    """Write a checkpoint atomically (a crash mid-write leaves the previous one intact);
-    `states` gives a client's state (a store's, for clients whose state is on disk)."""
+    """Write a checkpoint atomically (a crash mid-write leaves the previous one intact); with
+    a store, clients whose state is on disk are referred to (`spilled`), not copied, and the
+    store is told once the checkpoint is in place (files no checkpoint needs can then go)."""
+    spilled = {}
+    if store is not None:
+        spilled = {c.cid: ref for c in clients if (ref := store.reference(c)) is not None}
     payload = {
         "round": round_,
         "config": config_flat,
         "server": server,
         "algorithm": algorithm.state_dict(),
-        "clients": {c.cid: states(c) for c in clients},
+        "clients": {c.cid: client_state(c) for c in clients if c.cid not in spilled},
+        "spilled": spilled,
         "ledger": dataclasses.asdict(ledger),
         "rows": [dataclasses.asdict(r) for r in rows],
         "events": [dataclasses.asdict(e) for e in events or []],
     }
     with files.replacing(path) as tmp, open(tmp, "wb") as handle:  # a handle: torch names no member after tmp
         torch.save(payload, handle)
+    if store is not None:
+        store.checkpointed(spilled)
 
 
 def read(path: Path, device: torch.device) -> dict[str, Any]:
@@ -96,9 +112,12 @@ def load(
     clients: list[Client],
     device: torch.device,
     materialize: Callable[[Client], None],
+    store: ClientStore | None = None,
 ) -> tuple[int, dict, dict, list[Row], list[Event]]:
     """Restore clients and algorithm; return (round done, server state, ledger fields, rows,
-    events). Clients saved with state are set up (`materialize`) before their weights are loaded."""
+    events). Clients saved with state are set up (`materialize`) before their weights are
+    loaded; the store, first, refers again to the files of the clients on disk, each checked
+    against its hash (DamagedFileError naming a missing or changed one, before any round)."""
     payload = read(path, device)
     stored = stored_config(payload["config"])  # parameters added since: at their defaults
     if stored != config_flat:
@@ -107,9 +126,17 @@ def load(
             f"checkpoint {path} was written by a run with other parameters "
             f"({changed}); use another output folder or remove the checkpoint"
         )
+    spilled = payload.get("spilled", {})  # none in older checkpoints
+    if spilled:
+        remedy = f"the checkpoint {path} refers to it: {restart_remedy(path)}"
+        if store is None:
+            raise DamagedFileError(
+                path, "it refers to client files but this run keeps none", restart_remedy(path)
+            )
+        store.restore(spilled, remedy)
     algorithm.load_state_dict(payload["algorithm"])
     for client in clients:
-        saved = payload["clients"][client.cid]
+        saved = payload["clients"].get(client.cid) if client.cid not in spilled else None
         if saved:
             materialize(client)
             load_client_state(client, saved)

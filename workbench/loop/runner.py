@@ -96,7 +96,7 @@ def _finished(run_dir: Path, config: ExperimentConfig) -> RunResult | None:
         )
     _, table = read_run(run_dir)
     stopped = read_summary(run_dir).get("stopped") if (run_dir / SUMMARY_FILE).exists() else None
-    summary = summarize(table, read_events(run_dir), stopped)
+    summary = summarize(table, read_events(run_dir), stopped, config.federation.num_clients)
     return RunResult(config=config, table=table, summary=summary, run_dir=run_dir)
 
 
@@ -145,8 +145,8 @@ def run_loop(
             config, clients, algorithm, server, ledger, ckpt, run_dir, progress, store, make_live, devices
         )
     finally:
-        if store is not None:
-            store.close()
+        if store is not None:  # an unfinished run's checkpoint keeps the files it refers to
+            store.close(checkpoint_kept=ckpt is not None and ckpt.exists())
 
 
 def _rounds(
@@ -169,9 +169,11 @@ def _rounds(
     start = 1
     if ckpt is not None and ckpt.exists():
         done_round, server, ledger_fields, rows, events = checkpoint.load(
-            ckpt, config.to_flat(), algorithm, clients, algorithm.env.device, make_live
+            ckpt, config.to_flat(), algorithm, clients, algorithm.env.device, make_live, store
         )
         ledger, start = Ledger(**ledger_fields), done_round + 1
+    if store is not None:
+        store.tidy()  # files an interrupted run wrote after its last checkpoint are never read
     ledger.timed = devices is not None
     rounds = config.federation.rounds
     every_ckpt = config.run.checkpoint_every if run_dir is not None else 0
@@ -190,9 +192,8 @@ def _rounds(
                 return _finish(config, run_dir, rows, events, stopped=str(stop))
         if every_ckpt and round_ % every_ckpt == 0 and round_ < rounds:
             run_dir.mkdir(parents=True, exist_ok=True)
-            states = store.state_of if store is not None else checkpoint.client_state
             checkpoint.save(
-                ckpt, round_, config.to_flat(), algorithm, clients, server, ledger, rows, events, states
+                ckpt, round_, config.to_flat(), algorithm, clients, server, ledger, rows, events, store
             )
     return _finish(config, run_dir, rows, events)
 
@@ -223,7 +224,7 @@ def _finish(
     if run_dir is not None:
         write_run(run_dir, config.to_flat(), table, events, stopped)
         (run_dir / checkpoint.CHECKPOINT_FILE).unlink(missing_ok=True)  # it has served its purpose
-    summary = summarize(table, events_frame(events), stopped)
+    summary = summarize(table, events_frame(events), stopped, config.federation.num_clients)
     tracking.track_run(config.to_flat(), table, events_frame(events), summary, run_dir)
     return RunResult(config=config, table=table, summary=summary, run_dir=run_dir)
 
