@@ -37,6 +37,7 @@ demo: setup
 lint: setup
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 # While working: ruff and the fast subset, under 2 minutes on two cores.
 check: lint

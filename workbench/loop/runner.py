@@ -191,6 +191,7 @@ def _rounds(
             except StopRun as stop:
                 return _finish(config, run_dir, rows, events, stopped=str(stop))
         if every_ckpt and round_ % every_ckpt == 0 and round_ < rounds:
+            assert run_dir is not None and ckpt is not None  # every_ckpt is 0 without a run_dir
             run_dir.mkdir(parents=True, exist_ok=True)
             checkpoint.save(
                 ckpt, round_, config.to_flat(), algorithm, clients, server, ledger, rows, events, store

@@ -53,12 +53,15 @@ def sha256(path: Path) -> str:
 class ClientStore:
     """Live state for at most `hot` clients; the rest on disk under `folder`."""
 
-    def __init__(self, algorithm: Algorithm, hot: int, folder: Path | None = None) -> None:
+    def __init__(self, algorithm: Algorithm, hot: int, folder: Path | str | None = None) -> None:
         if hot < 1:
             raise ValueError(f"hot={hot}: a store keeps at least one client in memory")
         self.algorithm, self.hot = algorithm, hot
-        self._temp = None if folder is not None else tempfile.TemporaryDirectory(prefix="wb-clients-")
-        self.folder = Path(folder) if folder is not None else Path(self._temp.name)
+        self._temp: tempfile.TemporaryDirectory[str] | None = None
+        if folder is None:
+            self._temp = tempfile.TemporaryDirectory(prefix="wb-clients-")
+            folder = self._temp.name
+        self.folder = Path(folder)
         self._live: OrderedDict[int, Client] = OrderedDict()  # least recently used first
         self._saved: dict[int, str] = {}  # client → the file holding its latest state
         self._digests: dict[str, str] = {}  # file → its SHA-256, once a checkpoint needed it
@@ -147,7 +150,9 @@ class ClientStore:
         for cid, ref in references.items():
             self._saved[int(cid)] = ref["file"]
             self._digests[ref["file"]] = ref["sha256"]
-            self._next = max(self._next, int(_NAME.fullmatch(ref["file"]).group(2)) + 1)
+            version = _NAME.fullmatch(ref["file"])  # checked above: every name is one of ours
+            assert version is not None
+            self._next = max(self._next, int(version.group(2)) + 1)
 
     def tidy(self) -> None:
         """Remove the folder's files no one refers to (an interrupted run's latest, or
