@@ -95,9 +95,9 @@ def test_fc2_clients_keep_their_own_a_and_share_b():
 
 
 def test_mu_warmup_rises_linearly_then_holds():
-    params = build_config({"mu": 0.6, "mu_schedule": "warmup", "mu_warmup_rounds": 3}).fedlora
+    params = build_config({"mu": 0.6, "mu_schedule": "warmup", "mu_warmup_rounds": 3}).params_of("fedlora")
     assert [mu_at(params, t) for t in (1, 2, 3, 4, 10)] == pytest.approx([0.2, 0.4, 0.6, 0.6, 0.6])
-    constant = build_config({"mu": 0.6}).fedlora
+    constant = build_config({"mu": 0.6}).params_of("fedlora")
     assert mu_at(constant, 1) == 0.6 and mu_at(params, None) == 0.6
 
 
