@@ -284,6 +284,21 @@ def test_a_run_is_unstable_when_values_stop_being_finite_the_loss_rises_or_accur
     assert warning.startswith("unstable") and "lora_plus_ratio" not in warning and "lr" in warning
 
 
+def test_a_panel_round_is_compared_with_the_same_clients_of_the_last_round():
+    """eval_clients: round 1 evaluated clients 0-1 (a panel), round 2 all four; two never
+    trained, so the whole federation's mean is far below the panel's without any collapse."""
+    rows = [row(1, cid, None, diagnostics.MIN_STEPS) for cid in (0, 1)]
+    rows += [row(2, cid, None, diagnostics.MIN_STEPS) for cid in (0, 1, 2, 3)]
+    table = to_frame(rows)
+    table["accuracy"] = [0.9, 0.9, 0.9, 0.9, 0.1, 0.1]  # panel kept its 90%; 2 and 3 untrained
+    assert names(table) == []
+    table["accuracy"] = [0.9, 0.9, 0.5, 0.5, 0.1, 0.1]  # the panel itself fell 40 points
+    (warning,) = diagnostics.run_warnings(table)
+    assert warning.startswith(
+        "unstable: mean accuracy of the 2 clients evaluated every round collapsed to 50.0%"
+    )
+
+
 @pytest.mark.slow
 def test_the_cli_prints_the_new_warning_for_a_run_made_to_go_wrong(tmp_path, capsys):
     """Rank 1 with LoRA+ 64 and 2 adapter epochs (the issue's check), on a small federation."""

@@ -206,14 +206,30 @@ def instability(frame: pd.DataFrame) -> str:
             f"more than {LOSS_GIVEBACK:.0%} of the way back to round {int(loss.index[0])}'s "
             f"{loss.iloc[0]:.3g}"
         )
-    accuracy = per_round(frame, "accuracy")
+    panel = evaluated_every_round(frame)
+    accuracy = per_round(panel, "accuracy")
     if len(accuracy) > 1 and accuracy.iloc[-1] < accuracy.max() - COLLAPSE:
+        whose = (
+            ""
+            if len(panel) == len(frame)
+            else f" of the {panel['client'].nunique()} clients evaluated every round"
+        )
         return (
-            f"mean accuracy collapsed to {accuracy.iloc[-1]:.1%} in round {int(accuracy.index[-1])}, "
+            f"mean accuracy{whose} collapsed to {accuracy.iloc[-1]:.1%} in round {int(accuracy.index[-1])}, "
             f"more than {COLLAPSE * 100:g} points below its best ({accuracy.max():.1%}, round "
             f"{int(accuracy.idxmax())})"
         )
     return ""
+
+
+def evaluated_every_round(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the clients evaluated in every evaluated round: all of them, unless rounds
+    before the last evaluated a panel (`eval_clients`); per-round means then compare the same
+    clients, not a panel with the whole federation."""
+    if "client" not in frame or frame.empty:
+        return frame
+    rounds = frame.groupby("client")["round"].nunique()
+    return frame[frame["client"].isin(rounds.index[rounds == frame["round"].nunique()])]
 
 
 def run_warnings(frame: pd.DataFrame) -> list[str]:
