@@ -16,6 +16,7 @@ from workbench.config import ConfigError, build_config
 from workbench.core.aggregation import clip_update, update_norm
 from workbench.core.errors import UserError
 from workbench.core.facts import EPSILON, TABLE_FILE
+from workbench.core.results import format_summary
 from workbench.loop import privacy
 from workbench.loop.runner import run_experiment
 
@@ -77,6 +78,8 @@ def test_recorded_epsilon_is_the_accountants_figure(tiny, mode, fraction, event)
         assert spent == pytest.approx(accountant_epsilon(event(sigma), int(round_), delta), rel=1e-12)
     assert per_round["max"].is_monotonic_increasing
     assert result.summary[EPSILON] == per_round["max"].iloc[-1]
+    assert result.summary["dp_delta"] == delta
+    assert f"ε {result.summary[EPSILON]:.4g} spent at δ {delta:g}" in format_summary(result.summary)
 
 
 def test_clip_update_bounds_the_update_and_keeps_a_small_one():

@@ -203,11 +203,13 @@ def summarize(
     events: pd.DataFrame | None = None,
     stopped: str | None = None,
     num_clients: int | None = None,
+    dp_delta: float | None = None,
 ) -> dict[str, Any]:
     """Headline numbers: final and best (over evaluated rounds) mean accuracy, total costs,
     refused uploads, why the run stopped early (None: it ran every round), the warnings its
     diagnostics raise (`workbench.core.diagnostics`), and how many of the federation's clients
-    (`num_clients`; without it, those the table holds) the final accuracy is over."""
+    (`num_clients`; without it, those the table holds) the final accuracy is over; a DP run's ε
+    with the δ (`dp_delta`) it is spent at."""
     per_round = mean_accuracy(frame)
     accuracy = None
     if not per_round.empty:  # a run stopped in its first rounds has no evaluated round
@@ -229,7 +231,11 @@ def summarize(
         "stopped": stopped,
         "warnings": run_warnings(frame),
         **_clock_summary(frame, events),
-        **({EPSILON: float(frame[EPSILON].iloc[-1])} if EPSILON in frame and len(frame) else {}),
+        **(
+            {EPSILON: float(frame[EPSILON].iloc[-1]), "dp_delta": dp_delta}
+            if EPSILON in frame and len(frame)
+            else {}
+        ),
         **_panel_summary(frame),
         **_final_clients(frame, num_clients),
     }
@@ -289,7 +295,7 @@ def write_run(
     """Write config, table, events and summary into run_dir; return the summary."""
     run_dir.mkdir(parents=True, exist_ok=True)
     table = events_frame(events or [])
-    summary = summarize(frame, table, stopped, config_flat.get("num_clients"))
+    summary = summarize(frame, table, stopped, config_flat.get("num_clients"), config_flat.get("dp_delta"))
     files.write_json(run_dir / CONFIG_FILE, config_flat, indent=2, sort_keys=True)
     files.write_table(run_dir / EVENTS_FILE, table)
     files.write_json(run_dir / SUMMARY_FILE, summary, indent=2)
@@ -432,7 +438,9 @@ def format_summary(summary: dict[str, Any], warnings: bool = True) -> str:
         f"bytes: up {summary['total_bytes_up']:,}, down {summary['total_bytes_down']:,}",
     ]
     if summary.get(EPSILON) is not None:
-        lines.append(f"client-level DP: ε {summary[EPSILON]:.4g} spent at dp_delta (column {EPSILON})")
+        delta = summary.get("dp_delta")
+        at = f"δ {delta:g}" if delta is not None else "dp_delta"
+        lines.append(f"client-level DP: ε {summary[EPSILON]:.4g} spent at {at} (column {EPSILON})")
     if summary.get("refused"):
         lines.append(f"refused uploads: {summary['refused']} (see events.csv)")
     if summary.get("sim_time") is not None:

@@ -96,7 +96,9 @@ def _finished(run_dir: Path, config: ExperimentConfig) -> RunResult | None:
         )
     _, table = read_run(run_dir)
     stopped = read_summary(run_dir).get("stopped") if (run_dir / SUMMARY_FILE).exists() else None
-    summary = summarize(table, read_events(run_dir), stopped, config.federation.num_clients)
+    summary = summarize(
+        table, read_events(run_dir), stopped, config.federation.num_clients, config.privacy.delta
+    )
     return RunResult(config=config, table=table, summary=summary, run_dir=run_dir)
 
 
@@ -225,7 +227,9 @@ def _finish(
     if run_dir is not None:
         write_run(run_dir, config.to_flat(), table, events, stopped)
         (run_dir / checkpoint.CHECKPOINT_FILE).unlink(missing_ok=True)  # it has served its purpose
-    summary = summarize(table, events_frame(events), stopped, config.federation.num_clients)
+    summary = summarize(
+        table, events_frame(events), stopped, config.federation.num_clients, config.privacy.delta
+    )
     tracking.track_run(config.to_flat(), table, events_frame(events), summary, run_dir)
     return RunResult(config=config, table=table, summary=summary, run_dir=run_dir)
 
