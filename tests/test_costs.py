@@ -5,7 +5,7 @@ import pytest
 from test_flops import analytic_step
 
 from workbench.cli import main
-from workbench.core.results import cost_to_target
+from workbench.core.summary import cost_to_target
 from workbench.core.zoo import ZOO
 from workbench.tools.costs import cost_ratios, per_round_costs
 

@@ -19,7 +19,8 @@ from workbench.cli import main
 from workbench.config import build_config
 from workbench.core import diagnostics
 from workbench.core.accounting import EvaluationRecord, Ledger
-from workbench.core.results import Evaluation, Row, read_run, to_frame
+from workbench.core.results import Evaluation, Row, to_frame
+from workbench.core.run_files import read_run
 from workbench.core.training import PhaseStats
 from workbench.lab.tuner.runs import Curve
 from workbench.lab.tuner.tuner import describe, diagnostics_html

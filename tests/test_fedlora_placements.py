@@ -10,7 +10,7 @@ from workbench.algorithms.fedlora.placements import PLACEMENTS
 from workbench.cli import main
 from workbench.config import ConfigError, build_config
 from workbench.core.accounting import payload_bytes
-from workbench.core.results import read_run
+from workbench.core.run_files import read_run
 from workbench.core.zoo import ZOO
 
 CNN_PLACEMENTS = tuple(p for p in PLACEMENTS if p != "attention")  # attention: ViTs only (test_families)

@@ -26,7 +26,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from workbench.algorithms import REGISTRY
 from workbench.config import ConfigError, build_config, defaults
 from workbench.core.accounting import payload_bytes
-from workbench.core.results import read_run
+from workbench.core.run_files import read_run
 from workbench.flower import simulation
 from workbench.flower.client_app import make_client_app
 from workbench.flower.records import from_record, record_bytes, to_record

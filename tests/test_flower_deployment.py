@@ -24,7 +24,7 @@ pytest.importorskip("flwr", reason="the Flower extra is not installed: pip insta
 psutil = pytest.importorskip("psutil")
 
 from workbench.config import build_config  # noqa: E402
-from workbench.core.results import read_run  # noqa: E402
+from workbench.core.run_files import read_run  # noqa: E402
 from workbench.flower.certs import make_certificates, make_node_keys  # noqa: E402
 from workbench.loop.runner import run_experiment  # noqa: E402
 

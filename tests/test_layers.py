@@ -45,6 +45,8 @@ TORCH_FREE = [
     "workbench.core.facts",
     "workbench.core.zoo",
     "workbench.core.results",
+    "workbench.core.summary",
+    "workbench.core.run_files",
     "workbench.core.diagnostics",
     "workbench.core.files",
     "workbench.core.folder_lock",

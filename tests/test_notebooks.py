@@ -4,7 +4,7 @@ import nbformat
 import papermill
 import pytest
 
-from workbench.core.results import read_run
+from workbench.core.run_files import read_run
 from workbench.lab.notebook import parameters_source
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"

@@ -17,7 +17,8 @@ from workbench.cli import main
 from workbench.config import ConfigError, build_config, defaults, parameter_table
 from workbench.core.diagnostics import Diagnostic, Finding, MethodDiagnostics, per_round
 from workbench.core.params import Search, Section, param
-from workbench.core.results import ROW_COLUMNS, Row, read_run, to_frame
+from workbench.core.results import ROW_COLUMNS, Row, to_frame
+from workbench.core.run_files import read_run
 from workbench.core.training import Probe
 from workbench.lab import notebook
 from workbench.loop.runner import run_experiment

@@ -16,7 +16,7 @@ from workbench.config import ConfigError, build_config
 from workbench.core.aggregation import clip_update, update_norm
 from workbench.core.errors import UserError
 from workbench.core.facts import EPSILON, TABLE_FILE
-from workbench.core.results import format_summary
+from workbench.core.summary import format_summary
 from workbench.loop import privacy
 from workbench.loop.runner import run_experiment
 

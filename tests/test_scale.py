@@ -3,7 +3,8 @@
 import torch
 
 from workbench.config import build_config
-from workbench.core.results import format_summary, read_summary
+from workbench.core.run_files import read_summary
+from workbench.core.summary import format_summary
 from workbench.loop.rounds import evaluation_panel, make_clients
 from workbench.loop.runner import StopRun, run_experiment
 

@@ -3,7 +3,7 @@ import pytest
 
 from workbench.cli import main
 from workbench.config import build_config
-from workbench.core.results import read_run
+from workbench.core.run_files import read_run
 from workbench.loop.runner import run_experiment
 from workbench.loop.server_round import sample_clients
 

@@ -14,7 +14,7 @@ import pytest
 from workbench.cli import main
 from workbench.config import ConfigError, build_config, parameter_table
 from workbench.core.errors import UserError
-from workbench.core.results import write_run
+from workbench.core.run_files import write_run
 
 ROOT = Path(__file__).resolve().parents[1]
 

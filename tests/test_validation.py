@@ -10,7 +10,8 @@ import torch
 
 from workbench.config import ConfigError, build_config, stored_config
 from workbench.core.partition import hold_out, validation_count, validation_splits
-from workbench.core.results import Row, summarize, to_frame
+from workbench.core.results import Row, to_frame
+from workbench.core.summary import summarize
 from workbench.loop.rounds import make_clients
 from workbench.loop.runner import run_experiment
 

@@ -144,7 +144,9 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     """Validate, run, write the run directory and print the summary."""
     config = build_config(flat_parameters(args, extra))  # refused before torch is imported
     from workbench.core.diagnostics import brief, format_warnings
-    from workbench.core.results import check_checkpoint, format_summary, to_frame
+    from workbench.core.results import to_frame
+    from workbench.core.run_files import check_checkpoint
+    from workbench.core.summary import format_summary
 
     out = args.out or Path("runs") / (
         f"{config.run.algorithm}-{config.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -219,7 +221,8 @@ def chosen(reference: str | None, names: list[str], where: str) -> None:
 def cmd_target(args: argparse.Namespace, extra: list[str]) -> int:
     """Print the cost to first reach a target mean accuracy for each finished run."""
     from workbench.core.facts import TABLE_FILE
-    from workbench.core.results import cost_to_target, read_run
+    from workbench.core.run_files import read_run
+    from workbench.core.summary import cost_to_target
 
     runs = {}
     for run_dir in args.runs:

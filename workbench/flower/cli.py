@@ -47,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
 def cmd_simulate(args: argparse.Namespace, extra: list[str]) -> int:
     """Run, write the run directory, print its summary."""
     from workbench.core.diagnostics import format_warnings
-    from workbench.core.results import format_summary
+    from workbench.core.summary import format_summary
     from workbench.flower.simulation import simulate
 
     config = build_config(flat_parameters(args, extra))

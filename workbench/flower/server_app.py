@@ -18,7 +18,8 @@ from flwr.serverapp import Grid, ServerApp
 
 from workbench.config import ConfigError, ExperimentConfig
 from workbench.core import files
-from workbench.core.results import to_frame, write_run
+from workbench.core.results import to_frame
+from workbench.core.run_files import write_run
 from workbench.flower.messages import CONFIG, INFO, PARTITION_ID
 from workbench.flower.settings import FlowerSettings, split_run_config
 from workbench.flower.strategy import WorkbenchStrategy

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from workbench.config import ExperimentConfig
 from workbench.core.facts import TABLE_FILE
-from workbench.core.results import read_run, read_summary
+from workbench.core.run_files import read_run, read_summary
 from workbench.flower.settings import FlowerSettings, to_run_config
 from workbench.loop.attacks import refusal_advice
 from workbench.loop.rounds import prepare

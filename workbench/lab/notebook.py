@@ -100,7 +100,7 @@ def collect(namespace: Mapping[str, Any], before: set[str]) -> tuple[ExperimentC
 def run(config: ExperimentConfig, options: NotebookOptions) -> pd.DataFrame:
     """Run the configured experiment and any compared algorithms; one combined table."""
     from workbench.core.diagnostics import format_warnings
-    from workbench.core.results import format_summary
+    from workbench.core.summary import format_summary
     from workbench.loop.runner import run_experiment
 
     tables = []

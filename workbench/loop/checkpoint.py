@@ -28,7 +28,8 @@ from workbench.config import stored_config
 from workbench.core import files
 from workbench.core.errors import DamagedFileError, UserError
 from workbench.core.facts import CHECKPOINT_FILE
-from workbench.core.results import Event, Row, config_differences, restart_remedy
+from workbench.core.results import Event, Row
+from workbench.core.run_files import config_differences, restart_remedy
 
 if TYPE_CHECKING:
     from workbench.loop.store import ClientStore

@@ -23,20 +23,17 @@ from workbench.core import files
 from workbench.core.accounting import Ledger
 from workbench.core.errors import UserError
 from workbench.core.facts import SUMMARY_FILE, TABLE_FILE, TIMING_FILE
-from workbench.core.results import (
-    COST_COLUMNS,
-    Event,
+from workbench.core.results import COST_COLUMNS, Event, events_frame, to_frame
+from workbench.core.run_files import (
     check_run_dir,
     config_differences,
-    events_frame,
     read_config,
     read_events,
     read_run,
     read_summary,
-    summarize,
-    to_frame,
     write_run,
 )
+from workbench.core.summary import summarize
 from workbench.loop import checkpoint, privacy, tracking
 from workbench.loop.attacks import refusal_advice
 from workbench.loop.devices import Devices, devices_for

@@ -22,7 +22,7 @@ import pandas as pd
 
 from workbench.algorithms import title
 from workbench.core.facts import REFERENCE_METHOD, STATUS_FILE
-from workbench.core.results import read_run
+from workbench.core.run_files import read_run
 from workbench.lab.report.protocol_table import (
     GAP_COLUMNS,
     KEY,

@@ -23,7 +23,7 @@ import pandas as pd
 from scipy import stats
 
 from workbench.core.facts import REFERENCE_METHOD
-from workbench.core.results import cost_to_target
+from workbench.core.summary import cost_to_target
 from workbench.lab.report.selection import VALIDATION
 from workbench.lab.report.sweep_tables import label, point_summary
 

@@ -23,7 +23,8 @@ from workbench.algorithms import DIAGNOSTICS
 from workbench.core import files
 from workbench.core.diagnostics import STEPS_PREFIX
 from workbench.core.facts import CONFIG_FILE, EPSILON, REFERENCE_METHOD, SWEEP_FILE, TABLE_FILE
-from workbench.core.results import ROW_COLUMNS, SIM_TIME, TIMING_COLUMNS, mean_accuracy, summarize
+from workbench.core.results import ROW_COLUMNS, SIM_TIME, TIMING_COLUMNS, mean_accuracy
+from workbench.core.summary import summarize
 from workbench.lab.report.selection import VALIDATION, selection_column
 from workbench.lab.report.stats import interval_columns
 

@@ -24,7 +24,7 @@ from workbench.config import ConfigError, stored_config
 from workbench.core import files
 from workbench.core.errors import DamagedFileError
 from workbench.core.facts import CONFIG_FILE, STATUS_FILE, TABLE_FILE
-from workbench.core.results import check_run_dir
+from workbench.core.run_files import check_run_dir
 from workbench.lab.sweep.spec import Point
 
 POINTS, ASIDE = "points", ".old"  # a point folder set aside: `<id>.old`

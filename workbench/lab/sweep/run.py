@@ -21,7 +21,7 @@ import pandas as pd
 from workbench.core import files
 from workbench.core.facts import SWEEP_FILE, TABLE_FILE
 from workbench.core.folder_lock import owned
-from workbench.core.results import read_run
+from workbench.core.run_files import read_run
 from workbench.lab.report import provenance
 from workbench.lab.report.provenance import efficiency_line
 from workbench.lab.report.sweep_tables import REBUILD_RECORD

@@ -25,7 +25,7 @@ from typing import Any
 from workbench.core import files
 from workbench.core.errors import DamagedFileError
 from workbench.core.facts import STATUS_FILE, TRIALS_DIR, TUNE_FILE
-from workbench.core.results import read_summary
+from workbench.core.run_files import read_summary
 from workbench.lab.pruning import PRUNED, pruner, ticket
 from workbench.lab.sweep.dispatch import run_points
 from workbench.lab.sweep.executor_base import Execution
