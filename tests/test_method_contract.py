@@ -18,7 +18,7 @@ from workbench.algorithms.fedavg import FedAvg, FedAvgParams
 from workbench.config import build_config
 from workbench.core.accounting import Ledger, payload_bytes
 from workbench.core.aggregation import InvalidUpdateError
-from workbench.loop.checkpoint import client_state
+from workbench.loop.client_state import client_state
 from workbench.loop.rounds import round_generator, run_round
 from workbench.loop.runner import run_experiment
 from workbench.loop.server_round import RESTORED

@@ -22,7 +22,7 @@ from workbench.algorithms import REGISTRY, Algorithm, Client, Environment
 from workbench.config import ExperimentConfig, build_config
 from workbench.core import files
 from workbench.core.data import ClientData, SharedClientData
-from workbench.loop.checkpoint import client_state, load_client_state
+from workbench.loop.client_state import client_state, load_client_state
 from workbench.loop.rounds import make_clients, resolve_device
 
 STATE_ROOT_ENV = "WORKBENCH_FLOWER_STATE"  # where nodes keep client state when not configured

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
 from workbench.algorithms import Algorithm, Client
 from workbench.config import stored_config
@@ -30,6 +29,7 @@ from workbench.core.errors import DamagedFileError, UserError
 from workbench.core.facts import CHECKPOINT_FILE
 from workbench.core.results import Event, Row
 from workbench.core.run_files import config_differences, restart_remedy
+from workbench.loop.client_state import client_state, load_client_state
 
 if TYPE_CHECKING:
     from workbench.loop.store import ClientStore
@@ -37,24 +37,6 @@ if TYPE_CHECKING:
 KEYS = ("round", "config", "server", "algorithm", "clients", "ledger", "rows")
 
 __all__ = ["CHECKPOINT_FILE", "client_state", "load", "load_client_state", "save"]
-
-
-def client_state(client: Client) -> dict[str, Any]:
-    """A client's state with modules replaced by their state dicts."""
-    return {k: v.state_dict() if isinstance(v, nn.Module) else v for k, v in client.state.items()}
-
-
-def load_client_state(client: Client, saved: dict[str, Any]) -> None:
-    """Restore a client's state in place (modules keep their structure, weights are loaded);
-    entries an algorithm adds after set-up (e.g. received prototypes) are restored as saved."""
-    missing = set(client.state) - set(saved)
-    if missing:
-        raise ValueError(f"checkpoint lacks client {client.cid} state {sorted(missing)}")
-    for key, value in saved.items():
-        if isinstance(client.state.get(key), nn.Module):
-            client.state[key].load_state_dict(value)
-        else:
-            client.state[key] = value
 
 
 def save(

@@ -33,7 +33,7 @@ from torch.utils._pytree import tree_map
 from workbench.algorithms import Algorithm, Client
 from workbench.core import files
 from workbench.core.errors import DamagedFileError
-from workbench.loop.checkpoint import client_state, load_client_state
+from workbench.loop.client_state import client_state, load_client_state
 
 SPILL_FOLDER = "client-state"
 _NAME = re.compile(r"(\d+)-(\d+)\.pt")  # <cid>-<n>.pt
