@@ -36,6 +36,20 @@ def wait_for(predicate: Callable[[], bool], seconds: float) -> bool:
     return False
 
 
+class Killed(Exception):
+    """What `kill_after` raises: a run killed as a round ends (before that round's checkpoint)."""
+
+
+def kill_after(round_to_die: int) -> Callable[..., None]:
+    """A progress callback that kills the run as round `round_to_die` ends."""
+
+    def progress(round_: int, rounds: int, metrics: object) -> None:
+        if round_ == round_to_die:
+            raise Killed
+
+    return progress
+
+
 def table_row(**values: object) -> dict:
     """One results.csv row of a synthetic sweep table: fixed costs and counts, then `values`."""
     fixed = {"client": 0, "model": "cnn1", "participated": True, "loss": 1.0, "train_loss": 1.0}

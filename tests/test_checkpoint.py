@@ -1,5 +1,6 @@
 import pandas as pd
 import pytest
+from helpers import Killed, kill_after
 
 from workbench.config import build_config
 from workbench.core.errors import UserError
@@ -7,18 +8,6 @@ from workbench.loop.checkpoint import CHECKPOINT_FILE
 from workbench.loop.runner import run_experiment
 
 pytestmark = pytest.mark.slow  # each test runs the loop end to end, some twice
-
-
-class Killed(Exception):
-    pass
-
-
-def kill_after(round_to_die: int):
-    def progress(round_, rounds, metrics):
-        if round_ == round_to_die:
-            raise Killed
-
-    return progress
 
 
 def test_killed_run_resumes_from_its_checkpoint_with_identical_numbers(tiny, tmp_path):

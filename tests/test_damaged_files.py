@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from helpers import SWEEP_TINY
+from helpers import SWEEP_TINY, Killed, kill_after
 
 from workbench.cli import main
 from workbench.config import build_config
@@ -39,24 +39,12 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN = {**SWEEP_TINY, "rounds": 3, "checkpoint_every": 1, "algorithm": "fedavg"}
 
 
-class Killed(Exception):
-    pass
-
-
-def die_at(round_to_die: int):
-    def progress(round_, rounds, metrics):
-        if round_ == round_to_die:
-            raise Killed
-
-    return progress
-
-
 @pytest.fixture(scope="module")
 def killed_run(tmp_path_factory) -> Path:
     """A run directory holding only the checkpoint of a run killed in round 2 (round 1's)."""
     run_dir = tmp_path_factory.mktemp("killed") / "run"
     with pytest.raises(Killed):
-        run_experiment(build_config(RUN), run_dir, progress=die_at(2))
+        run_experiment(build_config(RUN), run_dir, progress=kill_after(2))
     assert (run_dir / CHECKPOINT_FILE).is_file()
     return run_dir
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pandas as pd
 import pytest
 import torch
-from helpers import make_algorithm
+from helpers import Killed, kill_after, make_algorithm
 
 from workbench.algorithms import REGISTRY, register, unregister
 from workbench.algorithms.fedavg import FedAvg, FedAvgParams
@@ -76,24 +76,12 @@ def plugin():
     unregister(PluginAverage.name)
 
 
-class Killed(Exception):
-    pass
-
-
-def _die_after(round_: int):
-    def progress(done, rounds, metrics):
-        if done == round_:
-            raise Killed
-
-    return progress
-
-
 @pytest.mark.parametrize("method", METHODS)
 def test_a_killed_run_resumes_bit_identically(method, tiny, tmp_path):
     config = build_config({**tiny, **LIGHT, "algorithm": method, "rounds": 2, "checkpoint_every": 1})
     whole = run_experiment(config, out_dir=tmp_path / "whole")
     with pytest.raises(Killed):  # killed as round 2 ends, before its checkpoint
-        run_experiment(config, out_dir=tmp_path / "resumed", progress=_die_after(2))
+        run_experiment(config, out_dir=tmp_path / "resumed", progress=kill_after(2))
     seen: list[int] = []
     resumed = run_experiment(config, out_dir=tmp_path / "resumed", progress=lambda r, *_: seen.append(r))
     assert seen == [2], f"{method}: rounds {seen} ran after the checkpoint of round 1"

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from test_checkpoint import Killed, kill_after
+from helpers import Killed, kill_after
 
 from workbench.config import build_config
 from workbench.core.errors import DamagedFileError
